@@ -1,0 +1,382 @@
+//! What the application sees: events, messages, the [`Handle`] and the hooks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::engine::ConnId;
+use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
+use crate::proto::handshake::{Rejection, UpgradeRequest};
+use crate::proto::{CloseCode, DataKind, OpCode};
+
+/// A whole WebSocket message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A text message (valid UTF-8).
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// Text or binary.
+    pub fn kind(&self) -> DataKind {
+        match self {
+            Message::Text(_) => DataKind::Text,
+            Message::Binary(_) => DataKind::Binary,
+        }
+    }
+
+    pub(crate) fn from_parts(kind: DataKind, bytes: Vec<u8>) -> Self {
+        match kind {
+            // The decoder validated the text; the lossy path is never taken, it only avoids a panic.
+            DataKind::Text => Message::Text(
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            DataKind::Binary => Message::Binary(bytes),
+        }
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.to_owned())
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Message::Binary(b)
+    }
+}
+
+/// What the loops tell the application's workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection completed its upgrade.
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The request path, without the query.
+        path: String,
+        /// The query string, without `?`.
+        query: Option<String>,
+        /// The subprotocol chosen by the upgrade hook.
+        subprotocol: Option<String>,
+        /// The request headers named in [`crate::ServerBuilder::open_headers`], as received.
+        headers: Vec<(String, String)>,
+        /// The value the upgrade hook attached to the connection.
+        user: u64,
+    },
+    /// A whole message arrived (and the inline hook, if any, forwarded it).
+    Message {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        message: Message,
+    },
+    /// A connection that had opened is gone.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's close code; 1005 when its close frame had none, 1006 when the connection
+        /// dropped without one, or the code we failed the connection with.
+        code: u16,
+        /// The peer's close reason.
+        reason: String,
+        /// Whether the close handshake completed.
+        clean: bool,
+    },
+}
+
+/// What an upgrade hook returns to accept a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// The subprotocol, one the client offered (see [`UpgradeRequest::select_subprotocol`]).
+    pub subprotocol: Option<String>,
+    /// Extra response headers (sanitised: a CR or LF rejects the upgrade with 500).
+    pub headers: Vec<(String, String)>,
+    /// A small value attached to the connection, reported in [`Event::Open`].
+    pub user: u64,
+}
+
+/// Decides whether an upgrade is accepted. Runs on the loop thread: keep it cheap.
+pub type UpgradeHook =
+    Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync>;
+
+/// Whether a message handled inline still goes to the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// The hook handled it.
+    Consumed,
+    /// Deliver it as an [`Event::Message`] too.
+    Forward,
+}
+
+/// A message hook that runs on the loop thread, for cheap logic (echo, routing) without crossing
+/// threads. It may reply to the sender through [`Inline::reply`].
+pub type MessageHook = Arc<dyn Fn(&mut Inline<'_>, DataKind, &[u8]) -> Flow + Send + Sync>;
+
+/// The connection a [`MessageHook`] runs for.
+pub struct Inline<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) user: u64,
+    pub(crate) replies: &'a mut Vec<(OpCode, std::ops::Range<usize>)>,
+    pub(crate) reply_bytes: &'a mut Vec<u8>,
+}
+
+impl Inline<'_> {
+    /// The connection the message came from.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The value the upgrade hook attached.
+    pub fn user(&self) -> u64 {
+        self.user
+    }
+
+    /// Queues a message back to this connection (written at the end of the loop turn).
+    pub fn reply(&mut self, kind: DataKind, payload: &[u8]) {
+        let start = self.reply_bytes.len();
+        self.reply_bytes.extend_from_slice(payload);
+        let opcode = if kind == DataKind::Text { OpCode::Text } else { OpCode::Binary };
+        self.replies.push((opcode, start..self.reply_bytes.len()));
+    }
+}
+
+/// A message framed once, shareable by any number of connections on any loop.
+#[derive(Clone, Debug)]
+pub struct Prepared(pub(crate) Arc<[u8]>);
+
+impl Prepared {
+    /// Frames `message` for sending from a server.
+    pub fn new(message: &Message) -> Self {
+        let opcode = if message.kind() == DataKind::Text { OpCode::Text } else { OpCode::Binary };
+        Self::from_parts(opcode, message.as_bytes())
+    }
+
+    pub(crate) fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let mut frame = Vec::with_capacity(header_len + payload.len());
+        frame.extend_from_slice(&header[..header_len]);
+        frame.extend_from_slice(payload);
+        Self(Arc::from(frame))
+    }
+
+    /// The size of the frame on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A command from the application to a loop.
+pub(crate) enum Command {
+    Send(ConnId, Message),
+    SendPrepared(ConnId, Prepared),
+    Close(ConnId, CloseCode, String),
+    Subscribe(ConnId, Arc<str>),
+    Unsubscribe(ConnId, Arc<str>),
+    Publish(Arc<str>, Prepared),
+    /// A socket accepted by another loop (only without `SO_REUSEPORT`).
+    Adopt(mio::net::TcpStream),
+    Shutdown(std::time::Instant),
+}
+
+/// The sending side of one loop's command queue.
+pub(crate) struct LoopMailbox {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) waker: Arc<mio::Waker>,
+    /// Set while a wake-up is on its way, so that a burst of commands wakes the loop once.
+    pub(crate) wake_pending: AtomicBool,
+}
+
+impl LoopMailbox {
+    pub(crate) fn post(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            return; // The loop has stopped; nothing to deliver to.
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed wake-up means the loop is gone; nothing to do.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Counters of one loop, read by [`Handle::stats`].
+#[derive(Default, Debug)]
+pub(crate) struct LoopStats {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) slow_consumer_drops: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) rejected_over_limit: AtomicU64,
+    pub(crate) queued_events: AtomicUsize,
+}
+
+impl LoopStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the server's counters, summed over loops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections held now (handshaking, open and closing).
+    pub connections: usize,
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Upgrades completed.
+    pub handshakes_ok: u64,
+    /// Upgrades refused (malformed, rejected by the hook, timed out).
+    pub handshakes_failed: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages queued for sending.
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Connections failed for a protocol violation.
+    pub protocol_errors: u64,
+    /// Connections closed with 1008 for exceeding the outbound cap.
+    pub slow_consumer_closes: u64,
+    /// Messages dropped for a connection over the outbound cap.
+    pub slow_consumer_drops: u64,
+    /// `accept` failures (EMFILE and the like).
+    pub accept_errors: u64,
+    /// Connections refused for the connection caps.
+    pub rejected_over_limit: u64,
+    /// Events waiting for the workers in the loops' backlogs (reading pauses while non-zero).
+    pub queued_events: usize,
+    /// Events per loop waiting in the worker channel.
+    pub channel_len: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) mailboxes: Vec<LoopMailbox>,
+    pub(crate) stats: Vec<Arc<LoopStats>>,
+    pub(crate) events: Sender<Event>,
+}
+
+/// Sends, closes, subscribes and publishes from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    fn mailbox(&self, conn: ConnId) -> Option<&LoopMailbox> {
+        self.shared.mailboxes.get(conn.loop_id())
+    }
+
+    /// Sends a message to one connection. Ignored if the connection is gone.
+    pub fn send(&self, conn: ConnId, message: impl Into<Message>) {
+        if let Some(mailbox) = self.mailbox(conn) {
+            mailbox.post(Command::Send(conn, message.into()));
+        }
+    }
+
+    /// Sends a message framed once with [`Prepared::new`] (for sending the same bytes to many).
+    pub fn send_prepared(&self, conn: ConnId, message: &Prepared) {
+        if let Some(mailbox) = self.mailbox(conn) {
+            mailbox.post(Command::SendPrepared(conn, message.clone()));
+        }
+    }
+
+    /// Starts the close handshake with `code` (must be sendable, else 1000 is used) and `reason`.
+    pub fn close(&self, conn: ConnId, code: u16, reason: &str) {
+        let code = if CloseCode(code).is_sendable() { CloseCode(code) } else { CloseCode::NORMAL };
+        if let Some(mailbox) = self.mailbox(conn) {
+            mailbox.post(Command::Close(conn, code, reason.to_owned()));
+        }
+    }
+
+    /// Subscribes a connection to a topic; it leaves every topic when it closes.
+    pub fn subscribe(&self, conn: ConnId, topic: &str) {
+        if let Some(mailbox) = self.mailbox(conn) {
+            mailbox.post(Command::Subscribe(conn, Arc::from(topic)));
+        }
+    }
+
+    /// Unsubscribes a connection from a topic.
+    pub fn unsubscribe(&self, conn: ConnId, topic: &str) {
+        if let Some(mailbox) = self.mailbox(conn) {
+            mailbox.post(Command::Unsubscribe(conn, Arc::from(topic)));
+        }
+    }
+
+    /// Sends a message to every subscriber of `topic` on every loop. The frame is encoded once
+    /// and shared by all of them.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) {
+        self.publish_prepared(topic, &Prepared::new(&message.into()));
+    }
+
+    /// [`Handle::publish`] with a message framed already.
+    pub fn publish_prepared(&self, topic: &str, message: &Prepared) {
+        let topic: Arc<str> = Arc::from(topic);
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Command::Publish(topic.clone(), message.clone()));
+        }
+    }
+
+    /// The counters summed over loops.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for s in &self.shared.stats {
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            total.connections += s.connections.load(Ordering::Relaxed);
+            total.accepted += get(&s.accepted);
+            total.handshakes_ok += get(&s.handshakes_ok);
+            total.handshakes_failed += get(&s.handshakes_failed);
+            total.messages_in += get(&s.messages_in);
+            total.messages_out += get(&s.messages_out);
+            total.bytes_in += get(&s.bytes_in);
+            total.bytes_out += get(&s.bytes_out);
+            total.protocol_errors += get(&s.protocol_errors);
+            total.slow_consumer_closes += get(&s.slow_consumer_closes);
+            total.slow_consumer_drops += get(&s.slow_consumer_drops);
+            total.accept_errors += get(&s.accept_errors);
+            total.rejected_over_limit += get(&s.rejected_over_limit);
+            total.queued_events += s.queued_events.load(Ordering::Relaxed);
+        }
+        total.channel_len = self.shared.events.len();
+        total
+    }
+
+    pub(crate) fn shutdown_all(&self, deadline: std::time::Instant) {
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Command::Shutdown(deadline));
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The readiness backend on `mio` (epoll on Linux): one `Poll`, one `SO_REUSEPORT` listener and
+//! one slab of connections per loop thread. Edge-triggered: a socket is read until it returns
+//! fewer bytes than asked (the kernel queue is empty then, see epoll(7)) or `WouldBlock`, within
+//! a budget per wake-up for fairness; connections over budget go on the ready list for next turn.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::app::{Command, LoopStats, Shared};
+use crate::engine::conn::{Conn, Next};
+use crate::engine::core::LoopCore;
+use crate::engine::ids::MAX_CONNS_PER_LOOP;
+use crate::engine::outbound::MAX_IOVECS;
+use crate::engine::timer::TimerEntry;
+
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// How long accepting pauses after EMFILE/ENFILE, so that a full descriptor table does not spin
+/// the loop at 100 % CPU while existing connections carry on.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+struct Slot {
+    socket: TcpStream,
+    conn: Conn,
+}
+
+/// Where accepted sockets go when there is no `SO_REUSEPORT`: loop 0 accepts for everyone.
+pub(crate) enum Acceptor {
+    /// This loop has its own listener (or none, when another loop accepts for it).
+    Own(Option<TcpListener>),
+    /// This loop accepts and hands every n-th socket to loop n.
+    Distributing { listener: TcpListener, next: usize },
+}
+
+impl Acceptor {
+    fn listener_mut(&mut self) -> Option<&mut TcpListener> {
+        match self {
+            Acceptor::Own(listener) => listener.as_mut(),
+            Acceptor::Distributing { listener, .. } => Some(listener),
+        }
+    }
+}
+
+pub(crate) struct MioLoop {
+    poll: Poll,
+    acceptor: Acceptor,
+    slab: Slab<Slot>,
+    core: LoopCore,
+    scratch: Vec<u8>,
+    commands: Receiver<Command>,
+    shared: Arc<Shared>,
+    /// Connections that may have unread bytes: over their read budget, or paused for workers.
+    ready: Vec<(u32, u32)>,
+    accept_paused_until: Option<Instant>,
+    due: Vec<TimerEntry>,
+    subscribers: Vec<u32>,
+}
+
+impl MioLoop {
+    pub(crate) fn new(
+        poll: Poll,
+        acceptor: Acceptor,
+        core: LoopCore,
+        commands: Receiver<Command>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        let mut this = Self {
+            poll,
+            acceptor,
+            slab: Slab::new(),
+            scratch: vec![0; core.config.scratch_size],
+            core,
+            commands,
+            shared,
+            ready: Vec::new(),
+            accept_paused_until: None,
+            due: Vec::new(),
+            subscribers: Vec::new(),
+        };
+        if let Some(listener) = this.acceptor.listener_mut() {
+            this.poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
+        Ok(this)
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.core.update_clock();
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("loop {}: poll failed: {e}", self.core.loop_id);
+                    break;
+                }
+            }
+            self.core.update_clock();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(index) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(index);
+                        }
+                        if event.is_writable() {
+                            self.flush(index);
+                        }
+                    }
+                }
+            }
+            self.drain_commands();
+            if self.core.drain_backlog() && !self.ready.is_empty() {
+                for (index, generation) in std::mem::take(&mut self.ready) {
+                    if self.slab.get(index as usize).is_some_and(|s| s.conn.generation == generation) {
+                        self.read(index as usize);
+                    }
+                }
+            }
+            self.expire_timers();
+            if self.accept_paused_until.is_some_and(|until| self.core.now >= until) {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+            self.flush_dirty();
+            if let Some(deadline) = self.core.shutting_down {
+                if self.slab.is_empty() || self.core.now >= deadline {
+                    break;
+                }
+            }
+        }
+        let indices: Vec<usize> = self.slab.iter().map(|(i, _)| i).collect();
+        for index in indices {
+            self.remove(index);
+        }
+        // Let the workers see the last Close events even if the channel was full.
+        let give_up = Instant::now() + Duration::from_secs(1);
+        while !self.core.drain_backlog() && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.core.workers_behind() {
+            return Some(Duration::from_millis(1));
+        }
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut timeout = self.core.wheel.poll_timeout(self.core.now);
+        let mut consider = |at: Instant| {
+            let d = at.saturating_duration_since(self.core.now);
+            timeout = Some(timeout.map_or(d, |t| t.min(d)));
+        };
+        if let Some(until) = self.accept_paused_until {
+            consider(until);
+        }
+        if let Some(deadline) = self.core.shutting_down {
+            consider(deadline);
+        }
+        timeout
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() || self.core.shutting_down.is_some() {
+            return;
+        }
+        loop {
+            let accepted = match &self.acceptor {
+                Acceptor::Own(Some(listener)) | Acceptor::Distributing { listener, .. } => listener.accept(),
+                Acceptor::Own(None) => return,
+            };
+            match accepted {
+                Ok((socket, _)) => self.route(socket),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog;
+                    // try again shortly instead of spinning on it.
+                    LoopStats::add(&self.core.stats.accept_errors, 1);
+                    log::warn!(
+                        "loop {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}",
+                        self.core.loop_id
+                    );
+                    self.accept_paused_until = Some(self.core.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, socket: TcpStream) {
+        if let Acceptor::Distributing { next, .. } = &mut self.acceptor {
+            let target = *next % self.shared.mailboxes.len();
+            *next = next.wrapping_add(1);
+            if target != self.core.loop_id {
+                self.shared.mailboxes[target].post(Command::Adopt(socket));
+                return;
+            }
+        }
+        self.adopt(socket);
+    }
+
+    fn adopt(&mut self, mut socket: TcpStream) {
+        let config = &self.core.config;
+        let total = self.core.total_connections.load(Ordering::Relaxed);
+        if total >= config.max_connections
+            || self.slab.len() >= config.max_connections_per_loop.min(MAX_CONNS_PER_LOOP)
+            || self.core.shutting_down.is_some()
+        {
+            LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+            return; // Dropping the socket closes it.
+        }
+        // Small frames must not wait for Nagle; failure only costs latency.
+        let _ = socket.set_nodelay(true);
+        let entry = self.slab.vacant_entry();
+        let index = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(&mut socket, Token(index), Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("loop {}: register failed: {e}", self.core.loop_id);
+            return;
+        }
+        let mut conn = Conn::new(&mut self.core);
+        conn.rearm(&mut self.core, index as u32);
+        entry.insert(Slot { socket, conn });
+        self.core.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
+        LoopStats::add(&self.core.stats.accepted, 1);
+    }
+
+    fn read(&mut self, index: usize) {
+        let mut budget = self.core.config.read_budget;
+        loop {
+            let Some(slot) = self.slab.get_mut(index) else { return };
+            if self.core.workers_behind() {
+                self.ready.push((index as u32, slot.conn.generation));
+                return;
+            }
+            let spill_len = slot.conn.spill().len();
+            self.scratch[..spill_len].copy_from_slice(slot.conn.spill());
+            let room = self.scratch.len() - spill_len;
+            match (&slot.socket).read(&mut self.scratch[spill_len..]) {
+                Ok(0) => {
+                    if slot.conn.on_eof() == Next::Remove {
+                        self.remove(index);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    let socket = &slot.socket;
+                    let peer = || socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let data = &mut self.scratch[..spill_len + n];
+                    if slot.conn.on_bytes(&mut self.core, index as u32, data, &peer) == Next::Remove {
+                        self.remove(index);
+                        return;
+                    }
+                    if n < room {
+                        return;
+                    }
+                    budget -= 1;
+                    if budget == 0 {
+                        self.ready.push((index as u32, slot.conn.generation));
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(index);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, index: usize) {
+        let Some(slot) = self.slab.get_mut(index) else { return };
+        while let Some(outbound) = slot.conn.outbound() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = outbound.io_slices(&mut slices);
+            match (&slot.socket).write_vectored(&slices[..n]) {
+                Ok(0) => break,
+                Ok(written) => slot.conn.written(&self.core.stats, written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(index);
+                    return;
+                }
+            }
+        }
+        if slot.conn.wants_fin() {
+            // The peer answers our FIN with its own; the read of 0 bytes then removes the
+            // connection (or the linger deadline does).
+            let _ = slot.socket.shutdown(Shutdown::Write);
+            slot.conn.fin_sent();
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for &index in &dirty {
+            if let Some(slot) = self.slab.get_mut(index as usize) {
+                slot.conn.flushed();
+                self.flush(index as usize);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let mut due = std::mem::take(&mut self.due);
+        self.core.wheel.expire(self.core.now, &mut due);
+        for entry in due.drain(..) {
+            let Some(slot) = self.slab.get_mut(entry.index as usize) else { continue };
+            if slot.conn.generation != entry.generation || slot.conn.armed != entry.tick {
+                continue; // Stale: the connection is gone or re-armed earlier.
+            }
+            if slot.conn.on_timer(&mut self.core, entry.index) == Next::Remove {
+                self.remove(entry.index as usize);
+            }
+        }
+        self.due = due;
+    }
+
+    fn remove(&mut self, index: usize) {
+        let Some(mut slot) = self.slab.try_remove(index) else { return };
+        let _ = self.poll.registry().deregister(&mut slot.socket);
+        slot.conn.on_removed(&mut self.core, index as u32);
+    }
+
+    fn drain_commands(&mut self) {
+        self.shared.mailboxes[self.core.loop_id].wake_pending.store(false, Ordering::Release);
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(command);
+        }
+    }
+
+    fn conn_index(&self, id: crate::engine::ConnId) -> Option<usize> {
+        let index = id.index();
+        let slot = self.slab.get(index)?;
+        (id.loop_id() == self.core.loop_id && slot.conn.generation == id.generation()).then_some(index)
+    }
+
+    /// Runs `f` on the live connection `id` names; stale ids are ignored.
+    fn with_conn(&mut self, id: crate::engine::ConnId, f: impl FnOnce(&mut Conn, &mut LoopCore, u32)) {
+        if let Some(index) = self.conn_index(id) {
+            f(&mut self.slab[index].conn, &mut self.core, index as u32);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Send(id, message) => self.with_conn(id, |c, core, i| c.send(core, i, &message)),
+            Command::SendPrepared(id, frame) => {
+                self.with_conn(id, |c, core, i| c.send_prepared(core, i, &frame))
+            }
+            Command::Close(id, code, reason) => {
+                self.with_conn(id, |c, core, i| c.close(core, i, code, &reason))
+            }
+            Command::Subscribe(id, topic) => self.with_conn(id, |c, core, i| c.subscribe(core, i, topic)),
+            Command::Unsubscribe(id, topic) => {
+                self.with_conn(id, |c, core, i| c.unsubscribe(core, i, &topic))
+            }
+            Command::Publish(topic, frame) => {
+                self.subscribers.clear();
+                if let Some(subscribers) = self.core.topics.get(&topic) {
+                    self.subscribers.extend(subscribers.iter().copied());
+                }
+                for &index in &self.subscribers {
+                    if let Some(slot) = self.slab.get_mut(index as usize) {
+                        slot.conn.send_prepared(&mut self.core, index, &frame);
+                    }
+                }
+            }
+            Command::Adopt(socket) => self.adopt(socket),
+            Command::Shutdown(deadline) => {
+                self.core.shutting_down = Some(deadline);
+                if let Some(listener) = self.acceptor.listener_mut() {
+                    let _ = self.poll.registry().deregister(listener);
+                }
+                self.acceptor = Acceptor::Own(None);
+                let indices: Vec<usize> = self.slab.iter().map(|(i, _)| i).collect();
+                for index in indices {
+                    if self.slab[index].conn.on_shutdown(&mut self.core, index as u32) == Next::Remove {
+                        self.remove(index);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! One connection's logic, driven by "these bytes arrived", "the queue was written", "a timer
+//! fired". It touches no socket: a backend reads into the loop's scratch buffer, calls in here,
+//! and writes what [`Conn::outbound`] holds. That is what lets a completion-based backend reuse it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::core::LoopCore;
+use super::ids::ConnId;
+use super::outbound::Outbound;
+use super::timer::Tick;
+use super::SlowConsumerPolicy;
+use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
+use crate::proto::close::write_close_payload;
+use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
+use crate::proto::handshake::{parse_request, write_accept, write_error, Parsed, Rejection};
+use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the upgrade request.
+    Handshaking,
+    /// Frames flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Done: flush what is queued, send FIN, then wait for the peer's FIN (discarding reads).
+    Lingering,
+}
+
+const OPENED: u8 = 1 << 0;
+const DIRTY: u8 = 1 << 1;
+const AWAITING_PONG: u8 = 1 << 2;
+const FIN_SENT: u8 = 1 << 3;
+const CLEAN: u8 = 1 << 4;
+
+/// State that only some connections need for a while; boxed so that an idle one pays 8 bytes.
+#[derive(Default)]
+struct Cold {
+    /// Bytes of an incomplete upgrade request, frame header or control frame.
+    spill: Vec<u8>,
+    /// Pieces of a message that did not arrive in one read.
+    message: Vec<u8>,
+    outbound: Outbound,
+    topics: Vec<Arc<str>>,
+    close_reason: String,
+}
+
+impl Cold {
+    fn is_idle(&self) -> bool {
+        self.spill.is_empty()
+            && self.message.is_empty()
+            && self.outbound.is_empty()
+            && self.topics.is_empty()
+            && self.close_reason.is_empty()
+    }
+}
+
+/// What the backend must do after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Carry on.
+    Continue,
+    /// Drop the connection now.
+    Remove,
+}
+
+/// The per-connection state, kept small: an idle open connection owns no heap memory.
+pub(crate) struct Conn {
+    decoder: Decoder,
+    cold: Option<Box<Cold>>,
+    user: u64,
+    pub(crate) generation: u32,
+    /// The tick of this connection's armed timer entry.
+    pub(crate) armed: Tick,
+    /// The last tick bytes arrived (or the accept, while handshaking).
+    last_seen: Tick,
+    /// When the ping went out, or when Closing/Lingering gives up.
+    phase_tick: Tick,
+    /// The close code to report (0: none yet).
+    close_code: u16,
+    pub(crate) phase: Phase,
+    flags: u8,
+}
+
+impl Conn {
+    pub(crate) fn new(core: &mut LoopCore) -> Self {
+        Self {
+            decoder: Decoder::new(Role::Server),
+            cold: None,
+            user: 0,
+            generation: core.next_generation(),
+            armed: 0,
+            last_seen: core.now_tick,
+            phase_tick: 0,
+            close_code: 0,
+            phase: Phase::Handshaking,
+            flags: 0,
+        }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8) {
+        self.flags |= flag;
+    }
+
+    fn clear(&mut self, flag: u8) {
+        self.flags &= !flag;
+    }
+
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn id(&self, core: &LoopCore, index: u32) -> ConnId {
+        ConnId::new(core.loop_id, index as usize, self.generation)
+    }
+
+    /// Releases the boxed state once nothing is in it, so that idle connections hold no heap.
+    fn release_cold(&mut self) {
+        if self.cold.as_ref().is_some_and(|c| c.is_idle()) {
+            self.cold = None;
+        }
+    }
+
+    /// Bytes kept from the previous read, to be put in front of the next one.
+    pub(crate) fn spill(&self) -> &[u8] {
+        self.cold.as_ref().map_or(&[], |c| &c.spill)
+    }
+
+    /// The queue the backend writes from.
+    pub(crate) fn outbound(&mut self) -> Option<&mut Outbound> {
+        self.cold.as_mut().map(|c| &mut c.outbound).filter(|o| !o.is_empty())
+    }
+
+    /// Whether the backend should send FIN now: lingering and everything written.
+    pub(crate) fn wants_fin(&self) -> bool {
+        self.phase == Phase::Lingering
+            && !self.has(FIN_SENT)
+            && self.cold.as_ref().is_none_or(|c| c.outbound.is_empty())
+    }
+
+    pub(crate) fn fin_sent(&mut self) {
+        self.set(FIN_SENT);
+    }
+
+    /// The backend wrote `n` bytes of the queue.
+    pub(crate) fn written(&mut self, stats: &LoopStats, n: usize) {
+        if let Some(cold) = self.cold.as_mut() {
+            cold.outbound.advance(n);
+        }
+        LoopStats::add(&stats.bytes_out, n as u64);
+        self.release_cold();
+    }
+
+    /// Marks the connection for a flush at the end of the turn.
+    fn mark_dirty(&mut self, core: &mut LoopCore, index: u32) {
+        if !self.has(DIRTY) {
+            self.set(DIRTY);
+            core.dirty.push(index);
+        }
+    }
+
+    /// The backend took the connection off the dirty list.
+    pub(crate) fn flushed(&mut self) {
+        self.clear(DIRTY);
+    }
+
+    /// Appends a frame to the queue. Control frames always go; data frames obey the cap.
+    fn queue_frame(&mut self, core: &mut LoopCore, index: u32, opcode: OpCode, payload: &[u8]) -> bool {
+        if !opcode.is_control() && !self.admit(core, index, MAX_HEADER_LEN + payload.len()) {
+            return false;
+        }
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let outbound = &mut self.cold().outbound;
+        let tail = outbound.owned_tail();
+        tail.extend_from_slice(&header[..header_len]);
+        tail.extend_from_slice(payload);
+        outbound.commit(header_len + payload.len());
+        self.mark_dirty(core, index);
+        true
+    }
+
+    /// Queues a data message (from the application).
+    pub(crate) fn send(&mut self, core: &mut LoopCore, index: u32, message: &Message) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let opcode = if message.kind() == DataKind::Text { OpCode::Text } else { OpCode::Binary };
+        if self.queue_frame(core, index, opcode, message.as_bytes()) {
+            LoopStats::add(&core.stats.messages_out, 1);
+        }
+    }
+
+    /// Queues a frame shared with other connections.
+    pub(crate) fn send_prepared(&mut self, core: &mut LoopCore, index: u32, frame: &Prepared) {
+        if self.phase != Phase::Open || !self.admit(core, index, frame.wire_len()) {
+            return;
+        }
+        self.cold().outbound.push_shared(frame.0.clone());
+        self.mark_dirty(core, index);
+        LoopStats::add(&core.stats.messages_out, 1);
+    }
+
+    /// Applies the outbound cap: a message may always go to an empty queue.
+    fn admit(&mut self, core: &mut LoopCore, index: u32, len: usize) -> bool {
+        let queued = self.cold.as_ref().map_or(0, |c| c.outbound.queued());
+        if queued == 0 || queued + len <= core.config.max_outbound_bytes {
+            return true;
+        }
+        match core.config.slow_consumer {
+            SlowConsumerPolicy::Drop => LoopStats::add(&core.stats.slow_consumer_drops, 1),
+            SlowConsumerPolicy::Close => {
+                LoopStats::add(&core.stats.slow_consumer_closes, 1);
+                self.fail(core, index, CloseCode::POLICY_VIOLATION, "slow consumer");
+            }
+        }
+        false
+    }
+
+    /// The application asked to close: send our close frame and wait for theirs.
+    pub(crate) fn close(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
+        match self.phase {
+            Phase::Open => {
+                self.queue_close(core, index, code, reason);
+                self.phase = Phase::Closing;
+                self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
+                self.rearm(core, index);
+            }
+            Phase::Handshaking => self.linger(core, index),
+            Phase::Closing | Phase::Lingering => {}
+        }
+    }
+
+    fn queue_close(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
+        let mut payload = Vec::with_capacity(2 + reason.len().min(123));
+        write_close_payload(&mut payload, code, reason);
+        self.queue_frame(core, index, OpCode::Close, &payload);
+    }
+
+    /// Fails the connection: close frame with `code`, then FIN.
+    fn fail(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
+        if self.phase == Phase::Open {
+            self.queue_close(core, index, code, reason);
+        }
+        if self.close_code == 0 {
+            self.close_code = code.0;
+        }
+        self.linger(core, index);
+    }
+
+    /// Nothing more will be exchanged: flush, FIN, and wait a little for the peer's FIN.
+    fn linger(&mut self, core: &mut LoopCore, index: u32) {
+        if self.phase == Phase::Lingering {
+            return;
+        }
+        self.phase = Phase::Lingering;
+        self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
+        if let Some(cold) = self.cold.as_mut() {
+            cold.message = Vec::new();
+            cold.spill = Vec::new();
+        }
+        self.rearm(core, index);
+        self.mark_dirty(core, index);
+    }
+
+    /// Bytes arrived: `data` is the spill followed by what was just read. Takes what it can and
+    /// keeps the rest as the new spill.
+    pub(crate) fn on_bytes(
+        &mut self,
+        core: &mut LoopCore,
+        index: u32,
+        data: &mut [u8],
+        peer: &dyn Fn() -> SocketAddr,
+    ) -> Next {
+        LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
+        self.last_seen = core.now_tick;
+        let mut used = 0;
+        if self.phase == Phase::Handshaking {
+            match self.handshake(core, index, data, peer) {
+                Some(n) => used = n,
+                None => return Next::Continue,
+            }
+        }
+        while used < data.len() && matches!(self.phase, Phase::Open | Phase::Closing) {
+            match self.decoder.decode(&mut data[used..], &core.config.limits) {
+                Err(error) => {
+                    LoopStats::add(&core.stats.protocol_errors, 1);
+                    self.fail(core, index, error.close_code(), error.reason());
+                    used = data.len();
+                }
+                Ok((n, item)) => {
+                    used += n;
+                    let Some(item) = item else { break };
+                    self.on_item(core, index, item);
+                }
+            }
+        }
+        if self.phase == Phase::Lingering {
+            used = data.len();
+        }
+        let rest = &data[used..];
+        if !rest.is_empty() || !self.spill().is_empty() {
+            let spill = &mut self.cold().spill;
+            spill.clear();
+            spill.extend_from_slice(rest);
+            if spill.is_empty() {
+                *spill = Vec::new();
+            }
+        }
+        self.release_cold();
+        Next::Continue
+    }
+
+    /// Parses the upgrade request; returns how many bytes it used, or `None` if it needs more
+    /// (the bytes are kept) or the connection was refused.
+    fn handshake(
+        &mut self,
+        core: &mut LoopCore,
+        index: u32,
+        data: &[u8],
+        peer: &dyn Fn() -> SocketAddr,
+    ) -> Option<usize> {
+        let parsed = parse_request(data, &core.config.request_limits);
+        let request = match parsed {
+            Ok(Parsed::Complete(request)) => request,
+            Ok(Parsed::Partial) => {
+                let spill = &mut self.cold().spill;
+                spill.clear();
+                spill.extend_from_slice(data);
+                return None;
+            }
+            Err(error) => {
+                let mut response = Vec::new();
+                write_error(&mut response, &error);
+                self.refuse(core, index, &response);
+                return None;
+            }
+        };
+        let peer = peer();
+        let accepted = match &core.config.upgrade_hook {
+            Some(hook) => hook(&request, peer),
+            None => Ok(Default::default()),
+        };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                let mut response = Vec::new();
+                rejection.write(&mut response);
+                self.refuse(core, index, &response);
+                return None;
+            }
+        };
+        let mut response = Vec::new();
+        let extra: Vec<(&str, &str)> =
+            accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if write_accept(&mut response, request.key().as_bytes(), accepted.subprotocol.as_deref(), &extra)
+            .is_err()
+        {
+            Rejection::new(500, "invalid response header from the upgrade hook").write(&mut response);
+            self.refuse(core, index, &response);
+            return None;
+        }
+        let headers = core
+            .config
+            .open_headers
+            .iter()
+            .filter_map(|name| request.header_str(name).map(|v| (name.clone(), v.to_owned())))
+            .collect();
+        let open = Event::Open {
+            conn: self.id(core, index),
+            peer,
+            path: request.path().to_owned(),
+            query: request.query().map(str::to_owned),
+            subprotocol: accepted.subprotocol,
+            headers,
+            user: accepted.user,
+        };
+        let used = request.len();
+        self.user = accepted.user;
+        let outbound = &mut self.cold().outbound;
+        outbound.owned_tail().extend_from_slice(&response);
+        outbound.commit(response.len());
+        if let Some(cold) = self.cold.as_mut() {
+            cold.spill = Vec::new();
+        }
+        self.mark_dirty(core, index);
+        self.phase = Phase::Open;
+        self.set(OPENED);
+        LoopStats::add(&core.stats.handshakes_ok, 1);
+        core.emit(open);
+        self.rearm(core, index);
+        Some(used)
+    }
+
+    fn refuse(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
+        LoopStats::add(&core.stats.handshakes_failed, 1);
+        let outbound = &mut self.cold().outbound;
+        outbound.owned_tail().extend_from_slice(response);
+        outbound.commit(response.len());
+        self.cold().spill = Vec::new();
+        self.linger(core, index);
+    }
+
+    fn on_item(&mut self, core: &mut LoopCore, index: u32, item: Item<'_>) {
+        match item {
+            Item::Data { kind, chunk, first, last } => {
+                if self.phase != Phase::Open {
+                    return; // After our close frame, data is discarded.
+                }
+                if first && last {
+                    self.deliver(core, index, kind, chunk);
+                    return;
+                }
+                self.cold().message.extend_from_slice(chunk);
+                if last {
+                    let message =
+                        self.cold.as_mut().map(|c| std::mem::take(&mut c.message)).unwrap_or_default();
+                    self.deliver(core, index, kind, &message);
+                }
+            }
+            Item::Ping(payload) => {
+                if self.phase == Phase::Open {
+                    self.queue_frame(core, index, OpCode::Pong, payload);
+                }
+            }
+            Item::Pong(_) => self.clear(AWAITING_PONG),
+            Item::Close { code, reason } => {
+                self.close_code = code.map_or(CloseCode::NO_STATUS.0, |c| c.0);
+                if !reason.is_empty() {
+                    self.cold().close_reason = reason.to_owned();
+                }
+                self.set(CLEAN);
+                if self.phase == Phase::Open {
+                    // Echo their code; a close without a code is answered without one.
+                    let mut payload = Vec::new();
+                    if let Some(code) = code {
+                        write_close_payload(&mut payload, code, "");
+                    }
+                    self.queue_frame(core, index, OpCode::Close, &payload);
+                }
+                self.linger(core, index);
+            }
+        }
+    }
+
+    fn deliver(&mut self, core: &mut LoopCore, index: u32, kind: DataKind, payload: &[u8]) {
+        LoopStats::add(&core.stats.messages_in, 1);
+        let conn = self.id(core, index);
+        if let Some(hook) = core.config.message_hook.clone() {
+            let mut replies = std::mem::take(&mut core.inline_replies);
+            let mut bytes = std::mem::take(&mut core.inline_bytes);
+            let flow = {
+                let mut inline =
+                    Inline { conn, user: self.user, replies: &mut replies, reply_bytes: &mut bytes };
+                hook(&mut inline, kind, payload)
+            };
+            for (opcode, range) in replies.drain(..) {
+                if self.queue_frame(core, index, opcode, &bytes[range]) {
+                    LoopStats::add(&core.stats.messages_out, 1);
+                }
+            }
+            bytes.clear();
+            core.inline_replies = replies;
+            core.inline_bytes = bytes;
+            if flow == Flow::Consumed {
+                return;
+            }
+        }
+        core.emit(Event::Message { conn, message: Message::from_parts(kind, payload.to_vec()) });
+    }
+
+    pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, topic: Arc<str>) {
+        if self.phase == Phase::Open && core.subscribe(topic.clone(), index) {
+            self.cold().topics.push(topic);
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, core: &mut LoopCore, index: u32, topic: &str) {
+        if let Some(cold) = self.cold.as_mut() {
+            if let Some(at) = cold.topics.iter().position(|t| &**t == topic) {
+                cold.topics.swap_remove(at);
+                core.unsubscribe(topic, index);
+            }
+        }
+        self.release_cold();
+    }
+
+    /// The peer closed its side (read returned 0) or the socket failed.
+    pub(crate) fn on_eof(&mut self) -> Next {
+        Next::Remove
+    }
+
+    /// The connection leaves the slab: report it and leave its topics.
+    pub(crate) fn on_removed(&mut self, core: &mut LoopCore, index: u32) {
+        let cold = self.cold.take();
+        if let Some(cold) = &cold {
+            for topic in &cold.topics {
+                core.unsubscribe(topic, index);
+            }
+        }
+        if self.has(OPENED) {
+            let code = if self.close_code == 0 { CloseCode::ABNORMAL.0 } else { self.close_code };
+            let reason = cold.map(|c| c.close_reason).unwrap_or_default();
+            core.emit(Event::Close { conn: self.id(core, index), code, reason, clean: self.has(CLEAN) });
+        } else if self.phase == Phase::Handshaking {
+            LoopStats::add(&core.stats.handshakes_failed, 1);
+        }
+        core.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        core.total_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The next time this connection must be looked at.
+    fn next_deadline(&self, core: &LoopCore) -> Tick {
+        let config = &core.config;
+        let after = |from: Tick, d: std::time::Duration| {
+            from.saturating_add(
+                d.as_millis().div_ceil(super::timer::TICK.as_millis()).min(u32::MAX as u128 / 2) as Tick,
+            )
+        };
+        match self.phase {
+            Phase::Handshaking => after(self.last_seen, config.handshake_timeout),
+            Phase::Closing | Phase::Lingering => self.phase_tick,
+            Phase::Open => {
+                let mut next = Tick::MAX;
+                if let Some(idle) = config.idle_timeout {
+                    next = next.min(after(self.last_seen, idle));
+                }
+                if let Some(interval) = config.ping_interval {
+                    next = next.min(if self.has(AWAITING_PONG) {
+                        after(self.phase_tick, config.pong_timeout)
+                    } else {
+                        after(self.last_seen, interval)
+                    });
+                }
+                next
+            }
+        }
+    }
+
+    /// Arms the timer if the next deadline is earlier than the armed one (later ones re-arm
+    /// themselves when the earlier entry fires).
+    pub(crate) fn rearm(&mut self, core: &mut LoopCore, index: u32) {
+        let next = self.next_deadline(core);
+        if next == Tick::MAX {
+            return;
+        }
+        if self.armed == 0 || next < self.armed {
+            self.armed = core.wheel.arm(index, self.generation, next);
+        }
+    }
+
+    /// The armed timer fired.
+    pub(crate) fn on_timer(&mut self, core: &mut LoopCore, index: u32) -> Next {
+        self.armed = 0;
+        let now = core.now_tick;
+        let config = core.config.clone();
+        match self.phase {
+            Phase::Handshaking if now >= self.next_deadline(core) => return Next::Remove,
+            Phase::Closing | Phase::Lingering if now >= self.phase_tick => return Next::Remove,
+            Phase::Open => {
+                let expired = |from: Tick, d: std::time::Duration| {
+                    now >= from.saturating_add((d.as_millis() / super::timer::TICK.as_millis()) as Tick)
+                };
+                if config.idle_timeout.is_some_and(|idle| expired(self.last_seen, idle)) {
+                    self.close(core, index, CloseCode::GOING_AWAY, "idle timeout");
+                    return Next::Continue;
+                }
+                if let Some(interval) = config.ping_interval {
+                    if self.has(AWAITING_PONG) {
+                        if expired(self.phase_tick, config.pong_timeout) {
+                            // A peer that does not answer pings is gone; a close frame would not
+                            // reach it either.
+                            return Next::Remove;
+                        }
+                    } else if expired(self.last_seen, interval) {
+                        self.queue_frame(core, index, OpCode::Ping, b"");
+                        self.set(AWAITING_PONG);
+                        self.phase_tick = now;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.rearm(core, index);
+        Next::Continue
+    }
+
+    /// Server shutdown: open connections get 1001, half-open ones are dropped.
+    pub(crate) fn on_shutdown(&mut self, core: &mut LoopCore, index: u32) -> Next {
+        match self.phase {
+            Phase::Handshaking => Next::Remove,
+            _ => {
+                self.close(core, index, CloseCode::GOING_AWAY, "server shutting down");
+                Next::Continue
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_is_small() {
+        let size = std::mem::size_of::<Conn>();
+        println!("size_of::<Conn>() = {size}");
+        assert!(size <= 72, "Conn grew to {size} bytes");
+    }
+}

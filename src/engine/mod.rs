@@ -1,0 +1,326 @@
+//! The server engine: thread-per-core event loops, connection state in a slab, worker channels.
+//!
+//! Start one with [`Server::builder`]. Each loop thread owns a `mio::Poll`, its own listener bound
+//! with `SO_REUSEPORT` (the kernel spreads connections; without it loop 0 accepts and hands
+//! sockets round-robin to the others), a slab of connections, a timing wheel and one scratch read
+//! buffer. Decoded messages go to the application's worker threads over a bounded
+//! `crossbeam-channel`; when the workers fall behind, a loop keeps at most one read's worth of
+//! events and stops reading from its sockets until they catch up (TCP flow control then pushes
+//! back on the peers), so memory does not grow.
+
+pub(crate) mod backend;
+mod config;
+pub(crate) mod conn;
+pub(crate) mod core;
+mod ids;
+pub(crate) mod outbound;
+pub(crate) mod timer;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Poll, Waker};
+
+use self::backend::mio::{Acceptor, MioLoop, WAKER};
+pub use self::config::{Config, SlowConsumerPolicy};
+use self::core::LoopCore;
+pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
+use crate::app::{Accepted, Event, Flow, Handle, Inline, LoopMailbox, LoopStats, Shared, Stats};
+use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
+use crate::proto::DataKind;
+
+/// Configures and starts a [`Server`].
+pub struct ServerBuilder {
+    config: Config,
+}
+
+impl ServerBuilder {
+    /// The address to listen on (default `127.0.0.1:9001`; port 0 picks a free port).
+    pub fn bind(mut self, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        self.config.addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"))?;
+        Ok(self)
+    }
+
+    /// The number of event loops (default: the available cores; at most [`MAX_LOOPS`]).
+    pub fn loops(mut self, loops: usize) -> Self {
+        self.config.loops = loops.clamp(1, MAX_LOOPS);
+        self
+    }
+
+    /// The largest message accepted (default 16 MiB); larger ones close the connection with 1009.
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.config.limits.max_message_size = bytes;
+        self
+    }
+
+    /// The largest frame accepted (default 16 MiB); larger ones close the connection with 1009.
+    pub fn max_frame_size(mut self, bytes: u64) -> Self {
+        self.config.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Limits on the upgrade request (header block size, header count, line length).
+    pub fn request_limits(mut self, limits: RequestLimits) -> Self {
+        self.config.request_limits = limits;
+        self
+    }
+
+    /// How long a new connection may take to send its upgrade request (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Close connections that sent nothing for this long with 1001 (default: never).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Ping connections silent for `interval`, and drop those that do not answer within
+    /// `pong_timeout` (default: no pings). Browsers cannot ping; this is how dead peers are found.
+    pub fn ping_interval(mut self, interval: Duration, pong_timeout: Duration) -> Self {
+        self.config.ping_interval = Some(interval);
+        self.config.pong_timeout = pong_timeout;
+        self
+    }
+
+    /// How long to wait for the peer's close frame (and FIN) after ours (default 5 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The cap on bytes queued for one connection (default 4 MiB). A single message larger than
+    /// the cap is still sent when nothing else is queued.
+    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_outbound_bytes = bytes;
+        self
+    }
+
+    /// What to do with a connection over its outbound cap (default: close with 1008).
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.config.slow_consumer = policy;
+        self
+    }
+
+    /// The most connections over all loops; more are closed at accept.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// The most connections per loop; more are closed at accept.
+    pub fn max_connections_per_loop(mut self, max: usize) -> Self {
+        self.config.max_connections_per_loop = max;
+        self
+    }
+
+    /// The capacity of the worker channel (default 65536 events).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.config.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Request headers to copy into [`Event::Open`] (names, case-insensitive).
+    pub fn open_headers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.config.open_headers = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Decides each upgrade: accept (subprotocol, extra headers, a user value) or reject with an
+    /// HTTP status. Runs on the loop thread.
+    pub fn on_upgrade<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync + 'static,
+    {
+        self.config.upgrade_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Handles messages on the loop thread (cheap logic such as echo); return [`Flow::Forward`]
+    /// to also deliver them to the workers.
+    pub fn on_message<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Inline<'_>, DataKind, &[u8]) -> Flow + Send + Sync + 'static,
+    {
+        self.config.message_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Whether to give every loop its own `SO_REUSEPORT` listener (default true). Off: loop 0
+    /// accepts and distributes round-robin.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.config.reuse_port = on;
+        self
+    }
+
+    /// Binds, spawns the loops and returns the running server.
+    pub fn start(self) -> io::Result<Server> {
+        Server::start(self.config)
+    }
+}
+
+/// A running server: its loops, its event channel and a [`Handle`].
+pub struct Server {
+    handle: Handle,
+    events: Receiver<Event>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+    nofile: Option<(u64, u64)>,
+}
+
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder { config: Config::default() }
+    }
+
+    fn start(config: Config) -> io::Result<Self> {
+        let nofile = match crate::sys::raise_nofile_limit() {
+            Ok((before, hard)) => {
+                log::info!("open files: soft limit {before} raised to the hard limit {hard}");
+                Some((before, hard))
+            }
+            Err(e) => {
+                log::warn!("could not raise the open-files limit: {e}");
+                None
+            }
+        };
+        let loops = config.loops.clamp(1, MAX_LOOPS);
+        // The first listener decides the port (it may be 0); the others share it.
+        let mut listeners = Vec::with_capacity(loops);
+        let first = match bind_listener(config.addr, config.reuse_port) {
+            Ok(l) => l,
+            Err(e) if config.reuse_port && e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+                bind_listener(config.addr, false)?
+            }
+            Err(e) => return Err(e),
+        };
+        let local_addr = first.local_addr()?;
+        listeners.push(first);
+        let mut distributing = !config.reuse_port;
+        for _ in 1..loops {
+            if distributing {
+                break;
+            }
+            match bind_listener(local_addr, true) {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    log::warn!("SO_REUSEPORT unavailable ({e}): loop 0 accepts for all loops");
+                    distributing = true;
+                    listeners.truncate(1);
+                }
+            }
+        }
+
+        let config = Arc::new(Config { loops, ..config });
+        let (events_tx, events_rx) = crossbeam_channel::bounded(config.event_capacity);
+        let total_connections = Arc::new(AtomicUsize::new(0));
+        let mut polls = Vec::with_capacity(loops);
+        let mut mailboxes = Vec::with_capacity(loops);
+        let mut receivers = Vec::with_capacity(loops);
+        let mut stats = Vec::with_capacity(loops);
+        for _ in 0..loops {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            mailboxes.push(LoopMailbox { commands: tx, waker, wake_pending: AtomicBool::new(false) });
+            receivers.push(rx);
+            polls.push(poll);
+            stats.push(Arc::new(LoopStats::default()));
+        }
+        let shared = Arc::new(Shared { mailboxes, stats: stats.clone(), events: events_tx.clone() });
+
+        let mut listeners = listeners.into_iter();
+        let mut threads = Vec::with_capacity(loops);
+        for (loop_id, (poll, commands)) in polls.into_iter().zip(receivers).enumerate() {
+            let listener = listeners.next().map(mio::net::TcpListener::from_std);
+            let acceptor = match listener {
+                Some(listener) if distributing => Acceptor::Distributing { listener, next: 0 },
+                other => Acceptor::Own(other),
+            };
+            let core = LoopCore::new(
+                loop_id,
+                config.clone(),
+                stats[loop_id].clone(),
+                events_tx.clone(),
+                total_connections.clone(),
+            );
+            let event_loop = MioLoop::new(poll, acceptor, core, commands, shared.clone())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("throng-loop-{loop_id}"))
+                .spawn(move || event_loop.run())?;
+            threads.push(thread);
+        }
+        Ok(Self { handle: Handle { shared }, events: events_rx, threads, local_addr, nofile })
+    }
+
+    /// The address the loops listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to send, close, subscribe and publish from any thread.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The worker side of the event channel; clone it for as many workers as you run.
+    pub fn events(&self) -> Receiver<Event> {
+        self.events.clone()
+    }
+
+    /// The counters summed over loops.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// The open-files limit found at start and the hard limit it was raised to.
+    pub fn nofile_limits(&self) -> Option<(u64, u64)> {
+        self.nofile
+    }
+
+    /// Stops accepting, sends close 1001 to every connection, waits for their closes up to
+    /// `grace`, drops the rest and joins the loop threads.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.stop(grace);
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.handle.shutdown_all(Instant::now() + grace);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}

@@ -1,0 +1,140 @@
+//! The per-connection outbound queue: what the kernel has not taken yet.
+//!
+//! Frames written during a loop turn are appended here and flushed once at the end of the turn
+//! with one `writev`, so a burst of small messages costs one system call per connection, not one
+//! per message. Consecutive owned frames are coalesced into one buffer; a broadcast frame is an
+//! `Arc` shared with every other subscriber, never copied. An empty queue is dropped, so an idle
+//! connection owns nothing here.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// How many chunks one `writev` takes at most.
+pub(crate) const MAX_IOVECS: usize = 64;
+
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(a) => a,
+        }
+    }
+}
+
+/// Queued bytes for one connection, in order.
+#[derive(Default)]
+pub(crate) struct Outbound {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    queued: usize,
+}
+
+impl Outbound {
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// A buffer to append an owned frame to: the back chunk when it is owned (so that frames
+    /// coalesce), a new one otherwise. The caller appends; call [`Outbound::commit`] after.
+    pub(crate) fn owned_tail(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
+            self.chunks.push_back(Chunk::Owned(Vec::new()));
+        }
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(v)) => v,
+            _ => unreachable!("an owned chunk was just ensured at the back"),
+        }
+    }
+
+    /// Records that `len` bytes were appended through [`Outbound::owned_tail`].
+    pub(crate) fn commit(&mut self, len: usize) {
+        self.queued += len;
+    }
+
+    /// Queues a shared frame.
+    pub(crate) fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.queued += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut n = 0;
+        for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let bytes = if i == 0 { &chunk.bytes()[self.front_written..] } else { chunk.bytes() };
+            slices[n] = IoSlice::new(bytes);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `written` bytes from the front.
+    pub(crate) fn advance(&mut self, mut written: usize) {
+        self.queued -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let left = front.bytes().len() - self.front_written;
+            if written >= left {
+                written -= left;
+                self.chunks.pop_front();
+                self.front_written = 0;
+            } else {
+                self.front_written += written;
+                written = 0;
+            }
+        }
+        // Drop empty chunks left by empty frames so that the queue can be released.
+        while matches!(self.chunks.front(), Some(c) if c.bytes().len() == self.front_written) {
+            self.chunks.pop_front();
+            self.front_written = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gather(out: &Outbound) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = out.io_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn coalesces_owned_and_keeps_order_with_shared() {
+        let mut out = Outbound::default();
+        out.owned_tail().extend_from_slice(b"ab");
+        out.commit(2);
+        out.owned_tail().extend_from_slice(b"cd");
+        out.commit(2);
+        out.push_shared(Arc::from(&b"SHARED"[..]));
+        out.owned_tail().extend_from_slice(b"ef");
+        out.commit(2);
+        assert_eq!(out.chunks.len(), 3);
+        assert_eq!(gather(&out), b"abcdSHAREDef");
+        out.advance(3);
+        assert_eq!(gather(&out), b"dSHAREDef");
+        // Appending while the front is half written must not disturb it.
+        out.advance(7);
+        assert_eq!(gather(&out), b"ef");
+        out.owned_tail().extend_from_slice(b"g");
+        out.commit(1);
+        assert_eq!(gather(&out), b"efg");
+        out.advance(3);
+        assert!(out.is_empty());
+        assert_eq!(out.queued(), 0);
+    }
+}

@@ -1,0 +1,42 @@
+//! # throng
+//!
+//! A WebSocket connection gateway: thread-per-core event loops on `mio`, connection state in a
+//! slab, and a sans-IO RFC 6455 core ([`proto`]) that parses upgrades and frames straight out of the
+//! read buffer without copying.
+//!
+//! ```text
+//!  socket ──read──▶ loop scratch buffer ──▶ proto (sans-IO) ──▶ Event ──crossbeam──▶ app workers
+//!    ▲                                                                                  │
+//!    └──write/writev── per-conn outbound queue ◀── commands (send, close, publish) ◀────┘
+//! ```
+//!
+//! The protocol core on its own, decoding a masked text frame a client sent:
+//!
+//! ```
+//! use throng::proto::{frame, Decoder, Item, Limits, OpCode, Role};
+//!
+//! // What a client puts on the wire: a masked text frame.
+//! let mut wire = Vec::new();
+//! frame::encode_frame(&mut wire, true, OpCode::Text, Some([1, 2, 3, 4]), b"hello");
+//!
+//! // The server decodes it in place.
+//! let mut decoder = Decoder::new(Role::Server);
+//! let wire_len = wire.len();
+//! let (used, item) = decoder.decode(&mut wire, &Limits::default()).unwrap();
+//! assert_eq!(used, wire_len);
+//! match item {
+//!     Some(Item::Data { chunk, last: true, .. }) => assert_eq!(chunk, b"hello"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+
+pub mod app;
+pub mod engine;
+pub mod proto;
+mod sys;
+
+pub use app::{Accepted, Event, Flow, Handle, Inline, Message, Prepared, Stats};
+pub use engine::{ConnId, Server, ServerBuilder, SlowConsumerPolicy};
+pub use proto::handshake::Rejection;
+pub use proto::{CloseCode, DataKind};
+pub use sys::raise_nofile_limit;

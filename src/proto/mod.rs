@@ -1,0 +1,27 @@
+//! The sans-IO RFC 6455 core: bytes in, events and bytes out.
+//!
+//! Nothing in this module touches a socket, a thread or a clock. Backends (the mio loops, a future
+//! io_uring loop, the client, the fuzzers) feed it the bytes that arrived and write what it returns.
+//! Parsers borrow from the caller's buffer and never copy: a partial input is answered with
+//! "need more bytes", never with an error.
+//!
+//! Call order for a connection:
+//! 1. [`handshake`]: parse the upgrade request (server) or the 101 response (client) from the read
+//!    buffer; the bytes after it are the first frame bytes.
+//! 2. [`Decoder::decode`] repeatedly on the read buffer: it unmasks payloads in place and yields
+//!    [`Item`]s (data chunks, pings, pongs, close) or asks for more bytes.
+//! 3. [`frame::encode_header`] / [`frame::encode_frame`] to write frames; [`CloseState`] tracks the
+//!    close handshake with deadlines supplied by the caller.
+
+pub mod close;
+pub mod decoder;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseState};
+pub use decoder::{DataKind, Decoder, Item, Limits};
+pub use error::ProtocolError;
+pub use frame::{FrameHeader, OpCode, Role};
