@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use throng::proto::{Limits, Role};
-use throng_fuzz::{run, Bytes};
+use throng_fuzz::{assert_same, run, Bytes};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Bytes::new(data);
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
 
     let whole = run(wire, &[usize::MAX], Role::Server, &limits);
     let in_pieces = run(wire, &pieces, Role::Server, &limits);
-    assert_eq!(whole, in_pieces, "whole vs pieces {pieces:?}");
+    assert_same(&whole, &in_pieces, &format!("whole vs pieces {pieces:?}"));
     let bytewise = run(wire, &[1], Role::Server, &limits);
-    assert_eq!(whole, bytewise, "whole vs one byte at a time");
+    assert_same(&whole, &bytewise, "whole vs one byte at a time");
 });

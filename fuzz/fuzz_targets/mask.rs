@@ -10,6 +10,13 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use throng::proto::mask::{apply_mask, apply_mask_naive};
 
+fn assert_eq_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len());
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: byte {i} of {} is {:#04x}, want {:#04x}", got.len(), got[i], want[i]);
+    }
+}
+
 fn check(u: &mut Unstructured<'_>) -> Result<()> {
     let key: [u8; 4] = u.arbitrary()?;
     // Any phase: only its value mod 4 may matter.
@@ -35,16 +42,16 @@ fn check(u: &mut Unstructured<'_>) -> Result<()> {
         let naive_phase = apply_mask_naive(&mut naive, key, p & 3);
         p = apply_mask(&mut pieces[at..cut], key, p);
         assert_eq!(p, naive_phase, "phase after bytes {at}..{cut}");
-        assert_eq!(pieces[at..cut], naive[..], "bytes {at}..{cut}");
+        assert_eq_bytes(&pieces[at..cut], &naive, &format!("piece {at}..{cut}, phase {p}"));
         at = cut;
     }
     assert_eq!(p, end_phase);
-    assert_eq!(pieces, expected, "pieces {cuts:?}");
+    assert_eq_bytes(&pieces, &expected, &format!("cut at {cuts:?}"));
 
     // Unmask the whole buffer in one call: the original comes back.
     let back = apply_mask(&mut pieces, key, phase);
     assert_eq!(back, end_phase);
-    assert_eq!(pieces, original);
+    assert_eq_bytes(&pieces, original, "masked twice");
     Ok(())
 }
 

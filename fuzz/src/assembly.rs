@@ -8,7 +8,7 @@
 //! rules predicts: the encoded messages reassembled when the sequence is valid, otherwise the
 //! outputs up to the first violation and then exactly the `ProtocolError` it calls for.
 
-use crate::{run, Out};
+use crate::{assert_same, run, Out, Short};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use throng::proto::frame::{encode_frame, MAX_CONTROL_PAYLOAD};
 use throng::proto::{DataKind, Limits, OpCode, ProtocolError, Role};
@@ -26,13 +26,23 @@ enum Corruption {
     LengthOverflow,
 }
 
-#[derive(Debug)]
 struct Frame {
     opcode: OpCode,
     fin: bool,
     payload: Vec<u8>,
     key: [u8; 4],
     corruption: Corruption,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fin = if self.fin { "fin " } else { "" };
+        write!(f, "{fin}{:?} {:?}", self.opcode, Short(&self.payload))?;
+        if self.corruption != Corruption::None {
+            write!(f, " {:?}", self.corruption)?;
+        }
+        Ok(())
+    }
 }
 
 struct Gen<'u, 'a> {
@@ -289,7 +299,11 @@ fn check_structured(u: &mut Unstructured<'_>) -> Result<Vec<Out>> {
     let wire = encode(&frames, role);
     let expected = model(&frames, role, &limits);
     let got = run(&wire, &pieces, role, &limits);
-    assert_eq!(got, expected, "pieces {pieces:?} limits {limits:?} frames {frames:?}");
+    assert_same(
+        &got,
+        &expected,
+        &format!("decoder vs model; {role:?}, pieces {pieces:?}, {limits:?}, frames {frames:?}"),
+    );
     Ok(got)
 }
 

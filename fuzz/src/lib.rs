@@ -3,12 +3,14 @@
 
 pub mod assembly;
 
+use std::fmt;
+
 use throng::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use throng::proto::{DataKind, Decoder, Item, Limits, ProtocolError, Role};
 
 /// What the decoder produced, owned: whole messages (pieces assembled), control frames, or the
 /// error that ended the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Out {
     /// A complete data message.
     Message(DataKind, Vec<u8>),
@@ -20,6 +22,59 @@ pub enum Out {
     Close(Option<u16>, String),
     /// The first protocol error; nothing follows it.
     Error(ProtocolError),
+}
+
+impl fmt::Debug for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Out::Message(kind, m) => write!(f, "Message({kind:?}, {:?})", Short(m)),
+            Out::Ping(p) => write!(f, "Ping({:?})", Short(p)),
+            Out::Pong(p) => write!(f, "Pong({:?})", Short(p)),
+            Out::Close(code, reason) => write!(f, "Close({code:?}, {:?})", Short(reason.as_bytes())),
+            Out::Error(e) => write!(f, "Error({e:?})"),
+        }
+    }
+}
+
+/// Bytes shown by length and their first few, so that a failure report stays readable.
+pub struct Short<'a>(pub &'a [u8]);
+
+impl fmt::Debug for Short<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 24;
+        let head = &self.0[..self.0.len().min(SHOWN)];
+        let more = if self.0.len() > SHOWN { "…" } else { "" };
+        write!(f, "{} bytes \"{}{more}\"", self.0.len(), head.escape_ascii())
+    }
+}
+
+/// `value`'s `Debug` form, cut to a few hundred bytes.
+pub fn clipped(value: &impl fmt::Debug) -> String {
+    let mut text = format!("{value:?}");
+    if text.len() > 300 {
+        let mut end = 300;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// Panics with the first difference (and the lengths) unless the two runs yielded the same.
+pub fn assert_same(a: &[Out], b: &[Out], what: &str) {
+    if a == b {
+        return;
+    }
+    let at = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    panic!(
+        "{what}: outputs differ at #{at} (of {} vs {}): {:?} vs {:?}",
+        a.len(),
+        b.len(),
+        a.get(at),
+        b.get(at)
+    );
 }
 
 /// The most bytes the engine may have to keep between reads: an incomplete header, or a whole
@@ -79,7 +134,11 @@ pub fn run(wire: &[u8], piece_sizes: &[usize], role: Role, limits: &Limits) -> V
                     if last {
                         let (kind, m) = message.take().unwrap();
                         if kind == DataKind::Text {
-                            assert!(std::str::from_utf8(&m).is_ok(), "text message is not UTF-8: {m:?}");
+                            assert!(
+                                std::str::from_utf8(&m).is_ok(),
+                                "text message is not UTF-8: {:?}",
+                                Short(&m)
+                            );
                         }
                         out.push(Out::Message(kind, m));
                     }
@@ -110,6 +169,50 @@ pub fn run(wire: &[u8], piece_sizes: &[usize], role: Role, limits: &Limits) -> V
         assert!(pending.len() <= MAX_KEPT, "kept {} bytes between reads", pending.len());
     }
     out
+}
+
+/// Prefix lengths below `end` worth re-parsing: all of them for short heads; for long ones those
+/// next to a CR or LF (where a parser's decisions change) plus evenly spaced ones, about 300 at most.
+pub fn prefixes(data: &[u8], end: usize) -> Vec<usize> {
+    const MAX: usize = 300;
+    let end = end.min(data.len());
+    if end <= MAX {
+        return (0..end).collect();
+    }
+    let near_line_end = |i: usize| {
+        let is_eol = |j: usize| matches!(data.get(j), Some(b'\r' | b'\n'));
+        i == 0 || is_eol(i) || is_eol(i - 1) || (i >= 2 && is_eol(i - 2))
+    };
+    let mut cuts: Vec<usize> = (0..end).filter(|&i| near_line_end(i)).collect();
+    if cuts.len() > MAX / 2 {
+        let step = cuts.len().div_ceil(MAX / 2);
+        cuts = cuts.into_iter().step_by(step).collect();
+    }
+    cuts.extend((0..end).step_by(end.div_ceil(MAX / 2)));
+    cuts.push(end - 1);
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+/// Checks a serialized HTTP head: ends with the blank line, every CR is followed by LF and every
+/// LF preceded by CR (no bare CR or LF that a proxy could read as a line break), and it has
+/// exactly `lines` lines before the blank one.
+pub fn assert_head_lines(head: &[u8], lines: usize) {
+    assert!(
+        head.ends_with(b"\r\n\r\n"),
+        "head does not end with a blank line: {}",
+        clipped(&head.escape_ascii().to_string())
+    );
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\r' => assert_eq!(head.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+            b'\n' => assert_eq!(head.get(i.wrapping_sub(1)), Some(&b'\r'), "bare LF at {i}"),
+            _ => {}
+        }
+    }
+    let crlfs = head.windows(2).filter(|w| w == b"\r\n").count();
+    assert_eq!(crlfs, lines + 1, "{}", clipped(&head.escape_ascii().to_string()));
 }
 
 /// A tiny reader of fuzz input bytes that never fails: past the end it answers zeros.

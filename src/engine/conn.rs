@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::buffers::Cold;
 use super::core::LoopCore;
 use super::ids::ConnId;
 use super::outbound::Outbound;
@@ -35,28 +36,6 @@ const DIRTY: u8 = 1 << 1;
 const AWAITING_PONG: u8 = 1 << 2;
 const FIN_SENT: u8 = 1 << 3;
 const CLEAN: u8 = 1 << 4;
-
-/// State that only some connections need for a while; boxed so that an idle one pays 8 bytes.
-#[derive(Default)]
-struct Cold {
-    /// Bytes of an incomplete upgrade request, frame header or control frame.
-    spill: Vec<u8>,
-    /// Pieces of a message that did not arrive in one read.
-    message: Vec<u8>,
-    outbound: Outbound,
-    topics: Vec<Arc<str>>,
-    close_reason: String,
-}
-
-impl Cold {
-    fn is_idle(&self) -> bool {
-        self.spill.is_empty()
-            && self.message.is_empty()
-            && self.outbound.is_empty()
-            && self.topics.is_empty()
-            && self.close_reason.is_empty()
-    }
-}
 
 /// What the backend must do after a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +92,8 @@ impl Conn {
         self.flags &= !flag;
     }
 
-    fn cold(&mut self) -> &mut Cold {
-        self.cold.get_or_insert_with(Box::default)
+    fn cold(&mut self, core: &mut LoopCore) -> &mut Cold {
+        self.cold.get_or_insert_with(|| core.cold_pool.take())
     }
 
     fn id(&self, core: &LoopCore, index: u32) -> ConnId {
@@ -122,9 +101,11 @@ impl Conn {
     }
 
     /// Releases the boxed state once nothing is in it, so that idle connections hold no heap.
-    fn release_cold(&mut self) {
+    fn release_cold(&mut self, core: &mut LoopCore) {
         if self.cold.as_ref().is_some_and(|c| c.is_idle()) {
-            self.cold = None;
+            if let Some(cold) = self.cold.take() {
+                core.cold_pool.give_back(cold);
+            }
         }
     }
 
@@ -150,12 +131,12 @@ impl Conn {
     }
 
     /// The backend wrote `n` bytes of the queue.
-    pub(crate) fn written(&mut self, stats: &LoopStats, n: usize) {
+    pub(crate) fn written(&mut self, core: &mut LoopCore, n: usize) {
         if let Some(cold) = self.cold.as_mut() {
             cold.outbound.advance(n);
         }
-        LoopStats::add(&stats.bytes_out, n as u64);
-        self.release_cold();
+        LoopStats::add(&core.stats.bytes_out, n as u64);
+        self.release_cold(core);
     }
 
     /// Marks the connection for a flush at the end of the turn.
@@ -178,7 +159,7 @@ impl Conn {
         }
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
-        let outbound = &mut self.cold().outbound;
+        let outbound = &mut self.cold(core).outbound;
         let tail = outbound.owned_tail();
         tail.extend_from_slice(&header[..header_len]);
         tail.extend_from_slice(payload);
@@ -203,7 +184,7 @@ impl Conn {
         if self.phase != Phase::Open || !self.admit(core, index, frame.wire_len()) {
             return;
         }
-        self.cold().outbound.push_shared(frame.0.clone());
+        self.cold(core).outbound.push_shared(frame.0.clone());
         self.mark_dirty(core, index);
         LoopStats::add(&core.stats.messages_out, 1);
     }
@@ -280,7 +261,11 @@ impl Conn {
         peer: &dyn Fn() -> SocketAddr,
     ) -> Next {
         LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
-        self.last_seen = core.now_tick;
+        // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
+        // bytes must not push its handshake deadline back.
+        if self.phase != Phase::Handshaking {
+            self.last_seen = core.now_tick;
+        }
         let mut used = 0;
         if self.phase == Phase::Handshaking {
             match self.handshake(core, index, data, peer) {
@@ -307,14 +292,14 @@ impl Conn {
         }
         let rest = &data[used..];
         if !rest.is_empty() || !self.spill().is_empty() {
-            let spill = &mut self.cold().spill;
+            let spill = &mut self.cold(core).spill;
             spill.clear();
             spill.extend_from_slice(rest);
             if spill.is_empty() {
                 *spill = Vec::new();
             }
         }
-        self.release_cold();
+        self.release_cold(core);
         Next::Continue
     }
 
@@ -331,7 +316,7 @@ impl Conn {
         let request = match parsed {
             Ok(Parsed::Complete(request)) => request,
             Ok(Parsed::Partial) => {
-                let spill = &mut self.cold().spill;
+                let spill = &mut self.cold(core).spill;
                 spill.clear();
                 spill.extend_from_slice(data);
                 return None;
@@ -384,7 +369,7 @@ impl Conn {
         };
         let used = request.len();
         self.user = accepted.user;
-        let outbound = &mut self.cold().outbound;
+        let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
         outbound.commit(response.len());
         if let Some(cold) = self.cold.as_mut() {
@@ -392,6 +377,7 @@ impl Conn {
         }
         self.mark_dirty(core, index);
         self.phase = Phase::Open;
+        self.last_seen = core.now_tick;
         self.set(OPENED);
         LoopStats::add(&core.stats.handshakes_ok, 1);
         core.emit(open);
@@ -401,10 +387,10 @@ impl Conn {
 
     fn refuse(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
         LoopStats::add(&core.stats.handshakes_failed, 1);
-        let outbound = &mut self.cold().outbound;
+        let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(response);
         outbound.commit(response.len());
-        self.cold().spill = Vec::new();
+        self.cold(core).spill = Vec::new();
         self.linger(core, index);
     }
 
@@ -418,7 +404,7 @@ impl Conn {
                     self.deliver(core, index, kind, chunk);
                     return;
                 }
-                self.cold().message.extend_from_slice(chunk);
+                self.cold(core).message.extend_from_slice(chunk);
                 if last {
                     let message =
                         self.cold.as_mut().map(|c| std::mem::take(&mut c.message)).unwrap_or_default();
@@ -434,7 +420,7 @@ impl Conn {
             Item::Close { code, reason } => {
                 self.close_code = code.map_or(CloseCode::NO_STATUS.0, |c| c.0);
                 if !reason.is_empty() {
-                    self.cold().close_reason = reason.to_owned();
+                    self.cold(core).close_reason = reason.to_owned();
                 }
                 self.set(CLEAN);
                 if self.phase == Phase::Open {
@@ -478,7 +464,7 @@ impl Conn {
 
     pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, topic: Arc<str>) {
         if self.phase == Phase::Open && core.subscribe(topic.clone(), index) {
-            self.cold().topics.push(topic);
+            self.cold(core).topics.push(topic);
         }
     }
 
@@ -489,7 +475,7 @@ impl Conn {
                 core.unsubscribe(topic, index);
             }
         }
-        self.release_cold();
+        self.release_cold(core);
     }
 
     /// The peer closed its side (read returned 0) or the socket failed.

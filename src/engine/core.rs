@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use super::buffers::ColdPool;
 use super::config::Config;
 use super::timer::{Tick, TimerWheel};
 use crate::app::{Event, LoopStats};
@@ -36,6 +37,7 @@ pub(crate) struct LoopCore {
     pub(crate) inline_bytes: Vec<u8>,
     pub(crate) total_connections: Arc<AtomicUsize>,
     pub(crate) shutting_down: Option<Instant>,
+    pub(crate) cold_pool: ColdPool,
 }
 
 impl LoopCore {
@@ -63,6 +65,7 @@ impl LoopCore {
             inline_bytes: Vec::new(),
             total_connections,
             shutting_down: None,
+            cold_pool: ColdPool::default(),
         }
     }
 

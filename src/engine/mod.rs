@@ -9,6 +9,7 @@
 //! back on the peers), so memory does not grow.
 
 pub(crate) mod backend;
+pub(crate) mod buffers;
 mod config;
 pub(crate) mod conn;
 pub(crate) mod core;

@@ -291,7 +291,7 @@ impl MioLoop {
             let n = outbound.io_slices(&mut slices);
             match (&slot.socket).write_vectored(&slices[..n]) {
                 Ok(0) => break,
-                Ok(written) => slot.conn.written(&self.core.stats, written),
+                Ok(written) => slot.conn.written(&mut self.core, written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -1,0 +1,67 @@
+//! The per-loop pool of per-connection buffers.
+//!
+//! A connection needs buffers only while something is in flight: a partial frame or upgrade
+//! request, a message arriving in pieces, bytes the kernel has not taken. It takes a [`Cold`] box
+//! from its loop's pool for that time and gives it back when everything drained, so idle
+//! connections hold none and busy ones do not hit the allocator on every message.
+
+use std::sync::Arc;
+
+use super::outbound::Outbound;
+
+/// Boxes kept for reuse per loop; more are freed.
+const POOL_MAX: usize = 1024;
+/// Buffers that grew beyond this are not kept (a 16 MiB message must not stay cached).
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// State that only some connections need for a while; boxed so that an idle one pays 8 bytes.
+#[derive(Default)]
+pub(crate) struct Cold {
+    /// Bytes of an incomplete upgrade request, frame header or control frame.
+    pub(crate) spill: Vec<u8>,
+    /// Pieces of a message that did not arrive in one read.
+    pub(crate) message: Vec<u8>,
+    pub(crate) outbound: Outbound,
+    pub(crate) topics: Vec<Arc<str>>,
+    pub(crate) close_reason: String,
+}
+
+impl Cold {
+    pub(crate) fn is_idle(&self) -> bool {
+        self.spill.is_empty()
+            && self.message.is_empty()
+            && self.outbound.is_empty()
+            && self.topics.is_empty()
+            && self.close_reason.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ColdPool {
+    // The boxes themselves are what is reused: a connection holds a `Box<Cold>`.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Cold>>,
+}
+
+impl ColdPool {
+    pub(crate) fn take(&mut self) -> Box<Cold> {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// Takes back an idle box, keeping its buffers when they are small.
+    pub(crate) fn give_back(&mut self, mut cold: Box<Cold>) {
+        if self.free.len() >= POOL_MAX {
+            return;
+        }
+        for buffer in [&mut cold.spill, &mut cold.message] {
+            buffer.clear();
+            if buffer.capacity() > KEEP_CAPACITY {
+                *buffer = Vec::new();
+            }
+        }
+        cold.topics = Vec::new();
+        cold.close_reason = String::new();
+        cold.outbound = Outbound::default();
+        self.free.push(cold);
+    }
+}
