@@ -31,6 +31,7 @@
 //! ```
 
 pub mod app;
+pub mod client;
 pub mod engine;
 pub mod proto;
 mod sys;

@@ -97,7 +97,16 @@ impl TestClient {
         path: &str,
         write: impl FnOnce(&mut TcpStream, &[u8]) -> io::Result<()>,
     ) -> Self {
-        let mut stream = tcp_connect(addr);
+        Self::upgrade(tcp_connect(addr), addr, path, write)
+    }
+
+    /// Upgrades an already connected stream.
+    pub(crate) fn upgrade(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        write: impl FnOnce(&mut TcpStream, &[u8]) -> io::Result<()>,
+    ) -> Self {
         let (request, handshake) = upgrade_request(addr, path);
         write(&mut stream, &request).expect("write upgrade request");
         let mut buf = Vec::new();
