@@ -37,6 +37,36 @@ for loops in 1 2; do
     server_pid=""
 done
 
+# Client conformance: wstest's fuzzingserver (cases 1–7, 9, 10) against examples/autobahn_client.rs
+# (throng::client). CONFORMANCE_CLIENT=0 skips it.
+if [ "${CONFORMANCE_CLIENT:-1}" != "0" ]; then
+    cargo build --release --example autobahn_client
+    client_port=9110
+    client_out="$out/client"
+    rm -rf "$client_out/reports"
+    AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh client --port "$client_port" --out "$client_out" \
+        >"$out/fuzzingserver.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "==> Autobahn client cases: throng::client against the fuzzingserver"
+    if ! ./target/release/examples/autobahn_client --url "ws://127.0.0.1:$client_port" \
+        --agent throng-client >"$out/autobahn-client.log" 2>&1; then
+        echo "autobahn_client failed:"
+        tail -n 20 "$out/autobahn-client.log"
+        status=1
+    fi
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    if ! python3 scripts/autobahn_check.py "$client_out/reports/index.json" --agent throng-client \
+        --markdown "$out/summary-client.md"; then
+        status=1
+    fi
+fi
+
 if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
     {
         echo "# Conformance"

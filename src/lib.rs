@@ -33,6 +33,8 @@
 pub mod app;
 pub mod client;
 pub mod engine;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod proto;
 mod sys;
 

@@ -146,6 +146,27 @@ fn invalid_utf8_text_closes_with_1007() {
     client.send_frame(true, OpCode::Continuation, b"\xe2\x82");
     client.expect_close(1007);
     client.expect_eof();
+
+    // A close reason is text too.
+    let mut client = connect(server.local_addr(), "/");
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bad \xc3\x28");
+    client.send_frame(true, OpCode::Close, &payload);
+    client.expect_close(1007);
+    client.expect_eof();
+}
+
+#[test]
+fn largest_ping_is_answered_with_identical_pong() {
+    let server = echo_server();
+    let mut client = connect(server.local_addr(), "/");
+    let payload: Vec<u8> = (0..125u8).collect();
+    client.send_frame(true, OpCode::Ping, &payload);
+    assert_eq!(client.recv(), Received::Pong(payload));
+    // Pongs from the client are accepted silently.
+    client.send_frame(true, OpCode::Pong, b"unsolicited");
+    client.echo("after pong");
+    client.close_handshake(1000);
 }
 
 #[test]

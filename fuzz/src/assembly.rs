@@ -45,6 +45,12 @@ impl std::fmt::Debug for Frame {
     }
 }
 
+/// True once in `n` draws, and false once the input is used up (so that running out of input
+/// ends in plain valid frames, not in a run of rare cases).
+fn rare(u: &mut Unstructured<'_>, n: u8) -> Result<bool> {
+    Ok(!u.ratio(n - 1, n)?)
+}
+
 struct Gen<'u, 'a> {
     u: &'u mut Unstructured<'a>,
     frames: Vec<Frame>,
@@ -53,7 +59,7 @@ struct Gen<'u, 'a> {
 impl Gen<'_, '_> {
     fn frame(&mut self, opcode: OpCode, fin: bool, payload: Vec<u8>) -> Result<()> {
         let key = self.u.arbitrary()?;
-        let corruption = if self.u.ratio(1u8, 24u8)? {
+        let corruption = if rare(self.u, 24)? {
             match self.u.int_in_range(0..=3)? {
                 0 => Corruption::Rsv(self.u.int_in_range(1..=7)?),
                 1 => Corruption::WrongMask,
@@ -68,17 +74,16 @@ impl Gen<'_, '_> {
     }
 
     fn control_payload(&mut self) -> Result<Vec<u8>> {
-        let len =
-            if self.u.ratio(1u8, 16u8)? { 126 } else { self.u.int_in_range(0..=MAX_CONTROL_PAYLOAD)? };
+        let len = if rare(self.u, 16)? { 126 } else { self.u.int_in_range(0..=MAX_CONTROL_PAYLOAD)? };
         Ok(self.u.bytes(len.min(self.u.len()))?.to_vec())
     }
 
     fn maybe_control(&mut self) -> Result<()> {
-        if self.u.ratio(1u8, 4u8)? {
+        if rare(self.u, 4)? {
             let opcode = if self.u.arbitrary()? { OpCode::Ping } else { OpCode::Pong };
             let payload = self.control_payload()?;
             // Rarely a fragmented control frame.
-            let fin = !self.u.ratio(1u8, 32u8)?;
+            let fin = !rare(self.u, 32)?;
             self.frame(opcode, fin, payload)?;
         }
         Ok(())
@@ -88,13 +93,13 @@ impl Gen<'_, '_> {
         let text: bool = self.u.arbitrary()?;
         let mut payload = if text {
             self.u.arbitrary::<String>()?.into_bytes()
-        } else if self.u.ratio(1u8, 32u8)? {
+        } else if rare(self.u, 32)? {
             // Long enough for the 16- and 64-bit length forms.
             vec![self.u.arbitrary::<u8>()?; self.u.int_in_range(100..=70_000)?]
         } else {
             self.u.arbitrary::<Vec<u8>>()?
         };
-        if text && self.u.ratio(1u8, 8u8)? {
+        if text && rare(self.u, 8)? {
             let at = self.u.int_in_range(0..=payload.len())?;
             let byte = *self.u.choose(&[0x80u8, 0xc0, 0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff])?;
             payload.insert(at, byte);
@@ -274,12 +279,12 @@ fn model(frames: &[Frame], role: Role, limits: &Limits) -> Vec<Out> {
 }
 
 fn check_structured(u: &mut Unstructured<'_>) -> Result<Vec<Out>> {
-    let role = if u.ratio(1u8, 4u8)? { Role::Client } else { Role::Server };
+    let role = if rare(u, 4)? { Role::Client } else { Role::Server };
     let big = 16 << 20;
     let limits = Limits {
         max_frame_size: *u.choose(&[big, 16, 64, 200, 1024])?,
         max_message_size: *u.choose(&[big, 16, 100, 300, 1024])?,
-        allowed_rsv: if u.ratio(1u8, 4u8)? { u.int_in_range(0..=7)? } else { 0 },
+        allowed_rsv: if rare(u, 4)? { u.int_in_range(0..=7)? } else { 0 },
     };
     let pieces: Vec<usize> =
         (0..u.int_in_range(0..=4)?).map(|_| u.int_in_range(1..=300)).collect::<Result<_>>()?;
@@ -299,12 +304,22 @@ fn check_structured(u: &mut Unstructured<'_>) -> Result<Vec<Out>> {
     let wire = encode(&frames, role);
     let expected = model(&frames, role, &limits);
     let got = run(&wire, &pieces, role, &limits);
+    if describe() {
+        eprintln!("input: {role:?}, pieces {pieces:?}, {limits:?}\n  frames {frames:?}\n  yields {got:?}");
+    }
     assert_same(
         &got,
         &expected,
         &format!("decoder vs model; {role:?}, pieces {pieces:?}, {limits:?}, frames {frames:?}"),
     );
     Ok(got)
+}
+
+/// Whether `THRONG_FUZZ_DESCRIBE` is set: then every input is printed as frames and outputs (run
+/// the target on corpus files to see what they hold).
+fn describe() -> bool {
+    static DESCRIBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DESCRIBE.get_or_init(|| std::env::var_os("THRONG_FUZZ_DESCRIBE").is_some())
 }
 
 /// Runs one input; returns what the decoder yielded (for picking seeds), after checking it.

@@ -172,11 +172,12 @@ pub fn run(wire: &[u8], piece_sizes: &[usize], role: Role, limits: &Limits) -> V
 }
 
 /// Prefix lengths below `end` worth re-parsing: all of them for short heads; for long ones those
-/// next to a CR or LF (where a parser's decisions change) plus evenly spaced ones, about 300 at most.
+/// next to a CR or LF (where a parser's decisions change) plus evenly spaced ones, about 130 at most.
 pub fn prefixes(data: &[u8], end: usize) -> Vec<usize> {
-    const MAX: usize = 300;
+    const ALL_BELOW: usize = 128;
+    const MAX: usize = 128;
     let end = end.min(data.len());
-    if end <= MAX {
+    if end <= ALL_BELOW {
         return (0..end).collect();
     }
     let near_line_end = |i: usize| {

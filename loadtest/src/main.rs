@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             return usage_error(&format!("--server-pid {pid}: no such process"));
         }
     }
+    raise_open_files_limit();
     watchdog(common.timeout.unwrap_or_else(|| cli.mode.default_timeout()));
     let json = common.json;
     let outcome = match &cli.mode {
@@ -78,6 +79,16 @@ fn watchdog(limit: Duration) {
         eprintln!("throng-load: hard timeout of {} reached; exiting", humantime::format_duration(limit));
         std::process::exit(3);
     });
+}
+
+/// Raises the soft open-files limit to the hard one: `connect` holds one descriptor per connection.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 fn usage_error(message: &str) -> ExitCode {

@@ -126,6 +126,11 @@ impl Conn {
             && self.cold.as_ref().is_none_or(|c| c.outbound.is_empty())
     }
 
+    /// Whether both close frames were exchanged (and so nothing more will arrive).
+    pub(crate) fn close_handshake_done(&self) -> bool {
+        self.has(CLEAN)
+    }
+
     pub(crate) fn fin_sent(&mut self) {
         self.set(FIN_SENT);
     }

@@ -109,8 +109,9 @@ impl MioLoop {
                     LISTENER => self.accept(),
                     WAKER => {}
                     Token(index) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(index);
+                        let peer_done = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || peer_done {
+                            self.read(index, peer_done);
                         }
                         if event.is_writable() {
                             self.flush(index);
@@ -122,7 +123,7 @@ impl MioLoop {
             if self.core.drain_backlog() && !self.ready.is_empty() {
                 for (index, generation) in std::mem::take(&mut self.ready) {
                     if self.slab.get(index as usize).is_some_and(|s| s.conn.generation == generation) {
-                        self.read(index as usize);
+                        self.read(index as usize, true);
                     }
                 }
             }
@@ -239,7 +240,9 @@ impl MioLoop {
         LoopStats::add(&self.core.stats.accepted, 1);
     }
 
-    fn read(&mut self, index: usize) {
+    /// Reads what the socket holds. `to_the_end`: keep reading after a short read, because the
+    /// peer's FIN (or an error) is queued behind the data and no new edge will announce it.
+    fn read(&mut self, index: usize, to_the_end: bool) {
         let mut budget = self.core.config.read_budget;
         loop {
             let Some(slot) = self.slab.get_mut(index) else { return };
@@ -265,7 +268,7 @@ impl MioLoop {
                         self.remove(index);
                         return;
                     }
-                    if n < room {
+                    if n < room && !to_the_end {
                         return;
                     }
                     budget -= 1;
@@ -301,10 +304,16 @@ impl MioLoop {
             }
         }
         if slot.conn.wants_fin() {
-            // The peer answers our FIN with its own; the read of 0 bytes then removes the
-            // connection (or the linger deadline does).
             let _ = slot.socket.shutdown(Shutdown::Write);
             slot.conn.fin_sent();
+            if slot.conn.close_handshake_done() {
+                // Both close frames went through: nothing more may arrive, so closing now cannot
+                // turn unread data into a reset. The server closes the TCP connection first.
+                self.remove(index);
+            }
+            // Otherwise (a refused upgrade, a protocol error) the peer may still be sending: wait
+            // for its FIN, discarding, so that our answer is not lost to a reset; the linger
+            // deadline bounds the wait.
         }
     }
 

@@ -21,7 +21,9 @@ fn main() -> std::io::Result<()> {
         match arg.as_str() {
             "--threads" => {
                 let value = args.next().unwrap_or_default();
-                threads = value.parse().unwrap_or_else(|_| fail(&format!("--threads wants a number, got {value:?}")));
+                threads = value
+                    .parse()
+                    .unwrap_or_else(|_| fail(&format!("--threads wants a number, got {value:?}")));
             }
             "-h" | "--help" => {
                 println!("usage: tokio-echo [ADDR (default 127.0.0.1:9001)] [--threads N (default 1)]");

@@ -1,0 +1,362 @@
+//! One client WebSocket connection on a non-blocking socket: connect, upgrade, frames, close.
+//!
+//! The protocol work is throng's sans-IO core ([`ClientRequest`], [`Decoder`], [`encode_frame`]);
+//! this file only moves bytes. Reads go through a scratch buffer shared by all connections, so an
+//! idle connection keeps at most a partial frame header; writes are queued in `out` and flushed
+//! with one `write` per call (what the kernel refuses waits for the next writable event).
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use throng::proto::close::write_close_payload;
+use throng::proto::frame::{encode_frame, random_mask};
+use throng::proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Parsed};
+use throng::proto::{CloseCode, Decoder, Item, Limits, OpCode, Role};
+
+use crate::net;
+
+/// The largest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Request written (or queued), waiting for the 101.
+    Handshaking,
+    /// Upgraded.
+    Open,
+    /// A close frame was sent or received; waiting for the rest of the close and the FIN.
+    Closing,
+}
+
+/// What a readiness event reported for a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// Data, EOF or an error may be read.
+    pub(crate) readable: bool,
+    /// The socket accepts writes (or the connect finished).
+    pub(crate) writable: bool,
+    /// The peer's FIN arrived: read until the 0, even after a short read (edge-triggered polls
+    /// report it only once).
+    pub(crate) read_closed: bool,
+}
+
+/// What a readiness event did to a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Nothing the caller must act on.
+    Busy,
+    /// The 101 arrived during this event (frames after it were handled too).
+    Opened,
+    /// The connection is over: drop it.
+    Done(End),
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// We sent a close, the server answered it and closed the TCP connection.
+    Clean,
+    /// The server started the close handshake with this code (1005: none).
+    ServerClosed(u16),
+    /// An error; the name is a key for failure counts.
+    Failed(&'static str),
+}
+
+/// A client connection carrying a mode's per-connection state `S`.
+pub(crate) struct Conn<S> {
+    stream: TcpStream,
+    phase: Phase,
+    handshake: Option<Box<ClientHandshake>>,
+    decoder: Decoder,
+    /// The response head while handshaking; afterwards the bytes of an incomplete frame header.
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    close_sent: bool,
+    server_close: Option<u16>,
+    /// When the connect started.
+    pub(crate) started: Instant,
+    /// Tells a reused slab slot from its previous occupant.
+    pub(crate) generation: u32,
+    /// The mode's own state.
+    pub(crate) state: S,
+}
+
+impl<S> Conn<S> {
+    /// Wraps a socket whose connect is in progress and queues the upgrade request.
+    pub(crate) fn new(
+        stream: TcpStream,
+        host: &str,
+        path: &str,
+        generation: u32,
+        state: S,
+    ) -> Result<Self, HandshakeError> {
+        let mut out = Vec::with_capacity(256);
+        // The key only has to be unpredictable enough for a proxy cache; a per-thread generator
+        // saves the getrandom system call per connection.
+        let nonce: [u8; 16] = fastrand::u128(..).to_ne_bytes();
+        let handshake = ClientRequest::new(host, path).write_with_nonce(&mut out, &nonce)?;
+        Ok(Conn {
+            stream,
+            phase: Phase::Connecting,
+            handshake: Some(Box::new(handshake)),
+            decoder: Decoder::new(Role::Client),
+            inbuf: Vec::new(),
+            out,
+            out_pos: 0,
+            close_sent: false,
+            server_close: None,
+            started: Instant::now(),
+            generation,
+            state,
+        })
+    }
+
+    /// The socket, to register with a poll.
+    pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Where the connection is.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Bytes queued and not yet accepted by the kernel.
+    pub(crate) fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Queues a masked data or control frame (call [`flush`](Self::flush) after a batch).
+    pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
+        encode_frame(&mut self.out, true, opcode, Some(random_mask()), payload);
+    }
+
+    /// Starts the close handshake with 1000 and flushes. Does nothing unless open.
+    pub(crate) fn close(&mut self) -> Result<(), &'static str> {
+        if self.phase != Phase::Open || self.close_sent {
+            return Ok(());
+        }
+        let mut payload = Vec::with_capacity(2);
+        write_close_payload(&mut payload, CloseCode::NORMAL, "");
+        self.queue(OpCode::Close, &payload);
+        self.close_sent = true;
+        self.phase = Phase::Closing;
+        self.flush()
+    }
+
+    /// Writes what is queued with one `write` (a short write means the kernel buffer is full:
+    /// the rest goes out on the next writable event).
+    pub(crate) fn flush(&mut self) -> Result<(), &'static str> {
+        if self.phase == Phase::Connecting {
+            return Ok(());
+        }
+        while self.out_pos < self.out.len() {
+            match (&self.stream).write(&self.out[self.out_pos..]) {
+                Ok(n) => {
+                    self.out_pos += n;
+                    if self.out_pos < self.out.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(net::cause(&e)),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Handles a readiness event. `on_item` sees every frame received (pings are answered and
+    /// close frames completed here as well).
+    pub(crate) fn on_ready(
+        &mut self,
+        ready: Readiness,
+        scratch: &mut [u8],
+        limits: &Limits,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> Status {
+        match self.drive(ready, scratch, limits, on_item) {
+            Ok(status) => status,
+            Err(cause) => Status::Done(End::Failed(cause)),
+        }
+    }
+
+    fn drive(
+        &mut self,
+        ready: Readiness,
+        scratch: &mut [u8],
+        limits: &Limits,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> Result<Status, &'static str> {
+        if self.phase == Phase::Connecting {
+            if let Some(e) = self.stream.take_error().map_err(|e| net::cause(&e))? {
+                return Err(net::cause(&e));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {
+                    self.phase = Phase::Handshaking;
+                    self.flush()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Status::Busy),
+                Err(e) => return Err(net::cause(&e)),
+            }
+        } else if ready.writable && self.pending_out() > 0 {
+            self.flush()?;
+        }
+        if !ready.readable {
+            return Ok(Status::Busy);
+        }
+        let mut status = Status::Busy;
+        let mut may_read = true;
+        if self.phase == Phase::Handshaking {
+            match self.read_head(ready.read_closed)? {
+                None => return Ok(Status::Busy),
+                Some(drained) => {
+                    status = Status::Opened;
+                    may_read = !drained || ready.read_closed;
+                }
+            }
+        }
+        if let Some(end) = self.read_frames(scratch, limits, may_read, ready.read_closed, on_item)? {
+            return Ok(Status::Done(end));
+        }
+        Ok(status)
+    }
+
+    /// Reads the response head. `Some(drained)` once upgraded (frame bytes after the head are
+    /// left in `inbuf`); `None` while incomplete.
+    fn read_head(&mut self, read_closed: bool) -> Result<Option<bool>, &'static str> {
+        loop {
+            let filled = self.inbuf.len();
+            let room = 1024.min(MAX_HEAD + 1 - filled);
+            self.inbuf.resize(filled + room, 0);
+            let result = (&self.stream).read(&mut self.inbuf[filled..]);
+            let n = match result {
+                Ok(0) => return Err("eof_in_handshake"),
+                Ok(n) => n,
+                Err(e) => {
+                    self.inbuf.truncate(filled);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(None),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Err(net::cause(&e)),
+                    }
+                }
+            };
+            self.inbuf.truncate(filled + n);
+            let drained = n < room;
+            let handshake = self.handshake.as_ref().ok_or("handshake_state")?;
+            match handshake.parse_response(&self.inbuf) {
+                Ok(Parsed::Complete(response)) => {
+                    let len = response.len();
+                    self.inbuf.drain(..len);
+                    self.inbuf.shrink_to(16);
+                    self.handshake = None;
+                    self.phase = Phase::Open;
+                    return Ok(Some(drained));
+                }
+                Ok(Parsed::Partial) if self.inbuf.len() > MAX_HEAD => return Err("handshake_too_large"),
+                Ok(Parsed::Partial) if drained && !read_closed => return Ok(None),
+                Ok(Parsed::Partial) => {}
+                Err(HandshakeError::BadStatus(_)) => return Err("handshake_rejected"),
+                Err(_) => return Err("handshake_invalid"),
+            }
+        }
+    }
+
+    /// Reads and decodes frames until the socket is drained (or only decodes what `inbuf`
+    /// holds when `may_read` is false). A short read means drained, unless the FIN arrived
+    /// (`read_closed`): then reading goes on to the 0. `Some(end)` when the connection is over.
+    fn read_frames(
+        &mut self,
+        scratch: &mut [u8],
+        limits: &Limits,
+        may_read: bool,
+        read_closed: bool,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> Result<Option<End>, &'static str> {
+        let mut filled = self.inbuf.len();
+        scratch[..filled].copy_from_slice(&self.inbuf);
+        self.inbuf.clear();
+        let mut eof = false;
+        let mut reply = false;
+        loop {
+            let mut drained = !may_read;
+            if may_read {
+                match (&self.stream).read(&mut scratch[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        drained = true;
+                    }
+                    Ok(n) => {
+                        filled += n;
+                        drained = filled < scratch.len() && !read_closed;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(net::cause(&e)),
+                }
+            }
+            let mut pos = 0;
+            while pos < filled {
+                let (used, item) =
+                    self.decoder.decode(&mut scratch[pos..filled], limits).map_err(|_| "protocol_error")?;
+                pos += used;
+                let Some(item) = item else {
+                    if used == 0 {
+                        break;
+                    }
+                    continue;
+                };
+                match &item {
+                    Item::Ping(payload) if !self.close_sent => {
+                        encode_frame(&mut self.out, true, OpCode::Pong, Some(random_mask()), payload);
+                        reply = true;
+                    }
+                    Item::Close { code, .. } => {
+                        if self.server_close.is_none() && !self.close_sent {
+                            self.server_close = Some(code.map_or(CloseCode::NO_STATUS.0, |c| c.0));
+                            // Echo the code if it may be sent (1005 and friends may not).
+                            let echoed = code.filter(|c| c.is_sendable()).unwrap_or(CloseCode::NORMAL);
+                            let mut payload = Vec::with_capacity(2);
+                            write_close_payload(&mut payload, echoed, "");
+                            encode_frame(&mut self.out, true, OpCode::Close, Some(random_mask()), &payload);
+                            self.close_sent = true;
+                            reply = true;
+                        }
+                        self.phase = Phase::Closing;
+                    }
+                    _ => {}
+                }
+                on_item(&mut self.state, &item);
+            }
+            scratch.copy_within(pos..filled, 0);
+            filled -= pos;
+            if drained {
+                break;
+            }
+        }
+        self.inbuf.extend_from_slice(&scratch[..filled]);
+        if reply {
+            self.flush()?;
+        }
+        if !eof {
+            return Ok(None);
+        }
+        Ok(Some(match (self.server_close, self.close_sent && self.decoder.is_closed()) {
+            (Some(code), _) => End::ServerClosed(code),
+            (None, true) => End::Clean,
+            (None, false) if self.close_sent => End::Failed("eof_before_close_reply"),
+            (None, false) => End::Failed("eof"),
+        }))
+    }
+}

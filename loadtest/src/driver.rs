@@ -1,0 +1,307 @@
+//! The client loop every mode runs on: one `mio::Poll`, a slab of connections, a shared read
+//! buffer. Modes call [`Driver::dial`], [`Driver::poll`] and [`Driver::on_ready`] in their own
+//! loops; [`Driver::establish`] and [`Driver::close_all`] are the phases they share.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+use slab::Slab;
+use throng::proto::{Item, Limits};
+
+use crate::conn::{Conn, End, Phase, Readiness, Status};
+use crate::net::{self, Sources};
+use crate::stats::{bump, round3, Causes, Latency, Percentiles};
+use crate::target::Target;
+
+/// How often deadlines are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The client's event loop and its connections.
+pub(crate) struct Driver<S> {
+    poll: Poll,
+    events: Events,
+    ready: Vec<(usize, Readiness)>,
+    /// The connections, keyed by slab index (the low 32 bits of their token).
+    pub(crate) conns: Slab<Conn<S>>,
+    scratch: Vec<u8>,
+    limits: Limits,
+    target: Target,
+    sources: Sources,
+    generation: u32,
+}
+
+impl<S> Driver<S> {
+    /// A driver for `target`; `scratch` bytes of shared read buffer (at least 4 KiB).
+    pub(crate) fn new(target: &Target, sources: Sources, scratch: usize) -> io::Result<Self> {
+        Ok(Driver {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            ready: Vec::with_capacity(4096),
+            conns: Slab::new(),
+            scratch: vec![0; scratch.max(4096)],
+            limits: Limits::default(),
+            target: target.clone(),
+            sources,
+            generation: 0,
+        })
+    }
+
+    /// Starts a connection; returns its key, or the failure cause.
+    pub(crate) fn dial(&mut self, state: S) -> Result<usize, &'static str> {
+        let stream = net::connect(&mut self.sources, self.target.addr).map_err(|e| net::cause(&e))?;
+        self.generation = self.generation.wrapping_add(1);
+        let mut conn = Conn::new(stream, &self.target.host, &self.target.path, self.generation, state)
+            .map_err(|_| "bad_request")?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = Token(((self.generation as usize) << 32) | key);
+        self.poll
+            .registry()
+            .register(conn.stream_mut(), token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| net::cause(&e))?;
+        entry.insert(conn);
+        Ok(key)
+    }
+
+    /// Waits for readiness; returns `(key, readiness)` of live connections. Take the
+    /// list with `std::mem::take` and hand it back with [`give_back`](Self::give_back).
+    pub(crate) fn poll(&mut self, timeout: Duration) -> io::Result<Vec<(usize, Readiness)>> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        for event in &self.events {
+            let key = event.token().0 & 0xffff_ffff;
+            let generation = (event.token().0 >> 32) as u32;
+            if self.conns.get(key).is_some_and(|c| c.generation == generation) {
+                let read_closed = event.is_read_closed() || event.is_error();
+                ready.push((
+                    key,
+                    Readiness {
+                        readable: event.is_readable() || read_closed,
+                        writable: event.is_writable() || event.is_error(),
+                        read_closed,
+                    },
+                ));
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Returns the list [`poll`](Self::poll) handed out, to reuse its allocation.
+    pub(crate) fn give_back(&mut self, ready: Vec<(usize, Readiness)>) {
+        self.ready = ready;
+    }
+
+    /// Lets connection `key` handle its readiness.
+    pub(crate) fn on_ready(
+        &mut self,
+        key: usize,
+        ready: Readiness,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> Status {
+        match self.conns.get_mut(key) {
+            Some(conn) => conn.on_ready(ready, &mut self.scratch, &self.limits, on_item),
+            None => Status::Busy,
+        }
+    }
+
+    /// Drops connection `key` (closing the socket removes it from the poll).
+    pub(crate) fn remove(&mut self, key: usize) -> Option<Conn<S>> {
+        self.conns.try_remove(key)
+    }
+
+    /// Opens `n` connections, at most `concurrency` being set up at once and, with `rate`, at
+    /// most `rate` started per second. Returns when every attempt has succeeded or failed.
+    pub(crate) fn establish(
+        &mut self,
+        n: usize,
+        rate: Option<f64>,
+        concurrency: usize,
+        connect_timeout: Duration,
+        mut make_state: impl FnMut(usize) -> S,
+    ) -> io::Result<DialStats> {
+        let mut stats = DialStats::default();
+        let mut latency = Latency::new();
+        let start = Instant::now();
+        let mut last_open = start;
+        let (mut started, mut pending) = (0usize, 0usize);
+        let mut next_tick = start + TICK;
+        let mut ignore = |_: &mut S, _: &Item<'_>| {};
+        while started < n || pending > 0 {
+            let now = Instant::now();
+            let allowed = match rate {
+                Some(rate) if rate > 0.0 => {
+                    n.min((now.duration_since(start).as_secs_f64() * rate) as usize + 1)
+                }
+                _ => n,
+            };
+            while started < allowed && pending < concurrency.max(1) {
+                started += 1;
+                match self.dial(make_state(started - 1)) {
+                    Ok(_) => pending += 1,
+                    Err(cause) => bump(&mut stats.failed, cause),
+                }
+            }
+            let wait = if started < n && pending < concurrency { Duration::from_millis(1) } else { TICK };
+            let ready = self.poll(wait)?;
+            for &(key, readiness) in &ready {
+                let was_open = self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.phase() != Phase::Connecting && c.phase() != Phase::Handshaking);
+                match self.on_ready(key, readiness, &mut ignore) {
+                    Status::Busy => {}
+                    Status::Opened => {
+                        pending -= 1;
+                        stats.established += 1;
+                        last_open = Instant::now();
+                        latency.record(last_open.duration_since(self.conns[key].started));
+                    }
+                    Status::Done(end) => {
+                        self.remove(key);
+                        if was_open {
+                            stats.dropped += 1;
+                        } else {
+                            pending -= 1;
+                            bump(&mut stats.failed, end_cause(end));
+                        }
+                    }
+                }
+            }
+            self.give_back(ready);
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                let expired: Vec<usize> = (self.conns.iter())
+                    .filter(|(_, c)| matches!(c.phase(), Phase::Connecting | Phase::Handshaking))
+                    .filter(|(_, c)| now.duration_since(c.started) > connect_timeout)
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in expired {
+                    self.remove(key);
+                    pending -= 1;
+                    bump(&mut stats.failed, "timeout");
+                }
+            }
+        }
+        stats.attempted = started as u64;
+        let elapsed = last_open.duration_since(start).as_secs_f64();
+        stats.elapsed_s = round3(elapsed);
+        stats.handshakes_per_s = round3(if elapsed > 0.0 { stats.established as f64 / elapsed } else { 0.0 });
+        stats.handshake_latency = latency.summary();
+        Ok(stats)
+    }
+
+    /// Closes every open connection with 1000 and waits (up to `timeout`) for the close
+    /// handshakes and the server's FIN. Every connection is gone afterwards.
+    pub(crate) fn close_all(
+        &mut self,
+        timeout: Duration,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> io::Result<CloseStats> {
+        let mut stats = CloseStats::default();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.phase() != Phase::Open {
+                continue;
+            }
+            if let Err(cause) = conn.close() {
+                self.remove(key);
+                bump(&mut stats.failed, cause);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            let ready = self.poll(TICK)?;
+            for &(key, readiness) in &ready {
+                match self.on_ready(key, readiness, on_item) {
+                    Status::Busy | Status::Opened => {}
+                    Status::Done(end) => {
+                        self.remove(key);
+                        match end {
+                            End::Clean => stats.clean += 1,
+                            End::ServerClosed(_) => stats.server_closed += 1,
+                            End::Failed(cause) => bump(&mut stats.failed, cause),
+                        }
+                    }
+                }
+            }
+            self.give_back(ready);
+        }
+        stats.timed_out = self.conns.len() as u64;
+        self.conns.clear();
+        Ok(stats)
+    }
+}
+
+/// The failure-count key of an unexpected end.
+pub(crate) fn end_cause(end: End) -> &'static str {
+    match end {
+        End::Clean => "closed",
+        End::ServerClosed(_) => "closed_by_server",
+        End::Failed(cause) => cause,
+    }
+}
+
+/// What [`Driver::establish`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct DialStats {
+    pub(crate) attempted: u64,
+    pub(crate) established: u64,
+    /// Attempts that failed, by cause.
+    pub(crate) failed: Causes,
+    /// Connections that were upgraded and then ended while the others were being set up.
+    pub(crate) dropped: u64,
+    /// From the first connect to the last upgrade.
+    pub(crate) elapsed_s: f64,
+    pub(crate) handshakes_per_s: f64,
+    /// Connect start to 101 received.
+    pub(crate) handshake_latency: Percentiles,
+}
+
+impl DialStats {
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "dial: {}/{} established in {:.2}s ({:.0}/s), failed {:?}, dropped {}; handshake {}",
+            self.established,
+            self.attempted,
+            self.elapsed_s,
+            self.handshakes_per_s,
+            self.failed,
+            self.dropped,
+            self.handshake_latency.line()
+        )
+    }
+}
+
+/// What [`Driver::close_all`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct CloseStats {
+    /// Close handshake completed and the server closed TCP.
+    pub(crate) clean: u64,
+    /// The server closed first.
+    pub(crate) server_closed: u64,
+    pub(crate) failed: Causes,
+    /// Still not closed when the timeout came.
+    pub(crate) timed_out: u64,
+}
+
+impl CloseStats {
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "close: {} clean, {} closed by server, failed {:?}, {} timed out",
+            self.clean, self.server_closed, self.failed, self.timed_out
+        )
+    }
+
+    pub(crate) fn all_clean(&self) -> bool {
+        self.failed.is_empty() && self.timed_out == 0 && self.server_closed == 0
+    }
+}

@@ -1,0 +1,319 @@
+//! What /proc says about a process (CPU time, memory, mappings) and about kernel socket memory.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::time::Instant;
+
+use nix::unistd::{sysconf, SysconfVar};
+use serde::Serialize;
+
+/// Clock ticks per second of the times in /proc/PID/stat.
+fn clock_ticks() -> f64 {
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as f64,
+        _ => 100.0,
+    }
+}
+
+/// The page size, for /proc/net/sockstat's `mem`.
+pub(crate) fn page_size() -> u64 {
+    match sysconf(SysconfVar::PAGE_SIZE) {
+        Ok(Some(size)) if size > 0 => size as u64,
+        _ => 4096,
+    }
+}
+
+/// A process's user + system CPU time at an instant.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuSample {
+    at: Instant,
+    cpu_s: f64,
+}
+
+impl CpuSample {
+    /// Samples `pid` (`None`: this process).
+    pub(crate) fn take(pid: Option<u32>) -> io::Result<Self> {
+        let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+        let stat = fs::read_to_string(path)?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15 of the whole line; field 3 is index 0 here.
+        let (Some(utime), Some(stime)) = (field(11), field(12)) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/PID/stat format"));
+        };
+        Ok(CpuSample { at: Instant::now(), cpu_s: (utime + stime) as f64 / clock_ticks() })
+    }
+
+    /// CPU seconds used and wall seconds passed since `earlier`.
+    pub(crate) fn since(&self, earlier: &CpuSample) -> (f64, f64) {
+        (self.cpu_s - earlier.cpu_s, self.at.duration_since(earlier.at).as_secs_f64())
+    }
+}
+
+/// CPU use over a window.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct CpuUse {
+    /// CPU seconds (user + system, all threads).
+    pub(crate) cpu_s: f64,
+    /// CPU seconds per wall second (1.0 = one core busy).
+    pub(crate) utilisation: f64,
+    /// CPU microseconds per operation (message, cycle).
+    pub(crate) us_per_op: f64,
+}
+
+impl CpuUse {
+    /// The use between two samples, divided over `ops` operations.
+    pub(crate) fn between(start: &CpuSample, end: &CpuSample, ops: u64) -> Self {
+        let (cpu_s, wall_s) = end.since(start);
+        CpuUse {
+            cpu_s: crate::stats::round3(cpu_s),
+            utilisation: crate::stats::round3(if wall_s > 0.0 { cpu_s / wall_s } else { 0.0 }),
+            us_per_op: crate::stats::round3(if ops > 0 { cpu_s * 1e6 / ops as f64 } else { 0.0 }),
+        }
+    }
+}
+
+/// Busy CPU seconds of the whole machine, all cores (/proc/stat: everything but idle and iowait).
+fn machine_busy_s() -> io::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or_default();
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 =
+        ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    Ok(busy as f64 / clock_ticks())
+}
+
+/// CPU times of the client, the server (if known) and the whole machine at one instant.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Snapshot {
+    client: CpuSample,
+    server: Option<CpuSample>,
+    machine_s: f64,
+}
+
+impl Snapshot {
+    pub(crate) fn take(server_pid: Option<u32>) -> io::Result<Self> {
+        Ok(Snapshot {
+            client: CpuSample::take(None)?,
+            server: server_pid.map(|pid| CpuSample::take(Some(pid))).transpose()?,
+            machine_s: machine_busy_s()?,
+        })
+    }
+
+    /// Wall seconds since `earlier`.
+    pub(crate) fn wall_s(&self, earlier: &Snapshot) -> f64 {
+        self.client.since(&earlier.client).1
+    }
+
+    /// CPU use between `earlier` and this snapshot, divided over `ops` operations.
+    pub(crate) fn usage_since(&self, earlier: &Snapshot, ops: u64) -> Usage {
+        let client = CpuUse::between(&earlier.client, &self.client, ops);
+        let server = match (earlier.server, self.server) {
+            (Some(a), Some(b)) => Some(CpuUse::between(&a, &b, ops)),
+            _ => None,
+        };
+        let wall = self.wall_s(earlier);
+        let machine = if wall > 0.0 { (self.machine_s - earlier.machine_s) / wall } else { 0.0 };
+        let ours = client.utilisation + server.map_or(0.0, |s| s.utilisation);
+        Usage {
+            client,
+            server,
+            machine_cores: crate::stats::round3(machine),
+            other_cores: crate::stats::round3((machine - ours).max(0.0)),
+        }
+    }
+}
+
+/// CPU use over a measured window.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct Usage {
+    /// This process.
+    pub(crate) client: CpuUse,
+    /// The server, with `--server-pid`.
+    pub(crate) server: Option<CpuUse>,
+    /// Busy cores of the whole machine.
+    pub(crate) machine_cores: f64,
+    /// Busy cores not accounted to the client or the server: other load that competed with the
+    /// measurement (a busy machine makes rates and latencies pessimistic; CPU per op less so).
+    pub(crate) other_cores: f64,
+}
+
+impl Usage {
+    /// `client cpu … server cpu … other load …` for a summary line; `unit` names the operation.
+    pub(crate) fn line(&self, unit: &str) -> String {
+        let mut line = format!(
+            "cpu: client {:.2} cores ({:.2} µs/{unit})",
+            self.client.utilisation, self.client.us_per_op
+        );
+        if let Some(s) = &self.server {
+            line.push_str(&format!(", server {:.2} cores ({:.2} µs/{unit})", s.utilisation, s.us_per_op));
+        }
+        line.push_str(&format!(
+            ", machine {:.2} cores, other processes {:.2}",
+            self.machine_cores, self.other_cores
+        ));
+        line
+    }
+}
+
+/// A process's memory, in KiB.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(crate) struct Mem {
+    /// Resident set (VmRSS).
+    pub(crate) rss_kib: u64,
+    /// Anonymous resident memory (RssAnon): the heap and stacks.
+    pub(crate) rss_anon_kib: u64,
+    /// Proportional set size (smaps_rollup `Pss`).
+    pub(crate) pss_kib: u64,
+    /// Peak resident set (VmHWM).
+    pub(crate) hwm_kib: u64,
+}
+
+impl Mem {
+    pub(crate) fn take(pid: u32) -> io::Result<Self> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        Ok(Mem {
+            rss_kib: kib_field(&status, "VmRSS:"),
+            rss_anon_kib: kib_field(&status, "RssAnon:"),
+            pss_kib: kib_field(&rollup, "Pss:"),
+            hwm_kib: kib_field(&status, "VmHWM:"),
+        })
+    }
+}
+
+/// The value of a `Name:   1234 kB` line.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The TCP line of /proc/net/sockstat (system-wide: both ends of loopback connections).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(crate) struct SockStat {
+    pub(crate) inuse: u64,
+    pub(crate) orphan: u64,
+    pub(crate) tw: u64,
+    pub(crate) alloc: u64,
+    /// Pages of socket buffer memory charged to TCP.
+    pub(crate) mem_pages: u64,
+}
+
+impl SockStat {
+    pub(crate) fn take() -> io::Result<Self> {
+        let text = fs::read_to_string("/proc/net/sockstat")?;
+        let line = text.lines().find_map(|l| l.strip_prefix("TCP:")).unwrap_or_default();
+        let mut stat = SockStat::default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.chunks_exact(2) {
+            let value = pair[1].parse().unwrap_or(0);
+            match pair[0] {
+                "inuse" => stat.inuse = value,
+                "orphan" => stat.orphan = value,
+                "tw" => stat.tw = value,
+                "alloc" => stat.alloc = value,
+                "mem" => stat.mem_pages = value,
+                _ => {}
+            }
+        }
+        Ok(stat)
+    }
+}
+
+/// Kernel slab memory in KiB (/proc/meminfo `Slab:`): socket, inode, file and epoll structures
+/// live there. System-wide.
+pub(crate) fn slab_kib() -> io::Result<u64> {
+    Ok(kib_field(&fs::read_to_string("/proc/meminfo")?, "Slab:"))
+}
+
+/// One mapping of /proc/PID/smaps.
+#[derive(Clone, Debug)]
+pub(crate) struct Mapping {
+    start: u64,
+    size_kib: u64,
+    name: String,
+    rss_kib: u64,
+}
+
+/// Reads the mappings of `pid`.
+pub(crate) fn smaps(pid: u32) -> io::Result<Vec<Mapping>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut maps: Vec<Mapping> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) {
+                let name = words.nth(4).unwrap_or("").to_owned();
+                maps.push(Mapping { start, size_kib: (end - start) / 1024, name, rss_kib: 0 });
+                continue;
+            }
+        }
+        if let (Some(rest), Some(map)) = (line.strip_prefix("Rss:"), maps.last_mut()) {
+            map.rss_kib = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+    }
+    Ok(maps)
+}
+
+/// How much one mapping grew between two snapshots.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Growth {
+    /// The file or `[heap]`, `[stack]`; `[anon]` with its address for anonymous memory (malloc
+    /// arenas of the threads, large allocations).
+    pub(crate) mapping: String,
+    pub(crate) size_kib: u64,
+    pub(crate) rss_before_kib: u64,
+    pub(crate) rss_after_kib: u64,
+    pub(crate) growth_kib: i64,
+}
+
+/// The `top` mappings by resident growth (mappings keyed by start address).
+pub(crate) fn growth(before: &[Mapping], after: &[Mapping], top: usize) -> Vec<Growth> {
+    let old: HashMap<u64, &Mapping> = before.iter().map(|m| (m.start, m)).collect();
+    let mut grown: Vec<Growth> = after
+        .iter()
+        .map(|m| {
+            let rss_before_kib = old.get(&m.start).map_or(0, |b| b.rss_kib);
+            let mapping = if m.name.is_empty() { format!("[anon] {:#x}", m.start) } else { m.name.clone() };
+            Growth {
+                mapping,
+                size_kib: m.size_kib,
+                rss_before_kib,
+                rss_after_kib: m.rss_kib,
+                growth_kib: m.rss_kib as i64 - rss_before_kib as i64,
+            }
+        })
+        .filter(|g| g.growth_kib != 0)
+        .collect();
+    grown.sort_by_key(|g| std::cmp::Reverse(g.growth_kib));
+    grown.truncate(top);
+    grown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let a = CpuSample::take(None).unwrap();
+        let b = CpuSample::take(None).unwrap();
+        assert!(b.since(&a).0 >= 0.0);
+        let pid = std::process::id();
+        let mem = Mem::take(pid).unwrap();
+        assert!(mem.rss_kib > 0 && mem.pss_kib > 0, "{mem:?}");
+        let maps = smaps(pid).unwrap();
+        assert!(maps.iter().any(|m| m.rss_kib > 0));
+        assert!(growth(&maps, &maps, 5).is_empty());
+        SockStat::take().unwrap();
+        assert!(slab_kib().unwrap() > 0);
+    }
+}

@@ -1,0 +1,65 @@
+//! Dialer settings.
+
+use std::time::Duration;
+
+/// How [`connect`](super::connect) dials and what the connection accepts.
+///
+/// Build one with struct update syntax:
+/// ```
+/// use std::time::Duration;
+/// let options = throng::client::ClientOptions {
+///     subprotocols: vec!["chat".into()],
+///     read_timeout: Some(Duration::from_secs(30)),
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Subprotocols to offer, most preferred first; each must be an HTTP token.
+    pub subprotocols: Vec<String>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// Extra request headers (e.g. `Authorization`). The handshake's own headers (`Host`,
+    /// `Upgrade`, `Sec-WebSocket-*`…) are refused with
+    /// [`HandshakeError::ReservedHeader`](crate::proto::handshake::HandshakeError::ReservedHeader).
+    pub headers: Vec<(String, String)>,
+    /// Limit on the TCP connect, over all resolved addresses (name resolution itself is not
+    /// bounded). `None`: the system's limit. Default 10 s.
+    pub connect_timeout: Option<Duration>,
+    /// Limit on writing the upgrade request and reading the 101 response. Default 10 s.
+    pub handshake_timeout: Option<Duration>,
+    /// Limit on each blocking read in [`Connection::recv`](super::Connection::recv); on expiry
+    /// `recv` returns [`ClientError::Timeout`](super::ClientError::Timeout) and the connection
+    /// stays usable. Default `None` (wait forever).
+    pub read_timeout: Option<Duration>,
+    /// Limit on each blocking write; a write that times out ends the connection (a frame may be
+    /// half sent). Default `None`.
+    pub write_timeout: Option<Duration>,
+    /// How long [`Connection::close`](super::Connection::close) waits for the server's close frame,
+    /// and how long the client then waits for the server to close TCP. Default 5 s.
+    pub close_timeout: Duration,
+    /// The largest message accepted (all its frames); a larger one fails the connection with 1009.
+    /// Default 16 MiB.
+    pub max_message_size: u64,
+    /// The largest single frame accepted; a larger one fails the connection with 1009.
+    /// Default 16 MiB.
+    pub max_frame_size: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            subprotocols: Vec::new(),
+            origin: None,
+            headers: Vec::new(),
+            connect_timeout: Some(Duration::from_secs(10)),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            read_timeout: None,
+            write_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
+        }
+    }
+}

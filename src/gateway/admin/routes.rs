@@ -1,0 +1,270 @@
+//! The admin API's endpoints. Every answer is JSON except `/metrics` (Prometheus text) and `/`
+//! (the demo page); errors are `{"error": code, "message": text}`.
+
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::http::{Request, Response};
+use crate::gateway::channels::{check_name, percent_decode, user_topic};
+use crate::gateway::expiry::unix_now;
+use crate::gateway::metrics;
+use crate::gateway::state::Ctx;
+use crate::{ConnId, Message};
+
+/// The most messages in one batch publish.
+const MAX_BATCH: usize = 1000;
+
+enum Route<'a> {
+    Demo,
+    Health,
+    Ready,
+    Metrics,
+    Stats,
+    Channels,
+    Publish,
+    PublishBatch,
+    Channel(&'a str),
+    User(&'a str),
+    CloseConnection(&'a str),
+}
+
+impl Route<'_> {
+    /// The one method each route answers to.
+    fn method(&self) -> &'static str {
+        match self {
+            Route::Demo | Route::Health | Route::Ready | Route::Metrics | Route::Stats | Route::Channels => {
+                "GET"
+            }
+            _ => "POST",
+        }
+    }
+
+    /// Whether the route works without the API key (load balancer probes, the demo page).
+    fn is_open(&self) -> bool {
+        matches!(self, Route::Demo | Route::Health | Route::Ready)
+    }
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    Some(match path {
+        "/" => Route::Demo,
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/metrics" => Route::Metrics,
+        "/v1/stats" => Route::Stats,
+        "/v1/channels" => Route::Channels,
+        "/v1/publish" => Route::Publish,
+        "/v1/publish/batch" => Route::PublishBatch,
+        _ => {
+            if let Some(name) = path.strip_prefix("/v1/channels/").filter(|n| !n.is_empty()) {
+                Route::Channel(name)
+            } else if let Some(id) = path.strip_prefix("/v1/users/").filter(|n| !n.is_empty()) {
+                Route::User(id)
+            } else {
+                let id = path.strip_prefix("/v1/connections/")?.strip_suffix("/close")?;
+                Route::CloseConnection(id)
+            }
+        }
+    })
+}
+
+pub(super) fn handle(ctx: &Ctx, req: &Request) -> Response {
+    let Some(route) = route(&req.path) else {
+        return Response::error(404, "not_found", format!("no endpoint at {}", req.path));
+    };
+    if req.method != route.method() {
+        let text = format!("{} {} is not supported; use {}", req.method, req.path, route.method());
+        return Response::error(405, "method_not_allowed", text).with_header("Allow", route.method());
+    }
+    let live = ctx.front.live();
+    if !route.is_open() {
+        if let Some(key) = &live.api_key {
+            let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+            if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+                return Response::error(
+                    401,
+                    "unauthorized",
+                    "missing or wrong API key (Authorization: Bearer <key>)",
+                )
+                .with_header("WWW-Authenticate", "Bearer");
+            }
+        }
+    }
+    match route {
+        Route::Demo if live.demo => super::super::demo::page(ctx),
+        Route::Demo => Response::error(404, "not_found", "the demo page is disabled (demo = false)"),
+        Route::Health => Response::json(200, &json!({ "status": "ok" })),
+        Route::Ready => ready(ctx),
+        Route::Metrics => {
+            let text = metrics::prometheus(ctx.counters(), &ctx.snapshot());
+            Response::text(200, "text/plain; version=0.0.4; charset=utf-8", text)
+        }
+        Route::Stats => {
+            let mut stats = metrics::json(ctx.counters(), &ctx.snapshot());
+            stats["config"] = ctx.front.settings.to_json();
+            Response::json(200, &stats)
+        }
+        Route::Channels => channels(ctx, req),
+        Route::Publish => match parse_json::<Publication>(&req.body) {
+            Ok(p) => publish_envelope(ctx, p).unwrap_or_else(|e| e),
+            Err(e) => e,
+        },
+        Route::PublishBatch => batch(ctx, req),
+        Route::Channel(name) => match percent_decode(name) {
+            Some(name) => publish_raw(ctx, &name, &req.body),
+            None => Response::error(400, "bad_request", "invalid percent-encoding in the channel name"),
+        },
+        Route::User(id) => match percent_decode(id) {
+            Some(id) if !id.is_empty() => publish_raw(ctx, &user_topic(&id), &req.body),
+            _ => Response::error(400, "bad_request", "invalid user id"),
+        },
+        Route::CloseConnection(id) => close_connection(ctx, id, &req.body),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| Response::error(400, "bad_request", format!("invalid JSON body: {e}")))
+}
+
+fn ready(ctx: &Ctx) -> Response {
+    let broker = ctx.broker.state();
+    if ctx.draining.load(Ordering::Relaxed) {
+        return Response::json(503, &json!({ "status": "draining", "broker": broker.as_str() }));
+    }
+    if !broker.is_ready() {
+        return Response::json(503, &json!({ "status": "not_ready", "broker": broker.as_str() }));
+    }
+    Response::json(200, &json!({ "status": "ready", "broker": broker.as_str() }))
+}
+
+fn channels(ctx: &Ctx, req: &Request) -> Response {
+    let with_users = req.query.as_deref().and_then(|q| crate::gateway::channels::query_param(q, "users"));
+    let list = ctx.registry.topics(with_users.as_deref() == Some("true"));
+    let channels: Vec<Value> =
+        list.iter().map(|(name, n)| json!({ "name": name, "subscribers": n })).collect();
+    Response::json(200, &json!({ "channels": channels }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publication {
+    channel: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Hands `message` to the broker; returns the local subscribers it was queued to.
+fn deliver(ctx: &Ctx, topic: &str, message: Message) -> usize {
+    let queued = ctx.registry.subscribers(topic);
+    let counters = ctx.counters();
+    counters.inc(&counters.publishes);
+    counters.add(&counters.publish_bytes, message.as_bytes().len() as u64);
+    counters.add(&counters.fanout, queued as u64);
+    ctx.broker.publish(topic, message);
+    queued
+}
+
+fn checked(channel: &str) -> Result<(), Response> {
+    check_name(channel)
+        .map_err(|e| Response::error(400, "invalid_channel", format!("{}: {channel:?}", e.reason())))
+}
+
+/// `/v1/publish`: clients receive `{"channel", "data", "ts"}` (ts in Unix milliseconds, for
+/// latency measurements).
+fn publish_envelope(ctx: &Ctx, p: Publication) -> Result<Response, Response> {
+    checked(&p.channel)?;
+    let queued = deliver(ctx, &p.channel, Message::Text(envelope(&p).to_string()));
+    Ok(Response::json(200, &json!({ "channel": p.channel, "queued": queued })))
+}
+
+fn envelope(p: &Publication) -> Value {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(unix_now() * 1000, |d| d.as_millis() as u64);
+    json!({ "channel": p.channel, "data": p.data, "ts": ts })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    messages: Vec<Publication>,
+}
+
+fn batch(ctx: &Ctx, req: &Request) -> Response {
+    let batch = match parse_json::<Batch>(&req.body) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    if batch.messages.len() > MAX_BATCH {
+        return Response::error(400, "batch_too_large", format!("at most {MAX_BATCH} messages per batch"));
+    }
+    // Check everything first: a batch is published whole or not at all.
+    if let Some(Err(e)) = batch.messages.iter().map(|p| checked(&p.channel)).find(Result::is_err) {
+        return e;
+    }
+    let mut total = 0;
+    let results: Vec<Value> = (batch.messages.iter())
+        .map(|p| {
+            let queued = deliver(ctx, &p.channel, Message::Text(envelope(p).to_string()));
+            total += queued;
+            json!({ "channel": p.channel, "queued": queued })
+        })
+        .collect();
+    Response::json(200, &json!({ "results": results, "queued": total }))
+}
+
+/// `/v1/channels/{name}` and `/v1/users/{id}`: the body goes out as it is, as a text message
+/// when it is UTF-8 and binary otherwise.
+fn publish_raw(ctx: &Ctx, topic: &str, body: &[u8]) -> Response {
+    if let Err(e) = checked(topic) {
+        return e;
+    }
+    let message = match std::str::from_utf8(body) {
+        Ok(text) => Message::Text(text.to_owned()),
+        Err(_) => Message::Binary(body.to_vec()),
+    };
+    let queued = deliver(ctx, topic, message);
+    Response::json(200, &json!({ "channel": topic, "queued": queued }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    code: Option<u16>,
+    reason: Option<String>,
+}
+
+fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
+    let Ok(raw) = id.parse::<u64>() else {
+        return Response::error(400, "bad_request", format!("connection id must be a number, got {id:?}"));
+    };
+    let close: CloseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseRequest::default()
+    } else {
+        match parse_json(body) {
+            Ok(c) => c,
+            Err(e) => return e,
+        }
+    };
+    let code = close.code.unwrap_or(1000);
+    if !(code == 1000 || (3000..=4999).contains(&code)) {
+        return Response::error(400, "bad_request", "code must be 1000 or in 3000..=4999");
+    }
+    let reason = close.reason.unwrap_or_else(|| "closed by server".into());
+    if reason.len() > crate::proto::close::MAX_REASON_LEN {
+        return Response::error(400, "bad_request", "reason is over 123 bytes");
+    }
+    if !ctx.registry.contains(raw) {
+        return Response::error(404, "not_found", format!("no open connection {raw}"));
+    }
+    ctx.counters().inc(&ctx.counters().admin_closes);
+    ctx.handle.close(ConnId::from_u64(raw), code, &reason);
+    Response::json(200, &json!({ "conn": raw.to_string(), "code": code, "closing": true }))
+}

@@ -1,0 +1,158 @@
+//! Channel names, allow-list patterns and the bits of the upgrade query the gateway reads.
+
+/// Topics with this prefix carry one user's messages; clients cannot join them by name.
+pub const USER_PREFIX: &str = "user:";
+
+/// The longest channel name accepted.
+pub const MAX_CHANNEL_LEN: usize = 200;
+
+/// The engine topic of a user's own channel.
+pub fn user_topic(sub: &str) -> String {
+    format!("{USER_PREFIX}{sub}")
+}
+
+/// Why a channel name is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty, too long or with a character outside `A-Z a-z 0-9 . _ - : @ /`.
+    Invalid,
+    /// Starts with `user:` (only the gateway subscribes those).
+    Reserved,
+}
+
+impl NameError {
+    /// Text for replies and rejections.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NameError::Invalid => "invalid channel name",
+            NameError::Reserved => "channel is reserved",
+        }
+    }
+}
+
+/// Checks a name a client asked for.
+pub fn check_client_channel(name: &str) -> Result<(), NameError> {
+    check_name(name)?;
+    if name.starts_with(USER_PREFIX) {
+        return Err(NameError::Reserved);
+    }
+    Ok(())
+}
+
+/// Checks a name the admin API publishes to (any valid name, `user:` included).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || b".-_:@/".contains(&b);
+    if name.is_empty() || name.len() > MAX_CHANNEL_LEN || !name.bytes().all(ok_char) {
+        return Err(NameError::Invalid);
+    }
+    Ok(())
+}
+
+/// An allow-list entry from a token: an exact name, or a prefix ending in `*` (`news.*`
+/// matches `news.eu` and `news.eu.sport`; `*` alone matches everything).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    prefix: bool,
+}
+
+impl Pattern {
+    /// Parses one entry.
+    pub fn new(text: &str) -> Pattern {
+        match text.strip_suffix('*') {
+            Some(prefix) => Pattern { text: prefix.to_owned(), prefix: true },
+            None => Pattern { text: text.to_owned(), prefix: false },
+        }
+    }
+
+    /// Whether `channel` is allowed by this entry.
+    pub fn matches(&self, channel: &str) -> bool {
+        if self.prefix {
+            self.text.is_empty() || (channel.len() > self.text.len() && channel.starts_with(&self.text))
+        } else {
+            channel == self.text
+        }
+    }
+}
+
+/// Whether an allow-list (`None`: everything) lets a client join `channel`.
+pub fn allowed(list: Option<&[Pattern]>, channel: &str) -> bool {
+    list.is_none_or(|list| list.iter().any(|p| p.matches(channel)))
+}
+
+/// The value of `key` in a query string, percent-decoded (`+` is a space, as forms send it).
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k).as_deref() == Some(key)).then(|| percent_decode(v)).flatten()
+    })
+}
+
+/// `?channels=a,b`, in order, without repeats (repeated `channels=` parameters are not merged:
+/// the first one wins).
+pub fn query_channels(query: &str) -> Vec<String> {
+    let mut channels: Vec<String> = Vec::new();
+    for channel in query_param(query, "channels").unwrap_or_default().split(',').map(str::trim) {
+        if !channel.is_empty() && !channels.iter().any(|c| c == channel) {
+            channels.push(channel.to_owned());
+        }
+    }
+    channels
+}
+
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let p = Pattern::new("news.*");
+        assert!(p.matches("news.eu") && p.matches("news.eu.sport"));
+        assert!(!p.matches("news.") && !p.matches("news") && !p.matches("sports"));
+        assert!(Pattern::new("*").matches("anything"));
+        assert!(Pattern::new("chat").matches("chat") && !Pattern::new("chat").matches("chat2"));
+        assert!(allowed(None, "x"));
+        assert!(!allowed(Some(&[]), "x"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(check_client_channel("news.eu-1"), Ok(()));
+        assert_eq!(check_client_channel("user:bob"), Err(NameError::Reserved));
+        assert_eq!(check_client_channel("a b"), Err(NameError::Invalid));
+        assert_eq!(check_client_channel(""), Err(NameError::Invalid));
+        assert_eq!(check_name("user:bob"), Ok(()));
+    }
+
+    #[test]
+    fn query() {
+        assert_eq!(query_channels("token=x&channels=a%2Cb,%20c,a"), ["a", "b", "c"]);
+        assert_eq!(query_param("a=1&token=abc.def", "token").as_deref(), Some("abc.def"));
+        assert_eq!(query_param("token=%zz", "token"), None);
+        assert!(query_channels("x=1").is_empty());
+    }
+}

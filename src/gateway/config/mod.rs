@@ -1,0 +1,233 @@
+//! Configuration: defaults, then the TOML file, then `THRONG_*` variables, then flags.
+//!
+//! [`Options`] holds what one source gave (all `Option`s); [`Settings`] is the merged result with
+//! every default filled in, which the rest of the gateway reads.
+
+mod options;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use self::options::{Cli, ClientMessages, List, LogFormat, Options, SlowConsumer};
+pub use self::units::{Size, Span};
+
+/// The effective configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file the settings came from, if any (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
+    /// Resolved from [`Options::listen`].
+    pub listen: SocketAddr,
+    /// Resolved from [`Options::admin_listen`].
+    pub admin_listen: SocketAddr,
+    /// Resolved from [`Options::loops`].
+    pub loops: usize,
+    /// Resolved from [`Options::workers`].
+    pub workers: usize,
+    /// Resolved from [`Options::ws_path`].
+    pub ws_path: String,
+    /// Resolved from [`Options::jwt_secret`].
+    pub jwt_secret: Option<String>,
+    /// Resolved from [`Options::api_key`].
+    pub api_key: Option<String>,
+    /// Resolved from [`Options::allowed_origins`].
+    pub allowed_origins: Vec<String>,
+    /// Resolved from [`Options::subprotocols`].
+    pub subprotocols: Vec<String>,
+    /// Resolved from [`Options::log_format`].
+    pub log_format: LogFormat,
+    /// Resolved from [`Options::log_level`].
+    pub log_level: String,
+    /// Resolved from [`Options::max_message_size`].
+    pub max_message_size: u64,
+    /// Resolved from [`Options::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// Resolved from [`Options::ping_interval`].
+    pub ping_interval: Option<Duration>,
+    /// Resolved from [`Options::pong_timeout`].
+    pub pong_timeout: Duration,
+    /// Resolved from [`Options::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// Resolved from [`Options::max_connections`].
+    pub max_connections: usize,
+    /// Resolved from [`Options::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
+    /// Resolved from [`Options::max_channels_per_connection`].
+    pub max_channels_per_connection: usize,
+    /// Resolved from [`Options::max_outbound_bytes`].
+    pub max_outbound_bytes: usize,
+    /// Resolved from [`Options::slow_consumer`].
+    pub slow_consumer: SlowConsumer,
+    /// Resolved from [`Options::client_messages`].
+    pub client_messages: ClientMessages,
+    /// Resolved from [`Options::drain_timeout`].
+    pub drain_timeout: Duration,
+    /// Resolved from [`Options::demo`].
+    pub demo: bool,
+    /// Resolved from [`Options::event_capacity`].
+    pub event_capacity: usize,
+}
+
+/// A configuration that cannot be used, with a message naming the file and key at fault.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses a config file. Unknown keys and bad values are errors naming the key.
+pub fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+}
+
+impl Settings {
+    /// Merges the command line (flags and environment, already combined by clap) over the
+    /// config file it names, over the defaults.
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Settings::resolve(cli.options.clone().or(file), cli.config.clone())
+    }
+
+    fn resolve(o: Options, config_file: Option<PathBuf>) -> Result<Settings, ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let off_if_zero = |s: Option<Span>, default: Duration| {
+            let d = s.map_or(default, |s| s.0);
+            (!d.is_zero()).then_some(d)
+        };
+        let ws_path = o.ws_path.unwrap_or_else(|| "/ws".into());
+        if !ws_path.starts_with('/') || ws_path.contains('?') {
+            return bad("ws_path", "must start with / and have no query");
+        }
+        let loops = o.loops.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if loops == 0 || loops > crate::engine::MAX_LOOPS {
+            return bad("loops", &format!("must be between 1 and {}", crate::engine::MAX_LOOPS));
+        }
+        let workers = o.workers.unwrap_or(2);
+        if workers == 0 {
+            return bad("workers", "must be at least 1");
+        }
+        let max_connections = o.max_connections.unwrap_or(1_000_000);
+        if max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        let max_outbound_bytes = o.max_outbound_bytes.map_or(4 << 20, |s| s.0);
+        let Ok(max_outbound_bytes) = usize::try_from(max_outbound_bytes) else {
+            return bad("max_outbound_bytes", "too large");
+        };
+        let subprotocols = o.subprotocols.map_or_else(|| vec!["throng.v1".to_owned()], |l| l.0);
+        if let Some(p) = subprotocols.iter().find(|p| p.starts_with("bearer.")) {
+            return bad("subprotocols", &format!("{p:?}: the bearer. prefix carries tokens"));
+        }
+        Ok(Settings {
+            demo: o.demo.unwrap_or(config_file.is_none()),
+            config_file,
+            listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin_listen: o.admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            loops,
+            workers,
+            ws_path,
+            jwt_secret: nonempty(o.jwt_secret),
+            api_key: nonempty(o.api_key),
+            allowed_origins: o.allowed_origins.map(|l| l.0).unwrap_or_default(),
+            subprotocols,
+            log_format: o.log_format.unwrap_or(LogFormat::Human),
+            log_level: o.log_level.unwrap_or_else(|| "info".into()),
+            max_message_size: o.max_message_size.map_or(64 << 10, |s| s.0),
+            handshake_timeout: o.handshake_timeout.map_or(Duration::from_secs(10), |s| s.0),
+            ping_interval: off_if_zero(o.ping_interval, Duration::from_secs(30)),
+            pong_timeout: o.pong_timeout.map_or(Duration::from_secs(10), |s| s.0),
+            idle_timeout: off_if_zero(o.idle_timeout, Duration::ZERO),
+            max_connections,
+            max_connections_per_ip: o.max_connections_per_ip.filter(|&n| n > 0),
+            max_channels_per_connection: o.max_channels_per_connection.unwrap_or(100),
+            max_outbound_bytes,
+            slow_consumer: o.slow_consumer.unwrap_or(SlowConsumer::Close),
+            client_messages: o.client_messages.unwrap_or(ClientMessages::Reject),
+            drain_timeout: o.drain_timeout.map_or(Duration::from_secs(10), |s| s.0),
+            event_capacity: o.event_capacity.unwrap_or(64 * 1024).max(1),
+        })
+    }
+
+    /// The settings as JSON for `--print-config` and `GET /v1/stats`, secrets redacted.
+    pub fn to_json(&self) -> serde_json::Value {
+        let secs = |d: Option<Duration>| d.map_or_else(|| "off".to_owned(), |d| Span(d).to_string());
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        serde_json::json!({
+            "config_file": self.config_file.as_ref().map(|p| p.display().to_string()),
+            "listen": self.listen.to_string(),
+            "admin_listen": self.admin_listen.to_string(),
+            "loops": self.loops,
+            "workers": self.workers,
+            "ws_path": self.ws_path,
+            "jwt_secret": redacted(&self.jwt_secret),
+            "api_key": redacted(&self.api_key),
+            "allowed_origins": self.allowed_origins,
+            "subprotocols": self.subprotocols,
+            "log_format": self.log_format.to_string(),
+            "log_level": self.log_level,
+            "max_message_size": self.max_message_size,
+            "handshake_timeout": secs(Some(self.handshake_timeout)),
+            "ping_interval": secs(self.ping_interval),
+            "pong_timeout": secs(Some(self.pong_timeout)),
+            "idle_timeout": secs(self.idle_timeout),
+            "max_connections": self.max_connections,
+            "max_connections_per_ip": self.max_connections_per_ip.unwrap_or(0),
+            "max_channels_per_connection": self.max_channels_per_connection,
+            "max_outbound_bytes": self.max_outbound_bytes,
+            "slow_consumer": self.slow_consumer.to_string(),
+            "client_messages": self.client_messages.to_string(),
+            "drain_timeout": secs(Some(self.drain_timeout)),
+            "demo": self.demo,
+            "event_capacity": self.event_capacity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_without_anything() {
+        let cli = Cli::try_parse_from(["throng"]).unwrap();
+        let s = Settings::resolve(cli.options, None).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9090");
+        assert!(s.demo && s.jwt_secret.is_none());
+        assert_eq!(s.ping_interval, Some(Duration::from_secs(30)));
+        assert_eq!(s.idle_timeout, None);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let cli = Cli::try_parse_from(["throng", "--loops", "3", "--allowed-origins", "a,b"]).unwrap();
+        let file: Options = toml::from_str("loops = 5\nworkers = 4\nping_interval = \"0\"").unwrap();
+        let s = Settings::resolve(cli.options.or(file), Some("x.toml".into())).unwrap();
+        assert_eq!((s.loops, s.workers), (3, 4));
+        assert_eq!(s.allowed_origins, ["a", "b"]);
+        assert_eq!(s.ping_interval, None);
+        assert!(!s.demo, "a config file turns the demo off by default");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<Options>("lisen = \"127.0.0.1:1\"").unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = toml::from_str::<Options>("ping_interval = \"soon\"").unwrap_err().to_string();
+        assert!(err.contains("ping_interval") && err.contains("soon"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The gateway's own counters, and `/metrics` (Prometheus text) and `/v1/stats` (JSON) built
+//! from them plus the engine's [`Stats`](crate::Stats).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why an upgrade was refused by the gateway (the engine counts malformed requests itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reject {
+    NotFound,
+    Origin,
+    MissingToken,
+    InvalidToken,
+    ExpiredToken,
+    ChannelForbidden,
+    BadChannel,
+    PerIpLimit,
+    GlobalLimit,
+}
+
+impl Reject {
+    const ALL: [Reject; 9] = [
+        Reject::NotFound,
+        Reject::Origin,
+        Reject::MissingToken,
+        Reject::InvalidToken,
+        Reject::ExpiredToken,
+        Reject::ChannelForbidden,
+        Reject::BadChannel,
+        Reject::PerIpLimit,
+        Reject::GlobalLimit,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reject::NotFound => "not_found",
+            Reject::Origin => "origin",
+            Reject::MissingToken => "missing_token",
+            Reject::InvalidToken => "invalid_token",
+            Reject::ExpiredToken => "expired_token",
+            Reject::ChannelForbidden => "channel_forbidden",
+            Reject::BadChannel => "bad_channel",
+            Reject::PerIpLimit => "per_ip_limit",
+            Reject::GlobalLimit => "global_limit",
+        }
+    }
+}
+
+/// Counters bumped by the hook, the workers and the admin API.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) rejects: [AtomicU64; Reject::ALL.len()],
+    pub(crate) publishes: AtomicU64,
+    pub(crate) publish_bytes: AtomicU64,
+    pub(crate) fanout: AtomicU64,
+    pub(crate) commands_ok: AtomicU64,
+    pub(crate) commands_failed: AtomicU64,
+    pub(crate) client_messages_rejected: AtomicU64,
+    pub(crate) client_messages_forwarded: AtomicU64,
+    pub(crate) token_expired_closes: AtomicU64,
+    pub(crate) admin_closes: AtomicU64,
+    pub(crate) admin_requests: AtomicU64,
+    pub(crate) admin_errors: AtomicU64,
+    pub(crate) reloads: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn inc(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reject(&self, why: Reject) {
+        self.inc(&self.rejects[why as usize]);
+    }
+}
+
+/// Everything the two renderings need, gathered once.
+pub(crate) struct Snapshot {
+    pub(crate) engine: crate::Stats,
+    pub(crate) open: usize,
+    pub(crate) topics: usize,
+    pub(crate) subscriptions: usize,
+    pub(crate) broker: &'static str,
+    pub(crate) draining: bool,
+    pub(crate) uptime_secs: u64,
+    pub(crate) nofile: Option<(u64, u64)>,
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// One metric family: name (without the `throng_` prefix), type, help, samples (labels, value).
+type Family<'a> = (&'a str, &'a str, &'a str, Vec<(String, u64)>);
+
+/// Prometheus text exposition format 0.0.4.
+pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
+    const G: &str = "gauge";
+    const C: &str = "counter";
+    let e = &s.engine;
+    let one = |v: u64| vec![(String::new(), v)];
+    let labelled = |label: &str, pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(l, v)| (format!("{{{label}=\"{l}\"}}"), *v)).collect()
+    };
+    let rejects: Vec<(&str, u64)> =
+        Reject::ALL.iter().map(|r| (r.label(), get(&c.rejects[*r as usize]))).collect();
+    let mut metrics: Vec<Family<'_>> = vec![
+        ("connections", G, "TCP connections held (handshaking, open, closing).", one(e.connections as u64)),
+        ("connections_open", G, "WebSocket connections open (gateway view).", one(s.open as u64)),
+        ("accepted_total", C, "TCP connections accepted.", one(e.accepted)),
+        (
+            "handshakes_total",
+            C,
+            "Upgrades by result.",
+            labelled("result", &[("ok", e.handshakes_ok), ("failed", e.handshakes_failed)]),
+        ),
+        (
+            "upgrade_rejections_total",
+            C,
+            "Upgrades refused by the gateway, by reason.",
+            labelled("reason", &rejects),
+        ),
+        (
+            "rejected_over_limit_total",
+            C,
+            "Sockets dropped at accept by the engine's cap.",
+            one(e.rejected_over_limit),
+        ),
+        ("accept_errors_total", C, "accept() failures (EMFILE and the like).", one(e.accept_errors)),
+        ("messages_in_total", C, "Data messages received from clients.", one(e.messages_in)),
+        ("messages_out_total", C, "Data messages queued to clients.", one(e.messages_out)),
+        ("bytes_in_total", C, "Bytes read from client sockets.", one(e.bytes_in)),
+        ("bytes_out_total", C, "Bytes written to client sockets.", one(e.bytes_out)),
+        ("protocol_errors_total", C, "Connections failed for a protocol violation.", one(e.protocol_errors)),
+        (
+            "slow_consumer_closes_total",
+            C,
+            "Connections closed with 1008 over the outbound cap.",
+            one(e.slow_consumer_closes),
+        ),
+        (
+            "slow_consumer_drops_total",
+            C,
+            "Messages dropped for connections over the outbound cap.",
+            one(e.slow_consumer_drops),
+        ),
+        (
+            "queued_events",
+            G,
+            "Events held in the loops' backlogs (reading pauses).",
+            one(e.queued_events as u64),
+        ),
+        (
+            "event_channel_len",
+            G,
+            "Events waiting in the loops-to-workers channel.",
+            one(e.channel_len as u64),
+        ),
+        ("publishes_total", C, "Messages published through the admin API.", one(get(&c.publishes))),
+        (
+            "publish_bytes_total",
+            C,
+            "Payload bytes published through the admin API.",
+            one(get(&c.publish_bytes)),
+        ),
+        (
+            "fanout_total",
+            C,
+            "Local deliveries queued by publishes (sum of subscribers).",
+            one(get(&c.fanout)),
+        ),
+        ("channels", G, "Topics with a local subscriber (user topics included).", one(s.topics as u64)),
+        ("subscriptions", G, "Local subscriptions (user topics included).", one(s.subscriptions as u64)),
+        (
+            "commands_total",
+            C,
+            "Client subscribe/unsubscribe commands by result.",
+            labelled("result", &[("ok", get(&c.commands_ok)), ("error", get(&c.commands_failed))]),
+        ),
+        (
+            "client_messages_total",
+            C,
+            "Client data messages by fate.",
+            labelled(
+                "fate",
+                &[
+                    ("rejected", get(&c.client_messages_rejected)),
+                    ("forwarded", get(&c.client_messages_forwarded)),
+                ],
+            ),
+        ),
+        (
+            "token_expired_closes_total",
+            C,
+            "Connections closed with 4001 at token expiry.",
+            one(get(&c.token_expired_closes)),
+        ),
+        ("admin_closes_total", C, "Connections closed through the admin API.", one(get(&c.admin_closes))),
+        ("admin_requests_total", C, "Admin API requests.", one(get(&c.admin_requests))),
+        ("admin_errors_total", C, "Admin API requests answered with 4xx/5xx.", one(get(&c.admin_errors))),
+        ("reloads_total", C, "Configuration reloads (SIGHUP).", one(get(&c.reloads))),
+        (
+            "broker_state",
+            G,
+            "The broker's state, as the label; always 1.",
+            labelled("state", &[(s.broker, 1)]),
+        ),
+        ("draining", G, "1 while shutting down.", one(u64::from(s.draining))),
+        ("uptime_seconds", G, "Seconds since start.", one(s.uptime_secs)),
+    ];
+    if let Some((soft, hard)) = s.nofile {
+        let pairs = labelled("kind", &[("soft", soft), ("hard", hard)]);
+        metrics.push((
+            "nofile_limit",
+            G,
+            "Open-files limit found at start (soft) and the hard limit.",
+            pairs,
+        ));
+    }
+    let mut out = String::with_capacity(8192);
+    for (name, kind, help, samples) in metrics {
+        let _ = writeln!(out, "# HELP throng_{name} {help}\n# TYPE throng_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "throng_{name}{labels} {value}");
+        }
+    }
+    out
+}
+
+/// The JSON body of `GET /v1/stats`.
+pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
+    let e = &s.engine;
+    let rejects: serde_json::Map<String, serde_json::Value> =
+        (Reject::ALL.iter()).map(|r| (r.label().to_owned(), get(&c.rejects[*r as usize]).into())).collect();
+    serde_json::json!({
+        "connections": e.connections,
+        "connections_open": s.open,
+        "accepted": e.accepted,
+        "handshakes_ok": e.handshakes_ok,
+        "handshakes_failed": e.handshakes_failed,
+        "upgrade_rejections": rejects,
+        "rejected_over_limit": e.rejected_over_limit,
+        "accept_errors": e.accept_errors,
+        "messages_in": e.messages_in,
+        "messages_out": e.messages_out,
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "protocol_errors": e.protocol_errors,
+        "slow_consumer_closes": e.slow_consumer_closes,
+        "slow_consumer_drops": e.slow_consumer_drops,
+        "queued_events": e.queued_events,
+        "event_channel_len": e.channel_len,
+        "publishes": get(&c.publishes),
+        "publish_bytes": get(&c.publish_bytes),
+        "fanout": get(&c.fanout),
+        "channels": s.topics,
+        "subscriptions": s.subscriptions,
+        "commands_ok": get(&c.commands_ok),
+        "commands_failed": get(&c.commands_failed),
+        "client_messages_rejected": get(&c.client_messages_rejected),
+        "client_messages_forwarded": get(&c.client_messages_forwarded),
+        "token_expired_closes": get(&c.token_expired_closes),
+        "admin_closes": get(&c.admin_closes),
+        "admin_requests": get(&c.admin_requests),
+        "reloads": get(&c.reloads),
+        "broker": s.broker,
+        "draining": s.draining,
+        "uptime_seconds": s.uptime_secs,
+    })
+}

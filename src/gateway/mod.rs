@@ -1,0 +1,221 @@
+//! The `throng` gateway: what the binary runs, on top of the engine.
+//!
+//! ```text
+//!  clients ──/ws──▶ loops ──upgrade hook (origin, JWT, channels, caps)──▶ 101 or 4xx
+//!                     │ Event::{Open, Message, Close}
+//!                     ▼
+//!               dispatcher ──by conn id──▶ workers: registry (who is subscribed to what),
+//!                                          commands, token expiry, admission release
+//!  backend ──admin HTTP──▶ routes ──▶ Broker::publish ──▶ Handle::publish (framed once)
+//! ```
+//!
+//! Publishes go through a [`broker::Broker`]; [`broker::LocalBroker`] serves a single node and
+//! a fleet-wide broker (Redis) slots in behind the same trait. Configuration is described in
+//! `docs/configuration.md`.
+
+pub mod auth;
+pub mod broker;
+pub mod channels;
+pub mod config;
+
+mod admin;
+mod admission;
+mod demo;
+mod expiry;
+mod logging;
+mod metrics;
+mod origin;
+mod registry;
+mod state;
+mod upgrade;
+mod workers;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use self::broker::{Broker, LocalBroker};
+use self::config::{Cli, Settings, SlowConsumer};
+use self::expiry::Expiry;
+use self::registry::Registry;
+use self::state::{Ctx, Front, Live};
+use crate::{Server, SlowConsumerPolicy};
+
+pub use self::expiry::TOKEN_EXPIRED;
+pub use self::upgrade::BEARER_PROTOCOL;
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains and returns. Errors are for the
+/// operator: a bad configuration, a port in use.
+pub fn run(cli: Cli) -> Result<(), String> {
+    let settings = Settings::load(&cli).map_err(|e| e.to_string())?;
+    if cli.print_config {
+        println!("{:#}", settings.to_json());
+        return Ok(());
+    }
+    let log = logging::init(settings.log_format, &settings.log_level)?;
+    let admin = TcpListener::bind(settings.admin_listen)
+        .map_err(|e| format!("admin_listen {}: {e}", settings.admin_listen))?;
+    let front = Arc::new(Front::new(settings.clone()));
+    let server = start_engine(&settings, front.clone())?;
+    let handle = server.handle();
+    let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(handle.clone()));
+    let registry = Arc::new(Registry::new(handle.clone(), broker.clone()));
+    let expiry = Arc::new(Expiry::default());
+    let ctx = Arc::new(Ctx {
+        front,
+        handle: handle.clone(),
+        registry: registry.clone(),
+        expiry: expiry.clone(),
+        broker,
+        draining: AtomicBool::new(false),
+        started: Instant::now(),
+        nofile: server.nofile_limits(),
+        ws_addr: server.local_addr(),
+    });
+    fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
+        move |e| format!("cannot start {what}: {e}")
+    }
+    workers::spawn(ctx.clone(), server.events(), settings.workers).map_err(io("workers"))?;
+    expiry.spawn(handle, registry, ctx.front.counters.clone());
+    let admin_addr = admin.local_addr().map_err(io("admin listener"))?;
+    admin::start(ctx.clone(), admin).map_err(io("admin listener"))?;
+
+    let (soft, hard) = server.nofile_limits().map_or((None, None), |(s, h)| (Some(s), Some(h)));
+    tracing::info!(
+        listen = %server.local_addr(),
+        admin = %admin_addr,
+        ws_path = %settings.ws_path,
+        loops = settings.loops,
+        workers = settings.workers,
+        auth = settings.jwt_secret.is_some(),
+        demo = settings.demo,
+        nofile_soft = soft,
+        nofile_hard = hard,
+        broker = "local",
+        "throng started"
+    );
+    if soft.zip(hard).is_some_and(|(s, h)| s.max(h) < 65536) {
+        tracing::warn!("the open-files limit is low for a gateway; see docs/tuning.md (LimitNOFILE)");
+    }
+    wait_for_signals(&cli, &ctx, &log, server)
+}
+
+fn start_engine(s: &Settings, front: Arc<Front>) -> Result<Server, String> {
+    let mut builder = Server::builder()
+        .bind(s.listen)
+        .map_err(|e| format!("listen {}: {e}", s.listen))?
+        .loops(s.loops)
+        .max_message_size(s.max_message_size)
+        .max_frame_size(s.max_message_size)
+        .handshake_timeout(s.handshake_timeout)
+        .max_outbound_bytes(s.max_outbound_bytes)
+        .slow_consumer(match s.slow_consumer {
+            SlowConsumer::Close => SlowConsumerPolicy::Close,
+            SlowConsumer::Drop => SlowConsumerPolicy::Drop,
+        })
+        // The gateway answers over-limit upgrades with 503 itself; the engine's cap is only a
+        // backstop against sockets that never finish a handshake.
+        .max_connections(s.max_connections.saturating_add(s.max_connections / 10 + 1024))
+        .event_capacity(s.event_capacity)
+        .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer));
+    if let Some(interval) = s.ping_interval {
+        builder = builder.ping_interval(interval, s.pong_timeout);
+    }
+    if let Some(idle) = s.idle_timeout {
+        builder = builder.idle_timeout(idle);
+    }
+    builder.start().map_err(|e| format!("listen {}: {e}", s.listen))
+}
+
+fn wait_for_signals(
+    cli: &Cli,
+    ctx: &Arc<Ctx>,
+    log: &logging::LogControl,
+    server: Server,
+) -> Result<(), String> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let mut server = Some(server);
+    for signal in signals.forever() {
+        match (signal, server.take()) {
+            (SIGHUP, running) => {
+                reload(cli, ctx, log);
+                server = running;
+            }
+            (_, Some(server)) => drain(ctx.clone(), server, signal),
+            (_, None) => {
+                tracing::warn!(signal, "second stop signal: exiting without waiting for the drain");
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops accepting, closes every connection with 1001 and exits 0 once they are gone or the
+/// drain timeout has passed. Runs on its own thread so a second signal can cut it short.
+fn drain(ctx: Arc<Ctx>, server: Server, signal: i32) {
+    ctx.draining.store(true, Ordering::Relaxed);
+    let deadline = ctx.front.settings.drain_timeout;
+    let open = ctx.registry.totals().0;
+    tracing::info!(signal, connections = open, deadline = ?deadline, "throng draining");
+    let started = Instant::now();
+    let spawned = std::thread::Builder::new().name("throng-drain".into()).spawn(move || {
+        server.shutdown(deadline);
+        // Give the workers a moment to account for the last Close events before reporting.
+        std::thread::sleep(Duration::from_millis(20));
+        let stats = ctx.handle.stats();
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            left = ctx.registry.totals().0,
+            messages_out = stats.messages_out,
+            "throng stopped"
+        );
+        std::process::exit(0);
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the drain: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Options SIGHUP applies; every other change needs a restart.
+const RELOADABLE: [&str; 6] =
+    ["log_level", "jwt_secret", "api_key", "allowed_origins", "max_connections_per_ip", "demo"];
+
+fn reload(cli: &Cli, ctx: &Ctx, log: &logging::LogControl) {
+    let counters = ctx.counters();
+    let new = match Settings::load(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    if let Err(e) = log.set_level(&new.log_level) {
+        tracing::error!("reload: {e}");
+    }
+    let old = &ctx.front.settings;
+    let (old_json, new_json) = (old.to_json(), new.to_json());
+    let ignored: Vec<&str> = (new_json.as_object().into_iter().flatten())
+        .filter(|(key, value)| {
+            !RELOADABLE.contains(&key.as_str()) && old_json.get(key.as_str()) != Some(value)
+        })
+        .map(|(key, _)| key.as_str())
+        .collect();
+    if !ignored.is_empty() {
+        tracing::warn!(?ignored, "reload: these changes need a restart");
+    }
+    ctx.front.set_live(Live { max_connections: old.max_connections, ..Live::from_settings(&new) });
+    counters.inc(&counters.reloads);
+    tracing::info!(
+        auth = new.jwt_secret.is_some(),
+        api_key = new.api_key.is_some(),
+        origins = new.allowed_origins.len(),
+        log_level = %new.log_level,
+        "throng reloaded"
+    );
+}

@@ -1,0 +1,129 @@
+//! The state shared by the upgrade hook (loop threads), the workers, the admin API and the
+//! signal handler.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use super::admission::Admission;
+use super::auth::Claims;
+use super::broker::Broker;
+use super::config::{ClientMessages, Settings};
+use super::expiry::Expiry;
+use super::metrics::{Counters, Snapshot};
+use super::origin::OriginList;
+use super::registry::Registry;
+use crate::Handle;
+
+/// What SIGHUP can change without a restart; swapped whole, read with one `Arc` clone.
+pub(crate) struct Live {
+    pub(crate) jwt_secret: Option<Vec<u8>>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) origins: OriginList,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) demo: bool,
+}
+
+impl Live {
+    pub(crate) fn from_settings(s: &Settings) -> Live {
+        Live {
+            jwt_secret: s.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            api_key: s.api_key.clone(),
+            origins: OriginList::new(&s.allowed_origins),
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            demo: s.demo,
+        }
+    }
+}
+
+/// What the upgrade hook decided that the Open event needs: the token's claims and the
+/// channels from the query, already checked.
+pub(crate) struct Pending {
+    pub(crate) claims: Option<Claims>,
+    pub(crate) channels: Vec<String>,
+}
+
+/// State the upgrade hook needs; it exists before the engine starts.
+pub(crate) struct Front {
+    pub(crate) settings: Settings,
+    live: RwLock<Arc<Live>>,
+    pub(crate) admission: Admission,
+    pub(crate) counters: Arc<Counters>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_pending: AtomicU64,
+}
+
+impl Front {
+    pub(crate) fn new(settings: Settings) -> Front {
+        Front {
+            live: RwLock::new(Arc::new(Live::from_settings(&settings))),
+            settings,
+            admission: Admission::default(),
+            counters: Arc::default(),
+            pending: Mutex::default(),
+            next_pending: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    }
+
+    /// Parks what the Open event will need; the key travels as the connection's user value.
+    pub(crate) fn park(&self, pending: Pending) -> u64 {
+        let key = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pending);
+        key
+    }
+
+    pub(crate) fn unpark(&self, key: u64) -> Option<Pending> {
+        if key == 0 {
+            return None;
+        }
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key)
+    }
+
+    pub(crate) fn client_messages(&self) -> ClientMessages {
+        self.settings.client_messages
+    }
+}
+
+/// Everything, once the engine runs.
+pub(crate) struct Ctx {
+    pub(crate) front: Arc<Front>,
+    pub(crate) handle: Handle,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) expiry: Arc<Expiry>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) draining: AtomicBool,
+    pub(crate) started: Instant,
+    pub(crate) nofile: Option<(u64, u64)>,
+    pub(crate) ws_addr: std::net::SocketAddr,
+}
+
+impl Ctx {
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.front.counters
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let (open, topics, subscriptions) = self.registry.totals();
+        Snapshot {
+            engine: self.handle.stats(),
+            open,
+            topics,
+            subscriptions,
+            broker: self.broker.state().as_str(),
+            draining: self.draining.load(Ordering::Relaxed),
+            uptime_secs: self.started.elapsed().as_secs(),
+            nofile: self.nofile,
+        }
+    }
+}

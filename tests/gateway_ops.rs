@@ -1,0 +1,210 @@
+//! Operations: configuration sources and errors, `--help`, SIGTERM drain, SIGHUP reload, JSON
+//! logs and the slow-consumer policies.
+#![cfg(feature = "gateway")] // the binary and `throng::gateway` exist only with it
+
+mod gateway_support;
+
+use std::time::{Duration, Instant};
+
+use gateway_support::{command, http, temp_dir, Gateway};
+use serde_json::{json, Value};
+
+fn print_config(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Value, String> {
+    let dir = temp_dir();
+    let path = dir.join("c.toml");
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if let Some(file) = file {
+        std::fs::write(&path, file).unwrap();
+        all.extend(["--config".to_string(), path.display().to_string()]);
+    }
+    all.push("--print-config".into());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = command(&all, env).output().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        assert_eq!(out.status.code(), Some(2));
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn precedence_flags_env_file_defaults() {
+    let file =
+        "loops = 3\nworkers = 3\nping_interval = \"15s\"\nallowed_origins = [\"https://file.example\"]\n";
+    let env = [("THRONG_WORKERS", "5"), ("THRONG_PING_INTERVAL", "20s")];
+    let c = print_config(&["--ping-interval", "25s"], &env, Some(file)).unwrap();
+    assert_eq!(c["loops"], 3, "file over default");
+    assert_eq!(c["workers"], 5, "env over file");
+    assert_eq!(c["ping_interval"], "25s", "flag over env");
+    assert_eq!(c["allowed_origins"], json!(["https://file.example"]));
+    assert_eq!(c["listen"], "127.0.0.1:8080", "default");
+    assert_eq!(c["demo"], false, "a config file turns the demo off");
+
+    let c = print_config(&[], &[("THRONG_JWT_SECRET", "s3cret")], None).unwrap();
+    assert_eq!(c["jwt_secret"], "<redacted>");
+    assert_eq!(c["demo"], true);
+    assert_eq!(c["admin_listen"], "127.0.0.1:9090");
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let err = print_config(&[], &[], Some("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n")).unwrap_err();
+    assert!(err.contains("listen_adress") && err.contains("unknown field"), "{err}");
+    let err = print_config(&[], &[], Some("ping_interval = \"often\"\n")).unwrap_err();
+    assert!(err.contains("ping_interval") && err.contains("often"), "{err}");
+    let err = print_config(&[], &[], Some("slow_consumer = \"explode\"\n")).unwrap_err();
+    assert!(err.contains("slow_consumer") && err.contains("explode"), "{err}");
+    let err = print_config(&[], &[], Some("workers = 0\n")).unwrap_err();
+    assert!(err.contains("workers"), "{err}");
+    let err = print_config(&["--config", "/nonexistent/throng.toml"], &[], None).unwrap_err();
+    assert!(err.contains("/nonexistent/throng.toml"), "{err}");
+}
+
+#[test]
+fn help_lists_every_option() {
+    let out = command(&["--help"], &[]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--config",
+        "--loops",
+        "--jwt-secret",
+        "--api-key",
+        "--allowed-origins",
+        "--log-format",
+        "--max-message-size",
+        "--ping-interval",
+        "--idle-timeout",
+        "--max-connections-per-ip",
+        "--max-connections",
+        "--slow-consumer",
+        "--client-messages",
+        "--drain-timeout",
+        "--demo",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(help.contains("THRONG_LISTEN"));
+}
+
+#[test]
+fn sigterm_drains_with_1001_and_exits_zero() {
+    let mut gw = Gateway::start(None, &["--drain-timeout", "3s"]);
+    let mut clients: Vec<_> = (0..5).map(|_| gw.connect("/ws?channels=a")).collect();
+    let started = Instant::now();
+    gw.signal(libc::SIGTERM);
+    for ws in &mut clients {
+        let (code, reason) = ws.expect_close();
+        assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+        // Answer as a well-behaved client does, so the drain completes early.
+        ws.send_close(1001);
+    }
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    let log = gw.log_text();
+    assert!(log.contains("throng draining") && log.contains("throng stopped"), "{log}");
+}
+
+#[test]
+fn drain_deadline_bounds_exit_with_silent_clients() {
+    let mut gw = Gateway::start(None, &["--drain-timeout", "1s"]);
+    // This client never answers the close: the deadline must end the drain.
+    let _silent = gw.connect("/ws");
+    let started = Instant::now();
+    gw.signal(libc::SIGINT);
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn sighup_reloads_the_api_key_and_log_format_stays_json() {
+    let dir = temp_dir();
+    let path = dir.join("live.toml");
+    std::fs::write(&path, "api_key = \"one\"\n").unwrap();
+    let path_arg = path.display().to_string();
+    let gw = Gateway::start(None, &["--config", &path_arg, "--log-format", "json"]);
+    let with = |key: &str| {
+        http(gw.admin, "GET", "/v1/stats", &[("Authorization", &format!("Bearer {key}"))], b"").status
+    };
+    assert_eq!(with("one"), 200);
+    std::fs::write(&path, "api_key = \"two\"\nworkers = 7\n").unwrap();
+    gw.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while with("two") != 200 {
+        assert!(Instant::now() < deadline, "reload not applied: {}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(with("one"), 401);
+    // Every line is JSON, and the reload said which change needs a restart.
+    while !gw.log_text().contains("throng reloaded") {
+        assert!(Instant::now() < deadline, "no reload line: {}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log_text();
+    for line in log.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(log.contains("need a restart") && log.contains("workers"), "{log}");
+    assert_eq!(gw.metric_with_key("throng_reloads_total", "two"), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+trait MetricWithKey {
+    fn metric_with_key(&self, name: &str, key: &str) -> u64;
+}
+
+impl MetricWithKey for Gateway {
+    fn metric_with_key(&self, name: &str, key: &str) -> u64 {
+        let resp = http(self.admin, "GET", "/metrics", &[("Authorization", &format!("Bearer {key}"))], b"");
+        let line = resp.body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap().to_owned();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+}
+
+/// Publishes `count` messages of `size` bytes to channel `slow` through the raw endpoint.
+fn flood(gw: &Gateway, count: usize, size: usize) {
+    let body = vec![b'x'; size];
+    for _ in 0..count {
+        assert_eq!(http(gw.admin, "POST", "/v1/channels/slow", &[], &body).status, 200);
+    }
+}
+
+#[test]
+fn slow_consumer_is_closed_with_1008() {
+    let gw = Gateway::start(None, &["--max-outbound-bytes", "256KiB", "--slow-consumer", "close"]);
+    let mut reader = gw.connect("/ws?channels=slow");
+    // Enough to fill the loopback socket buffers and then the 256 KiB queue.
+    flood(&gw, 80, 512 * 1024);
+    let closed = loop {
+        match reader.recv_timeout(Duration::from_secs(5)) {
+            Some(gateway_support::Got::Close(code, _)) => break code,
+            Some(gateway_support::Got::Eof) | None => panic!("no close frame"),
+            Some(_) => continue,
+        }
+    };
+    assert_eq!(closed, 1008);
+    assert_eq!(gw.metric("throng_slow_consumer_closes_total"), 1);
+}
+
+#[test]
+fn slow_consumer_drop_policy_keeps_the_connection() {
+    let gw = Gateway::start(None, &["--max-outbound-bytes", "256KiB", "--slow-consumer", "drop"]);
+    let mut reader = gw.connect("/ws?channels=slow");
+    flood(&gw, 80, 512 * 1024);
+    // Drain what was queued, then the connection still works.
+    let mut received = 0;
+    while let Some(gateway_support::Got::Text(_)) = reader.recv_timeout(Duration::from_millis(500)) {
+        received += 1;
+    }
+    let drops = gw.metric("throng_slow_consumer_drops_total");
+    assert!(drops >= 1);
+    assert!(received < 80 && received as u64 + drops == 80, "received {received}, dropped {drops}");
+    assert_eq!(http(gw.admin, "POST", "/v1/channels/slow", &[], b"after").status, 200);
+    assert_eq!(reader.recv_text(), "after");
+    assert_eq!(gw.metric("throng_slow_consumer_closes_total"), 0);
+}
