@@ -27,16 +27,19 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 
 admin=""
+listen=""
 for _ in $(seq 1 100); do
     admin=$(sed -n 's/.*throng started.* admin=\([0-9.:]*\).*/\1/p' "$log" | head -n1)
-    [ -n "$admin" ] && break
+    listen=$(sed -n 's/.*throng started.* listen=\([0-9.:]*\).*/\1/p' "$log" | head -n1)
+    [ -n "$admin" ] && [ -n "$listen" ] && break
     kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "throng exited" >&2; exit 1; }
     sleep 0.1
 done
 [ -n "$admin" ] || { cat "$log"; echo "throng did not start" >&2; exit 1; }
 
 status=0
-timeout 120 node tests/browser/demo.mjs "http://$admin" target/browser/demo.png || status=$?
+# The page comes from the client listener, as `throng` with no arguments serves it.
+timeout 120 node tests/browser/demo.mjs "http://$listen" "http://$admin" target/browser/demo.png || status=$?
 
 kill -TERM "$pid"
 wait "$pid" || { echo "throng exited non-zero after SIGTERM" >&2; status=1; }

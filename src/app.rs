@@ -123,6 +123,11 @@ pub struct Accepted {
 pub type UpgradeHook =
     Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync>;
 
+/// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
+/// health check: given the request target and the raw request head, returns the whole HTTP
+/// response to send (the connection is closed after it), or `None` for the default 400.
+pub type HttpHook = Arc<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// Whether a message handled inline still goes to the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {

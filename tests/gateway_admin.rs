@@ -58,6 +58,34 @@ fn demo_is_off_with_a_config_file() {
     let gw = Gateway::start(Some(""), &[]);
     let page = gw.get("/");
     assert_eq!((page.status, error_code(&page)), (404, "not_found".into()));
+    // And the client listener answers a plain GET with the engine's 400, not the page.
+    let page = http(gw.ws, "GET", "/", &[], b"");
+    assert_eq!(page.status, 400);
+}
+
+#[test]
+fn client_listener_serves_the_demo_and_the_admin_api_allows_its_origin() {
+    let gw = Gateway::start(None, &[]);
+    let page = http(gw.ws, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.body.contains("<title>throng demo</title>"));
+    assert!(page.body.contains("\"sameOrigin\":true"));
+    assert!(page.body.contains(&format!("\"adminBase\":\"http://{}\"", gw.admin)));
+    // Other paths on the client listener are not pages.
+    assert_eq!(http(gw.ws, "GET", "/other", &[], b"").status, 400);
+
+    let origin = format!("http://{}", gw.ws);
+    let preflight = http(gw.admin, "OPTIONS", "/v1/publish", &[("Origin", &origin)], b"");
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some(origin.as_str()));
+    let body = br#"{"channel":"news","data":"x"}"#;
+    let published = http(gw.admin, "POST", "/v1/publish", &[("Origin", &origin)], body);
+    assert_eq!(published.status, 200);
+    assert_eq!(published.header("access-control-allow-origin"), Some(origin.as_str()));
+    // Any other origin gets no CORS grant.
+    let foreign = http(gw.admin, "POST", "/v1/publish", &[("Origin", "http://evil.example")], body);
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
 }
 
 #[test]

@@ -92,7 +92,17 @@ impl Gen<'_, '_> {
     fn message(&mut self) -> Result<()> {
         let text: bool = self.u.arbitrary()?;
         let mut payload = if text {
-            self.u.arbitrary::<String>()?.into_bytes()
+            // Mostly ASCII with any other characters mixed in, so that fragment cuts often fall
+            // inside a code point.
+            let mut text = String::new();
+            for _ in 0..self.u.int_in_range(0..=64)? {
+                if self.u.arbitrary()? {
+                    text.push(char::from(self.u.int_in_range(0x20u8..=0x7e)?));
+                } else {
+                    text.push(self.u.arbitrary()?);
+                }
+            }
+            text.into_bytes()
         } else if rare(self.u, 32)? {
             // Long enough for the 16- and 64-bit length forms.
             vec![self.u.arbitrary::<u8>()?; self.u.int_in_range(100..=70_000)?]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::app::{MessageHook, UpgradeHook};
+use crate::app::{HttpHook, MessageHook, UpgradeHook};
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;
 
@@ -39,6 +39,7 @@ pub struct Config {
     pub(crate) open_headers: Vec<String>,
     pub(crate) upgrade_hook: Option<UpgradeHook>,
     pub(crate) message_hook: Option<MessageHook>,
+    pub(crate) http_hook: Option<HttpHook>,
     pub(crate) reuse_port: bool,
 }
 
@@ -64,6 +65,7 @@ impl Default for Config {
             open_headers: Vec::new(),
             upgrade_hook: None,
             message_hook: None,
+            http_hook: None,
             reuse_port: true,
         }
     }

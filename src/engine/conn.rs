@@ -15,7 +15,7 @@ use super::SlowConsumerPolicy;
 use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
 use crate::proto::close::write_close_payload;
 use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
-use crate::proto::handshake::{parse_request, write_accept, write_error, Parsed, Rejection};
+use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
 
 /// Where a connection is in its life.
@@ -326,6 +326,18 @@ impl Conn {
                 spill.extend_from_slice(data);
                 return None;
             }
+            Err(HandshakeError::MissingUpgrade) if core.config.http_hook.is_some() => {
+                // A complete plain GET: the application may serve it.
+                let target = request_target(data);
+                let answer = core.config.http_hook.as_ref().and_then(|hook| hook(target, data));
+                let response = answer.unwrap_or_else(|| {
+                    let mut response = Vec::new();
+                    write_error(&mut response, &HandshakeError::MissingUpgrade);
+                    response
+                });
+                self.answer(core, index, &response);
+                return None;
+            }
             Err(error) => {
                 let mut response = Vec::new();
                 write_error(&mut response, &error);
@@ -392,6 +404,11 @@ impl Conn {
 
     fn refuse(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
         LoopStats::add(&core.stats.handshakes_failed, 1);
+        self.answer(core, index, response);
+    }
+
+    /// Sends an HTTP response instead of upgrading, then closes.
+    fn answer(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(response);
         outbound.commit(response.len());
@@ -595,9 +612,23 @@ impl Conn {
     }
 }
 
+/// The request target of a request head (`/` when it cannot be read; the parser accepted the
+/// request line already).
+fn request_target(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or(b"/");
+    std::str::from_utf8(target).unwrap_or("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_target_of_a_head() {
+        assert_eq!(request_target(b"GET /demo?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"), "/demo?x=1");
+        assert_eq!(request_target(b"garbage"), "/");
+    }
 
     #[test]
     fn connection_state_is_small() {

@@ -157,6 +157,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Answers plain HTTP `GET` requests (no `Upgrade`) on the WebSocket listener: the hook gets
+    /// the request target and raw head and returns a whole response, or `None` for a 400.
+    pub fn on_http<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    {
+        self.config.http_hook = Some(Arc::new(hook));
+        self
+    }
+
     /// Whether to give every loop its own `SO_REUSEPORT` listener (default true). Off: loop 0
     /// accepts and distributes round-robin.
     pub fn reuse_port(mut self, on: bool) -> Self {

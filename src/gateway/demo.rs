@@ -1,8 +1,9 @@
-//! The demo page: one self-contained HTML file (no CDN), served by the admin listener because
-//! the engine only answers WebSocket upgrades on the client listener.
+//! The demo page: one self-contained HTML file (no CDN). The client listener serves it at `/`
+//! (through the engine's plain-HTTP hook) and publishes through the admin API, which allows that
+//! origin while the demo is on; the admin listener serves it at `/` too.
 
 use super::admin::Response;
-use super::state::Ctx;
+use super::state::{Ctx, Front};
 
 const PAGE: &str = include_str!("demo.html");
 
@@ -18,4 +19,20 @@ pub(crate) fn page(ctx: &Ctx) -> Response {
     });
     let html = PAGE.replace("/*CONFIG*/{}", &config.to_string());
     Response::text(200, "text/html; charset=utf-8", html)
+}
+
+/// The whole HTTP response for the page served by the client listener: the WebSocket is on the
+/// page's own origin; publishing goes to the admin listener.
+pub(crate) fn client_page(front: &Front, admin_addr: std::net::SocketAddr) -> Vec<u8> {
+    let config = serde_json::json!({
+        "sameOrigin": true,
+        "wsPath": front.settings.ws_path,
+        "auth": front.live().jwt_secret.is_some(),
+        "adminBase": format!("http://{admin_addr}"),
+    });
+    let html = PAGE.replace("/*CONFIG*/{}", &config.to_string());
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = Response::text(200, "text/html; charset=utf-8", html).write(&mut out, false);
+    out
 }

@@ -60,7 +60,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let admin = TcpListener::bind(settings.admin_listen)
         .map_err(|e| format!("admin_listen {}: {e}", settings.admin_listen))?;
     let front = Arc::new(Front::new(settings.clone()));
-    let server = start_engine(&settings, front.clone())?;
+    let admin_addr = admin.local_addr().map_err(|e| format!("admin listener: {e}"))?;
+    let server = start_engine(&settings, front.clone(), admin_addr)?;
     let handle = server.handle();
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(handle.clone()));
     let registry = Arc::new(Registry::new(handle.clone(), broker.clone()));
@@ -81,7 +82,6 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
     workers::spawn(ctx.clone(), server.events(), settings.workers).map_err(io("workers"))?;
     expiry.spawn(handle, registry, ctx.front.counters.clone());
-    let admin_addr = admin.local_addr().map_err(io("admin listener"))?;
     admin::start(ctx.clone(), admin).map_err(io("admin listener"))?;
 
     let (soft, hard) = server.nofile_limits().map_or((None, None), |(s, h)| (Some(s), Some(h)));
@@ -104,7 +104,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
     wait_for_signals(&cli, &ctx, &log, server)
 }
 
-fn start_engine(s: &Settings, front: Arc<Front>) -> Result<Server, String> {
+fn start_engine(s: &Settings, front: Arc<Front>, admin_addr: std::net::SocketAddr) -> Result<Server, String> {
+    let page_front = front.clone();
     let mut builder = Server::builder()
         .bind(s.listen)
         .map_err(|e| format!("listen {}: {e}", s.listen))?
@@ -121,7 +122,11 @@ fn start_engine(s: &Settings, front: Arc<Front>) -> Result<Server, String> {
         // backstop against sockets that never finish a handshake.
         .max_connections(s.max_connections.saturating_add(s.max_connections / 10 + 1024))
         .event_capacity(s.event_capacity)
-        .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer));
+        .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
+        .on_http(move |target, _head| {
+            let path = target.split('?').next().unwrap_or(target);
+            (path == "/" && page_front.live().demo).then(|| demo::client_page(&page_front, admin_addr))
+        });
     if let Some(interval) = s.ping_interval {
         builder = builder.ping_interval(interval, s.pong_timeout);
     }

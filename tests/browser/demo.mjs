@@ -1,12 +1,14 @@
 // Drives the demo page in headless Chromium: connect, receive messages published from the page's
 // form and from the backend, join a channel by command, and save a screenshot.
-//   node demo.mjs ADMIN_URL SCREENSHOT_PATH
+//   node demo.mjs PAGE_URL ADMIN_URL SCREENSHOT_PATH
+// PAGE_URL is the client listener (where `throng` serves the page by default), ADMIN_URL the
+// admin API the backend publishes through.
 // Chromium comes from Debian (`apt-get install chromium`); playwright-core downloads no browser.
 import { chromium } from "playwright-core";
 
-const [adminUrl, screenshot] = process.argv.slice(2);
-if (!adminUrl || !screenshot) {
-  console.error("usage: node demo.mjs ADMIN_URL SCREENSHOT_PATH");
+const [pageUrl, adminUrl, screenshot] = process.argv.slice(2);
+if (!pageUrl || !adminUrl || !screenshot) {
+  console.error("usage: node demo.mjs PAGE_URL ADMIN_URL SCREENSHOT_PATH");
   process.exit(2);
 }
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -38,7 +40,17 @@ const browser = await chromium.launch({
   executablePath,
   headless: true,
   // Root in a container has no user namespaces for the sandbox.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  // The machine has no network: keep Chromium from trying to reach its services.
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
 });
 const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
 page.setDefaultTimeout(10_000);
@@ -47,7 +59,7 @@ page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
 
 try {
   await check("the page loads", async () => {
-    const response = await page.goto(`${adminUrl}/`);
+    const response = await page.goto(`${pageUrl}/`);
     if (response.status() !== 200) throw new Error(`status ${response.status()}`);
     await page.waitForSelector("text=throng");
   });

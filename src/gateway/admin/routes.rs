@@ -71,6 +71,36 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 pub(super) fn handle(ctx: &Ctx, req: &Request) -> Response {
+    // The demo page on the client listener publishes through this API: a cross-origin request,
+    // allowed for that one origin while the demo is on.
+    let demo_origin = req.header("origin").filter(|o| ctx.front.live().demo && is_demo_origin(ctx, o));
+    let Some(origin) = demo_origin.map(str::to_owned) else {
+        return respond(ctx, req);
+    };
+    let response = if req.method == "OPTIONS" {
+        Response::text(204, "text/plain", Vec::new())
+            .with_header("Access-Control-Allow-Methods", "GET, POST")
+            .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+            .with_header("Access-Control-Max-Age", "600")
+    } else {
+        respond(ctx, req)
+    };
+    response.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin")
+}
+
+/// The origins the demo page has when served by the client listener.
+fn is_demo_origin(ctx: &Ctx, origin: &str) -> bool {
+    let port = ctx.ws_addr.port();
+    let ip = ctx.ws_addr.ip();
+    let hosts = [ip.to_string(), "localhost".to_owned(), "127.0.0.1".to_owned()];
+    let served_here = ip.is_loopback() || ip.is_unspecified();
+    hosts
+        .iter()
+        .enumerate()
+        .any(|(i, host)| (i == 0 || served_here) && origin == format!("http://{host}:{port}"))
+}
+
+fn respond(ctx: &Ctx, req: &Request) -> Response {
     let Some(route) = route(&req.path) else {
         return Response::error(404, "not_found", format!("no endpoint at {}", req.path));
     };
