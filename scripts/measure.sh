@@ -162,7 +162,7 @@ RESULTS=$OUT/results.md
         f=$OUT/$name.memory.json
         jq -r --arg lbl "$(label "$name")" --arg ok "$(ok "$f")" '
             def kib: if . == null then "?" else "\(. / 1024 * 10 | round / 10) MiB" end;
-            def b: if . == null then "?" else "\(. | round) B" end;
+            def b: if . == null then "?" else "\(. | round | if . == 0 then 0 else . end) B" end;
             "| \($lbl) | \(.dial.established // "?")/\(.conns // "?") | \(.server.before.rss_kib | kib) → \(.server.after.rss_kib | kib) | \(.server.rss_bytes_per_conn | b) | \(.server.pss_bytes_per_conn | b) | \(.kernel_tcp_bytes_per_conn | b) | \(.kernel_slab_bytes_per_conn | b) | \(.pongs_received // "?")/\(.pings_sent // "?") | \(.close.clean // "?") | \($ok) |"
         ' "$f"
     done
