@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use crate::engine::outbound::Outbound;
 use crate::engine::ConnId;
 use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
 use crate::proto::handshake::{Rejection, UpgradeRequest};
@@ -145,8 +146,12 @@ pub type MessageHook = Arc<dyn Fn(&mut Inline<'_>, DataKind, &[u8]) -> Flow + Se
 pub struct Inline<'a> {
     pub(crate) conn: ConnId,
     pub(crate) user: u64,
-    pub(crate) replies: &'a mut Vec<(OpCode, std::ops::Range<usize>)>,
-    pub(crate) reply_bytes: &'a mut Vec<u8>,
+    /// Whether data may still be sent (not after our close frame).
+    pub(crate) open: bool,
+    pub(crate) cap: usize,
+    pub(crate) outbound: &'a mut Outbound,
+    pub(crate) sent: u64,
+    pub(crate) refused: u64,
 }
 
 impl Inline<'_> {
@@ -160,12 +165,26 @@ impl Inline<'_> {
         self.user
     }
 
-    /// Queues a message back to this connection (written at the end of the loop turn).
+    /// Queues a message back to this connection (written at the end of the loop turn). Obeys
+    /// the outbound cap like any send: over it, the slow-consumer policy applies.
     pub fn reply(&mut self, kind: DataKind, payload: &[u8]) {
-        let start = self.reply_bytes.len();
-        self.reply_bytes.extend_from_slice(payload);
+        if !self.open {
+            return;
+        }
+        let queued = self.outbound.queued();
+        if queued > 0 && queued + MAX_HEADER_LEN + payload.len() > self.cap {
+            self.refused += 1;
+            return;
+        }
         let opcode = if kind == DataKind::Text { OpCode::Text } else { OpCode::Binary };
-        self.replies.push((opcode, start..self.reply_bytes.len()));
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let tail = self.outbound.owned_tail();
+        tail.reserve(header_len + payload.len());
+        tail.extend_from_slice(&header[..header_len]);
+        tail.extend_from_slice(payload);
+        self.outbound.commit(header_len + payload.len());
+        self.sent += 1;
     }
 }
 

@@ -166,3 +166,25 @@ fn slow_subscriber_is_closed_and_others_keep_receiving() {
     assert!(got < published, "the slow one got all {published}");
     slow.expect_eof();
 }
+
+/// Inline echo replies obey the cap too: a client that sends without ever reading its echoes
+/// must not grow the server's queue past the cap.
+#[test]
+fn inline_replies_to_a_client_that_never_reads_hit_the_cap() {
+    let server = start(SlowConsumerPolicy::Close);
+    let mut client = connect_small_window(server.local_addr());
+    let payload = vec![7u8; MESSAGE];
+    let frame = support::frame(true, throng::proto::OpCode::Binary, &payload);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && server.stats().slow_consumer_closes == 0 {
+        // Once the server closed, writes fail: that is the expected end.
+        if client.stream.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    assert!(
+        support::wait_until(Duration::from_secs(5), || server.stats().slow_consumer_closes == 1),
+        "the echo queue grew without the slow-consumer policy applying: {:?}",
+        server.stats()
+    );
+}

@@ -61,7 +61,7 @@ impl Default for Config {
             max_connections_per_loop: 1 << 22,
             event_capacity: 64 * 1024,
             read_budget: 16,
-            scratch_size: 64 * 1024,
+            scratch_size: 256 * 1024,
             open_headers: Vec::new(),
             upgrade_hook: None,
             message_hook: None,

@@ -200,14 +200,19 @@ impl Conn {
         if queued == 0 || queued + len <= core.config.max_outbound_bytes {
             return true;
         }
+        self.over_cap(core, index, 1);
+        false
+    }
+
+    /// `refused` messages did not fit under the outbound cap: apply the slow-consumer policy.
+    fn over_cap(&mut self, core: &mut LoopCore, index: u32, refused: u64) {
         match core.config.slow_consumer {
-            SlowConsumerPolicy::Drop => LoopStats::add(&core.stats.slow_consumer_drops, 1),
+            SlowConsumerPolicy::Drop => LoopStats::add(&core.stats.slow_consumer_drops, refused),
             SlowConsumerPolicy::Close => {
                 LoopStats::add(&core.stats.slow_consumer_closes, 1);
                 self.fail(core, index, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
-        false
     }
 
     /// The application asked to close: send our close frame and wait for theirs.
@@ -462,21 +467,21 @@ impl Conn {
         LoopStats::add(&core.stats.messages_in, 1);
         let conn = self.id(core, index);
         if let Some(hook) = core.config.message_hook.clone() {
-            let mut replies = std::mem::take(&mut core.inline_replies);
-            let mut bytes = std::mem::take(&mut core.inline_bytes);
-            let flow = {
-                let mut inline =
-                    Inline { conn, user: self.user, replies: &mut replies, reply_bytes: &mut bytes };
-                hook(&mut inline, kind, payload)
-            };
-            for (opcode, range) in replies.drain(..) {
-                if self.queue_frame(core, index, opcode, &bytes[range]) {
-                    LoopStats::add(&core.stats.messages_out, 1);
-                }
+            let (user, cap) = (self.user, core.config.max_outbound_bytes);
+            let open = self.phase == Phase::Open;
+            // Replies are framed straight into this connection's queue: no intermediate copy.
+            let cold = self.cold(core);
+            let mut inline = Inline { conn, user, open, cap, outbound: &mut cold.outbound, sent: 0, refused: 0 };
+            let flow = hook(&mut inline, kind, payload);
+            let (sent, refused) = (inline.sent, inline.refused);
+            if sent > 0 {
+                LoopStats::add(&core.stats.messages_out, sent);
+                self.mark_dirty(core, index);
             }
-            bytes.clear();
-            core.inline_replies = replies;
-            core.inline_bytes = bytes;
+            if refused > 0 {
+                self.over_cap(core, index, refused);
+            }
+            self.release_cold(core);
             if flow == Flow::Consumed {
                 return;
             }

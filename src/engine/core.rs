@@ -3,7 +3,6 @@
 //! A backend owns a [`LoopCore`] next to its sockets and hands it to the connection logic.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +13,6 @@ use super::buffers::ColdPool;
 use super::config::Config;
 use super::timer::{Tick, TimerWheel};
 use crate::app::{Event, LoopStats};
-use crate::proto::OpCode;
 
 pub(crate) struct LoopCore {
     pub(crate) loop_id: usize,
@@ -32,9 +30,6 @@ pub(crate) struct LoopCore {
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
     next_generation: u32,
-    /// Replies queued by the inline message hook, reused between calls.
-    pub(crate) inline_replies: Vec<(OpCode, Range<usize>)>,
-    pub(crate) inline_bytes: Vec<u8>,
     pub(crate) total_connections: Arc<AtomicUsize>,
     pub(crate) shutting_down: Option<Instant>,
     pub(crate) cold_pool: ColdPool,
@@ -61,8 +56,6 @@ impl LoopCore {
             topics: HashMap::new(),
             dirty: Vec::new(),
             next_generation: 0,
-            inline_replies: Vec::new(),
-            inline_bytes: Vec::new(),
             total_connections,
             shutting_down: None,
             cold_pool: ColdPool::default(),
