@@ -471,7 +471,8 @@ impl Conn {
             let open = self.phase == Phase::Open;
             // Replies are framed straight into this connection's queue: no intermediate copy.
             let cold = self.cold(core);
-            let mut inline = Inline { conn, user, open, cap, outbound: &mut cold.outbound, sent: 0, refused: 0 };
+            let mut inline =
+                Inline { conn, user, open, cap, outbound: &mut cold.outbound, sent: 0, refused: 0 };
             let flow = hook(&mut inline, kind, payload);
             let (sent, refused) = (inline.sent, inline.refused);
             if sent > 0 {
