@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::outbound::Outbound;
 use crate::engine::ConnId;
@@ -310,7 +310,9 @@ pub struct Stats {
 pub(crate) struct Shared {
     pub(crate) mailboxes: Vec<LoopMailbox>,
     pub(crate) stats: Vec<Arc<LoopStats>>,
-    pub(crate) events: Sender<Event>,
+    /// Only to read the channel's length: holding a sender here would keep the workers'
+    /// `events.iter()` from ending after shutdown.
+    pub(crate) events: Receiver<Event>,
 }
 
 /// Sends, closes, subscribes and publishes from any thread. Cheap to clone.

@@ -10,6 +10,36 @@
 //!    └──write/writev── per-conn outbound queue ◀── commands (send, close, publish) ◀────┘
 //! ```
 //!
+//! A server whose workers echo every message, and the blocking client talking to it:
+//!
+//! ```
+//! use std::time::Duration;
+//! use throng::client::{connect, ClientOptions};
+//! use throng::{Event, Message, Server};
+//!
+//! let server = Server::builder().bind("127.0.0.1:0")?.loops(1).start()?;
+//! let (events, handle) = (server.events(), server.handle());
+//! let worker = std::thread::spawn(move || {
+//!     for event in events.iter() {
+//!         match event {
+//!             Event::Open { conn, .. } => handle.subscribe(conn, "news"),
+//!             Event::Message { conn, message } => handle.send(conn, message),
+//!             Event::Close { .. } => {}
+//!         }
+//!     }
+//! });
+//!
+//! let url = format!("ws://{}/chat", server.local_addr());
+//! let mut client = connect(&url, &ClientOptions::default()).expect("connect");
+//! client.send_text("hello").expect("send");
+//! assert_eq!(client.recv().expect("echo"), Message::Text("hello".into()));
+//! client.close(1000, "done").expect("close");
+//!
+//! server.shutdown(Duration::from_secs(1));
+//! worker.join().unwrap();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! The protocol core on its own, decoding a masked text frame a client sent:
 //!
 //! ```

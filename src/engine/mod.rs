@@ -262,7 +262,7 @@ impl Server {
             polls.push(poll);
             stats.push(Arc::new(LoopStats::default()));
         }
-        let shared = Arc::new(Shared { mailboxes, stats: stats.clone(), events: events_tx.clone() });
+        let shared = Arc::new(Shared { mailboxes, stats: stats.clone(), events: events_rx.clone() });
 
         let mut listeners = listeners.into_iter();
         let mut threads = Vec::with_capacity(loops);
