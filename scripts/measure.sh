@@ -2,7 +2,9 @@
 # The engine's measurements, reproducible by one command:
 #   (a) memory per idle WebSocket connection (MEM_CONNS open and idle, server RSS/PSS from /proc);
 #   (b) echo throughput and latency (32 B x 100 conns, 512 B x 1000 conns, 64 KiB x 10 conns) and
-#       connect-upgrade-close cycles per second, with the server's CPU time per message/cycle.
+#       connect-upgrade-close cycles per second, with the server's CPU time per message/cycle;
+#   (c) the gateway's fan-out: FANOUT_SUBSCRIBERS subscribers of one channel, messages published
+#       through its admin API (the `throng` binary, default configuration, not pinned).
 # Each runs against throng's echo example (one loop) and a tokio-tungstenite echo server
 # (current_thread runtime), the server pinned to SERVER_CPU, the client (throng-load) to CLIENT_CPU.
 # Loopback only. Results: target/measure/results.md (and the raw logs and JSON next to it).
@@ -14,6 +16,7 @@
 #   WARMUP=1s  ECHO_DURATION=10s                    each echo test
 #   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  messages in flight per connection
 #   STORM_DURATION=10s  STORM_PARALLEL=16           handshake test
+#   FANOUT_SUBSCRIBERS=15000 (0 skips (c))  FANOUT_RATE=1/s  FANOUT_DURATION=10s
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19001  SERVER_CPU=0  CLIENT_CPU=1
 #   MAX_SECONDS=900   the script stops itself after this long, whatever it is doing
 #   SKIP_BUILD=1      use the binaries already built
@@ -32,6 +35,9 @@ INFLIGHT_512=${INFLIGHT_512:-1}
 INFLIGHT_64K=${INFLIGHT_64K:-4}
 STORM_DURATION=${STORM_DURATION:-10s}
 STORM_PARALLEL=${STORM_PARALLEL:-16}
+FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-15000}
+FANOUT_RATE=${FANOUT_RATE:-1/s}
+FANOUT_DURATION=${FANOUT_DURATION:-10s}
 SOURCES=${SOURCES:-127.0.0.2-127.0.0.40}
 PORT=${PORT:-19001}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -41,6 +47,7 @@ OUT=target/measure
 LOAD=$ROOT/target/release/throng-load
 ECHO_BIN=$ROOT/target/release/examples/echo
 TOKIO_BIN=$ROOT/target/peers/release/tokio-echo
+GATEWAY_BIN=$ROOT/target/release/throng
 
 for tool in jq taskset timeout ss; do
     command -v "$tool" >/dev/null || { echo "measure.sh: needs $tool" >&2; exit 2; }
@@ -71,6 +78,9 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     cargo build --release --quiet -p throng --example echo
     cargo build --release --quiet -p throng-loadtest
     (cd loadtest/peers/tokio-echo && cargo build --release --quiet --target-dir "$ROOT/target/peers")
+    if [[ $FANOUT_SUBSCRIBERS -gt 0 ]]; then
+        cargo build --release --quiet -p throng --bin throng
+    fi
 fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -82,6 +92,9 @@ start_server() {
     case $name in
         throng) cmd=("$ECHO_BIN" "127.0.0.1:$port" --loops 1) ;;
         tokio) cmd=("$TOKIO_BIN" "127.0.0.1:$port" --threads 1) ;;
+        # The gateway with its default configuration (one loop per core), on all cores.
+        gateway) cmd=(taskset -c "0-$(($(nproc) - 1))" "$GATEWAY_BIN" --listen "127.0.0.1:$port"
+            --admin-listen "127.0.0.1:$((port + 1000))" --log-level warn) ;;
         *) echo "measure.sh: unknown server $name" >&2; exit 2 ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >>"$OUT/$name.server.log" 2>&1 &
@@ -139,6 +152,13 @@ for name in $SERVERS; do
     stop_server
     port=$((port + 1)) # a fresh port: no TIME_WAIT left over from the previous server
 done
+if [[ $FANOUT_SUBSCRIBERS -gt 0 ]]; then
+    start_server gateway "$port"
+    run_load gateway fanout fanout "ws://127.0.0.1:$port/ws" --subscribers "$FANOUT_SUBSCRIBERS" \
+        --channel measure --publish "http://127.0.0.1:$((port + 1000))/v1/publish" --rate "$FANOUT_RATE" \
+        --duration "$FANOUT_DURATION" --sources "$SOURCES"
+    stop_server
+fi
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 label() { case $1 in throng) echo "throng (echo example, 1 loop)" ;; tokio) echo "tokio-tungstenite 0.30 (current_thread)" ;; esac; }
@@ -201,6 +221,19 @@ RESULTS=$OUT/results.md
             "| \($lbl) | \(.cycles_per_s | if . == null then "?" else round end) | \(.handshake.p50_us | us) | \(.handshake.p99_us | us) | \(.cycle.p99_us | us) | \(.cpu.server.us_per_op | r2) µs | \(.cpu.server.utilisation | r2) | \(.cpu.client.utilisation | r2) | \(.cpu.other_cores | r2) | \(.failed // {} | tojson) | \($ok) |"
         ' "$f"
     done
+    if [[ $FANOUT_SUBSCRIBERS -gt 0 ]]; then
+        echo
+        echo "## (c) Gateway fan-out: $FANOUT_SUBSCRIBERS subscribers, $FANOUT_RATE for $FANOUT_DURATION through the admin API"
+        echo
+        echo "| subscribed | published | delivery ratio | worst client | latency p50 | p99 | max | to last delivery p50 | max | server CPU / delivery | client CPU / delivery | other cores | checks |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        f=$OUT/gateway.fanout.json
+        jq -r --arg ok "$(ok "$f")" '
+            def us: if . == null then "?" elif . < 1000 then "\(. | round) µs" else "\(. / 100 | round / 10) ms" end;
+            def r2: if . == null then "?" else "\(. * 100 | round / 100)" end;
+            "| \(.dial.established // "?")/\(.subscribers // "?") | \(.published // "?") | \(.delivery_ratio // "?") | \(.min_client_ratio // "?") | \(.latency.p50_us | us) | \(.latency.p99_us | us) | \(.latency.max_us | us) | \(.time_to_last_delivery.p50_us | us) | \(.time_to_last_delivery.max_us | us) | \(.cpu.server.us_per_op | r2) µs | \(.cpu.client.us_per_op | r2) µs | \(.cpu.other_cores | r2) | \($ok) |"
+        ' "$f"
+    fi
     echo
     echo "Notes: RSS/PSS per connection = (after − before) / connections open, server process only."
     echo "Kernel TCP mem (/proc/net/sockstat \`TCP mem\`, socket buffers) and kernel slab (/proc/meminfo"

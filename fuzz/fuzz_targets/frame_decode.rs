@@ -3,7 +3,8 @@
 //! first error), and the receive loop's invariants hold in each (see `throng_fuzz::run`): kept
 //! bytes never exceed 14 + 125, text messages are UTF-8, messages fit `max_message_size`.
 //!
-//! Input: [max_frame/16] [max_message/16] [rsv] [piece count] [piece sizes...] wire...
+//! Input: [max_frame_size / 16 - 1] [max_message_size / 16 - 1] [rsv: bit 7 set allows the RSV
+//! bits 0-2] [piece count, mod 8] [piece size - 1, one byte each] wire...
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -25,7 +25,7 @@ fn raw_header(data: &[u8]) {
     match FrameHeader::decode(data) {
         Ok(None) => assert!(data.len() < MAX_HEADER_LEN, "a {}-byte buffer is not a header", data.len()),
         Ok(Some((header, n))) => {
-            assert!(n >= 2 && n <= MAX_HEADER_LEN && n <= data.len());
+            assert!((2..=MAX_HEADER_LEN).contains(&n) && n <= data.len());
             assert!(header.rsv < 8 && header.payload_len >> 63 == 0);
             for cut in 0..n {
                 assert_eq!(FrameHeader::decode(&data[..cut]), Ok(None), "prefix {cut} of {n}");

@@ -21,6 +21,9 @@ pub(crate) enum Mode {
     Echo(EchoArgs),
     /// Connect–upgrade–close cycles per second.
     Storm(StormArgs),
+    /// N subscribers of a channel, messages published through the gateway's admin API:
+    /// delivery ratio and publish-to-delivery latency.
+    Fanout(FanoutArgs),
 }
 
 impl Mode {
@@ -30,6 +33,18 @@ impl Mode {
             Mode::Connect(args) => &args.common,
             Mode::Echo(args) => &args.common,
             Mode::Storm(args) => &args.common,
+            Mode::Fanout(args) => &args.common,
+        }
+    }
+
+    /// The option that counts connections (split between the processes of `--procs`), and its
+    /// value.
+    pub(crate) fn shard_option(&self) -> (&'static str, usize) {
+        match self {
+            Mode::Connect(args) => ("--conns", args.conns),
+            Mode::Echo(args) => ("--conns", args.conns),
+            Mode::Storm(args) => ("--parallel", args.parallel),
+            Mode::Fanout(args) => ("--subscribers", args.subscribers),
         }
     }
 
@@ -46,6 +61,11 @@ impl Mode {
             }
             Mode::Echo(args) => args.common.connect_timeout + args.warmup + args.duration + margin,
             Mode::Storm(args) => args.common.connect_timeout + args.duration + margin,
+            Mode::Fanout(args) => {
+                // Setting up: a generous 1,000 subscribers per second.
+                let dialing = Duration::from_secs(args.subscribers as u64 / 1000);
+                dialing + args.common.connect_timeout + args.duration + args.drain_timeout + margin
+            }
         }
     }
 }
@@ -59,9 +79,10 @@ pub(crate) struct Common {
     /// Each source reaches about 28k ports per destination.
     #[arg(long)]
     pub(crate) sources: Option<String>,
-    /// The server's process id: report its CPU time and memory from /proc.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// The server's process id(s), comma-separated: report their CPU time and memory (summed)
+    /// from /proc.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub(crate) json: bool,
@@ -74,6 +95,15 @@ pub(crate) struct Common {
     /// Most connections being set up at once.
     #[arg(long, default_value_t = 1000)]
     pub(crate) concurrency: usize,
+    /// Spread the connections over K processes (default: one per 15,000 connections).
+    #[arg(long)]
+    pub(crate) procs: Option<usize>,
+    /// Write a self-contained HTML report (charts as inline SVG) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    pub(crate) report: Option<std::path::PathBuf>,
+    /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
+    #[arg(long, hide = true)]
+    pub(crate) child: bool,
 }
 
 /// `connect` mode.
@@ -84,8 +114,9 @@ pub(crate) struct ConnectArgs {
     /// Connections to open.
     #[arg(long)]
     pub(crate) conns: usize,
-    /// Connection attempts started per second (default: as fast as `--concurrency` allows).
-    #[arg(long)]
+    /// Connection attempts started per second, `500` or `500/s` (default: as fast as
+    /// `--concurrency` allows).
+    #[arg(long, value_parser = parse_rate)]
     pub(crate) rate: Option<f64>,
     /// How long to hold the connections idle once all are set up.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
@@ -142,6 +173,79 @@ pub(crate) struct StormArgs {
     pub(crate) parallel: usize,
 }
 
+/// `fanout` mode.
+#[derive(Args, Debug)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Subscribed connections (`?channels=C` is added to the URL).
+    #[arg(long)]
+    pub(crate) subscribers: usize,
+    /// The channel to subscribe to and publish on.
+    #[arg(long, default_value = "loadtest")]
+    pub(crate) channel: String,
+    /// The gateway's publish endpoint, `http://HOST:PORT/v1/publish` (a loopback address).
+    #[arg(long, required_unless_present = "publish_cmd", conflicts_with = "publish_cmd")]
+    pub(crate) publish: Option<String>,
+    /// Instead of `--publish`: a shell command run once per message, with the channel in
+    /// `$THRONG_LOAD_CHANNEL` and the JSON data to publish in `$THRONG_LOAD_DATA`; exit status 0
+    /// means published.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) publish_cmd: Option<String>,
+    /// Bearer key for the admin API (also from `THRONG_API_KEY`).
+    #[arg(long, env = "THRONG_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+    /// Messages published per second, `10` or `10/s`.
+    #[arg(long, value_parser = parse_rate, default_value = "10")]
+    pub(crate) rate: f64,
+    /// How long to publish.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub(crate) duration: Duration,
+    /// Extra bytes of padding in each message's data (`"pad":"xxx…"`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) pad: usize,
+    /// How long to wait for the last deliveries after the last publish.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) drain_timeout: Duration,
+}
+
+/// `100`, `100/s`, `2.5/s`: a positive rate per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?}: a positive rate per second, e.g. 100 or 100/s")),
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 30s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_durations() {
+        assert_eq!(parse_rate("100/s"), Ok(100.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert!(parse_rate("0").is_err() && parse_rate("x/s").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn fanout_needs_a_publisher_and_server_pids_are_a_list() {
+        let base = ["throng-load", "fanout", "ws://127.0.0.1:8080/ws", "--subscribers", "10"];
+        assert!(Cli::try_parse_from(base).is_err());
+        let cli = Cli::try_parse_from(base.iter().chain(&[
+            "--publish",
+            "http://127.0.0.1:9090/v1/publish",
+            "--server-pid",
+            "1,2",
+        ]))
+        .unwrap();
+        assert_eq!(cli.mode.common().server_pid, [1, 2]);
+        assert_eq!(cli.mode.shard_option(), ("--subscribers", 10));
+    }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Conn<S> {
     pub(crate) started: Instant,
     /// Tells a reused slab slot from its previous occupant.
     pub(crate) generation: u32,
+    /// Counted as established (see [`crate::driver::Driver::establish`]).
+    pub(crate) counted: bool,
     /// The mode's own state.
     pub(crate) state: S,
 }
@@ -112,6 +114,7 @@ impl<S> Conn<S> {
             server_close: None,
             started: Instant::now(),
             generation,
+            counted: false,
             state,
         })
     }

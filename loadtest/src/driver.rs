@@ -6,13 +6,14 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use slab::Slab;
 use throng::proto::{Item, Limits};
 
 use crate::conn::{Conn, End, Phase, Readiness, Status};
+use crate::ctl::Ctl;
 use crate::net::{self, Sources};
-use crate::stats::{bump, round3, Causes, Latency, Percentiles};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
 
 /// How often deadlines are checked.
@@ -117,23 +118,29 @@ impl<S> Driver<S> {
     }
 
     /// Opens `n` connections, at most `concurrency` being set up at once and, with `rate`, at
-    /// most `rate` started per second. Returns when every attempt has succeeded or failed.
+    /// most `rate` started per second. Returns when every attempt has succeeded or failed, or
+    /// when `ctl` says stop (attempts in progress are then dropped).
+    ///
+    /// `on_item` sees the frames that arrive while the others are being set up; with
+    /// `wait_ready`, a connection counts as established only when `on_item` returns true for
+    /// one of them (fanout: the gateway's welcome, sent once the subscriptions are in place).
     pub(crate) fn establish(
         &mut self,
-        n: usize,
-        rate: Option<f64>,
-        concurrency: usize,
-        connect_timeout: Duration,
+        ctl: &Ctl,
+        plan: &DialPlan,
         mut make_state: impl FnMut(usize) -> S,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>) -> bool,
     ) -> io::Result<DialStats> {
+        let &DialPlan { n, rate, concurrency, connect_timeout, wait_ready } = plan;
+        ctl.phase("connecting");
         let mut stats = DialStats::default();
         let mut latency = Latency::new();
         let start = Instant::now();
         let mut last_open = start;
         let (mut started, mut pending) = (0usize, 0usize);
         let mut next_tick = start + TICK;
-        let mut ignore = |_: &mut S, _: &Item<'_>| {};
-        while started < n || pending > 0 {
+        let mut became_ready = Vec::new();
+        while (started < n || pending > 0) && !ctl.stopped() {
             let now = Instant::now();
             let allowed = match rate {
                 Some(rate) if rate > 0.0 => {
@@ -151,21 +158,21 @@ impl<S> Driver<S> {
             let wait = if started < n && pending < concurrency { Duration::from_millis(1) } else { TICK };
             let ready = self.poll(wait)?;
             for &(key, readiness) in &ready {
-                let was_open = self
-                    .conns
-                    .get(key)
-                    .is_some_and(|c| c.phase() != Phase::Connecting && c.phase() != Phase::Handshaking);
-                match self.on_ready(key, readiness, &mut ignore) {
-                    Status::Busy => {}
-                    Status::Opened => {
-                        pending -= 1;
-                        stats.established += 1;
-                        last_open = Instant::now();
-                        latency.record(last_open.duration_since(self.conns[key].started));
-                    }
+                let counted = self.conns.get(key).is_some_and(|c| c.counted);
+                let mut became = false;
+                let status = self.on_ready(key, readiness, &mut |state, item| {
+                    became |= on_item(state, item);
+                });
+                if became && wait_ready && !counted {
+                    became_ready.push(key);
+                }
+                match status {
+                    Status::Opened if !wait_ready => became_ready.push(key),
+                    Status::Busy | Status::Opened => {}
                     Status::Done(end) => {
+                        became_ready.retain(|&k| k != key);
                         self.remove(key);
-                        if was_open {
+                        if counted {
                             stats.dropped += 1;
                         } else {
                             pending -= 1;
@@ -173,14 +180,22 @@ impl<S> Driver<S> {
                         }
                     }
                 }
+                for key in became_ready.drain(..) {
+                    let conn = &mut self.conns[key];
+                    conn.counted = true;
+                    pending -= 1;
+                    stats.established += 1;
+                    last_open = Instant::now();
+                    latency.record(last_open.duration_since(conn.started));
+                }
             }
             self.give_back(ready);
+            ctl.tick(stats.established, stats.established);
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + TICK;
                 let expired: Vec<usize> = (self.conns.iter())
-                    .filter(|(_, c)| matches!(c.phase(), Phase::Connecting | Phase::Handshaking))
-                    .filter(|(_, c)| now.duration_since(c.started) > connect_timeout)
+                    .filter(|(_, c)| !c.counted && now.duration_since(c.started) > connect_timeout)
                     .map(|(key, _)| key)
                     .collect();
                 for key in expired {
@@ -190,11 +205,16 @@ impl<S> Driver<S> {
                 }
             }
         }
+        // Stopped: what is still being set up is abandoned.
+        let abandoned: Vec<usize> = self.conns.iter().filter(|(_, c)| !c.counted).map(|(k, _)| k).collect();
+        for key in abandoned {
+            self.remove(key);
+            bump(&mut stats.failed, "interrupted");
+        }
         stats.attempted = started as u64;
-        let elapsed = last_open.duration_since(start).as_secs_f64();
-        stats.elapsed_s = round3(elapsed);
-        stats.handshakes_per_s = round3(if elapsed > 0.0 { stats.established as f64 / elapsed } else { 0.0 });
-        stats.handshake_latency = latency.summary();
+        stats.elapsed_s = last_open.duration_since(start).as_secs_f64();
+        stats.handshake_latency = latency;
+        stats.finish();
         Ok(stats)
     }
 
@@ -202,9 +222,11 @@ impl<S> Driver<S> {
     /// handshakes and the server's FIN. Every connection is gone afterwards.
     pub(crate) fn close_all(
         &mut self,
+        ctl: &Ctl,
         timeout: Duration,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> io::Result<CloseStats> {
+        ctl.phase("closing");
         let mut stats = CloseStats::default();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -234,6 +256,7 @@ impl<S> Driver<S> {
                 }
             }
             self.give_back(ready);
+            ctl.tick(self.conns.len() as u64, stats.clean);
         }
         stats.timed_out = self.conns.len() as u64;
         self.conns.clear();
@@ -250,8 +273,19 @@ pub(crate) fn end_cause(end: End) -> &'static str {
     }
 }
 
+/// How [`Driver::establish`] opens connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DialPlan {
+    pub(crate) n: usize,
+    pub(crate) rate: Option<f64>,
+    pub(crate) concurrency: usize,
+    pub(crate) connect_timeout: Duration,
+    /// A connection is established when the mode's `on_item` says so, not at the 101.
+    pub(crate) wait_ready: bool,
+}
+
 /// What [`Driver::establish`] did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct DialStats {
     pub(crate) attempted: u64,
     pub(crate) established: u64,
@@ -262,27 +296,42 @@ pub(crate) struct DialStats {
     /// From the first connect to the last upgrade.
     pub(crate) elapsed_s: f64,
     pub(crate) handshakes_per_s: f64,
-    /// Connect start to 101 received.
-    pub(crate) handshake_latency: Percentiles,
+    /// Connect start to 101 received (fanout: to the welcome message).
+    pub(crate) handshake_latency: Latency,
 }
 
 impl DialStats {
+    /// Adds another process's dialing (which ran at the same time).
+    pub(crate) fn merge(&mut self, other: DialStats) {
+        self.attempted += other.attempted;
+        self.established += other.established;
+        merge_causes(&mut self.failed, other.failed);
+        self.dropped += other.dropped;
+        self.elapsed_s = self.elapsed_s.max(other.elapsed_s);
+        self.handshake_latency.add(&other.handshake_latency);
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.handshakes_per_s = round3(ratio(self.established as f64, self.elapsed_s));
+    }
+
     pub(crate) fn line(&self) -> String {
         format!(
-            "dial: {}/{} established in {:.2}s ({:.0}/s), failed {:?}, dropped {}; handshake {}",
+            "{}/{} established in {:.2}s ({:.0}/s), failed {:?}, dropped {}; handshake {}",
             self.established,
             self.attempted,
             self.elapsed_s,
             self.handshakes_per_s,
             self.failed,
             self.dropped,
-            self.handshake_latency.line()
+            self.handshake_latency.summary().line()
         )
     }
 }
 
 /// What [`Driver::close_all`] did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct CloseStats {
     /// Close handshake completed and the server closed TCP.
     pub(crate) clean: u64,
@@ -294,9 +343,16 @@ pub(crate) struct CloseStats {
 }
 
 impl CloseStats {
+    pub(crate) fn merge(&mut self, other: CloseStats) {
+        self.clean += other.clean;
+        self.server_closed += other.server_closed;
+        merge_causes(&mut self.failed, other.failed);
+        self.timed_out += other.timed_out;
+    }
+
     pub(crate) fn line(&self) -> String {
         format!(
-            "close: {} clean, {} closed by server, failed {:?}, {} timed out",
+            "{} clean, {} closed by server, failed {:?}, {} timed out",
             self.clean, self.server_closed, self.failed, self.timed_out
         )
     }

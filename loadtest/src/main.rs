@@ -5,18 +5,28 @@
 //!   with `--server-pid`, the server's memory per connection.
 //! - `echo`: throughput and round-trip latency of echoed messages, payloads checked.
 //! - `storm`: connect–upgrade–close cycles per second.
+//! - `fanout`: N subscribers of a channel, messages published through the gateway's admin API;
+//!   delivery ratio and publish-to-delivery latency.
 //!
-//! Everything runs on one thread with one `mio::Poll` (the measurements pin the client to one
-//! core). Human-readable lines go to stdout; `--json` adds one JSON object as the last line.
+//! A process runs on one thread with one `mio::Poll` (the measurements pin the client to one
+//! core); `--procs K` (automatic above 15,000 connections) runs K copies of itself, each with a
+//! share of the connections and of the source addresses, and merges their reports
+//! (`shard.rs`). The final table goes to stdout, a status line to stderr; `--json` adds one
+//! JSON object as the last line of stdout, `--report FILE.html` a page with charts.
 //! Exit status: 0 when the run met its checks, 1 when it ran but did not (failed connections,
-//! corrupted or lost messages), 2 on bad usage, 3 when the hard timeout fired.
+//! corrupted or lost messages, interrupted), 2 on bad usage, 3 when the hard timeout fired.
 
 mod cli;
 mod conn;
+mod ctl;
 mod driver;
+mod html;
 mod mode;
 mod net;
+mod probe;
 mod procfs;
+mod publish;
+mod shard;
 mod stats;
 mod target;
 
@@ -25,7 +35,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Mode};
+use cli::{Cli, Common, Mode};
+use ctl::Ctl;
+use mode::Report;
+
+/// Connections one process opens at most before `--procs` is chosen automatically (the
+/// open-files limit is 20,000 here, and each connection is one descriptor).
+const CONNS_PER_PROC: usize = 15_000;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,37 +54,100 @@ fn main() -> ExitCode {
         Ok(sources) => sources,
         Err(message) => return usage_error(&message),
     };
-    if let Some(pid) = common.server_pid {
+    for pid in &common.server_pid {
         if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
             return usage_error(&format!("--server-pid {pid}: no such process"));
         }
     }
+    if let Mode::Fanout(args) = &cli.mode {
+        if let Err(message) = mode::fanout::plan(args) {
+            return usage_error(&message);
+        }
+    }
+    let (_, conns) = cli.mode.shard_option();
+    let procs = match common.procs {
+        Some(0) => return usage_error("--procs: at least 1"),
+        Some(k) => k,
+        None if matches!(cli.mode, Mode::Storm(_)) => 1,
+        None => conns.div_ceil(CONNS_PER_PROC).max(1),
+    };
+    if common.child {
+        stats::export_histograms();
+    }
     raise_open_files_limit();
     watchdog(common.timeout.unwrap_or_else(|| cli.mode.default_timeout()));
-    let json = common.json;
-    let outcome = match &cli.mode {
-        Mode::Connect(args) => mode::connect::run(args, &target, sources),
-        Mode::Echo(args) => mode::echo::run(args, &target, sources),
-        Mode::Storm(args) => mode::storm::run(args, &target, sources),
-    };
-    match outcome {
-        Ok(outcome) => {
-            for line in &outcome.summary {
-                println!("{line}");
-            }
-            if json {
-                println!("{}", outcome.json);
-            }
-            if outcome.ok {
-                ExitCode::SUCCESS
+    let ctl = Ctl::new(common.child);
+    let sharded = procs > 1 && !common.child;
+    match &cli.mode {
+        Mode::Connect(args) => finish(common, &ctl, || {
+            if sharded {
+                shard::run(&cli.mode, procs, &ctl)
             } else {
-                ExitCode::from(1)
+                mode::connect::run(args, &target, sources, &ctl)
             }
-        }
+        }),
+        Mode::Echo(args) => finish(common, &ctl, || {
+            if sharded {
+                shard::run(&cli.mode, procs, &ctl)
+            } else {
+                mode::echo::run(args, &target, sources, &ctl)
+            }
+        }),
+        Mode::Storm(args) => finish(common, &ctl, || {
+            if sharded {
+                shard::run(&cli.mode, procs, &ctl)
+            } else {
+                mode::storm::run(args, &target, sources, &ctl)
+            }
+        }),
+        Mode::Fanout(args) => finish(common, &ctl, || {
+            if sharded {
+                shard::run(&cli.mode, procs, &ctl)
+            } else {
+                mode::fanout::run(args, &target, sources, &ctl)
+            }
+        }),
+    }
+}
+
+/// Runs the mode and prints its report: the table (not in a child), the HTML report, the JSON.
+fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::Result<R>) -> ExitCode {
+    let result = run();
+    let series = ctl.finish();
+    let mut report = match result {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("throng-load: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
+    };
+    if !common.child {
+        report.strip();
+        let info = report.run_info();
+        if info.series.is_empty() {
+            info.series = series;
+        }
+        mode::print_table(&report.rows());
+        if report.run_info().interrupted {
+            println!("  (interrupted: partial figures)");
+        }
+        if let Some(path) = &common.report {
+            match html::write(path, &report) {
+                Ok(()) => println!("  report: {}", path.display()),
+                Err(e) => eprintln!("throng-load: writing {}: {e}", path.display()),
+            }
+        }
+    }
+    if common.json || common.child {
+        match serde_json::to_string(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("throng-load: {e}"),
+        }
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -52,6 +52,11 @@ impl Sources {
         self.addrs.len()
     }
 
+    /// The addresses, in order.
+    pub(crate) fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
     fn next(&mut self) -> Option<IpAddr> {
         let addr = *self.addrs.get(self.next)?;
         self.next = (self.next + 1) % self.addrs.len();

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Instant;
 
 use nix::unistd::{sysconf, SysconfVar};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second of the times in /proc/PID/stat.
 fn clock_ticks() -> f64 {
@@ -47,6 +47,19 @@ impl CpuSample {
         Ok(CpuSample { at: Instant::now(), cpu_s: (utime + stime) as f64 / clock_ticks() })
     }
 
+    /// The summed CPU time of `pids` (`None` when the list is empty).
+    pub(crate) fn take_all(pids: &[u32]) -> io::Result<Option<Self>> {
+        let mut total: Option<CpuSample> = None;
+        for &pid in pids {
+            let sample = CpuSample::take(Some(pid))?;
+            total = Some(match total {
+                Some(t) => CpuSample { at: sample.at, cpu_s: t.cpu_s + sample.cpu_s },
+                None => sample,
+            });
+        }
+        Ok(total)
+    }
+
     /// CPU seconds used and wall seconds passed since `earlier`.
     pub(crate) fn since(&self, earlier: &CpuSample) -> (f64, f64) {
         (self.cpu_s - earlier.cpu_s, self.at.duration_since(earlier.at).as_secs_f64())
@@ -54,7 +67,7 @@ impl CpuSample {
 }
 
 /// CPU use over a window.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct CpuUse {
     /// CPU seconds (user + system, all threads).
     pub(crate) cpu_s: f64,
@@ -73,6 +86,13 @@ impl CpuUse {
             utilisation: crate::stats::round3(if wall_s > 0.0 { cpu_s / wall_s } else { 0.0 }),
             us_per_op: crate::stats::round3(if ops > 0 { cpu_s * 1e6 / ops as f64 } else { 0.0 }),
         }
+    }
+
+    /// Two processes' use over the same window (cores add up); `ops` is the merged total.
+    pub(crate) fn merge(&mut self, other: &CpuUse, ops: u64) {
+        self.cpu_s = crate::stats::round3(self.cpu_s + other.cpu_s);
+        self.utilisation = crate::stats::round3(self.utilisation + other.utilisation);
+        self.us_per_op = crate::stats::round3(if ops > 0 { self.cpu_s * 1e6 / ops as f64 } else { 0.0 });
     }
 }
 
@@ -96,10 +116,11 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn take(server_pid: Option<u32>) -> io::Result<Self> {
+    /// Samples this process, the server processes `server_pids` (summed) and the machine.
+    pub(crate) fn take(server_pids: &[u32]) -> io::Result<Self> {
         Ok(Snapshot {
             client: CpuSample::take(None)?,
-            server: server_pid.map(|pid| CpuSample::take(Some(pid))).transpose()?,
+            server: CpuSample::take_all(server_pids)?,
             machine_s: machine_busy_s()?,
         })
     }
@@ -107,6 +128,14 @@ impl Snapshot {
     /// Wall seconds since `earlier`.
     pub(crate) fn wall_s(&self, earlier: &Snapshot) -> f64 {
         self.client.since(&earlier.client).1
+    }
+
+    /// The server's CPU use between `earlier` and this snapshot over `ops` operations.
+    pub(crate) fn server_use_since(&self, earlier: &Snapshot, ops: u64) -> Option<CpuUse> {
+        match (earlier.server, self.server) {
+            (Some(a), Some(b)) => Some(CpuUse::between(&a, &b, ops)),
+            _ => None,
+        }
     }
 
     /// CPU use between `earlier` and this snapshot, divided over `ops` operations.
@@ -129,7 +158,7 @@ impl Snapshot {
 }
 
 /// CPU use over a measured window.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Usage {
     /// This process.
     pub(crate) client: CpuUse,
@@ -143,12 +172,29 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// Adds another client process's use of the same window; the server's use is set by the
+    /// parent (`server`), which measured it once for all.
+    pub(crate) fn merge(&mut self, other: &Usage, ops: u64) {
+        self.client.merge(&other.client, ops);
+        self.machine_cores = self.machine_cores.max(other.machine_cores);
+        self.refresh_other();
+    }
+
+    /// Sets the server's use (measured by the parent of a `--procs` run).
+    pub(crate) fn set_server(&mut self, server: Option<CpuUse>) {
+        self.server = server;
+        self.refresh_other();
+    }
+
+    fn refresh_other(&mut self) {
+        let ours = self.client.utilisation + self.server.map_or(0.0, |s| s.utilisation);
+        self.other_cores = crate::stats::round3((self.machine_cores - ours).max(0.0));
+    }
+
     /// `client cpu … server cpu … other load …` for a summary line; `unit` names the operation.
     pub(crate) fn line(&self, unit: &str) -> String {
-        let mut line = format!(
-            "cpu: client {:.2} cores ({:.2} µs/{unit})",
-            self.client.utilisation, self.client.us_per_op
-        );
+        let mut line =
+            format!("client {:.2} cores ({:.2} µs/{unit})", self.client.utilisation, self.client.us_per_op);
         if let Some(s) = &self.server {
             line.push_str(&format!(", server {:.2} cores ({:.2} µs/{unit})", s.utilisation, s.us_per_op));
         }
@@ -161,7 +207,7 @@ impl Usage {
 }
 
 /// A process's memory, in KiB.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Mem {
     /// Resident set (VmRSS).
     pub(crate) rss_kib: u64,
@@ -184,6 +230,22 @@ impl Mem {
             hwm_kib: kib_field(&status, "VmHWM:"),
         })
     }
+
+    /// The sum over `pids` (several server processes sharing a port).
+    pub(crate) fn take_all(pids: &[u32]) -> io::Result<Self> {
+        let mut total = Mem::default();
+        for &pid in pids {
+            total.add(&Mem::take(pid)?);
+        }
+        Ok(total)
+    }
+
+    pub(crate) fn add(&mut self, other: &Mem) {
+        self.rss_kib += other.rss_kib;
+        self.rss_anon_kib += other.rss_anon_kib;
+        self.pss_kib += other.pss_kib;
+        self.hwm_kib += other.hwm_kib;
+    }
 }
 
 /// The value of a `Name:   1234 kB` line.
@@ -196,7 +258,7 @@ fn kib_field(text: &str, name: &str) -> u64 {
 }
 
 /// The TCP line of /proc/net/sockstat (system-wide: both ends of loopback connections).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SockStat {
     pub(crate) inuse: u64,
     pub(crate) orphan: u64,
@@ -264,7 +326,7 @@ pub(crate) fn smaps(pid: u32) -> io::Result<Vec<Mapping>> {
 }
 
 /// How much one mapping grew between two snapshots.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Growth {
     /// The file or `[heap]`, `[stack]`; `[anon]` with its address for anonymous memory (malloc
     /// arenas of the threads, large allocations).

@@ -1,22 +1,62 @@
 //! Counters and latency histograms, and their serialisable summaries.
+//!
+//! A [`Latency`] serialises as its percentiles; in a child process of `--procs` it also carries
+//! the whole histogram (HdrHistogram V2, base64) so the parent can add the histograms and
+//! compute exact percentiles over every process.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer as HistDeserializer, Serializer as _, V2Serializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Failure counts by cause (see [`crate::net::cause`] and [`crate::conn::End`]).
-pub(crate) type Causes = BTreeMap<&'static str, u64>;
+pub(crate) type Causes = BTreeMap<String, u64>;
 
-/// Adds one to `cause`.
-pub(crate) fn bump(causes: &mut Causes, cause: &'static str) {
-    *causes.entry(cause).or_default() += 1;
+/// Adds one to `cause` (allocates only the first time a cause is seen).
+pub(crate) fn bump(causes: &mut Causes, cause: &str) {
+    match causes.get_mut(cause) {
+        Some(n) => *n += 1,
+        None => {
+            causes.insert(cause.to_owned(), 1);
+        }
+    }
+}
+
+/// Adds `other`'s counts to `into`.
+pub(crate) fn merge_causes(into: &mut Causes, other: Causes) {
+    for (cause, n) in other {
+        *into.entry(cause).or_default() += n;
+    }
+}
+
+/// Whether [`Latency`] values serialise their whole histogram (set in child processes).
+static EXPORT_HISTOGRAMS: AtomicBool = AtomicBool::new(false);
+
+/// Makes every [`Latency`] serialised from now on carry its histogram.
+pub(crate) fn export_histograms() {
+    EXPORT_HISTOGRAMS.store(true, Ordering::Relaxed);
 }
 
 /// A latency histogram in nanoseconds, 1 ns to 100 s, three significant digits.
+#[derive(Clone)]
 pub(crate) struct Latency {
     hist: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::new()
+    }
+}
+
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.summary().fmt(f)
+    }
 }
 
 impl Latency {
@@ -26,19 +66,38 @@ impl Latency {
     }
 
     pub(crate) fn record(&mut self, latency: Duration) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.hist.saturating_record(nanos);
+        self.record_ns(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records `nanos` (clamped to the histogram's range; never allocates).
+    pub(crate) fn record_ns(&mut self, nanos: u64) {
+        self.hist.saturating_record(nanos.max(1));
+    }
+
+    /// Adds `other`'s counts.
+    pub(crate) fn add(&mut self, other: &Latency) {
+        // Same bounds on both sides (V2 keeps them), so this cannot fail; saturate if it does.
+        if self.hist.add(&other.hist).is_err() {
+            for v in other.hist.iter_recorded() {
+                self.hist.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
+    /// The histogram, for charts.
+    pub(crate) fn hist(&self) -> &Histogram<u64> {
+        &self.hist
     }
 
     pub(crate) fn summary(&self) -> Percentiles {
-        let us = |nanos: u64| nanos as f64 / 1000.0;
+        let us = |nanos: u64| round3(nanos as f64 / 1000.0);
         let h = &self.hist;
         if h.is_empty() {
             return Percentiles::default();
         }
         Percentiles {
             count: h.len(),
-            mean_us: h.mean() / 1000.0,
+            mean_us: round3(h.mean() / 1000.0),
             p50_us: us(h.value_at_quantile(0.5)),
             p90_us: us(h.value_at_quantile(0.9)),
             p99_us: us(h.value_at_quantile(0.99)),
@@ -46,10 +105,57 @@ impl Latency {
             max_us: us(h.max()),
         }
     }
+
+    /// HdrHistogram V2 (uncompressed), base64.
+    pub(crate) fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        // Serialising into a Vec cannot fail.
+        let _ = V2Serializer::new().serialize(&self.hist, &mut bytes);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    pub(crate) fn decode(text: &str) -> Result<Self, String> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| e.to_string())?;
+        let hist: Histogram<u64> =
+            HistDeserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("{e:?}"))?;
+        let mut latency = Latency::new();
+        latency.add(&Latency { hist });
+        Ok(latency)
+    }
+}
+
+#[derive(Serialize)]
+struct LatencyOut {
+    #[serde(flatten)]
+    summary: Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hist: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LatencyIn {
+    hist: Option<String>,
+}
+
+impl Serialize for Latency {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let hist = EXPORT_HISTOGRAMS.load(Ordering::Relaxed).then(|| self.encode());
+        LatencyOut { summary: self.summary(), hist }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let input = LatencyIn::deserialize(deserializer)?;
+        match input.hist {
+            Some(text) => Latency::decode(&text).map_err(serde::de::Error::custom),
+            None => Ok(Latency::new()),
+        }
+    }
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Percentiles {
     pub(crate) count: u64,
     pub(crate) mean_us: f64,
@@ -91,6 +197,15 @@ pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// `a / b`, 0 when `b` is 0.
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +221,37 @@ mod tests {
         assert!((p.p50_us - 500.0).abs() < 1.0, "{p:?}");
         assert!((p.max_us - 1000.0).abs() < 1.0, "{p:?}");
         assert_eq!(Latency::new().summary().count, 0);
+    }
+
+    #[test]
+    fn histograms_survive_base64_and_add_exactly() {
+        let (mut a, mut b, mut both) = (Latency::new(), Latency::new(), Latency::new());
+        for us in 1..=500u64 {
+            a.record(Duration::from_micros(us));
+            both.record(Duration::from_micros(us));
+        }
+        for ms in 1..=50u64 {
+            b.record(Duration::from_millis(ms));
+            both.record(Duration::from_millis(ms));
+        }
+        let mut merged = Latency::decode(&a.encode()).unwrap();
+        merged.add(&Latency::decode(&b.encode()).unwrap());
+        let (m, w) = (merged.summary(), both.summary());
+        assert_eq!(m.count, 550);
+        assert_eq!((m.p50_us, m.p99_us, m.max_us), (w.p50_us, w.p99_us, w.max_us));
+        assert!(Latency::decode("not base64!").is_err());
+    }
+
+    #[test]
+    fn causes_count_and_merge() {
+        let mut a = Causes::new();
+        bump(&mut a, "refused");
+        bump(&mut a, "refused");
+        let mut b = Causes::new();
+        bump(&mut b, "refused");
+        bump(&mut b, "timeout");
+        merge_causes(&mut a, b);
+        assert_eq!(a.get("refused"), Some(&3));
+        assert_eq!(a.get("timeout"), Some(&1));
     }
 }

@@ -85,6 +85,7 @@ pub(crate) struct Snapshot {
     pub(crate) topics: usize,
     pub(crate) subscriptions: usize,
     pub(crate) broker: &'static str,
+    pub(crate) broker_stats: super::broker::BrokerStats,
     pub(crate) draining: bool,
     pub(crate) uptime_secs: u64,
     pub(crate) nofile: Option<(u64, u64)>,
@@ -102,6 +103,7 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
     const G: &str = "gauge";
     const C: &str = "counter";
     let e = &s.engine;
+    let b = &s.broker_stats;
     let one = |v: u64| vec![(String::new(), v)];
     let labelled = |label: &str, pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
         pairs.iter().map(|(l, v)| (format!("{{{label}=\"{l}\"}}"), *v)).collect()
@@ -209,6 +211,33 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             "The broker's state, as the label; always 1.",
             labelled("state", &[(s.broker, 1)]),
         ),
+        (
+            "broker_sent_total",
+            C,
+            "Messages handed to the upstream broker (publishes, forwarded client messages).",
+            one(b.sent),
+        ),
+        (
+            "broker_received_total",
+            C,
+            "Publishes from other nodes delivered to this node's loops.",
+            one(b.received),
+        ),
+        (
+            "broker_dropped_total",
+            C,
+            "Messages not carried by the broker, by reason.",
+            labelled(
+                "reason",
+                &[
+                    ("queue_full", b.dropped_queue_full),
+                    ("send_failed", b.dropped_send_failed),
+                    ("malformed", b.dropped_malformed),
+                ],
+            ),
+        ),
+        ("broker_reconnects_total", C, "Broker connections re-established.", one(b.reconnects)),
+        ("broker_queue", G, "Messages waiting to be sent to the broker.", one(b.queued)),
         ("draining", G, "1 while shutting down.", one(u64::from(s.draining))),
         ("uptime_seconds", G, "Seconds since start.", one(s.uptime_secs)),
     ];
@@ -268,6 +297,15 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "admin_requests": get(&c.admin_requests),
         "reloads": get(&c.reloads),
         "broker": s.broker,
+        "broker_stats": {
+            "sent": s.broker_stats.sent,
+            "received": s.broker_stats.received,
+            "dropped_queue_full": s.broker_stats.dropped_queue_full,
+            "dropped_send_failed": s.broker_stats.dropped_send_failed,
+            "dropped_malformed": s.broker_stats.dropped_malformed,
+            "reconnects": s.broker_stats.reconnects,
+            "queued": s.broker_stats.queued,
+        },
         "draining": s.draining,
         "uptime_seconds": s.uptime_secs,
     })

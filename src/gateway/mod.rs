@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Publishes go through a [`broker::Broker`]; [`broker::LocalBroker`] serves a single node and
-//! a fleet-wide broker (Redis) slots in behind the same trait. Configuration is described in
-//! `docs/configuration.md`.
+//! [`broker::RedisBroker`] a fleet of nodes sharing a Redis (`--broker redis://...`).
+//! Configuration is described in `docs/configuration.md`.
 
 pub mod auth;
 pub mod broker;
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use self::broker::{Broker, LocalBroker};
+use self::broker::{Broker, LocalBroker, RedisBroker, RedisOptions};
 use self::config::{Cli, Settings, SlowConsumer};
 use self::expiry::Expiry;
 use self::registry::Registry;
@@ -63,7 +63,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let admin_addr = admin.local_addr().map_err(|e| format!("admin listener: {e}"))?;
     let server = start_engine(&settings, front.clone(), admin_addr)?;
     let handle = server.handle();
-    let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(handle.clone()));
+    let broker: Arc<dyn Broker> = match &settings.broker {
+        None => Arc::new(LocalBroker::new(handle.clone())),
+        Some(url) => {
+            let options = RedisOptions { url: url.clone(), prefix: settings.broker_prefix.clone() };
+            Arc::new(RedisBroker::start(options, handle.clone())?)
+        }
+    };
+    let broker_name = settings.broker.as_deref().map_or_else(|| "local".to_owned(), broker::redact_url);
     let registry = Arc::new(Registry::new(handle.clone(), broker.clone()));
     let expiry = Arc::new(Expiry::default());
     let ctx = Arc::new(Ctx {
@@ -95,7 +102,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         demo = settings.demo,
         nofile_soft = soft,
         nofile_hard = hard,
-        broker = "local",
+        broker = %broker_name,
         "throng started"
     );
     if soft.zip(hard).is_some_and(|(s, h)| s.max(h) < 65536) {

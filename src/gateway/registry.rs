@@ -3,8 +3,9 @@
 //! The engine keeps its own per-loop topic index for delivery; this registry mirrors it so the
 //! admin API can answer "how many connections did that publish reach" and "which channels have
 //! subscribers" without asking the loops, and so a broker learns about a topic's first and last
-//! local subscriber. Every engine subscribe is posted while the lock is held: a publish that
-//! sees a count afterwards is queued behind the subscribe in the same loop's mailbox.
+//! local subscriber and every count change (for the fleet's presence records). Every engine
+//! subscribe is posted while the lock is held: a publish that sees a count afterwards is queued
+//! behind the subscribe in the same loop's mailbox.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -81,16 +82,19 @@ impl Registry {
         if *count == 1 {
             self.broker.topic_added(&topic);
         }
+        self.broker.subscribers_changed(&topic, *count);
     }
 
     fn leave(&self, inner: &mut Inner, topic: &str) {
         inner.subscriptions = inner.subscriptions.saturating_sub(1);
         if let Some(count) = inner.topics.get_mut(topic) {
             *count -= 1;
-            if *count == 0 {
+            let left = *count;
+            if left == 0 {
                 inner.topics.remove(topic);
                 self.broker.topic_removed(topic);
             }
+            self.broker.subscribers_changed(topic, left);
         }
     }
 

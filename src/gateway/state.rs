@@ -121,6 +121,7 @@ impl Ctx {
             topics,
             subscriptions,
             broker: self.broker.state().as_str(),
+            broker_stats: self.broker.stats(),
             draining: self.draining.load(Ordering::Relaxed),
             uptime_secs: self.started.elapsed().as_secs(),
             nofile: self.nofile,

@@ -1,21 +1,27 @@
 //! `connect`: open N connections, hold them idle, ping a sample, close cleanly. With
 //! `--server-pid`, the server's memory before and after, per connection, and the mappings that
 //! grew most; always the kernel's TCP socket memory from /proc/net/sockstat.
+//!
+//! In a child of `--procs` the hold is the parent's: the child reports `ready` once its
+//! connections are up, and holds them until the parent, having read the memory of the server
+//! with every child's connections open, says `go`.
 
 use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use throng::proto::{Item, OpCode};
 
 use crate::cli::ConnectArgs;
 use crate::conn::Status;
-use crate::driver::{end_cause, CloseStats, DialStats, Driver};
-use crate::mode::Outcome;
+use crate::ctl::Ctl;
+use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
+use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
-use crate::procfs::{self, Growth, Mem, SockStat};
-use crate::stats::{bump, round3, Causes};
+use crate::probe::{MemProbe, MemReport};
+use crate::procfs::Mem;
+use crate::stats::{bump, merge_causes, Causes, Latency};
 use crate::target::Target;
 
 /// How long pinged connections have to answer.
@@ -28,10 +34,10 @@ struct PingState {
     answered: bool,
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    mode: &'static str,
-    url: &'a str,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Report {
+    mode: String,
+    url: String,
     conns: usize,
     rate: Option<f64>,
     hold_s: f64,
@@ -39,64 +45,123 @@ struct Report<'a> {
     dial: DialStats,
     /// Connections lost while held idle, by cause.
     dropped_during_hold: Causes,
-    /// Connections open when the memory was read.
-    open_at_measure: u64,
-    server: Option<ServerMem>,
-    sockstat_before: SockStat,
-    sockstat_after: SockStat,
-    /// Growth of /proc/net/sockstat `TCP mem` per open connection, in bytes. System-wide: on
-    /// loopback it covers both ends of each connection.
-    kernel_tcp_bytes_per_conn: f64,
-    /// Growth of /proc/meminfo `Slab` per open connection, in bytes: the kernel's socket, file
-    /// and epoll structures of both ends (system-wide, so other activity adds noise).
-    kernel_slab_bytes_per_conn: f64,
+    #[serde(flatten)]
+    pub(crate) mem: MemReport,
     client_mem: Mem,
     pings_sent: u64,
     pongs_received: u64,
     close: CloseStats,
     ok: bool,
+    #[serde(flatten)]
+    run: RunInfo,
 }
 
-#[derive(Serialize)]
-struct ServerMem {
-    pid: u32,
-    before: Mem,
-    after: Mem,
-    rss_bytes_per_conn: f64,
-    pss_bytes_per_conn: f64,
-    anon_bytes_per_conn: f64,
-    /// The mappings whose resident size grew most.
-    top_growth: Vec<Growth>,
+impl super::Report for Report {
+    fn merge(&mut self, other: Self) {
+        self.conns += other.conns;
+        self.sources += other.sources;
+        self.dial.merge(other.dial);
+        merge_causes(&mut self.dropped_during_hold, other.dropped_during_hold);
+        self.mem.open_at_measure += other.mem.open_at_measure;
+        self.client_mem.add(&other.client_mem);
+        self.pings_sent += other.pings_sent;
+        self.pongs_received += other.pongs_received;
+        self.close.merge(other.close);
+        self.run.merge(&other.run);
+        self.finish();
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            (
+                "connect".into(),
+                format!(
+                    "{}: {} connections from {} source address(es) in {} process(es), hold {}s",
+                    self.url,
+                    self.conns,
+                    self.sources.max(1),
+                    self.run.procs,
+                    self.hold_s
+                ),
+            ),
+            ("dial".into(), self.dial.line()),
+            (
+                "hold".into(),
+                format!("{} open, dropped {:?}", self.mem.open_at_measure, self.dropped_during_hold),
+            ),
+        ];
+        self.mem.rows(&mut rows);
+        rows.push((
+            "client".into(),
+            format!("RSS {} KiB ({:.0} B/conn)", self.client_mem.rss_kib, self.client_bytes_per_conn()),
+        ));
+        rows.push(("ping".into(), format!("{}/{} answered", self.pongs_received, self.pings_sent)));
+        rows.push(("close".into(), self.close.line()));
+        rows
+    }
+
+    fn ok(&self) -> bool {
+        self.ok
+    }
+
+    fn chart(&self) -> (&'static str, &Latency) {
+        ("Handshake latency (connect start to 101)", &self.dial.handshake_latency)
+    }
+
+    fn ops_name(&self) -> &'static str {
+        "handshakes"
+    }
+
+    fn run_info(&mut self) -> &mut RunInfo {
+        &mut self.run
+    }
+
+    fn apply(&mut self, extra: super::Extra) {
+        if let super::Extra::Mem(mem) = extra {
+            self.mem = mem;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ok = !self.run.interrupted
+            && self.dial.established == self.conns as u64
+            && self.dial.dropped == 0
+            && self.dropped_during_hold.is_empty()
+            && self.pongs_received == self.pings_sent
+            && self.close.all_clean();
+    }
 }
 
-pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources) -> io::Result<Outcome> {
+impl Report {
+    fn client_bytes_per_conn(&self) -> f64 {
+        self.client_mem.rss_kib as f64 * 1024.0 / self.dial.established.max(1) as f64
+    }
+}
+
+pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
     let n_sources = sources.len();
     let mut driver: Driver<PingState> = Driver::new(target, sources, 64 * 1024)?;
-    let pid = common.server_pid;
-    let mem_before = pid.map(Mem::take).transpose()?;
-    let maps_before = pid.map(procfs::smaps).transpose()?;
-    let sockstat_before = SockStat::take()?;
-    let slab_before = procfs::slab_kib()?;
-    let mut summary = vec![format!(
-        "connect {}: {} connections from {} source address(es), hold {}",
-        target.url,
-        args.conns,
-        n_sources.max(1),
-        humantime::format_duration(args.hold)
-    )];
-
-    let dial = driver.establish(args.conns, args.rate, common.concurrency, common.connect_timeout, |_| {
-        PingState::default()
-    })?;
-    summary.push(dial.line());
+    // A child leaves the memory readings to its parent.
+    let probe = if ctl.is_child() { None } else { Some(MemProbe::before(&common.server_pid)?) };
+    let plan = DialPlan {
+        n: args.conns,
+        rate: args.rate,
+        concurrency: common.concurrency,
+        connect_timeout: common.connect_timeout,
+        wait_ready: false,
+    };
+    let dial = driver.establish(ctl, &plan, |_| PingState::default(), &mut |_, _| false)?;
+    ctl.ready(driver.conns.len() as u64);
 
     // Hold: nothing is sent; anything that ends now was dropped by the server or the kernel.
+    ctl.phase("holding");
     let mut dropped_during_hold = Causes::new();
     let hold_end = Instant::now() + args.hold;
     let mut ignore = |_: &mut PingState, _: &Item<'_>| {};
-    while let Some(left) = hold_end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-        let ready = driver.poll(left.min(Duration::from_millis(100)))?;
+    let held = |ctl: &Ctl| if ctl.is_child() { ctl.go() } else { Instant::now() >= hold_end };
+    while !held(ctl) && !ctl.stopped() {
+        let ready = driver.poll(Duration::from_millis(100))?;
         for &(key, readiness) in &ready {
             if let Status::Done(end) = driver.on_ready(key, readiness, &mut ignore) {
                 driver.remove(key);
@@ -104,103 +169,43 @@ pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources) -> io::
             }
         }
         driver.give_back(ready);
+        ctl.tick(driver.conns.len() as u64, dial.established);
     }
-    let open_at_measure = driver.conns.len() as u64;
-    let mem_after = pid.map(Mem::take).transpose()?;
-    let maps_after = pid.map(procfs::smaps).transpose()?;
-    let sockstat_after = SockStat::take()?;
-    let slab_after = procfs::slab_kib()?;
+    let open = driver.conns.len() as u64;
+    let mem = match &probe {
+        Some(probe) => probe.after(open, args.smaps_top)?,
+        None => MemReport { open_at_measure: open, ..MemReport::default() },
+    };
     let client_mem = Mem::take(std::process::id())?;
-    let per_conn = |before: u64, after: u64| {
-        let open = open_at_measure.max(1) as f64;
-        round3((after as f64 - before as f64) * 1024.0 / open)
-    };
-    let server = match (pid, mem_before, mem_after, &maps_before, &maps_after) {
-        (Some(pid), Some(before), Some(after), Some(maps_before), Some(maps_after)) => Some(ServerMem {
-            pid,
-            before,
-            after,
-            rss_bytes_per_conn: per_conn(before.rss_kib, after.rss_kib),
-            pss_bytes_per_conn: per_conn(before.pss_kib, after.pss_kib),
-            anon_bytes_per_conn: per_conn(before.rss_anon_kib, after.rss_anon_kib),
-            top_growth: procfs::growth(maps_before, maps_after, args.smaps_top),
-        }),
-        _ => None,
-    };
-    let page = procfs::page_size();
-    let kernel_tcp_bytes_per_conn = round3(
-        (sockstat_after.mem_pages as f64 - sockstat_before.mem_pages as f64) * page as f64
-            / open_at_measure.max(1) as f64,
-    );
-    let kernel_slab_bytes_per_conn = per_conn(slab_before, slab_after);
-    summary.push(format!("hold: {open_at_measure} open, dropped {dropped_during_hold:?}"));
-    if let Some(s) = &server {
-        summary.push(format!(
-            "server {}: RSS {} -> {} KiB ({:.0} B/conn), PSS {} -> {} KiB ({:.0} B/conn), anon {:.0} B/conn",
-            s.pid,
-            s.before.rss_kib,
-            s.after.rss_kib,
-            s.rss_bytes_per_conn,
-            s.before.pss_kib,
-            s.after.pss_kib,
-            s.pss_bytes_per_conn,
-            s.anon_bytes_per_conn
-        ));
-        for g in &s.top_growth {
-            summary.push(format!(
-                "  grew {:+} KiB: {} ({} -> {} KiB resident of {} KiB)",
-                g.growth_kib, g.mapping, g.rss_before_kib, g.rss_after_kib, g.size_kib
-            ));
-        }
-    }
-    summary.push(format!(
-        "kernel: TCP mem {} -> {} pages ({:.0} B/conn), slab {slab_before} -> {slab_after} KiB ({:.0} B/conn) (both ends), inuse {} -> {}, tw {}",
-        sockstat_before.mem_pages,
-        sockstat_after.mem_pages,
-        kernel_tcp_bytes_per_conn,
-        kernel_slab_bytes_per_conn,
-        sockstat_before.inuse,
-        sockstat_after.inuse,
-        sockstat_after.tw
-    ));
 
-    let (pings_sent, pongs_received) = ping_sample(&mut driver, args.ping_sample)?;
-    summary.push(format!("ping: {pongs_received}/{pings_sent} answered"));
+    ctl.phase("pinging");
+    let sample = if ctl.stopped() { 0 } else { args.ping_sample };
+    let (pings_sent, pongs_received) = ping_sample(&mut driver, sample, ctl)?;
+    let close = driver.close_all(ctl, args.close_timeout, &mut ignore)?;
 
-    let close = driver.close_all(args.close_timeout, &mut ignore)?;
-    summary.push(close.line());
-
-    let ok = dial.established == args.conns as u64
-        && dial.dropped == 0
-        && dropped_during_hold.is_empty()
-        && pongs_received == pings_sent
-        && close.all_clean();
-    let report = Report {
-        mode: "connect",
-        url: &target.url,
+    let mut report = Report {
+        mode: "connect".into(),
+        url: target.url.clone(),
         conns: args.conns,
         rate: args.rate,
         hold_s: args.hold.as_secs_f64(),
         sources: n_sources,
         dial,
         dropped_during_hold,
-        open_at_measure,
-        server,
-        sockstat_before,
-        sockstat_after,
-        kernel_tcp_bytes_per_conn,
-        kernel_slab_bytes_per_conn,
+        mem,
         client_mem,
         pings_sent,
         pongs_received,
         close,
-        ok,
+        ok: false,
+        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
     };
-    Outcome::new(summary, &report, ok)
+    report.finish();
+    Ok(report)
 }
 
 /// Pings up to `sample` connections spread over the slab; returns (sent, answered).
-fn ping_sample(driver: &mut Driver<PingState>, sample: usize) -> io::Result<(u64, u64)> {
+fn ping_sample(driver: &mut Driver<PingState>, sample: usize, ctl: &Ctl) -> io::Result<(u64, u64)> {
     let keys: Vec<usize> = driver.conns.iter().map(|(key, _)| key).collect();
     if sample == 0 || keys.is_empty() {
         return Ok((0, 0));
@@ -227,7 +232,7 @@ fn ping_sample(driver: &mut Driver<PingState>, sample: usize) -> io::Result<(u64
     };
     let deadline = Instant::now() + PING_TIMEOUT;
     let mut lost = 0u64;
-    while answered.get() + lost < sent && Instant::now() < deadline {
+    while answered.get() + lost < sent && Instant::now() < deadline && !ctl.stopped() {
         let ready = driver.poll(Duration::from_millis(50))?;
         for &(key, readiness) in &ready {
             if let Status::Done(_) = driver.on_ready(key, readiness, &mut on_item) {
@@ -237,6 +242,7 @@ fn ping_sample(driver: &mut Driver<PingState>, sample: usize) -> io::Result<(u64
             }
         }
         driver.give_back(ready);
+        ctl.tick(driver.conns.len() as u64, answered.get());
     }
     Ok((sent, answered.get()))
 }

@@ -8,16 +8,17 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use throng::proto::{DataKind, Item, OpCode};
 
 use crate::cli::EchoArgs;
 use crate::conn::{Phase, Status};
-use crate::driver::{end_cause, CloseStats, DialStats, Driver};
-use crate::mode::Outcome;
+use crate::ctl::Ctl;
+use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
+use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
-use crate::stats::{bump, round3, Causes, Latency, Percentiles};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
 
 /// Bytes at the start of each payload that carry its sequence number (as hex, so text stays text).
@@ -102,10 +103,10 @@ fn fill(msg: &mut [u8], seq: u64) {
     msg[..n].copy_from_slice(&stamp(seq)[..n]);
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    mode: &'static str,
-    url: &'a str,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Report {
+    mode: String,
+    url: String,
     conns: usize,
     size: usize,
     inflight: usize,
@@ -115,10 +116,12 @@ struct Report<'a> {
     dial: DialStats,
     /// Echoes received in the measured window.
     messages: u64,
+    /// Length of the measured window (the longest of the processes').
+    window_s: f64,
     msgs_per_s: f64,
     /// Payload throughput, one direction.
     mib_per_s: f64,
-    rtt: Percentiles,
+    rtt: Latency,
     total_sent: u64,
     total_received: u64,
     payload_errors: u64,
@@ -126,9 +129,102 @@ struct Report<'a> {
     lost: u64,
     /// Connections that ended during the run, by cause.
     dropped: Causes,
-    cpu: Usage,
+    pub(crate) cpu: Usage,
     close: CloseStats,
     ok: bool,
+    #[serde(flatten)]
+    run: RunInfo,
+}
+
+impl super::Report for Report {
+    fn merge(&mut self, other: Self) {
+        self.conns += other.conns;
+        self.dial.merge(other.dial);
+        self.messages += other.messages;
+        self.window_s = self.window_s.max(other.window_s);
+        // The processes measured the same window: their rates add up.
+        self.msgs_per_s = round3(self.msgs_per_s + other.msgs_per_s);
+        self.mib_per_s = round3(self.mib_per_s + other.mib_per_s);
+        self.rtt.add(&other.rtt);
+        self.total_sent += other.total_sent;
+        self.total_received += other.total_received;
+        self.payload_errors += other.payload_errors;
+        self.lost += other.lost;
+        merge_causes(&mut self.dropped, other.dropped);
+        self.cpu.merge(&other.cpu, self.messages);
+        self.close.merge(other.close);
+        self.run.merge(&other.run);
+        self.finish();
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "echo".into(),
+                format!(
+                    "{}: {} conns, {} B {}, {} in flight each, warm-up {}s, measure {}s, {} process(es)",
+                    self.url,
+                    self.conns,
+                    self.size,
+                    if self.binary { "binary" } else { "text" },
+                    self.inflight,
+                    self.warmup_s,
+                    self.duration_s,
+                    self.run.procs
+                ),
+            ),
+            ("dial".into(), self.dial.line()),
+            (
+                "throughput".into(),
+                format!(
+                    "{:.0} msg/s, {:.2} MiB/s each way ({} messages in {:.2}s)",
+                    self.msgs_per_s, self.mib_per_s, self.messages, self.window_s
+                ),
+            ),
+            ("rtt".into(), self.rtt.summary().line()),
+            ("cpu".into(), self.cpu.line("msg")),
+            (
+                "checks".into(),
+                format!(
+                    "{} sent, {} received, {} payload errors, {} lost, dropped {:?}",
+                    self.total_sent, self.total_received, self.payload_errors, self.lost, self.dropped
+                ),
+            ),
+            ("close".into(), self.close.line()),
+        ]
+    }
+
+    fn ok(&self) -> bool {
+        self.ok
+    }
+
+    fn chart(&self) -> (&'static str, &Latency) {
+        ("Round-trip latency (measured window)", &self.rtt)
+    }
+
+    fn ops_name(&self) -> &'static str {
+        "echoes"
+    }
+
+    fn run_info(&mut self) -> &mut RunInfo {
+        &mut self.run
+    }
+
+    fn apply(&mut self, extra: super::Extra) {
+        if let super::Extra::Window(start, end) = extra {
+            self.cpu.set_server(end.server_use_since(&start, self.messages));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ok = !self.run.interrupted
+            && self.dial.established == self.conns as u64
+            && self.payload_errors == 0
+            && self.lost == 0
+            && self.dropped.is_empty()
+            && self.close.all_clean()
+            && self.messages > 0;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,31 +234,26 @@ enum Stage {
     Drain,
 }
 
-pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources) -> io::Result<Outcome> {
+pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
     let inflight = args.inflight.max(1);
     let mut driver: Driver<EchoState> = Driver::new(target, sources, (256 * 1024).max(args.size + 1024))?;
-    let dial =
-        driver.establish(args.conns, None, common.concurrency, common.connect_timeout, |_| EchoState {
-            sent_at: VecDeque::with_capacity(inflight),
-            next_seq: 0,
-            expect_seq: 0,
-            rx_pos: 0,
-            rx_ok: true,
-        })?;
-    let mut summary = vec![
-        format!(
-            "echo {}: {} conns, {} B {}, {} in flight each, warm-up {}, measure {}",
-            target.url,
-            args.conns,
-            args.size,
-            if args.binary { "binary" } else { "text" },
-            inflight,
-            humantime::format_duration(args.warmup),
-            humantime::format_duration(args.duration)
-        ),
-        dial.line(),
-    ];
+    let plan = DialPlan {
+        n: args.conns,
+        rate: None,
+        concurrency: common.concurrency,
+        connect_timeout: common.connect_timeout,
+        wait_ready: false,
+    };
+    let make_state = |_| EchoState {
+        sent_at: VecDeque::with_capacity(inflight),
+        next_seq: 0,
+        expect_seq: 0,
+        rx_pos: 0,
+        rx_ok: true,
+    };
+    let dial = driver.establish(ctl, &plan, make_state, &mut |_, _| false)?;
+    ctl.ready(driver.conns.len() as u64);
 
     let template: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut msg = template.clone();
@@ -197,6 +288,20 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources) -> io::Res
         conn.flush()
     };
 
+    // A child waits for the parent's `go`, so that every process measures the same window.
+    ctl.phase("waiting for the other processes");
+    while !ctl.go() && !ctl.stopped() {
+        let ready = driver.poll(Duration::from_millis(20))?;
+        for &(key, readiness) in &ready {
+            if let Status::Done(end) = driver.on_ready(key, readiness, &mut |_, _| {}) {
+                driver.remove(key);
+                bump(&mut dropped, end_cause(end));
+            }
+        }
+        driver.give_back(ready);
+    }
+    let mut stage = Stage::Warmup;
+    ctl.phase("warming up");
     let start = Instant::now();
     let measure_start = start + args.warmup;
     let measure_end = measure_start + args.duration;
@@ -210,19 +315,20 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources) -> io::Res
             bump(&mut dropped, cause);
         }
     }
-    let pid = common.server_pid;
-    let mut stage = Stage::Warmup;
-    let mut window_start = Snapshot::take(pid)?;
-    let mut window_end = window_start;
+    let pids = &common.server_pid;
+    let mut window_start = Snapshot::take(pids)?;
+    let mut window_end = None;
     loop {
         let now = Instant::now();
-        if stage == Stage::Warmup && now >= measure_start {
+        if stage == Stage::Warmup && (now >= measure_start || ctl.stopped()) {
             stage = Stage::Measure;
-            window_start = Snapshot::take(pid)?;
+            ctl.phase("measuring");
+            window_start = Snapshot::take(pids)?;
         }
-        if stage == Stage::Measure && now >= measure_end {
+        if stage == Stage::Measure && (now >= measure_end || ctl.stopped()) {
             stage = Stage::Drain;
-            window_end = Snapshot::take(pid)?;
+            ctl.phase("draining");
+            window_end = Some(Snapshot::take(pids)?);
             drain_end = now + args.drain_timeout;
         }
         let outstanding = sent - rx.received - lost;
@@ -253,37 +359,22 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources) -> io::Res
             }
         }
         driver.give_back(ready);
+        ctl.tick(driver.conns.len() as u64, rx.received);
     }
+    let window_end = match window_end {
+        Some(end) => end,
+        None => Snapshot::take(pids)?,
+    };
     let outstanding = sent - rx.received - lost;
     lost += outstanding;
-    let close = driver.close_all(args.drain_timeout, &mut |_, _| {})?;
+    let close = driver.close_all(ctl, args.drain_timeout, &mut |_, _| {})?;
 
     let window_s = window_end.wall_s(&window_start);
-    let msgs_per_s = if window_s > 0.0 { rx.window_msgs as f64 / window_s } else { 0.0 };
+    let msgs_per_s = ratio(rx.window_msgs as f64, window_s);
     let mib_per_s = msgs_per_s * args.size as f64 / (1024.0 * 1024.0);
-    let cpu = window_end.usage_since(&window_start, rx.window_msgs);
-    let rtt = rx.rtt.summary();
-    summary.push(format!(
-        "throughput: {msgs_per_s:.0} msg/s, {mib_per_s:.2} MiB/s each way ({} messages in {window_s:.2}s)",
-        rx.window_msgs
-    ));
-    summary.push(format!("rtt: {}", rtt.line()));
-    summary.push(cpu.line("msg"));
-    summary.push(format!(
-        "checks: {sent} sent, {} received, {} payload errors, {lost} lost, dropped {dropped:?}",
-        rx.received, rx.payload_errors
-    ));
-    summary.push(close.line());
-
-    let ok = dial.established == args.conns as u64
-        && rx.payload_errors == 0
-        && lost == 0
-        && dropped.is_empty()
-        && close.all_clean()
-        && rx.window_msgs > 0;
-    let report = Report {
-        mode: "echo",
-        url: &target.url,
+    let mut report = Report {
+        mode: "echo".into(),
+        url: target.url.clone(),
         conns: args.conns,
         size: args.size,
         inflight,
@@ -292,19 +383,22 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources) -> io::Res
         duration_s: args.duration.as_secs_f64(),
         dial,
         messages: rx.window_msgs,
+        window_s: round3(window_s),
         msgs_per_s: round3(msgs_per_s),
         mib_per_s: round3(mib_per_s),
-        rtt,
+        rtt: rx.rtt,
         total_sent: sent,
         total_received: rx.received,
         payload_errors: rx.payload_errors,
         lost,
         dropped,
-        cpu,
+        cpu: window_end.usage_since(&window_start, rx.window_msgs),
         close,
-        ok,
+        ok: false,
+        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
     };
-    Outcome::new(summary, &report, ok)
+    report.finish();
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -5,23 +5,23 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use throng::proto::Item;
 
 use crate::cli::StormArgs;
 use crate::conn::{End, Status};
-use crate::driver::end_cause;
-use crate::driver::Driver;
-use crate::mode::Outcome;
+use crate::ctl::Ctl;
+use crate::driver::{end_cause, Driver};
+use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
-use crate::stats::{bump, round3, Causes, Latency, Percentiles};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
 
-#[derive(Serialize)]
-struct Report<'a> {
-    mode: &'static str,
-    url: &'a str,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Report {
+    mode: String,
+    url: String,
     parallel: usize,
     duration_s: f64,
     sources: usize,
@@ -31,14 +31,84 @@ struct Report<'a> {
     elapsed_s: f64,
     cycles_per_s: f64,
     /// Connect start to 101.
-    handshake: Percentiles,
+    handshake: Latency,
     /// Connect start to the server's FIN after the close handshake.
-    cycle: Percentiles,
-    cpu: Usage,
+    cycle: Latency,
+    pub(crate) cpu: Usage,
     ok: bool,
+    #[serde(flatten)]
+    run: RunInfo,
 }
 
-pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources) -> io::Result<Outcome> {
+impl super::Report for Report {
+    fn merge(&mut self, other: Self) {
+        self.parallel += other.parallel;
+        self.sources += other.sources;
+        self.cycles += other.cycles;
+        merge_causes(&mut self.failed, other.failed);
+        self.elapsed_s = self.elapsed_s.max(other.elapsed_s);
+        self.cycles_per_s = round3(self.cycles_per_s + other.cycles_per_s);
+        self.handshake.add(&other.handshake);
+        self.cycle.add(&other.cycle);
+        self.cpu.merge(&other.cpu, self.cycles);
+        self.run.merge(&other.run);
+        self.finish();
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "storm".into(),
+                format!(
+                    "{}: {} in parallel for {}s from {} source address(es), {} process(es)",
+                    self.url,
+                    self.parallel,
+                    self.duration_s,
+                    self.sources.max(1),
+                    self.run.procs
+                ),
+            ),
+            (
+                "cycles".into(),
+                format!(
+                    "{} in {:.2}s = {:.0}/s, failed {:?}",
+                    self.cycles, self.elapsed_s, self.cycles_per_s, self.failed
+                ),
+            ),
+            ("handshake".into(), self.handshake.summary().line()),
+            ("cycle".into(), self.cycle.summary().line()),
+            ("cpu".into(), self.cpu.line("cycle")),
+        ]
+    }
+
+    fn ok(&self) -> bool {
+        self.ok
+    }
+
+    fn chart(&self) -> (&'static str, &Latency) {
+        ("Handshake latency (connect start to 101)", &self.handshake)
+    }
+
+    fn ops_name(&self) -> &'static str {
+        "cycles"
+    }
+
+    fn run_info(&mut self) -> &mut RunInfo {
+        &mut self.run
+    }
+
+    fn apply(&mut self, extra: super::Extra) {
+        if let super::Extra::Window(start, end) = extra {
+            self.cpu.set_server(end.server_use_since(&start, self.cycles));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ok = !self.run.interrupted && self.failed.is_empty() && self.cycles > 0;
+    }
+}
+
+pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
     let parallel = args.parallel.max(1);
     let n_sources = sources.len();
@@ -46,8 +116,13 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources) -> io::Re
     let (mut handshake, mut cycle) = (Latency::new(), Latency::new());
     let mut failed = Causes::new();
     let mut cycles = 0u64;
-    let pid = common.server_pid;
-    let window_start = Snapshot::take(pid)?;
+    ctl.ready(0);
+    while !ctl.go() && !ctl.stopped() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctl.phase("cycling");
+    let pids = &common.server_pid;
+    let window_start = Snapshot::take(pids)?;
     let start = Instant::now();
     let stop_starting = start + args.duration;
     let give_up = stop_starting + common.connect_timeout;
@@ -55,7 +130,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources) -> io::Re
     let mut ignore = |_: &mut (), _: &Item<'_>| {};
     loop {
         let now = Instant::now();
-        let starting = now < stop_starting;
+        let starting = now < stop_starting && !ctl.stopped();
         if starting {
             // At most `parallel` attempts per turn, so instant failures cannot spin here.
             for _ in driver.conns.len()..parallel {
@@ -92,6 +167,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources) -> io::Re
             }
         }
         driver.give_back(ready);
+        ctl.tick(driver.conns.len() as u64, cycles);
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + Duration::from_millis(50);
@@ -105,43 +181,29 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources) -> io::Re
             }
         }
     }
-    let window_end = Snapshot::take(pid)?;
+    let window_end = Snapshot::take(pids)?;
     for _ in 0..driver.conns.len() {
         bump(&mut failed, "unfinished");
     }
     driver.conns.clear();
 
     let elapsed_s = window_end.wall_s(&window_start);
-    let cycles_per_s = if elapsed_s > 0.0 { cycles as f64 / elapsed_s } else { 0.0 };
-    let cpu = window_end.usage_since(&window_start, cycles);
-    let (handshake, cycle) = (handshake.summary(), cycle.summary());
-    let summary = vec![
-        format!(
-            "storm {}: {parallel} in parallel for {} from {} source address(es)",
-            target.url,
-            humantime::format_duration(args.duration),
-            n_sources.max(1)
-        ),
-        format!("cycles: {cycles} in {elapsed_s:.2}s = {cycles_per_s:.0}/s, failed {failed:?}"),
-        format!("handshake: {}", handshake.line()),
-        format!("cycle: {}", cycle.line()),
-        cpu.line("cycle"),
-    ];
-    let ok = failed.is_empty() && cycles > 0;
-    let report = Report {
-        mode: "storm",
-        url: &target.url,
+    let mut report = Report {
+        mode: "storm".into(),
+        url: target.url.clone(),
         parallel,
         duration_s: args.duration.as_secs_f64(),
         sources: n_sources,
         cycles,
         failed,
         elapsed_s: round3(elapsed_s),
-        cycles_per_s: round3(cycles_per_s),
+        cycles_per_s: round3(ratio(cycles as f64, elapsed_s)),
         handshake,
         cycle,
-        cpu,
-        ok,
+        cpu: window_end.usage_since(&window_start, cycles),
+        ok: false,
+        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
     };
-    Outcome::new(summary, &report, ok)
+    report.finish();
+    Ok(report)
 }

@@ -31,12 +31,14 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The one method each route answers to.
-    fn method(&self) -> &'static str {
+    /// The methods each route answers to, as in an `Allow` header.
+    fn methods(&self) -> &'static str {
         match self {
             Route::Demo | Route::Health | Route::Ready | Route::Metrics | Route::Stats | Route::Channels => {
                 "GET"
             }
+            // GET: the channel's subscribers across the fleet; POST: publish.
+            Route::Channel(_) => "GET, POST",
             _ => "POST",
         }
     }
@@ -104,9 +106,9 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
     let Some(route) = route(&req.path) else {
         return Response::error(404, "not_found", format!("no endpoint at {}", req.path));
     };
-    if req.method != route.method() {
-        let text = format!("{} {} is not supported; use {}", req.method, req.path, route.method());
-        return Response::error(405, "method_not_allowed", text).with_header("Allow", route.method());
+    if !route.methods().split(", ").any(|m| m == req.method) {
+        let text = format!("{} {} is not supported; use {}", req.method, req.path, route.methods());
+        return Response::error(405, "method_not_allowed", text).with_header("Allow", route.methods());
     }
     let live = ctx.front.live();
     if !route.is_open() {
@@ -143,6 +145,7 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
         },
         Route::PublishBatch => batch(ctx, req),
         Route::Channel(name) => match percent_decode(name) {
+            Some(name) if req.method == "GET" => channel_presence(ctx, &name),
             Some(name) => publish_raw(ctx, &name, &req.body),
             None => Response::error(400, "bad_request", "invalid percent-encoding in the channel name"),
         },
@@ -180,6 +183,31 @@ fn channels(ctx: &Ctx, req: &Request) -> Response {
     let channels: Vec<Value> =
         list.iter().map(|(name, n)| json!({ "name": name, "subscribers": n })).collect();
     Response::json(200, &json!({ "channels": channels }))
+}
+
+/// `GET /v1/channels/{name}`: subscribers on every node (from the broker's presence records,
+/// refreshed within a fraction of a second of a change) and on this one. Without a broker, or
+/// while it is unreachable, both counts are this node's and `cluster` is false.
+fn channel_presence(ctx: &Ctx, name: &str) -> Response {
+    if let Err(e) = checked(name) {
+        return e;
+    }
+    let local = ctx.registry.subscribers(name);
+    let (subscribers, nodes, cluster) = match ctx.broker.presence(name, local) {
+        Some(p) => (p.subscribers, p.nodes, true),
+        None => (local as u64, u64::from(local > 0), false),
+    };
+    Response::json(
+        200,
+        &json!({
+            "channel": name,
+            "subscribers": subscribers,
+            "local": local,
+            "nodes": nodes,
+            "cluster": cluster,
+            "broker": ctx.broker.state().as_str(),
+        }),
+    )
 }
 
 #[derive(Deserialize)]

@@ -68,6 +68,10 @@ pub struct Settings {
     pub demo: bool,
     /// Resolved from [`Options::event_capacity`].
     pub event_capacity: usize,
+    /// Resolved from [`Options::broker`]: a Redis URL, checked; `None` for a single node.
+    pub broker: Option<String>,
+    /// Resolved from [`Options::broker_prefix`].
+    pub broker_prefix: String,
 }
 
 /// A configuration that cannot be used, with a message naming the file and key at fault.
@@ -131,7 +135,19 @@ impl Settings {
         if let Some(p) = subprotocols.iter().find(|p| p.starts_with("bearer.")) {
             return bad("subprotocols", &format!("{p:?}: the bearer. prefix carries tokens"));
         }
+        let broker = nonempty(o.broker).filter(|b| b != "local");
+        if let Some(url) = &broker {
+            if let Err(e) = crate::gateway::broker::check_url(url) {
+                return bad("broker", &e);
+            }
+        }
+        let broker_prefix = o.broker_prefix.unwrap_or_else(|| "throng".into());
+        if broker_prefix.is_empty() || broker_prefix.bytes().any(|b| b.is_ascii_whitespace() || b == b'*') {
+            return bad("broker_prefix", "must be non-empty, without spaces or *");
+        }
         Ok(Settings {
+            broker,
+            broker_prefix,
             demo: o.demo.unwrap_or(config_file.is_none()),
             config_file,
             listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -192,6 +208,8 @@ impl Settings {
             "drain_timeout": secs(Some(self.drain_timeout)),
             "demo": self.demo,
             "event_capacity": self.event_capacity,
+            "broker": self.broker.as_deref().map_or_else(|| "local".to_owned(), crate::gateway::broker::redact_url),
+            "broker_prefix": self.broker_prefix,
         })
     }
 }
@@ -221,6 +239,23 @@ mod tests {
         assert_eq!(s.allowed_origins, ["a", "b"]);
         assert_eq!(s.ping_interval, None);
         assert!(!s.demo, "a config file turns the demo off by default");
+    }
+
+    #[test]
+    fn broker_url_is_checked_and_redacted() {
+        let parse = |args: &[&str]| Settings::resolve(Cli::try_parse_from(args).unwrap().options, None);
+        let s = parse(&["throng"]).unwrap();
+        assert_eq!((s.broker.as_deref(), s.broker_prefix.as_str()), (None, "throng"));
+        assert_eq!(s.to_json()["broker"], "local");
+        let s = parse(&["throng", "--broker", "redis://:pw@10.0.0.9:6379", "--broker-prefix", "f1"]).unwrap();
+        assert_eq!(s.broker.as_deref(), Some("redis://:pw@10.0.0.9:6379"));
+        assert_eq!(s.to_json()["broker"], "redis://:<redacted>@10.0.0.9:6379");
+        assert_eq!(s.to_json()["broker_prefix"], "f1");
+        assert_eq!(parse(&["throng", "--broker", "local"]).unwrap().broker, None);
+        let err = parse(&["throng", "--broker", "http://x"]).unwrap_err().to_string();
+        assert!(err.starts_with("broker: "), "{err}");
+        let err = parse(&["throng", "--broker-prefix", "a b"]).unwrap_err().to_string();
+        assert!(err.starts_with("broker_prefix: "), "{err}");
     }
 
     #[test]

@@ -148,6 +148,16 @@ pub struct Options {
     /// Capacity of the loops-to-workers event channel [default: 65536].
     #[arg(long, env = "THRONG_EVENT_CAPACITY", value_name = "N")]
     pub event_capacity: Option<usize>,
+
+    /// Redis URL of the fleet's broker, e.g. redis://10.0.0.9:6379; publishes then reach every
+    /// node that uses the same Redis [default: none, this node alone].
+    #[arg(long, env = "THRONG_BROKER", value_name = "URL", hide_env_values = true)]
+    pub broker: Option<String>,
+
+    /// Prefix of every Redis key and channel the broker uses (`PREFIX:ch:NAME`), so fleets can
+    /// share a Redis [default: throng].
+    #[arg(long, env = "THRONG_BROKER_PREFIX", value_name = "PREFIX")]
+    pub broker_prefix: Option<String>,
 }
 
 impl Options {
@@ -182,6 +192,8 @@ impl Options {
             drain_timeout,
             demo,
             event_capacity,
+            broker,
+            broker_prefix,
         )
     }
 }

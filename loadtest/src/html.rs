@@ -1,0 +1,323 @@
+//! `--report FILE.html`: one self-contained page (no script, no external resource) with the
+//! final table, a latency histogram and the throughput and connections over time, as inline SVG.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use crate::ctl::Sample;
+use crate::mode::Report;
+use crate::stats::{fmt_us, Latency};
+
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 260.0;
+const MARGIN_LEFT: f64 = 70.0;
+const MARGIN_BOTTOM: f64 = 40.0;
+const MARGIN_TOP: f64 = 30.0;
+const MARGIN_RIGHT: f64 = 20.0;
+
+pub(crate) fn write<R: Report>(path: &Path, report: &R) -> io::Result<()> {
+    let json = serde_json::to_value(report).map_err(io::Error::other)?;
+    let mode = json.get("mode").and_then(|m| m.as_str()).unwrap_or("run").to_owned();
+    let ok = report.ok();
+    let rows = report.rows();
+    let (title, latency) = report.chart();
+    let series: Vec<Sample> =
+        json.get("series").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let mut page = String::with_capacity(64 * 1024);
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>throng-load {mode}</title>\n<style>{STYLE}</style></head><body>\n<h1>throng-load {mode} <span class=\"{}\">{}</span></h1>\n",
+        if ok { "ok" } else { "bad" },
+        if ok { "checks passed" } else { "checks failed" }
+    );
+    let _ = writeln!(
+        page,
+        "<p class=\"meta\"><code>{}</code><br>{} · {}</p>",
+        esc(&command.join(" ")),
+        esc(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        esc(&machine())
+    );
+    page.push_str("<table>\n");
+    for (key, value) in &rows {
+        let _ = writeln!(page, "<tr><th>{}</th><td>{}</td></tr>", esc(key.trim()), esc(value));
+    }
+    page.push_str("</table>\n");
+    let _ = write!(page, "<h2>{}</h2>\n{}\n", esc(title), histogram_svg(latency));
+    page.push_str(&percentile_table(latency));
+    let ops: Vec<(f64, f64)> = series.iter().map(|s| (s.t_s, s.ops_per_s)).collect();
+    let open: Vec<(f64, f64)> = series.iter().map(|s| (s.t_s, s.open as f64)).collect();
+    let _ = write!(
+        page,
+        "<h2>Throughput: {} per second</h2>\n{}\n<h2>Connections open</h2>\n{}\n",
+        report.ops_name(),
+        line_svg(&ops, "#2060c0"),
+        line_svg(&open, "#20a060")
+    );
+    let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
+    let _ = write!(
+        page,
+        "<details><summary>JSON report</summary><pre>{}</pre></details>\n</body></html>\n",
+        esc(&pretty)
+    );
+    std::fs::write(path, page)
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:820px;color:#222}\
+h1{font-size:22px}h2{font-size:16px;margin-top:1.6em}.ok{color:#1a7f37}.bad{color:#c0262d}\
+.meta{color:#555}code{font-size:12px;word-break:break-all}table{border-collapse:collapse;margin:.5em 0}\
+th,td{text-align:left;padding:3px 10px 3px 0;vertical-align:top}th{white-space:nowrap;color:#444}\
+td{font-family:ui-monospace,monospace;font-size:12px}svg{background:#fafafa;border:1px solid #ddd}\
+svg text{font:11px sans-serif;fill:#444}pre{font-size:11px;overflow:auto;background:#f4f4f4;padding:8px}";
+
+/// `2 cores, Intel(R) Xeon(R) …, Linux 6.1`.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown CPU");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {model}, Linux {}", kernel.trim())
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b)) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// Plot area in pixels.
+fn area() -> (f64, f64, f64, f64) {
+    (MARGIN_LEFT, WIDTH - MARGIN_RIGHT, MARGIN_TOP, HEIGHT - MARGIN_BOTTOM)
+}
+
+fn svg_open(out: &mut String) {
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\">"
+    );
+}
+
+/// A "nice" round step for about `target` ticks over `span`.
+fn nice_step(span: f64, target: f64) -> f64 {
+    let raw = (span / target).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().find(|m| m * magnitude >= raw).unwrap_or(10.0);
+    step * magnitude
+}
+
+fn fmt_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Bars of the latency distribution on a logarithmic time axis (about 12 bins per decade),
+/// with the p50, p99 and p99.9 marked.
+pub(crate) fn histogram_svg(latency: &Latency) -> String {
+    let mut out = String::new();
+    svg_open(&mut out);
+    let (x0, x1, y0, y1) = area();
+    let hist = latency.hist();
+    if hist.is_empty() {
+        let _ = write!(out, "<text x=\"{}\" y=\"{}\">no samples</text></svg>", x0 + 10.0, (y0 + y1) / 2.0);
+        return out;
+    }
+    let (lo, hi) = ((hist.min().max(1) as f64).log10(), (hist.max().max(2) as f64).log10());
+    let (lo, hi) = (lo.floor(), (hi + 1e-9).ceil().max(lo.floor() + 1.0));
+    const PER_DECADE: f64 = 12.0;
+    let bins = ((hi - lo) * PER_DECADE).round() as usize;
+    let mut counts = vec![0u64; bins];
+    for v in hist.iter_recorded() {
+        let x = (v.value_iterated_to().max(1) as f64).log10();
+        let i = (((x - lo) * PER_DECADE) as usize).min(bins - 1);
+        counts[i] += v.count_at_value();
+    }
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let sx = |x: f64| x0 + (x - lo) / (hi - lo) * (x1 - x0);
+    let sy = |c: f64| y1 - c / max * (y1 - y0);
+    let bar = (x1 - x0) / bins as f64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 {
+            let x = x0 + i as f64 * bar;
+            let _ = write!(
+                out,
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#5b8fd6\"><title>{c}</title></rect>",
+                sy(c as f64),
+                (bar - 1.0).max(1.0),
+                y1 - sy(c as f64)
+            );
+        }
+    }
+    axes(&mut out);
+    // Decade ticks: 1µs, 10µs, …
+    let mut d = lo;
+    while d <= hi + 1e-9 {
+        let x = sx(d);
+        let label = fmt_us(10f64.powf(d) / 1000.0);
+        let _ = write!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{y1}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#888\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            y1 + 4.0,
+            y1 + 16.0
+        );
+        d += 1.0;
+    }
+    for (q, name, color) in [(0.5, "p50", "#1a7f37"), (0.99, "p99", "#c07000"), (0.999, "p99.9", "#c0262d")] {
+        let v = hist.value_at_quantile(q).max(1) as f64;
+        let x = sx(v.log10());
+        let _ = write!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{y0}\" x2=\"{x:.1}\" y2=\"{y1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"{color}\">{name} {}</text>",
+            x + 3.0,
+            y0 - 6.0 + if name == "p99" { 12.0 } else { 0.0 },
+            fmt_us(v / 1000.0)
+        );
+    }
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+        x0 - 6.0,
+        y0 + 4.0,
+        fmt_count(max)
+    );
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (log scale); bar height: count</text></svg>",
+        (x0 + x1) / 2.0,
+        HEIGHT - 6.0
+    );
+    out
+}
+
+fn axes(out: &mut String) {
+    let (x0, x1, y0, y1) = area();
+    let _ = write!(
+        out,
+        "<line x1=\"{x0}\" y1=\"{y1}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"#444\"/><line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"#444\"/>"
+    );
+}
+
+/// A line over time (`(seconds, value)` points) with round ticks on both axes.
+pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
+    let mut out = String::new();
+    svg_open(&mut out);
+    let (x0, x1, y0, y1) = area();
+    if points.is_empty() {
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{}\">no samples (the run was shorter than a second)</text></svg>",
+            x0 + 10.0,
+            (y0 + y1) / 2.0
+        );
+        return out;
+    }
+    let t_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let v_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0);
+    let y_step = nice_step(v_max, 5.0);
+    let v_top = (v_max / y_step).ceil() * y_step;
+    let sx = |t: f64| x0 + t / t_max * (x1 - x0);
+    let sy = |v: f64| y1 - v / v_top * (y1 - y0);
+    let mut v = 0.0;
+    while v <= v_top + y_step * 1e-9 {
+        let y = sy(v);
+        let _ = write!(
+            out,
+            "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            x0 - 6.0,
+            y + 4.0,
+            fmt_count(v)
+        );
+        v += y_step;
+    }
+    let t_step = nice_step(t_max, 8.0);
+    let mut t = 0.0;
+    while t <= t_max + t_step * 1e-9 {
+        let x = sx(t);
+        let _ = write!(out, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{t}s</text>", y1 + 16.0);
+        t += t_step;
+    }
+    axes(&mut out);
+    let path: Vec<String> = points.iter().map(|&(t, v)| format!("{:.1},{:.1}", sx(t), sy(v))).collect();
+    let _ = write!(
+        out,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+        path.join(" ")
+    );
+    for &(t, v) in points {
+        let _ = write!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{t}s: {}</title></circle>",
+            sx(t),
+            sy(v),
+            fmt_count(v)
+        );
+    }
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">seconds since start</text></svg>",
+        (x0 + x1) / 2.0,
+        HEIGHT - 6.0
+    );
+    out
+}
+
+fn percentile_table(latency: &Latency) -> String {
+    let p = latency.summary();
+    let mut out = String::from("<table><tr>");
+    for name in ["count", "mean", "p50", "p90", "p99", "p99.9", "max"] {
+        let _ = write!(out, "<th>{name}</th>");
+    }
+    out.push_str("</tr><tr>");
+    let cells = [
+        p.count.to_string(),
+        fmt_us(p.mean_us),
+        fmt_us(p.p50_us),
+        fmt_us(p.p90_us),
+        fmt_us(p.p99_us),
+        fmt_us(p.p999_us),
+        fmt_us(p.max_us),
+    ];
+    for cell in cells {
+        let _ = write!(out, "<td>{}</td>", esc(&cell));
+    }
+    out.push_str("</tr></table>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_svg_and_escape_text() {
+        let mut l = Latency::new();
+        for us in [5u64, 50, 500, 5000, 5000, 50_000] {
+            l.record(std::time::Duration::from_micros(us));
+        }
+        let svg = histogram_svg(&l);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(svg.contains("p99") && svg.contains("<rect"));
+        assert!(histogram_svg(&Latency::new()).contains("no samples"));
+        let line = line_svg(&[(1.0, 10.0), (2.0, 2500.0), (3.0, 7.0)], "#000");
+        assert_eq!(line.matches("<circle").count(), 3);
+        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(nice_step(7300.0, 5.0), 2000.0);
+    }
+}

@@ -1,0 +1,359 @@
+//! `--procs K`: the parent runs K copies of itself (`--child`), each with a share of the
+//! connections and of the source addresses, and merges their reports. Histograms come as
+//! HdrHistogram V2 (base64), so the merged percentiles are exact.
+//!
+//! The children speak the protocol described in `ctl.rs`. The parent holds the barrier: once
+//! every child is ready it says `go`, so all measure the same window. What concerns the server
+//! or the machine as a whole it measures once itself: `connect`'s memory readings (taken after
+//! the hold, with every child's connections open), the server's CPU over the measured window,
+//! and in `fanout` the publishing (the children only subscribe).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cli::Mode;
+use crate::ctl::Ctl;
+use crate::mode::{Extra, Report};
+use crate::net::Sources;
+use crate::probe::MemProbe;
+use crate::procfs::Snapshot;
+use crate::publish::{self, PublishStats};
+use crate::target::Target;
+
+/// A line from a child, or its end.
+enum Line {
+    Progress { open: u64, ops: u64 },
+    Ready(u64),
+    Report(String),
+    Eof,
+}
+
+fn parse_line(line: &str) -> Option<Line> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    if let Some(p) = value.get("progress") {
+        return Some(Line::Progress { open: p.get("open")?.as_u64()?, ops: p.get("ops")?.as_u64()? });
+    }
+    if let Some(n) = value.get("ready") {
+        return Some(Line::Ready(n.as_u64().unwrap_or(0)));
+    }
+    value.get("mode").is_some().then(|| Line::Report(line.to_owned()))
+}
+
+/// `args` (without the program name) less `--name VALUE` / `--name=VALUE` for each of `with_value`
+/// and `--name` for each of `flags`.
+pub(crate) fn strip_args(args: &[String], with_value: &[&str], flags: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_next = false;
+    for arg in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if flags.contains(&arg.as_str()) {
+            continue;
+        }
+        if with_value.contains(&arg.as_str()) {
+            skip_next = true;
+            continue;
+        }
+        if with_value.iter().any(|name| arg.strip_prefix(name).is_some_and(|rest| rest.starts_with('='))) {
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
+}
+
+/// `n` split into `k` shares differing by at most one.
+pub(crate) fn shares(n: usize, k: usize) -> Vec<usize> {
+    (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
+}
+
+/// The source addresses of child `i` of `k`: contiguous slices, or one address each (shared
+/// round-robin) when there are fewer addresses than children.
+pub(crate) fn source_slice(sources: &Sources, i: usize, k: usize) -> Option<String> {
+    let addrs = sources.addrs();
+    if addrs.is_empty() {
+        return None;
+    }
+    let slice: Vec<String> = if addrs.len() >= k {
+        let sizes = shares(addrs.len(), k);
+        let start: usize = sizes[..i].iter().sum();
+        addrs[start..start + sizes[i]].iter().map(|a| a.to_string()).collect()
+    } else {
+        vec![addrs[i % addrs.len()].to_string()]
+    };
+    Some(slice.join(","))
+}
+
+struct Kid {
+    process: Child,
+    stdin: Option<ChildStdin>,
+    ready: Option<u64>,
+    open: u64,
+    ops: u64,
+    report: Option<String>,
+    done: bool,
+}
+
+impl Kid {
+    fn say(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            if writeln!(stdin, "{line}").and_then(|()| stdin.flush()).is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+}
+
+/// Runs `mode` over `procs` child processes and merges their reports.
+pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result<R> {
+    let common = mode.common();
+    let target = Target::parse(&common.url).map_err(io::Error::other)?;
+    let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
+    let (shard_option, total) = mode.shard_option();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut strip = vec!["--procs", "--report", "--server-pid", "--sources", shard_option];
+    // `connect --rate` is the total: each child starts its share.
+    let connect_rate = match mode {
+        Mode::Connect(args) => args.rate.map(|rate| rate / procs as f64),
+        _ => None,
+    };
+    if connect_rate.is_some() {
+        strip.push("--rate");
+    }
+    let mut base = strip_args(&args, &strip, &["--json", "--child"]);
+    if let Some(rate) = connect_rate {
+        base.extend(["--rate".into(), rate.to_string()]);
+    }
+    // Taken before any connection exists.
+    let probe = match mode {
+        Mode::Connect(_) => Some(MemProbe::before(&common.server_pid)?),
+        _ => None,
+    };
+    let exe = std::env::current_exe()?;
+    let (tx, rx) = mpsc::channel::<(usize, Line)>();
+    let mut kids = Vec::with_capacity(procs);
+    for (i, share) in shares(total, procs).into_iter().enumerate() {
+        let mut child_args = base.clone();
+        child_args.extend(["--child".into(), shard_option.into(), share.to_string()]);
+        if let Some(slice) = source_slice(&sources, i, procs) {
+            child_args.extend(["--sources".into(), slice]);
+        }
+        let mut process = Command::new(&exe)
+            .args(&child_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = process.stdout.take().ok_or_else(|| io::Error::other("no child stdout"))?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(parsed) = parse_line(&line) {
+                    if tx.send((i, parsed)).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send((i, Line::Eof));
+        });
+        let stdin = process.stdin.take();
+        kids.push(Kid { process, stdin, ready: None, open: 0, ops: 0, report: None, done: false });
+    }
+    drop(tx);
+
+    let pids = &common.server_pid;
+    let mut go_at: Option<Instant> = None;
+    let mut all_ready_at: Option<Instant> = None;
+    let mut window: (Option<Snapshot>, Option<Snapshot>) = (None, None);
+    let mut mem = None;
+    let mut publisher: Option<std::thread::JoinHandle<PublishStats>> = None;
+    let mut publish_stats = None;
+    let mut stop_sent = false;
+    ctl.phase("connecting");
+    while kids.iter().any(|k| !k.done) {
+        if let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(50)) {
+            let kid = &mut kids[i];
+            match line {
+                Line::Progress { open, ops } => (kid.open, kid.ops) = (open, ops),
+                Line::Ready(open) => (kid.ready, kid.open) = (Some(open), open),
+                Line::Report(report) => kid.report = Some(report),
+                Line::Eof => kid.done = true,
+            }
+        }
+        let now = Instant::now();
+        if ctl.stopped() && !stop_sent {
+            stop_sent = true;
+            kids.iter_mut().for_each(|k| k.say("stop"));
+        }
+        let all_ready = kids.iter().all(|k| k.ready.is_some() || k.done);
+        if all_ready && all_ready_at.is_none() {
+            all_ready_at = Some(now);
+            ctl.phase(if matches!(mode, Mode::Connect(_)) { "holding" } else { "starting" });
+        }
+        if let (Some(ready_at), None) = (all_ready_at, go_at) {
+            // `connect` holds before the barrier; every other mode starts at once.
+            let hold = match mode {
+                Mode::Connect(args) if !ctl.stopped() => args.hold,
+                _ => Duration::ZERO,
+            };
+            if now >= ready_at + hold || ctl.stopped() {
+                if let (Mode::Connect(args), Some(probe)) = (mode, &probe) {
+                    let open = kids.iter().map(|k| k.ready.unwrap_or(0)).sum();
+                    mem = Some(probe.after(open, args.smaps_top)?);
+                }
+                if !matches!(mode, Mode::Echo(_)) {
+                    window.0 = Some(Snapshot::take(pids)?);
+                }
+                if let Mode::Fanout(args) = mode {
+                    if !ctl.stopped() {
+                        let plan = crate::mode::fanout::plan(args).map_err(io::Error::other)?;
+                        let stop = ctl.flags().stop.clone();
+                        publisher = Some(std::thread::spawn(move || publish::run(&plan, &stop)));
+                    }
+                }
+                kids.iter_mut().for_each(|k| k.say("go"));
+                go_at = Some(now);
+                ctl.phase("running");
+            }
+        }
+        if let Some(go) = go_at {
+            match mode {
+                Mode::Echo(args) => {
+                    // The measured window starts after the warm-up.
+                    let start = go + args.warmup;
+                    if window.0.is_none() && (now >= start || ctl.stopped()) {
+                        window.0 = Some(Snapshot::take(pids)?);
+                    }
+                    if window.0.is_some()
+                        && window.1.is_none()
+                        && (now >= start + args.duration || ctl.stopped())
+                    {
+                        window.1 = Some(Snapshot::take(pids)?);
+                    }
+                }
+                Mode::Storm(args) => {
+                    if window.1.is_none() && (now >= go + args.duration || ctl.stopped()) {
+                        window.1 = Some(Snapshot::take(pids)?);
+                    }
+                }
+                Mode::Fanout(_) => {
+                    if publisher.as_ref().is_some_and(|p| p.is_finished()) {
+                        if let Some(handle) = publisher.take() {
+                            let stats = handle
+                                .join()
+                                .map_err(|_| io::Error::other("the publisher thread panicked"))?;
+                            let line = format!("end {}", stats.accepted);
+                            kids.iter_mut().for_each(|k| k.say(&line));
+                            publish_stats = Some(stats);
+                        }
+                    }
+                    if window.1.is_none() && kids.iter().any(|k| k.report.is_some()) {
+                        window.1 = Some(Snapshot::take(pids)?);
+                    }
+                }
+                Mode::Connect(_) => {}
+            }
+        }
+        let open = kids.iter().map(|k| k.open).sum();
+        let ops = kids.iter().map(|k| k.ops).sum();
+        ctl.tick(open, ops);
+    }
+    for kid in &mut kids {
+        kid.stdin = None;
+        let _ = kid.process.wait();
+    }
+
+    let mut merged: Option<R> = None;
+    let mut missing = 0;
+    for kid in &kids {
+        let Some(text) = &kid.report else {
+            missing += 1;
+            continue;
+        };
+        let report: R =
+            serde_json::from_str(text).map_err(|e| io::Error::other(format!("child report: {e}")))?;
+        match &mut merged {
+            Some(m) => m.merge(report),
+            None => merged = Some(report),
+        }
+    }
+    let mut merged = merged.ok_or_else(|| io::Error::other("no child process reported"))?;
+    if missing > 0 {
+        eprintln!(
+            "throng-load: {missing} of {procs} processes did not report; their connections are not counted"
+        );
+        merged.run_info().interrupted = true;
+    }
+    merged.run_info().series.clear();
+    if let Some(mem) = mem {
+        merged.apply(Extra::Mem(mem));
+    }
+    if let (Some(start), Some(end)) = window {
+        merged.apply(Extra::Window(start, end));
+    }
+    if let Some(stats) = publish_stats {
+        merged.apply(Extra::Publish(stats));
+    }
+    merged.run_info().interrupted |= ctl.stopped();
+    merged.finish();
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn child_arguments() {
+        let args = strings(&[
+            "connect",
+            "ws://127.0.0.1:9/",
+            "--conns",
+            "50000",
+            "--procs=3",
+            "--json",
+            "--hold",
+            "5s",
+            "--server-pid",
+            "1,2,3",
+            "--sources=127.0.0.2-127.0.0.9",
+            "--report",
+            "r.html",
+        ]);
+        let out =
+            strip_args(&args, &["--procs", "--report", "--server-pid", "--sources", "--conns"], &["--json"]);
+        assert_eq!(out, strings(&["connect", "ws://127.0.0.1:9/", "--hold", "5s"]));
+    }
+
+    #[test]
+    fn shares_and_source_slices() {
+        assert_eq!(shares(50_000, 3), [16_667, 16_667, 16_666]);
+        assert_eq!(shares(2, 3), [1, 1, 0]);
+        let target = "127.0.0.1:9".parse().unwrap();
+        let sources = Sources::new(Some("127.0.0.2-127.0.0.8"), target).unwrap();
+        let slices: Vec<_> = (0..3).map(|i| source_slice(&sources, i, 3).unwrap()).collect();
+        assert_eq!(slices, ["127.0.0.2,127.0.0.3,127.0.0.4", "127.0.0.5,127.0.0.6", "127.0.0.7,127.0.0.8"]);
+        let one = Sources::new(Some("127.0.0.2"), target).unwrap();
+        assert_eq!(source_slice(&one, 2, 3).unwrap(), "127.0.0.2");
+        assert_eq!(source_slice(&Sources::default(), 0, 3), None);
+    }
+
+    #[test]
+    fn child_lines() {
+        assert!(matches!(
+            parse_line(r#"{"progress":{"open":3,"ops":9}}"#),
+            Some(Line::Progress { open: 3, ops: 9 })
+        ));
+        assert!(matches!(parse_line(r#"{"ready":12}"#), Some(Line::Ready(12))));
+        assert!(matches!(parse_line(r#"{"mode":"echo","conns":1}"#), Some(Line::Report(_))));
+        assert!(parse_line("dial: 1/1").is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! `throng-load` end to end against in-process servers on loopback: an echo server (throng's
+//! engine with an inline echo hook) and, for `fanout`, a miniature gateway that speaks the
+//! contract of loadtest/README.md (welcome on open, `?channels=`, `POST /v1/publish`). Small
+//! numbers: the whole file runs in a few seconds.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+
+use serde_json::Value;
+use throng::{Event, Flow, Server};
+
+/// An echo server on 127.0.0.1:0 that lives as long as the test process.
+fn echo_server() -> SocketAddr {
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .loops(1)
+        .on_message(|inline, kind, payload| {
+            inline.reply(kind, payload);
+            Flow::Consumed
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let events = server.events();
+    std::thread::spawn(move || for _ in events.iter() {});
+    std::mem::forget(server);
+    addr
+}
+
+/// Runs `throng-load ARGS --json`; returns the exit code, the parsed last line and the output.
+fn load(args: &[&str]) -> (i32, Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(args)
+        .args(["--json", "--timeout", "30s"])
+        .output()
+        .expect("throng-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    let json = serde_json::from_str(last).unwrap_or_else(|e| panic!("no JSON last line ({e}):\n{text}"));
+    (output.status.code().unwrap_or(-1), json, text)
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    path.split('.').fold(v, |v, key| &v[key]).as_u64().unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    path.split('.').fold(v, |v, key| &v[key]).as_f64().unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+fn assert_ordered(v: &Value, latency: &str) {
+    let (p50, p99, max) = (
+        f(v, &format!("{latency}.p50_us")),
+        f(v, &format!("{latency}.p99_us")),
+        f(v, &format!("{latency}.max_us")),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}: {p50} {p99} {max}");
+    assert!(u(v, &format!("{latency}.count")) > 0);
+}
+
+#[test]
+fn connect_holds_500_and_checks_them() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) = load(&["connect", &url, "--conns", "500", "--hold", "2s", "--ping-sample", "100"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["mode"], "connect");
+    assert_eq!(u(&v, "dial.established"), 500);
+    assert_eq!(u(&v, "open_at_measure"), 500);
+    assert_eq!((u(&v, "pings_sent"), u(&v, "pongs_received")), (100, 100));
+    assert_eq!(u(&v, "close.clean"), 500);
+    assert_ordered(&v, "dial.handshake_latency");
+    assert_eq!(v["ok"], true);
+}
+
+#[test]
+fn echo_checks_payloads_and_orders_percentiles() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "8",
+        "--size",
+        "100",
+        "--inflight",
+        "4",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(u(&v, "dial.established"), 8);
+    assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0));
+    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+    assert_ordered(&v, "rtt");
+    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"));
+    assert!(f(&v, "cpu.client.utilisation") > 0.0);
+}
+
+#[test]
+fn procs_2_merges_counts_and_histograms() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) = load(&[
+        "connect",
+        &url,
+        "--conns",
+        "301",
+        "--hold",
+        "300ms",
+        "--procs",
+        "2",
+        "--report",
+        "/dev/null",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 301, 301));
+    assert_eq!(u(&v, "dial.handshake_latency.count"), 301, "merged histogram counts every handshake");
+    assert_eq!(u(&v, "close.clean"), 301);
+
+    let (code, v, text) =
+        load(&["echo", &url, "--conns", "6", "--procs", "2", "--warmup", "100ms", "--duration", "700ms"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 6, 6));
+    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
+    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+    assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the processes");
+    assert_ordered(&v, "rtt");
+}
+
+/// A miniature gateway: `?channels=C` subscribes, a welcome is sent once subscribed, and
+/// `POST /v1/publish {"channel","data"}` publishes `{"channel","data","ts"}`.
+fn mini_gateway() -> (SocketAddr, SocketAddr) {
+    let server = Server::builder().bind("127.0.0.1:0").unwrap().loops(1).start().unwrap();
+    let ws = server.local_addr();
+    let (events, handle) = (server.events(), server.handle());
+    std::thread::spawn(move || {
+        for event in events.iter() {
+            if let Event::Open { conn, query, .. } = event {
+                let channel = query.as_deref().and_then(|q| q.strip_prefix("channels=")).unwrap_or("");
+                handle.subscribe(conn, channel);
+                handle.send(conn, format!(r#"{{"type":"welcome","channels":["{channel}"]}}"#));
+            }
+        }
+    });
+    let handle = server.handle();
+    std::mem::forget(server);
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in admin.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || serve_admin(&mut stream, &handle));
+        }
+    });
+    (ws, admin_addr)
+}
+
+fn serve_admin(stream: &mut TcpStream, handle: &throng::Handle) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+        buf.drain(..end + 4 + len);
+        let channel = body["channel"].as_str().unwrap().to_owned();
+        let envelope = serde_json::json!({ "channel": channel, "data": body["data"], "ts": 0 });
+        handle.publish(&channel, envelope.to_string());
+        let answer = format!(r#"{{"channel":"{channel}","queued":1}}"#);
+        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+    }
+}
+
+#[test]
+fn fanout_delivers_every_message_to_every_subscriber() {
+    let (ws, admin) = mini_gateway();
+    let url = format!("ws://{ws}/ws");
+    let publish = format!("http://{admin}/v1/publish");
+    let (code, v, text) = load(&[
+        "fanout",
+        &url,
+        "--subscribers",
+        "50",
+        "--channel",
+        "e2e",
+        "--publish",
+        &publish,
+        "--rate",
+        "20/s",
+        "--duration",
+        "500ms",
+        "--drain-timeout",
+        "3s",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "dial.established"), u(&v, "publish.accepted"), u(&v, "published")), (50, 10, 10));
+    assert_eq!((u(&v, "deliveries"), u(&v, "expected")), (500, 500));
+    assert_eq!((f(&v, "delivery_ratio"), f(&v, "min_client_ratio")), (1.0, 1.0));
+    assert_eq!(u(&v, "time_to_last_delivery.count"), 10);
+    assert_ordered(&v, "latency");
+
+    // The same over two processes: the parent publishes, the children subscribe.
+    let (code, v, text) = load(&[
+        "fanout",
+        &url,
+        "--subscribers",
+        "30",
+        "--channel",
+        "e2e2",
+        "--publish",
+        &publish,
+        "--rate",
+        "20/s",
+        "--duration",
+        "300ms",
+        "--procs",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
+    assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
+    assert_eq!(u(&v, "latency.count"), 180);
+}
+
+#[test]
+fn refuses_other_targets_without_sending() {
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args([
+            "fanout",
+            "ws://127.0.0.1:9/ws",
+            "--subscribers",
+            "1",
+            "--publish",
+            "http://10.0.0.1:9090/v1/publish",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
