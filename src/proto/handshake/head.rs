@@ -107,11 +107,6 @@ impl<'b> Scanner<'b> {
         }
     }
 
-    /// The bytes not consumed yet (within the cap), for early checks on an incomplete line.
-    pub(super) fn rest(&self) -> &'b [u8] {
-        self.buf.get(self.pos..self.cap).unwrap_or_default()
-    }
-
     /// The next line without its CRLF.
     pub(super) fn next_line(&mut self) -> Result<Parsed<Span>, HandshakeError> {
         // Look past the byte cap so that an overlong line is reported as such.

@@ -128,18 +128,16 @@ pub fn parse_request<'b>(
     buf: &'b [u8],
     limits: &RequestLimits,
 ) -> Result<Parsed<UpgradeRequest<'b>>, HandshakeError> {
+    // Fail fast on bytes that cannot start a request (TLS, binary garbage), before any size
+    // limit: the answer must not depend on how many bytes of the garbage have arrived.
+    let method = buf.iter().take_while(|&&b| b != b' ').copied();
+    if method.clone().any(|b| !is_tchar(b)) || buf.first() == Some(&b' ') {
+        return Err(HandshakeError::Malformed("invalid method"));
+    }
     let mut scan = Scanner::new(buf, limits);
     let line = match scan.next_line()? {
         Parsed::Complete(line) => line,
-        Parsed::Partial => {
-            // Fail fast on bytes that cannot start a request (TLS, binary garbage).
-            let rest = scan.rest();
-            let method = rest.iter().take_while(|&&b| b != b' ').copied();
-            if method.clone().any(|b| !is_tchar(b)) || rest.first() == Some(&b' ') {
-                return Err(HandshakeError::Malformed("invalid method"));
-            }
-            return Ok(Parsed::Partial);
-        }
+        Parsed::Partial => return Ok(Parsed::Partial),
     };
     let (path, query) = request_line(buf, line)?;
     let mut headers = HeaderTable::new();
