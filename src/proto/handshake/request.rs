@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::accept::{accept_key, key_is_valid};
 use super::head::{has_token, is_ascii_text, is_tchar, is_token, is_vchar, HeaderTable, List, Scanner, Span};
-use super::{select_subprotocol, HandshakeError, Header, Parsed, RequestLimits};
+use super::{select_subprotocol, HandshakeError, Header, Parsed, RequestLimits, MAX_HEAD_BYTES};
 
 type Malformed = &'static str;
 
@@ -128,10 +128,14 @@ pub fn parse_request<'b>(
     buf: &'b [u8],
     limits: &RequestLimits,
 ) -> Result<Parsed<UpgradeRequest<'b>>, HandshakeError> {
-    // Fail fast on bytes that cannot start a request (TLS, binary garbage), before any size
-    // limit: the answer must not depend on how many bytes of the garbage have arrived.
-    let method = buf.iter().take_while(|&&b| b != b' ').copied();
-    if method.clone().any(|b| !is_tchar(b)) || buf.first() == Some(&b' ') {
+    // Fail fast on bytes that cannot start a request (TLS, binary garbage). Only the bytes the
+    // size limits let the first line have are looked at, the same window the line scanner uses:
+    // so the answer (400 or 431) does not depend on how many bytes of the garbage have arrived.
+    let window =
+        buf.len().min(limits.max_line.saturating_add(2)).min(limits.max_header_bytes.min(MAX_HEAD_BYTES));
+    let first = &buf[..window];
+    let method = first.iter().take_while(|&&b| b != b' ').copied();
+    if method.clone().any(|b| !is_tchar(b)) || first.first() == Some(&b' ') {
         return Err(HandshakeError::Malformed("invalid method"));
     }
     let mut scan = Scanner::new(buf, limits);

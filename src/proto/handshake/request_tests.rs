@@ -228,3 +228,22 @@ fn pipelined_bytes_after_the_head() {
     buf.extend_from_slice(b"X-Not-A-Header: 1\r\n\r\n");
     assert_eq!(ok(&buf).header("x-not-a-header"), None);
 }
+
+#[test]
+fn garbage_gets_one_status_however_it_is_split() {
+    // A method-like run of letters, then a byte no method may hold, longer than the line limit:
+    // every prefix must be Partial or the same error, never 431 for some and 400 for others.
+    let tight = RequestLimits { max_line: 16, max_header_bytes: 64, ..RequestLimits::default() };
+    for garbage in [&b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0\0\0 x"[..], b"\0", b"GET\0/ HTTP/1.1"] {
+        let mut statuses = Vec::new();
+        for cut in 1..=garbage.len() {
+            match parse_request(&garbage[..cut], &tight) {
+                Ok(Parsed::Partial) => {}
+                Ok(Parsed::Complete(_)) => panic!("garbage parsed as a request"),
+                Err(e) => statuses.push(e.status()),
+            }
+        }
+        statuses.dedup();
+        assert!(statuses.len() <= 1, "{garbage:?} got statuses {statuses:?}");
+    }
+}
