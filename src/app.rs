@@ -270,9 +270,31 @@ impl LoopStats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            connections: self.connections.load(Ordering::Relaxed),
+            accepted: get(&self.accepted),
+            handshakes_ok: get(&self.handshakes_ok),
+            handshakes_failed: get(&self.handshakes_failed),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            protocol_errors: get(&self.protocol_errors),
+            slow_consumer_closes: get(&self.slow_consumer_closes),
+            slow_consumer_drops: get(&self.slow_consumer_drops),
+            accept_errors: get(&self.accept_errors),
+            rejected_over_limit: get(&self.rejected_over_limit),
+            queued_events: self.queued_events.load(Ordering::Relaxed),
+            channel_len: 0,
+        }
+    }
 }
 
-/// A snapshot of the server's counters, summed over loops.
+/// A snapshot of the server's counters, summed over loops ([`Handle::stats`]) or of one loop
+/// ([`Handle::loop_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Connections held now (handshaking, open and closing).
@@ -303,8 +325,27 @@ pub struct Stats {
     pub rejected_over_limit: u64,
     /// Events waiting for the workers in the loops' backlogs (reading pauses while non-zero).
     pub queued_events: usize,
-    /// Events per loop waiting in the worker channel.
+    /// Events waiting in the worker channel (shared by all loops).
     pub channel_len: usize,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.connections += other.connections;
+        self.accepted += other.accepted;
+        self.handshakes_ok += other.handshakes_ok;
+        self.handshakes_failed += other.handshakes_failed;
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.protocol_errors += other.protocol_errors;
+        self.slow_consumer_closes += other.slow_consumer_closes;
+        self.slow_consumer_drops += other.slow_consumer_drops;
+        self.accept_errors += other.accept_errors;
+        self.rejected_over_limit += other.rejected_over_limit;
+        self.queued_events += other.queued_events;
+    }
 }
 
 pub(crate) struct Shared {
@@ -380,24 +421,16 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for s in &self.shared.stats {
-            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            total.connections += s.connections.load(Ordering::Relaxed);
-            total.accepted += get(&s.accepted);
-            total.handshakes_ok += get(&s.handshakes_ok);
-            total.handshakes_failed += get(&s.handshakes_failed);
-            total.messages_in += get(&s.messages_in);
-            total.messages_out += get(&s.messages_out);
-            total.bytes_in += get(&s.bytes_in);
-            total.bytes_out += get(&s.bytes_out);
-            total.protocol_errors += get(&s.protocol_errors);
-            total.slow_consumer_closes += get(&s.slow_consumer_closes);
-            total.slow_consumer_drops += get(&s.slow_consumer_drops);
-            total.accept_errors += get(&s.accept_errors);
-            total.rejected_over_limit += get(&s.rejected_over_limit);
-            total.queued_events += s.queued_events.load(Ordering::Relaxed);
+            total.add(&s.snapshot());
         }
         total.channel_len = self.shared.events.len();
         total
+    }
+
+    /// The counters of each loop, in loop order (`channel_len` is the shared channel's).
+    pub fn loop_stats(&self) -> Vec<Stats> {
+        let channel_len = self.shared.events.len();
+        self.shared.stats.iter().map(|s| Stats { channel_len, ..s.snapshot() }).collect()
     }
 
     pub(crate) fn shutdown_all(&self, deadline: std::time::Instant) {

@@ -42,6 +42,7 @@ fn probes_stats_metrics_and_demo() {
         "throng_handshakes_total{result=\"ok\"} 1",
         "throng_broker_state{state=\"local\"} 1",
         "throng_subscriptions 1",
+        "throng_loop_queued_events{loop=\"0\"} 0",
     ] {
         assert!(metrics.body.lines().any(|l| l == name), "missing {name:?}");
     }

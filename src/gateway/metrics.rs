@@ -81,6 +81,7 @@ impl Counters {
 /// Everything the two renderings need, gathered once.
 pub(crate) struct Snapshot {
     pub(crate) engine: crate::Stats,
+    pub(crate) loops: Vec<crate::Stats>,
     pub(crate) open: usize,
     pub(crate) topics: usize,
     pub(crate) subscriptions: usize,
@@ -161,6 +162,26 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             G,
             "Events waiting in the loops-to-workers channel.",
             one(e.channel_len as u64),
+        ),
+        (
+            "loop_connections",
+            G,
+            "TCP connections held, per event loop.",
+            s.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.connections as u64))
+                .collect(),
+        ),
+        (
+            "loop_queued_events",
+            G,
+            "Events held in each loop's backlog (that loop pauses reading while non-zero).",
+            s.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.queued_events as u64))
+                .collect(),
         ),
         ("publishes_total", C, "Messages published through the admin API.", one(get(&c.publishes))),
         (

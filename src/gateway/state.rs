@@ -117,6 +117,7 @@ impl Ctx {
         let (open, topics, subscriptions) = self.registry.totals();
         Snapshot {
             engine: self.handle.stats(),
+            loops: self.handle.loop_stats(),
             open,
             topics,
             subscriptions,
