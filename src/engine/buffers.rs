@@ -5,8 +5,6 @@
 //! from its loop's pool for that time and gives it back when everything drained, so idle
 //! connections hold none and busy ones do not hit the allocator on every message.
 
-use std::sync::Arc;
-
 use super::outbound::Outbound;
 
 /// Boxes kept for reuse per loop; more are freed.
@@ -22,7 +20,6 @@ pub(crate) struct Cold {
     /// Pieces of a message that did not arrive in one read.
     pub(crate) message: Vec<u8>,
     pub(crate) outbound: Outbound,
-    pub(crate) topics: Vec<Arc<str>>,
     pub(crate) close_reason: String,
 }
 
@@ -31,7 +28,6 @@ impl Cold {
         self.spill.is_empty()
             && self.message.is_empty()
             && self.outbound.is_empty()
-            && self.topics.is_empty()
             && self.close_reason.is_empty()
     }
 }
@@ -59,7 +55,6 @@ impl ColdPool {
                 *buffer = Vec::new();
             }
         }
-        cold.topics = Vec::new();
         cold.close_reason = String::new();
         cold.outbound = Outbound::default();
         self.free.push(cold);

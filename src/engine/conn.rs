@@ -491,19 +491,9 @@ impl Conn {
     }
 
     pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, topic: Arc<str>) {
-        if self.phase == Phase::Open && core.subscribe(topic.clone(), index) {
-            self.cold(core).topics.push(topic);
+        if self.phase == Phase::Open {
+            core.subscribe(topic, index);
         }
-    }
-
-    pub(crate) fn unsubscribe(&mut self, core: &mut LoopCore, index: u32, topic: &str) {
-        if let Some(cold) = self.cold.as_mut() {
-            if let Some(at) = cold.topics.iter().position(|t| &**t == topic) {
-                cold.topics.swap_remove(at);
-                core.unsubscribe(topic, index);
-            }
-        }
-        self.release_cold(core);
     }
 
     /// The peer closed its side (read returned 0) or the socket failed.
@@ -514,11 +504,7 @@ impl Conn {
     /// The connection leaves the slab: report it and leave its topics.
     pub(crate) fn on_removed(&mut self, core: &mut LoopCore, index: u32) {
         let cold = self.cold.take();
-        if let Some(cold) = &cold {
-            for topic in &cold.topics {
-                core.unsubscribe(topic, index);
-            }
-        }
+        core.unsubscribe_all(index);
         if self.has(OPENED) {
             let code = if self.close_code == 0 { CloseCode::ABNORMAL.0 } else { self.close_code };
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();

@@ -27,6 +27,9 @@ pub(crate) struct LoopCore {
     pub(crate) now_tick: Tick,
     /// Topic → slab indices of the local subscribers.
     pub(crate) topics: HashMap<Arc<str>, HashSet<u32>>,
+    /// Slab index → its topics, only for subscribed connections: kept here rather than in the
+    /// connection so that a subscribed but idle connection holds no per-connection box.
+    subscriptions: HashMap<u32, Vec<Arc<str>>>,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
     next_generation: u32,
@@ -54,6 +57,7 @@ impl LoopCore {
             now,
             now_tick: 0,
             topics: HashMap::new(),
+            subscriptions: HashMap::new(),
             dirty: Vec::new(),
             next_generation: 0,
             total_connections,
@@ -105,16 +109,65 @@ impl LoopCore {
         !self.backlog.is_empty()
     }
 
-    pub(crate) fn subscribe(&mut self, topic: Arc<str>, index: u32) -> bool {
-        self.topics.entry(topic).or_default().insert(index)
+    pub(crate) fn subscribe(&mut self, topic: Arc<str>, index: u32) {
+        if self.topics.entry(topic.clone()).or_default().insert(index) {
+            self.subscriptions.entry(index).or_default().push(topic);
+        }
     }
 
     pub(crate) fn unsubscribe(&mut self, topic: &str, index: u32) {
+        let Some(topics) = self.subscriptions.get_mut(&index) else { return };
+        let Some(at) = topics.iter().position(|t| &**t == topic) else { return };
+        topics.swap_remove(at);
+        if topics.is_empty() {
+            self.subscriptions.remove(&index);
+        }
+        self.leave(topic, index);
+    }
+
+    /// A connection leaves the slab: it leaves all its topics.
+    pub(crate) fn unsubscribe_all(&mut self, index: u32) {
+        for topic in self.subscriptions.remove(&index).unwrap_or_default() {
+            self.leave(&topic, index);
+        }
+    }
+
+    fn leave(&mut self, topic: &str, index: u32) {
         if let Some(subscribers) = self.topics.get_mut(topic) {
             subscribers.remove(&index);
             if subscribers.is_empty() {
                 self.topics.remove(topic);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> LoopCore {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        LoopCore::new(0, Arc::new(Config::default()), Arc::default(), tx, Arc::default())
+    }
+
+    #[test]
+    fn topic_index_and_subscriptions_stay_in_step() {
+        let mut core = core();
+        let (news, chat): (Arc<str>, Arc<str>) = (Arc::from("news"), Arc::from("chat"));
+        core.subscribe(news.clone(), 1);
+        core.subscribe(news.clone(), 1); // twice: one entry
+        core.subscribe(chat.clone(), 1);
+        core.subscribe(news.clone(), 2);
+        assert_eq!(core.topics["news"].len(), 2);
+        assert_eq!(core.subscriptions[&1].len(), 2);
+        core.unsubscribe("news", 1);
+        core.unsubscribe("never", 1);
+        assert_eq!(core.topics["news"].len(), 1);
+        core.unsubscribe_all(1);
+        assert!(!core.topics.contains_key("chat"), "an empty topic is dropped");
+        assert!(!core.subscriptions.contains_key(&1));
+        core.unsubscribe_all(2);
+        assert!(core.topics.is_empty() && core.subscriptions.is_empty());
     }
 }

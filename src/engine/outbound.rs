@@ -100,6 +100,10 @@ impl Outbound {
             self.chunks.pop_front();
             self.front_written = 0;
         }
+        if self.chunks.is_empty() {
+            // Give the ring's memory back: an idle connection keeps nothing.
+            self.chunks = VecDeque::new();
+        }
     }
 }
 

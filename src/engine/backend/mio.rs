@@ -383,9 +383,7 @@ impl MioLoop {
                 self.with_conn(id, |c, core, i| c.close(core, i, code, &reason))
             }
             Command::Subscribe(id, topic) => self.with_conn(id, |c, core, i| c.subscribe(core, i, topic)),
-            Command::Unsubscribe(id, topic) => {
-                self.with_conn(id, |c, core, i| c.unsubscribe(core, i, &topic))
-            }
+            Command::Unsubscribe(id, topic) => self.with_conn(id, |_, core, i| core.unsubscribe(&topic, i)),
             Command::Publish(topic, frame) => {
                 self.subscribers.clear();
                 if let Some(subscribers) = self.core.topics.get(&topic) {
