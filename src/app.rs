@@ -176,14 +176,7 @@ impl Inline<'_> {
             self.refused += 1;
             return;
         }
-        let opcode = if kind == DataKind::Text { OpCode::Text } else { OpCode::Binary };
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
-        let tail = self.outbound.owned_tail();
-        tail.reserve(header_len + payload.len());
-        tail.extend_from_slice(&header[..header_len]);
-        tail.extend_from_slice(payload);
-        self.outbound.commit(header_len + payload.len());
+        self.outbound.push_frame(kind.opcode(), payload);
         self.sent += 1;
     }
 }
@@ -195,8 +188,7 @@ pub struct Prepared(pub(crate) Arc<[u8]>);
 impl Prepared {
     /// Frames `message` for sending from a server.
     pub fn new(message: &Message) -> Self {
-        let opcode = if message.kind() == DataKind::Text { OpCode::Text } else { OpCode::Binary };
-        Self::from_parts(opcode, message.as_bytes())
+        Self::from_parts(message.kind().opcode(), message.as_bytes())
     }
 
     pub(crate) fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {

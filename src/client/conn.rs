@@ -123,7 +123,7 @@ impl Connection {
     /// Sends a whole message in one frame; takes a [`Message`] or a `&Message`.
     pub fn send(&mut self, message: impl Borrow<Message>) -> Result<(), ClientError> {
         let message = message.borrow();
-        self.send_frame(true, data_opcode(message.kind()), message.as_bytes())
+        self.send_frame(true, message.kind().opcode(), message.as_bytes())
     }
 
     /// Sends a text message in one frame.
@@ -146,7 +146,7 @@ impl Connection {
         fragment_size: usize,
     ) -> Result<(), ClientError> {
         let mut pieces = payload.chunks(fragment_size.max(1)).peekable();
-        let mut opcode = data_opcode(kind);
+        let mut opcode = kind.opcode();
         if pieces.peek().is_none() {
             return self.send_frame(true, opcode, &[]);
         }
@@ -404,13 +404,6 @@ impl Connection {
                 return Ok(());
             }
         }
-    }
-}
-
-fn data_opcode(kind: DataKind) -> OpCode {
-    match kind {
-        DataKind::Text => OpCode::Text,
-        DataKind::Binary => OpCode::Binary,
     }
 }
 

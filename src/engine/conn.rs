@@ -14,7 +14,7 @@ use super::timer::Tick;
 use super::SlowConsumerPolicy;
 use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
 use crate::proto::close::write_close_payload;
-use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
+use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
 
@@ -162,13 +162,7 @@ impl Conn {
         if !opcode.is_control() && !self.admit(core, index, MAX_HEADER_LEN + payload.len()) {
             return false;
         }
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
-        let outbound = &mut self.cold(core).outbound;
-        let tail = outbound.owned_tail();
-        tail.extend_from_slice(&header[..header_len]);
-        tail.extend_from_slice(payload);
-        outbound.commit(header_len + payload.len());
+        self.cold(core).outbound.push_frame(opcode, payload);
         self.mark_dirty(core, index);
         true
     }
@@ -178,8 +172,7 @@ impl Conn {
         if self.phase != Phase::Open {
             return;
         }
-        let opcode = if message.kind() == DataKind::Text { OpCode::Text } else { OpCode::Binary };
-        if self.queue_frame(core, index, opcode, message.as_bytes()) {
+        if self.queue_frame(core, index, message.kind().opcode(), message.as_bytes()) {
             LoopStats::add(&core.stats.messages_out, 1);
         }
     }

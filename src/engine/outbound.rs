@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
+use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
+use crate::proto::OpCode;
+
 /// How many chunks one `writev` takes at most.
 pub(crate) const MAX_IOVECS: usize = 64;
 
@@ -61,6 +64,18 @@ impl Outbound {
     /// Records that `len` bytes were appended through [`Outbound::owned_tail`].
     pub(crate) fn commit(&mut self, len: usize) {
         self.queued += len;
+    }
+
+    /// Frames `payload` (server side: unmasked) onto the back of the queue; returns its wire size.
+    pub(crate) fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let tail = self.owned_tail();
+        tail.reserve(header_len + payload.len());
+        tail.extend_from_slice(&header[..header_len]);
+        tail.extend_from_slice(payload);
+        self.commit(header_len + payload.len());
+        header_len + payload.len()
     }
 
     /// Queues a shared frame.

@@ -43,6 +43,16 @@ pub enum DataKind {
     Binary,
 }
 
+impl DataKind {
+    /// The opcode that starts a message of this kind.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            DataKind::Text => OpCode::Text,
+            DataKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
 /// One thing the decoder found in the bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item<'a> {
