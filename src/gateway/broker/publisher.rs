@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::backoff::Backoff;
 use super::presence;
-use super::redis::{Outgoing, Shared, Side, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use super::redis::{stay_connected, Outgoing, Shared, Side, COMMAND_TIMEOUT};
 use crate::gateway::channels::USER_PREFIX;
 
 /// Most messages in one pipeline.
@@ -26,31 +25,11 @@ const IDLE_PING: Duration = Duration::from_secs(1);
 const STREAM_MAXLEN: u64 = 100_000;
 
 pub(super) fn run(shared: &Arc<Shared>, queue: &Receiver<Outgoing>) {
-    let mut backoff = Backoff::new();
-    let mut connected_before = false;
-    loop {
-        let error = match shared.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-            Ok(mut con) => {
-                if connected_before {
-                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                connected_before = true;
-                let started = Instant::now();
-                let error = session(shared, queue, &mut con);
-                shared.wanted().presence_synced = false;
-                if started.elapsed() > Duration::from_secs(1) {
-                    backoff.reset();
-                }
-                error
-            }
-            Err(e) => e,
-        };
-        let error = super::redis::describe(&error);
-        shared.set_up(Side::Publisher, Some(&error));
-        let wait = backoff.next_wait();
-        tracing::debug!(error = %error, retry_ms = wait.as_millis() as u64, "broker publisher: reconnecting");
-        std::thread::sleep(wait);
-    }
+    stay_connected(shared, Side::Publisher, |con| {
+        let error = session(shared, queue, con);
+        shared.wanted().presence_synced = false;
+        error
+    })
 }
 
 /// Runs until the connection fails; returns why.

@@ -18,10 +18,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TrySendError};
 
+use super::backoff::Backoff;
 use super::{envelope, presence, publisher, subscriber};
 use super::{Broker, BrokerState, BrokerStats, Presence, Sender};
 use crate::gateway::channels::USER_PREFIX;
@@ -196,6 +197,50 @@ impl Shared {
                 "broker disconnected: publishes reach this node's subscribers only; reconnecting"
             );
         }
+    }
+}
+
+/// The loop both broker threads run, forever: connect, run `session` until the connection
+/// fails (it returns why, and undoes its own per-connection state before returning), mark `side`
+/// down and wait with backoff before the next attempt. Reconnects after the first connection are
+/// counted; a session that lasted over a second resets the backoff, so a connection that drops
+/// right after it opens keeps backing off.
+pub(super) fn stay_connected(
+    shared: &Shared,
+    side: Side,
+    mut session: impl FnMut(&mut ::redis::Connection) -> ::redis::RedisError,
+) -> ! {
+    let name = match side {
+        Side::Subscriber => "subscriber",
+        Side::Publisher => "publisher",
+    };
+    let mut backoff = Backoff::new();
+    let mut connected_before = false;
+    loop {
+        let error = match shared.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            Ok(mut con) => {
+                if connected_before {
+                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                connected_before = true;
+                let started = Instant::now();
+                let error = session(&mut con);
+                if started.elapsed() > Duration::from_secs(1) {
+                    backoff.reset();
+                }
+                error
+            }
+            Err(e) => e,
+        };
+        let error = describe(&error);
+        if let Side::Subscriber = side {
+            // Whatever took the subscriber's connection may have taken the publisher's too.
+            shared.probe_publisher.store(true, Ordering::Release);
+        }
+        shared.set_up(side, Some(&error));
+        let wait = backoff.next_wait();
+        tracing::debug!(error = %error, retry_ms = wait.as_millis() as u64, "broker {name}: reconnecting");
+        std::thread::sleep(wait);
     }
 }
 

@@ -8,9 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::backoff::Backoff;
 use super::envelope;
-use super::redis::{Shared, Side, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use super::redis::{stay_connected, Shared, Side, COMMAND_TIMEOUT};
 use crate::Prepared;
 
 /// How long a read waits before pending subscription changes are applied.
@@ -21,36 +20,13 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 const CHUNK: usize = 1000;
 
 pub(super) fn run(shared: &Arc<Shared>) {
-    let mut backoff = Backoff::new();
-    let mut connected_before = false;
-    loop {
-        let error = match shared.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-            Ok(mut con) => {
-                if connected_before {
-                    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                connected_before = true;
-                let started = Instant::now();
-                let error = session(shared, &mut con);
-                {
-                    let mut wanted = shared.wanted();
-                    wanted.subscriber_synced = false;
-                    wanted.subscribe_dirty.clear();
-                }
-                if started.elapsed() > Duration::from_secs(1) {
-                    backoff.reset();
-                }
-                error
-            }
-            Err(e) => e,
-        };
-        let error = super::redis::describe(&error);
-        shared.probe_publisher.store(true, Ordering::Release);
-        shared.set_up(Side::Subscriber, Some(&error));
-        let wait = backoff.next_wait();
-        tracing::debug!(error = %error, retry_ms = wait.as_millis() as u64, "broker subscriber: reconnecting");
-        std::thread::sleep(wait);
-    }
+    stay_connected(shared, Side::Subscriber, |con| {
+        let error = session(shared, con);
+        let mut wanted = shared.wanted();
+        wanted.subscriber_synced = false;
+        wanted.subscribe_dirty.clear();
+        error
+    })
 }
 
 /// Runs until the connection fails; returns why.
