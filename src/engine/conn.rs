@@ -262,7 +262,7 @@ impl Conn {
         index: u32,
         data: &mut [u8],
         peer: &dyn Fn() -> SocketAddr,
-    ) -> Next {
+    ) {
         LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
@@ -273,7 +273,7 @@ impl Conn {
         if self.phase == Phase::Handshaking {
             match self.handshake(core, index, data, peer) {
                 Some(n) => used = n,
-                None => return Next::Continue,
+                None => return,
             }
         }
         while used < data.len() && matches!(self.phase, Phase::Open | Phase::Closing) {
@@ -303,7 +303,6 @@ impl Conn {
             }
         }
         self.release_cold(core);
-        Next::Continue
     }
 
     /// Parses the upgrade request; returns how many bytes it used, or `None` if it needs more
@@ -487,11 +486,6 @@ impl Conn {
         if self.phase == Phase::Open {
             core.subscribe(topic, index);
         }
-    }
-
-    /// The peer closed its side (read returned 0) or the socket failed.
-    pub(crate) fn on_eof(&mut self) -> Next {
-        Next::Remove
     }
 
     /// The connection leaves the slab: report it and leave its topics.

@@ -255,19 +255,15 @@ impl MioLoop {
             let room = self.scratch.len() - spill_len;
             match (&slot.socket).read(&mut self.scratch[spill_len..]) {
                 Ok(0) => {
-                    if slot.conn.on_eof() == Next::Remove {
-                        self.remove(index);
-                    }
+                    // The peer closed (or reset): whatever phase we were in, it is over.
+                    self.remove(index);
                     return;
                 }
                 Ok(n) => {
                     let socket = &slot.socket;
                     let peer = || socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                     let data = &mut self.scratch[..spill_len + n];
-                    if slot.conn.on_bytes(&mut self.core, index as u32, data, &peer) == Next::Remove {
-                        self.remove(index);
-                        return;
-                    }
+                    slot.conn.on_bytes(&mut self.core, index as u32, data, &peer);
                     if n < room && !to_the_end {
                         return;
                     }

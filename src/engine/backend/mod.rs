@@ -6,7 +6,7 @@
 //! [`Conn`](super::conn::Conn) with three kinds of news only:
 //! - **bytes arrived**: it puts [`Conn::spill`](super::conn::Conn::spill) followed by the new bytes
 //!   in one contiguous buffer (the loop's scratch buffer) and calls `Conn::on_bytes`; a read of 0
-//!   bytes or a socket error calls `Conn::on_eof`;
+//!   bytes or a socket error removes the connection;
 //! - **bytes written**: it writes from `Conn::outbound` (vectored, once per connection per loop
 //!   turn, for every connection in `LoopCore::dirty`) and reports with `Conn::written`; when
 //!   `Conn::wants_fin` it shuts the write side down and calls `Conn::fin_sent`;
