@@ -112,6 +112,26 @@ impl<S> Driver<S> {
         }
     }
 
+    /// One turn of a loop that sends nothing of its own (waiting for `go`, holding, collecting
+    /// deliveries): waits up to `timeout`, lets each ready connection handle its readiness and
+    /// see its frames through `on_item`, and removes those that end, counting why in `ended`.
+    pub(crate) fn poll_once(
+        &mut self,
+        timeout: Duration,
+        ended: &mut Causes,
+        on_item: &mut impl FnMut(&mut S, &Item<'_>),
+    ) -> io::Result<()> {
+        let ready = self.poll(timeout)?;
+        for &(key, readiness) in &ready {
+            if let Status::Done(end) = self.on_ready(key, readiness, on_item) {
+                self.remove(key);
+                bump(ended, end_cause(end));
+            }
+        }
+        self.give_back(ready);
+        Ok(())
+    }
+
     /// Drops connection `key` (closing the socket removes it from the poll).
     pub(crate) fn remove(&mut self, key: usize) -> Option<Conn<S>> {
         self.conns.try_remove(key)

@@ -16,12 +16,12 @@ use throng::proto::{Item, OpCode};
 use crate::cli::ConnectArgs;
 use crate::conn::Status;
 use crate::ctl::Ctl;
-use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
+use crate::driver::{CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::probe::{MemProbe, MemReport};
 use crate::procfs::Mem;
-use crate::stats::{bump, merge_causes, Causes, Latency};
+use crate::stats::{merge_causes, Causes, Latency};
 use crate::target::Target;
 
 /// How long pinged connections have to answer.
@@ -161,14 +161,7 @@ pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &C
     let mut ignore = |_: &mut PingState, _: &Item<'_>| {};
     let held = |ctl: &Ctl| if ctl.is_child() { ctl.go() } else { Instant::now() >= hold_end };
     while !held(ctl) && !ctl.stopped() {
-        let ready = driver.poll(Duration::from_millis(100))?;
-        for &(key, readiness) in &ready {
-            if let Status::Done(end) = driver.on_ready(key, readiness, &mut ignore) {
-                driver.remove(key);
-                bump(&mut dropped_during_hold, end_cause(end));
-            }
-        }
-        driver.give_back(ready);
+        driver.poll_once(Duration::from_millis(100), &mut dropped_during_hold, &mut ignore)?;
         ctl.tick(driver.conns.len() as u64, dial.established);
     }
     let open = driver.conns.len() as u64;

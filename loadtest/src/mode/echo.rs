@@ -291,14 +291,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     // A child waits for the parent's `go`, so that every process measures the same window.
     ctl.phase("waiting for the other processes");
     while !ctl.go() && !ctl.stopped() {
-        let ready = driver.poll(Duration::from_millis(20))?;
-        for &(key, readiness) in &ready {
-            if let Status::Done(end) = driver.on_ready(key, readiness, &mut |_, _| {}) {
-                driver.remove(key);
-                bump(&mut dropped, end_cause(end));
-            }
-        }
-        driver.give_back(ready);
+        driver.poll_once(Duration::from_millis(20), &mut dropped, &mut |_, _| {})?;
     }
     let mut stage = Stage::Warmup;
     ctl.phase("warming up");

@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 use throng::proto::Item;
 
 use crate::cli::FanoutArgs;
-use crate::conn::Status;
 use crate::ctl::Ctl;
-use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
+use crate::driver::{CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::publish::{self, find_number, now_ns, PublishStats};
-use crate::stats::{bump, merge_causes, ratio, Causes, Latency};
+use crate::stats::{merge_causes, ratio, Causes, Latency};
 use crate::target::Target;
 
 /// A message in pieces is reassembled up to this many bytes (the fields we read come first).
@@ -384,17 +383,9 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
     // A child waits for the parent, which publishes once every child is subscribed.
     ctl.phase("waiting for the other processes");
     while !ctl.go() && !ctl.stopped() {
-        let ready = driver.poll(Duration::from_millis(20))?;
-        for &(key, readiness) in &ready {
-            let status = driver.on_ready(key, readiness, &mut |sub, item| {
-                rx.on_item(sub, item);
-            });
-            if let Status::Done(end) = status {
-                driver.remove(key);
-                bump(&mut dropped, end_cause(end));
-            }
-        }
-        driver.give_back(ready);
+        driver.poll_once(Duration::from_millis(20), &mut dropped, &mut |sub, item| {
+            rx.on_item(sub, item);
+        })?;
     }
 
     let pids = &common.server_pid;
@@ -432,17 +423,9 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
         } else if stopped_at.is_some_and(|at| now >= at + args.drain_timeout) {
             break; // Stopped, and the count of published messages never came.
         }
-        let ready = driver.poll(Duration::from_millis(50))?;
-        for &(key, readiness) in &ready {
-            let status = driver.on_ready(key, readiness, &mut |sub, item| {
-                rx.on_item(sub, item);
-            });
-            if let Status::Done(end) = status {
-                driver.remove(key);
-                bump(&mut dropped, end_cause(end));
-            }
-        }
-        driver.give_back(ready);
+        driver.poll_once(Duration::from_millis(50), &mut dropped, &mut |sub, item| {
+            rx.on_item(sub, item);
+        })?;
         ctl.tick(driver.conns.len() as u64, rx.deliveries);
     }
     let window_end = Snapshot::take(pids)?;
