@@ -16,15 +16,21 @@ server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 
+# Waits up to TRIES × 0.1 s for something to accept on 127.0.0.1:PORT, then carries on either way:
+# a server that never came up shows in the run that follows.
+wait_for_port() { # PORT TRIES
+    for _ in $(seq 1 "$2"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
+
 status=0
 for loops in 1 2; do
     port=$((9100 + loops))
     ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" >"$out/echo-$loops.log" 2>&1 &
     server_pid=$!
-    for _ in $(seq 1 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_for_port "$port" 50
     echo "==> Autobahn against the echo example, $loops loop(s)"
     if ! AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server --url "ws://127.0.0.1:$port" \
         --agent "throng-$loops-loop" --out "$out/loops-$loops" --markdown "$out/summary-$loops.md" \
@@ -47,10 +53,7 @@ if [ "${CONFORMANCE_CLIENT:-1}" != "0" ]; then
     AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh client --port "$client_port" --out "$client_out" \
         >"$out/fuzzingserver.log" 2>&1 &
     server_pid=$!
-    for _ in $(seq 1 150); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$client_port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_for_port "$client_port" 150
     echo "==> Autobahn client cases: throng::client against the fuzzingserver"
     if ! ./target/release/examples/autobahn_client --url "ws://127.0.0.1:$client_port" \
         --agent throng-client >"$out/autobahn-client.log" 2>&1; then
