@@ -107,6 +107,23 @@ fn svg_open(out: &mut String) {
     );
 }
 
+/// Closes a chart with `caption` centred under its x axis.
+fn svg_close(out: &mut String, caption: &str) {
+    let (x0, x1, _, _) = area();
+    let _ = write!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{caption}</text></svg>",
+        (x0 + x1) / 2.0,
+        HEIGHT - 6.0
+    );
+}
+
+/// Closes a chart that has nothing to plot, with `message` where the plot would be.
+fn svg_close_empty(out: &mut String, message: &str) {
+    let (x0, _, y0, y1) = area();
+    let _ = write!(out, "<text x=\"{}\" y=\"{}\">{message}</text></svg>", x0 + 10.0, (y0 + y1) / 2.0);
+}
+
 /// A "nice" round step for about `target` ticks over `span`.
 fn nice_step(span: f64, target: f64) -> f64 {
     let raw = (span / target).max(f64::MIN_POSITIVE);
@@ -135,7 +152,7 @@ pub(crate) fn histogram_svg(latency: &Latency) -> String {
     let (x0, x1, y0, y1) = area();
     let hist = latency.hist();
     if hist.is_empty() {
-        let _ = write!(out, "<text x=\"{}\" y=\"{}\">no samples</text></svg>", x0 + 10.0, (y0 + y1) / 2.0);
+        svg_close_empty(&mut out, "no samples");
         return out;
     }
     let (lo, hi) = ((hist.min().max(1) as f64).log10(), (hist.max().max(2) as f64).log10());
@@ -196,12 +213,7 @@ pub(crate) fn histogram_svg(latency: &Latency) -> String {
         y0 + 4.0,
         fmt_count(max)
     );
-    let _ = write!(
-        out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (log scale); bar height: count</text></svg>",
-        (x0 + x1) / 2.0,
-        HEIGHT - 6.0
-    );
+    svg_close(&mut out, "latency (log scale); bar height: count");
     out
 }
 
@@ -219,12 +231,7 @@ pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
     svg_open(&mut out);
     let (x0, x1, y0, y1) = area();
     if points.is_empty() {
-        let _ = write!(
-            out,
-            "<text x=\"{}\" y=\"{}\">no samples (the run was shorter than a second)</text></svg>",
-            x0 + 10.0,
-            (y0 + y1) / 2.0
-        );
+        svg_close_empty(&mut out, "no samples (the run was shorter than a second)");
         return out;
     }
     let t_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
@@ -268,12 +275,7 @@ pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
             fmt_count(v)
         );
     }
-    let _ = write!(
-        out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">seconds since start</text></svg>",
-        (x0 + x1) / 2.0,
-        HEIGHT - 6.0
-    );
+    svg_close(&mut out, "seconds since start");
     out
 }
 
