@@ -86,8 +86,14 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
             echo
             sed -n '/^|/p' "$out/summary-$loops.md"
         done
+        if [ -f "$out/summary-client.md" ]; then
+            echo
+            echo "## Client (\`throng::client\`, \`examples/autobahn_client.rs\`) against the fuzzingserver"
+            echo
+            sed -n '/^|/p' "$out/summary-client.md"
+        fi
         echo
-        echo "The INFORMATIONAL cases are 7.1.6 (a large message queued before our close: the"
+        echo "The INFORMATIONAL cases are 7.1.6 (a large message, then a close, then a ping: the"
         echo "suite notes what the server did), 7.13.1 and 7.13.2 (close codes 5000 and 65535,"
         echo "that the suite only reports). 12.* and 13.* (permessage-deflate) are not run: throng"
         echo "does not negotiate compression yet."
