@@ -4,7 +4,13 @@
 //!
 //! Child protocol (`--child`, spoken over the child's stdin and stdout, one line each):
 //! - child → parent: `{"progress":{"open":N,"ops":N}}` once a second; `{"ready":N}` when its N
-//!   connections are set up; the report (`--json`) as the last line.
+//!   connections are set up; `{"measuring":N}` (echo) when its measured window starts, N
+//!   connections open; `{"measured":N}` (echo, storm, fanout) the moment its measured window
+//!   ends, N operations counted in it, before it closes its connections; the report (`--json`)
+//!   as the last line. The parent measures the server's CPU over the same window: from `go`
+//!   (echo: from the last `measuring`) to the last `measured`, so that the closes, which come
+//!   after, are not counted as the window's work (a child that ends without saying counts as
+//!   having said).
 //! - parent → child: `go` (pass the barrier), `end N` (fanout: N messages were published),
 //!   `stop` (finish now with a partial report). EOF on stdin counts as `stop`.
 
@@ -157,6 +163,22 @@ impl Ctl {
     pub(crate) fn ready(&self, open: u64) {
         if self.child {
             println!("{{\"ready\":{open}}}");
+        }
+    }
+
+    /// Tells the parent this child's measured window starts, `open` connections open (nothing
+    /// outside child mode).
+    pub(crate) fn measuring(&self, open: u64) {
+        if self.child {
+            println!("{{\"measuring\":{open}}}");
+        }
+    }
+
+    /// Tells the parent this child's measured window is over, `ops` operations counted in it
+    /// (nothing outside child mode). Call it right when the window ends, before closing.
+    pub(crate) fn measured(&self, ops: u64) {
+        if self.child {
+            println!("{{\"measured\":{ops}}}");
         }
     }
 

@@ -5,7 +5,8 @@
 //! The children speak the protocol described in `ctl.rs`. The parent holds the barrier: once
 //! every child is ready it says `go`, so all measure the same window. What concerns the server
 //! or the machine as a whole it measures once itself: `connect`'s memory readings (taken after
-//! the hold, with every child's connections open), the server's CPU over the measured window,
+//! the hold, with every child's connections open), the server's CPU over the measured window
+//! (which ends when every child has said `measured`, before they close their connections),
 //! and in `fanout` the publishing (the children only subscribe).
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -24,8 +25,15 @@ use crate::target::Target;
 
 /// A line from a child, or its end.
 enum Line {
-    Progress { open: u64, ops: u64 },
+    Progress {
+        open: u64,
+        ops: u64,
+    },
     Ready(u64),
+    /// Echo: the child's measured window started.
+    Measuring,
+    /// The child's measured window ended (with this many operations).
+    Measured(u64),
     Report(String),
     Eof,
 }
@@ -37,6 +45,12 @@ fn parse_line(line: &str) -> Option<Line> {
     }
     if let Some(n) = value.get("ready") {
         return Some(Line::Ready(n.as_u64().unwrap_or(0)));
+    }
+    if value.get("measuring").is_some() {
+        return Some(Line::Measuring);
+    }
+    if let Some(n) = value.get("measured") {
+        return Some(Line::Measured(n.as_u64().unwrap_or(0)));
     }
     value.get("mode").is_some().then(|| Line::Report(line.to_owned()))
 }
@@ -90,11 +104,55 @@ pub(crate) fn source_slice(sources: &Sources, i: usize, k: usize) -> Option<Stri
 struct Kid {
     process: Child,
     stdin: Option<ChildStdin>,
+    heard: Heard,
+}
+
+/// What the parent heard from one child.
+#[derive(Default)]
+struct Heard {
     ready: Option<u64>,
     open: u64,
     ops: u64,
+    measuring: bool,
+    /// Operations counted in its measured window, once that is over.
+    measured: Option<u64>,
     report: Option<String>,
     done: bool,
+}
+
+impl Heard {
+    fn take(&mut self, line: Line) {
+        match line {
+            Line::Progress { open, ops } => (self.open, self.ops) = (open, ops),
+            Line::Ready(open) => (self.ready, self.open) = (Some(open), open),
+            Line::Measuring => self.measuring = true,
+            Line::Measured(ops) => self.measured = Some(ops),
+            Line::Report(report) => self.report = Some(report),
+            Line::Eof => self.done = true,
+        }
+    }
+
+    /// Its measured window has started (or it never will).
+    fn window_started(&self) -> bool {
+        self.measuring || self.window_ended()
+    }
+
+    /// Its measured window is over (or it never will be: it ended without saying).
+    fn window_ended(&self) -> bool {
+        self.measured.is_some() || self.done
+    }
+}
+
+/// Whether the parent's measured window (the server's CPU) ends: when every child's has, not
+/// at the first report, which a child sends only after closing its connections.
+fn window_over<'a>(heard: impl IntoIterator<Item = &'a Heard>) -> bool {
+    heard.into_iter().all(Heard::window_ended)
+}
+
+/// Echo: whether the parent's window starts (every child is measuring), so that it is as long
+/// as each child's.
+fn window_begun<'a>(heard: impl IntoIterator<Item = &'a Heard>) -> bool {
+    heard.into_iter().all(Heard::window_started)
 }
 
 impl Kid {
@@ -161,7 +219,7 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
             let _ = tx.send((i, Line::Eof));
         });
         let stdin = process.stdin.take();
-        kids.push(Kid { process, stdin, ready: None, open: 0, ops: 0, report: None, done: false });
+        kids.push(Kid { process, stdin, heard: Heard::default() });
     }
     drop(tx);
 
@@ -174,22 +232,16 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
     let mut publish_stats = None;
     let mut stop_sent = false;
     ctl.phase("connecting");
-    while kids.iter().any(|k| !k.done) {
+    while kids.iter().any(|k| !k.heard.done) {
         if let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(50)) {
-            let kid = &mut kids[i];
-            match line {
-                Line::Progress { open, ops } => (kid.open, kid.ops) = (open, ops),
-                Line::Ready(open) => (kid.ready, kid.open) = (Some(open), open),
-                Line::Report(report) => kid.report = Some(report),
-                Line::Eof => kid.done = true,
-            }
+            kids[i].heard.take(line);
         }
         let now = Instant::now();
         if ctl.stopped() && !stop_sent {
             stop_sent = true;
             kids.iter_mut().for_each(|k| k.say("stop"));
         }
-        let all_ready = kids.iter().all(|k| k.ready.is_some() || k.done);
+        let all_ready = kids.iter().all(|k| k.heard.ready.is_some() || k.heard.done);
         if all_ready && all_ready_at.is_none() {
             all_ready_at = Some(now);
             ctl.phase(if matches!(mode, Mode::Connect(_)) { "holding" } else { "starting" });
@@ -202,10 +254,11 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
             };
             if now >= ready_at + hold || ctl.stopped() {
                 if let (Mode::Connect(args), Some(probe)) = (mode, &probe) {
-                    let open = kids.iter().map(|k| k.ready.unwrap_or(0)).sum();
+                    let open = kids.iter().map(|k| k.heard.ready.unwrap_or(0)).sum();
                     mem = Some(probe.after(open, args.smaps_top)?);
                 }
-                if !matches!(mode, Mode::Echo(_)) {
+                // Echo's window starts after the warm-up, when the children say so.
+                if matches!(mode, Mode::Storm(_) | Mode::Fanout(_)) {
                     window.0 = Some(Snapshot::take(pids)?);
                 }
                 if let Mode::Fanout(args) = mode {
@@ -220,46 +273,28 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
                 ctl.phase("running");
             }
         }
-        if let Some(go) = go_at {
-            match mode {
-                Mode::Echo(args) => {
-                    // The measured window starts after the warm-up.
-                    let start = go + args.warmup;
-                    if window.0.is_none() && (now >= start || ctl.stopped()) {
-                        window.0 = Some(Snapshot::take(pids)?);
-                    }
-                    if window.0.is_some()
-                        && window.1.is_none()
-                        && (now >= start + args.duration || ctl.stopped())
-                    {
-                        window.1 = Some(Snapshot::take(pids)?);
-                    }
+        if go_at.is_some() {
+            if publisher.as_ref().is_some_and(|p| p.is_finished()) {
+                if let Some(handle) = publisher.take() {
+                    let stats =
+                        handle.join().map_err(|_| io::Error::other("the publisher thread panicked"))?;
+                    let line = format!("end {}", stats.accepted);
+                    kids.iter_mut().for_each(|k| k.say(&line));
+                    publish_stats = Some(stats);
                 }
-                Mode::Storm(args) => {
-                    if window.1.is_none() && (now >= go + args.duration || ctl.stopped()) {
-                        window.1 = Some(Snapshot::take(pids)?);
-                    }
-                }
-                Mode::Fanout(_) => {
-                    if publisher.as_ref().is_some_and(|p| p.is_finished()) {
-                        if let Some(handle) = publisher.take() {
-                            let stats = handle
-                                .join()
-                                .map_err(|_| io::Error::other("the publisher thread panicked"))?;
-                            let line = format!("end {}", stats.accepted);
-                            kids.iter_mut().for_each(|k| k.say(&line));
-                            publish_stats = Some(stats);
-                        }
-                    }
-                    if window.1.is_none() && kids.iter().any(|k| k.report.is_some()) {
-                        window.1 = Some(Snapshot::take(pids)?);
-                    }
-                }
-                Mode::Connect(_) => {}
+            }
+            // The window is the children's: it ends when the last one's has (each says so
+            // before closing its connections, whose work is not the window's).
+            let heard = || kids.iter().map(|k| &k.heard);
+            if window.0.is_none() && matches!(mode, Mode::Echo(_)) && window_begun(heard()) {
+                window.0 = Some(Snapshot::take(pids)?);
+            }
+            if window.0.is_some() && window.1.is_none() && window_over(heard()) {
+                window.1 = Some(Snapshot::take(pids)?);
             }
         }
-        let open = kids.iter().map(|k| k.open).sum();
-        let ops = kids.iter().map(|k| k.ops).sum();
+        let open = kids.iter().map(|k| k.heard.open).sum();
+        let ops = kids.iter().map(|k| k.heard.ops).sum();
         ctl.tick(open, ops);
     }
     for kid in &mut kids {
@@ -270,7 +305,7 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
     let mut merged: Option<R> = None;
     let mut missing = 0;
     for kid in &kids {
-        let Some(text) = &kid.report else {
+        let Some(text) = &kid.heard.report else {
             missing += 1;
             continue;
         };
@@ -353,7 +388,35 @@ mod tests {
             Some(Line::Progress { open: 3, ops: 9 })
         ));
         assert!(matches!(parse_line(r#"{"ready":12}"#), Some(Line::Ready(12))));
+        assert!(matches!(parse_line(r#"{"measuring":12}"#), Some(Line::Measuring)));
+        assert!(matches!(parse_line(r#"{"measured":150000}"#), Some(Line::Measured(150_000))));
         assert!(matches!(parse_line(r#"{"mode":"echo","conns":1}"#), Some(Line::Report(_))));
         assert!(parse_line("dial: 1/1").is_none());
+    }
+
+    /// The parent's window (the server's CPU) follows the children's `measuring` and `measured`
+    /// lines; a report, sent only after the child closed its connections, is too late to end it.
+    #[test]
+    fn window_ends_when_every_child_has_measured() {
+        let mut kids = [Heard::default(), Heard::default()];
+        let lines = |kids: &[Heard; 2]| (window_begun(kids), window_over(kids));
+        kids[0].take(Line::Ready(100));
+        kids[1].take(Line::Ready(100));
+        assert_eq!(lines(&kids), (false, false));
+        kids[0].take(parse_line(r#"{"measuring":100}"#).unwrap());
+        assert_eq!(lines(&kids), (false, false), "one child still warming up");
+        kids[1].take(parse_line(r#"{"measuring":100}"#).unwrap());
+        assert_eq!(lines(&kids), (true, false));
+        kids[0].take(parse_line(r#"{"measured":75000}"#).unwrap());
+        kids[0].take(parse_line(r#"{"mode":"fanout","deliveries":75000}"#).unwrap());
+        assert_eq!(lines(&kids), (true, false), "child 1 is still in its window");
+        kids[1].take(parse_line(r#"{"measured":75000}"#).unwrap());
+        assert_eq!(lines(&kids), (true, true));
+
+        // A child that ends without saying (it failed) does not hold the window open.
+        let mut kids = [Heard::default(), Heard::default()];
+        kids[0].take(Line::Measured(10));
+        kids[1].take(Line::Eof);
+        assert_eq!(lines(&kids), (true, true));
     }
 }

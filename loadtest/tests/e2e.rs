@@ -121,9 +121,24 @@ fn procs_2_merges_counts_and_histograms() {
     assert_eq!(u(&v, "dial.handshake_latency.count"), 301, "merged histogram counts every handshake");
     assert_eq!(u(&v, "close.clean"), 301);
 
-    let (code, v, text) =
-        load(&["echo", &url, "--conns", "6", "--procs", "2", "--warmup", "100ms", "--duration", "700ms"]);
+    // The server runs in this process: the parent measures its CPU over the children's window.
+    let pid = std::process::id().to_string();
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "6",
+        "--procs",
+        "2",
+        "--warmup",
+        "100ms",
+        "--duration",
+        "700ms",
+        "--server-pid",
+        &pid,
+    ]);
     assert_eq!(code, 0, "{text}");
+    assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
     assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 6, 6));
     assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
     assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
@@ -237,8 +252,11 @@ fn fanout_delivers_every_message_to_every_subscriber() {
         "300ms",
         "--procs",
         "2",
+        "--server-pid",
+        &std::process::id().to_string(),
     ]);
     assert_eq!(code, 0, "{text}");
+    assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
     assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
     assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
     assert_eq!(u(&v, "latency.count"), 180);

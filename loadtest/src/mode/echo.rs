@@ -317,11 +317,13 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             stage = Stage::Measure;
             ctl.phase("measuring");
             window_start = Snapshot::take(pids)?;
+            ctl.measuring(driver.conns.len() as u64);
         }
         if stage == Stage::Measure && (now >= measure_end || ctl.stopped()) {
             stage = Stage::Drain;
             ctl.phase("draining");
             window_end = Some(Snapshot::take(pids)?);
+            ctl.measured(rx.window_msgs);
             drain_end = now + args.drain_timeout;
         }
         let outstanding = sent - rx.received - lost;

@@ -429,6 +429,8 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
         ctl.tick(driver.conns.len() as u64, rx.deliveries);
     }
     let window_end = Snapshot::take(pids)?;
+    // Before the closes: the parent's window ends with the last child's.
+    ctl.measured(rx.deliveries);
     let publish = match publisher {
         Some(handle) => handle.join().map_err(|_| io::Error::other("the publisher thread panicked"))?,
         None => PublishStats::default(),

@@ -182,6 +182,8 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
         }
     }
     let window_end = Snapshot::take(pids)?;
+    // Before the unfinished connections are dropped: the parent's window ends with the last child's.
+    ctl.measured(cycles);
     for _ in 0..driver.conns.len() {
         bump(&mut failed, "unfinished");
     }
