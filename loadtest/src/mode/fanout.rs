@@ -55,6 +55,19 @@ struct Rx {
 }
 
 impl Rx {
+    /// Empty tables for `planned` publishes.
+    fn new(planned: usize) -> Rx {
+        Rx {
+            latency: Latency::new(),
+            deliveries: 0,
+            out_of_order: 0,
+            parse_errors: 0,
+            t_ns: vec![0; planned],
+            last_ns: vec![0; planned],
+            count: vec![0; planned],
+        }
+    }
+
     /// Handles one frame; true when it was the subscriber's welcome.
     fn on_item(&mut self, sub: &mut Sub, item: &Item<'_>) -> bool {
         let Item::Data { chunk, first, last, .. } = *item else { return false };
@@ -359,15 +372,7 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
     let sub_target = subscribe_target(target, &args.channel);
     let mut driver: Driver<Sub> = Driver::new(&sub_target, sources, 256 * 1024)?;
     let planned = plan.planned() as usize;
-    let mut rx = Rx {
-        latency: Latency::new(),
-        deliveries: 0,
-        out_of_order: 0,
-        parse_errors: 0,
-        t_ns: vec![0; planned],
-        last_ns: vec![0; planned],
-        count: vec![0; planned],
-    };
+    let mut rx = Rx::new(planned);
     let dial_plan = DialPlan {
         n: args.subscribers,
         rate: None,
@@ -490,21 +495,9 @@ mod tests {
         Item::Data { kind: DataKind::Text, chunk, first, last }
     }
 
-    fn rx(planned: usize) -> Rx {
-        Rx {
-            latency: Latency::new(),
-            deliveries: 0,
-            out_of_order: 0,
-            parse_errors: 0,
-            t_ns: vec![0; planned],
-            last_ns: vec![0; planned],
-            count: vec![0; planned],
-        }
-    }
-
     #[test]
     fn welcome_then_deliveries_whole_or_in_pieces() {
-        let mut rx = rx(1);
+        let mut rx = Rx::new(1);
         let mut sub = Sub::default();
         assert!(rx.on_item(&mut sub, &data(br#"{"type":"welcome","conn":"1","channels":["c"]}"#, true, true)));
         let t = now_ns() - 2_000_000; // sent 2 ms ago
