@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::engine::outbound::Outbound;
 use crate::engine::ConnId;
@@ -171,8 +171,7 @@ impl Inline<'_> {
         if !self.open {
             return;
         }
-        let queued = self.outbound.queued();
-        if queued > 0 && queued + MAX_HEADER_LEN + payload.len() > self.cap {
+        if !self.outbound.fits(MAX_HEADER_LEN + payload.len(), self.cap) {
             self.refused += 1;
             return;
         }
@@ -216,26 +215,89 @@ pub(crate) enum Command {
     Publish(Arc<str>, Prepared),
     /// A socket accepted by another loop (only without `SO_REUSEPORT`).
     Adopt(mio::net::TcpStream),
-    Shutdown(std::time::Instant),
 }
 
-/// The sending side of one loop's command queue.
+/// Why a loop did not take a command from a [`Handle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The loop's command queue stayed full for the whole command timeout
+    /// ([`crate::ServerBuilder::command_queue`]): the loop is overloaded. Counted in
+    /// [`Stats::commands_refused`].
+    QueueFull,
+    /// The server has stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CommandError::QueueFull => "the event loop's command queue is full",
+            CommandError::Stopped => "the server has stopped",
+        })
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// The sending side of one loop's command queue (bounded).
 pub(crate) struct LoopMailbox {
     pub(crate) commands: Sender<Command>,
     pub(crate) waker: Arc<mio::Waker>,
     /// Set while a wake-up is on its way, so that a burst of commands wakes the loop once.
     pub(crate) wake_pending: AtomicBool,
+    /// A shutdown request: outside the queue, so that a full queue cannot hold it up.
+    shutdown: Mutex<Option<std::time::Instant>>,
+    shutdown_pending: AtomicBool,
 }
 
 impl LoopMailbox {
-    pub(crate) fn post(&self, command: Command) {
-        if self.commands.send(command).is_err() {
-            return; // The loop has stopped; nothing to deliver to.
+    pub(crate) fn new(commands: Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+        Self {
+            commands,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            shutdown: Mutex::new(None),
+            shutdown_pending: AtomicBool::new(false),
         }
+    }
+
+    fn wake(&self) {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             // A failed wake-up means the loop is gone; nothing to do.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Queues `command`, waiting up to `wait` for room.
+    fn post(&self, command: Command, wait: std::time::Duration) -> Result<(), CommandError> {
+        let result = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(CommandError::Stopped),
+            Err(TrySendError::Full(command)) if !wait.is_zero() => {
+                self.wake();
+                self.commands.send_timeout(command, wait).map_err(|e| match e {
+                    SendTimeoutError::Timeout(_) => CommandError::QueueFull,
+                    SendTimeoutError::Disconnected(_) => CommandError::Stopped,
+                })
+            }
+            Err(TrySendError::Full(_)) => Err(CommandError::QueueFull),
+        };
+        self.wake();
+        result
+    }
+
+    fn request_shutdown(&self, deadline: std::time::Instant) {
+        *self.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.shutdown_pending.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+
+    /// The shutdown deadline, once, if one was requested.
+    pub(crate) fn take_shutdown(&self) -> Option<std::time::Instant> {
+        if !self.shutdown_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.shutdown.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -256,6 +318,13 @@ pub(crate) struct LoopStats {
     pub(crate) accept_errors: AtomicU64,
     pub(crate) rejected_over_limit: AtomicU64,
     pub(crate) queued_events: AtomicUsize,
+    pub(crate) commands_queued: AtomicUsize,
+    pub(crate) commands_refused: AtomicU64,
+    pub(crate) pongs_coalesced: AtomicU64,
+    pub(crate) read_pauses: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) assembly_timeouts: AtomicU64,
+    pub(crate) assembly_budget_closes: AtomicU64,
 }
 
 impl LoopStats {
@@ -281,6 +350,13 @@ impl LoopStats {
             rejected_over_limit: get(&self.rejected_over_limit),
             queued_events: self.queued_events.load(Ordering::Relaxed),
             channel_len: 0,
+            commands_queued: self.commands_queued.load(Ordering::Relaxed),
+            commands_refused: get(&self.commands_refused),
+            pongs_coalesced: get(&self.pongs_coalesced),
+            read_pauses: get(&self.read_pauses),
+            rate_limited: get(&self.rate_limited),
+            assembly_timeouts: get(&self.assembly_timeouts),
+            assembly_budget_closes: get(&self.assembly_budget_closes),
         }
     }
 }
@@ -319,6 +395,20 @@ pub struct Stats {
     pub queued_events: usize,
     /// Events waiting in the worker channel (shared by all loops).
     pub channel_len: usize,
+    /// Commands waiting in the loops' command queues (as of each loop's last turn).
+    pub commands_queued: usize,
+    /// Commands refused because a loop's queue stayed full ([`CommandError::QueueFull`]).
+    pub commands_refused: u64,
+    /// Pongs not sent because a newer ping arrived while the queue was full (RFC 6455 §5.5.3).
+    pub pongs_coalesced: u64,
+    /// Times reading from a connection paused because its outbound queue was full.
+    pub read_pauses: u64,
+    /// Connections closed with 1008 for exceeding the message rate limit.
+    pub rate_limited: u64,
+    /// Connections closed with 1008 for not finishing a fragmented message in time.
+    pub assembly_timeouts: u64,
+    /// Connections closed with 1008 because the loop's budget for partial messages was spent.
+    pub assembly_budget_closes: u64,
 }
 
 impl Stats {
@@ -337,6 +427,13 @@ impl Stats {
         self.accept_errors += other.accept_errors;
         self.rejected_over_limit += other.rejected_over_limit;
         self.queued_events += other.queued_events;
+        self.commands_queued += other.commands_queued;
+        self.commands_refused += other.commands_refused;
+        self.pongs_coalesced += other.pongs_coalesced;
+        self.read_pauses += other.read_pauses;
+        self.rate_limited += other.rate_limited;
+        self.assembly_timeouts += other.assembly_timeouts;
+        self.assembly_budget_closes += other.assembly_budget_closes;
     }
 }
 
@@ -346,67 +443,93 @@ pub(crate) struct Shared {
     /// Only to read the channel's length: holding a sender here would keep the workers'
     /// `events.iter()` from ending after shutdown.
     pub(crate) events: Receiver<Event>,
+    /// How long a [`Handle`] call waits for room in a full command queue.
+    pub(crate) command_timeout: std::time::Duration,
+}
+
+impl Shared {
+    /// Queues a command for loop `loop_id`, waiting up to the command timeout; a refusal is
+    /// counted on that loop.
+    fn post(&self, loop_id: usize, command: Command) -> Result<(), CommandError> {
+        self.post_within(loop_id, command, self.command_timeout)
+    }
+
+    /// Queues a command without waiting (a loop posting to another loop must never block).
+    pub(crate) fn try_post(&self, loop_id: usize, command: Command) -> Result<(), CommandError> {
+        self.post_within(loop_id, command, std::time::Duration::ZERO)
+    }
+
+    fn post_within(
+        &self,
+        loop_id: usize,
+        command: Command,
+        wait: std::time::Duration,
+    ) -> Result<(), CommandError> {
+        // An id that names no loop names no connection: like any stale id, nothing to do.
+        let Some(mailbox) = self.mailboxes.get(loop_id) else { return Ok(()) };
+        let result = mailbox.post(command, wait);
+        if result == Err(CommandError::QueueFull) {
+            LoopStats::add(&self.stats[loop_id].commands_refused, 1);
+        }
+        result
+    }
 }
 
 /// Sends, closes, subscribes and publishes from any thread. Cheap to clone.
+///
+/// Every call queues a command for the loop that owns the connection. The queues are bounded
+/// ([`crate::ServerBuilder::command_queue`]): when a loop's queue is full, a call waits up to
+/// the command timeout for room and then returns [`CommandError::QueueFull`] (counted in
+/// [`Stats::commands_refused`]); nothing grows without bound. A command for a connection that
+/// has gone (a stale id) is accepted and ignored.
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Handle {
-    fn mailbox(&self, conn: ConnId) -> Option<&LoopMailbox> {
-        self.shared.mailboxes.get(conn.loop_id())
-    }
-
-    /// Sends a message to one connection. Ignored if the connection is gone.
-    pub fn send(&self, conn: ConnId, message: impl Into<Message>) {
-        if let Some(mailbox) = self.mailbox(conn) {
-            mailbox.post(Command::Send(conn, message.into()));
-        }
+    /// Sends a message to one connection.
+    pub fn send(&self, conn: ConnId, message: impl Into<Message>) -> Result<(), CommandError> {
+        self.shared.post(conn.loop_id(), Command::Send(conn, message.into()))
     }
 
     /// Sends a message framed once with [`Prepared::new`] (for sending the same bytes to many).
-    pub fn send_prepared(&self, conn: ConnId, message: &Prepared) {
-        if let Some(mailbox) = self.mailbox(conn) {
-            mailbox.post(Command::SendPrepared(conn, message.clone()));
-        }
+    pub fn send_prepared(&self, conn: ConnId, message: &Prepared) -> Result<(), CommandError> {
+        self.shared.post(conn.loop_id(), Command::SendPrepared(conn, message.clone()))
     }
 
     /// Starts the close handshake with `code` (must be sendable, else 1000 is used) and `reason`.
-    pub fn close(&self, conn: ConnId, code: u16, reason: &str) {
+    pub fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), CommandError> {
         let code = if CloseCode(code).is_sendable() { CloseCode(code) } else { CloseCode::NORMAL };
-        if let Some(mailbox) = self.mailbox(conn) {
-            mailbox.post(Command::Close(conn, code, reason.to_owned()));
-        }
+        self.shared.post(conn.loop_id(), Command::Close(conn, code, reason.to_owned()))
     }
 
     /// Subscribes a connection to a topic; it leaves every topic when it closes.
-    pub fn subscribe(&self, conn: ConnId, topic: &str) {
-        if let Some(mailbox) = self.mailbox(conn) {
-            mailbox.post(Command::Subscribe(conn, Arc::from(topic)));
-        }
+    pub fn subscribe(&self, conn: ConnId, topic: &str) -> Result<(), CommandError> {
+        self.shared.post(conn.loop_id(), Command::Subscribe(conn, Arc::from(topic)))
     }
 
     /// Unsubscribes a connection from a topic.
-    pub fn unsubscribe(&self, conn: ConnId, topic: &str) {
-        if let Some(mailbox) = self.mailbox(conn) {
-            mailbox.post(Command::Unsubscribe(conn, Arc::from(topic)));
-        }
+    pub fn unsubscribe(&self, conn: ConnId, topic: &str) -> Result<(), CommandError> {
+        self.shared.post(conn.loop_id(), Command::Unsubscribe(conn, Arc::from(topic)))
     }
 
     /// Sends a message to every subscriber of `topic` on every loop. The frame is encoded once
     /// and shared by all of them.
-    pub fn publish(&self, topic: &str, message: impl Into<Message>) {
-        self.publish_prepared(topic, &Prepared::new(&message.into()));
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<(), CommandError> {
+        self.publish_prepared(topic, &Prepared::new(&message.into()))
     }
 
-    /// [`Handle::publish`] with a message framed already.
-    pub fn publish_prepared(&self, topic: &str, message: &Prepared) {
+    /// [`Handle::publish`] with a message framed already. Every loop is tried: an error means at
+    /// least one loop refused it (its subscribers miss the message; the others get it).
+    pub fn publish_prepared(&self, topic: &str, message: &Prepared) -> Result<(), CommandError> {
         let topic: Arc<str> = Arc::from(topic);
-        for mailbox in &self.shared.mailboxes {
-            mailbox.post(Command::Publish(topic.clone(), message.clone()));
+        let mut result = Ok(());
+        for loop_id in 0..self.shared.mailboxes.len() {
+            let posted = self.shared.post(loop_id, Command::Publish(topic.clone(), message.clone()));
+            result = result.and(posted);
         }
+        result
     }
 
     /// The counters summed over loops.
@@ -427,7 +550,7 @@ impl Handle {
 
     pub(crate) fn shutdown_all(&self, deadline: std::time::Instant) {
         for mailbox in &self.shared.mailboxes {
-            mailbox.post(Command::Shutdown(deadline));
+            mailbox.request_shutdown(deadline);
         }
     }
 }

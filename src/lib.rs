@@ -68,7 +68,7 @@ pub mod gateway;
 pub mod proto;
 mod sys;
 
-pub use app::{Accepted, Event, Flow, Handle, Inline, Message, Prepared, Stats};
+pub use app::{Accepted, CommandError, Event, Flow, Handle, Inline, Message, Prepared, Stats};
 pub use engine::{ConnId, Server, ServerBuilder, SlowConsumerPolicy};
 pub use proto::handshake::Rejection;
 pub use proto::{CloseCode, DataKind};

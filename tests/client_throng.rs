@@ -151,7 +151,7 @@ fn server_close_reaches_the_client_with_its_code_and_reason() {
         match events.recv_timeout(WAIT).expect("an event") {
             Event::Message { conn, message } => {
                 assert_eq!(message, Message::Text("close-me".into()));
-                handle.close(conn, 4001, "bye");
+                handle.close(conn, 4001, "bye").unwrap();
             }
             Event::Close { code, reason, clean, .. } => return (code, reason, clean),
             Event::Open { .. } => {}

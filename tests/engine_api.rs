@@ -38,7 +38,7 @@ fn spawn_echo_worker(server: &Server) -> Receiver<Event> {
     std::thread::spawn(move || {
         for event in events.iter() {
             match event {
-                Event::Message { conn, message } => handle.send(conn, message),
+                Event::Message { conn, message } => handle.send(conn, message).unwrap(),
                 other => {
                     if tx.send(other).is_err() {
                         return;
@@ -91,7 +91,7 @@ fn server_initiated_close_reports_the_peers_answer() {
     let events = server.events();
     let mut client = connect(server.local_addr(), "/");
     let (conn, _) = expect_open(&events);
-    server.handle().close(conn, 4001, "kicked");
+    server.handle().close(conn, 4001, "kicked").unwrap();
     assert_eq!(client.expect_close(4001), "kicked");
     client.send_close(4001, "ok");
     client.expect_eof();
@@ -100,7 +100,7 @@ fn server_initiated_close_reports_the_peers_answer() {
     // An unsendable code becomes 1000.
     let mut client = connect(server.local_addr(), "/");
     let (conn, _) = expect_open(&events);
-    server.handle().close(conn, 1006, "");
+    server.handle().close(conn, 1006, "").unwrap();
     client.expect_close(1000);
     // A long reason is cut to fit a control frame, on a character boundary.
     let mut client = connect(server.local_addr(), "/");
@@ -109,7 +109,7 @@ fn server_initiated_close_reports_the_peers_answer() {
             break (conn, path);
         }
     };
-    server.handle().close(conn, 4002, &"é".repeat(100));
+    server.handle().close(conn, 4002, &"é".repeat(100)).unwrap();
     let reason = client.expect_close(4002);
     assert!(reason.len() <= 123 && reason.len() >= 120, "reason of {} bytes", reason.len());
     assert!(reason.chars().all(|c| c == 'é'));
@@ -132,14 +132,14 @@ fn stale_connection_id_reaches_nobody() {
     assert_ne!(a_id, b_id);
     assert_eq!(slot_of(a_id), slot_of(b_id), "B should reuse A's slab slot for this test to mean much");
 
-    handle.send(a_id, "for A");
-    handle.subscribe(a_id, "t");
-    handle.close(a_id, 1000, "closing A");
-    handle.publish("t", "for subscribers of t");
+    handle.send(a_id, "for A").unwrap();
+    handle.subscribe(a_id, "t").unwrap();
+    handle.close(a_id, 1000, "closing A").unwrap();
+    handle.publish("t", "for subscribers of t").unwrap();
     // Ids that never named anything: another loop, another slot.
-    handle.send(ConnId::from_u64(u64::MAX), "nobody");
-    handle.send(ConnId::from_u64(b_id.as_u64() + (1 << 32)), "nobody either");
-    handle.send(b_id, "for B");
+    handle.send(ConnId::from_u64(u64::MAX), "nobody").unwrap();
+    handle.send(ConnId::from_u64(b_id.as_u64() + (1 << 32)), "nobody either").unwrap();
+    handle.send(b_id, "for B").unwrap();
     // Commands to one loop run in order: anything meant for A would arrive before this.
     b.expect_text("for B");
     b.expect_silence(Duration::from_millis(300));
@@ -153,7 +153,7 @@ trait EchoVia {
 
 impl EchoVia for TestClient {
     fn echo_via(&mut self, handle: &throng::Handle, conn: ConnId, text: &str) {
-        handle.send(conn, text);
+        handle.send(conn, text).unwrap();
         self.expect_text(text);
     }
 }
@@ -172,34 +172,34 @@ fn publish_reaches_exactly_the_subscribers() {
         let (id, opened) = expect_open(&events);
         assert_eq!(opened, path);
         if opened == "/news" {
-            handle.subscribe(id, "news");
-            handle.subscribe(id, "news"); // twice: still one delivery
+            handle.subscribe(id, "news").unwrap();
+            handle.subscribe(id, "news").unwrap(); // twice: still one delivery
         }
         ids.push(id);
     }
     let [c1, c2, c3] = &mut clients[..] else { unreachable!() };
 
-    handle.publish("news", "headline 1");
+    handle.publish("news", "headline 1").unwrap();
     c1.expect_text("headline 1");
     c2.expect_text("headline 1");
-    handle.send(ids[2], "marker");
+    handle.send(ids[2], "marker").unwrap();
     c3.expect_text("marker");
     for (client, &id) in [&mut *c1, &mut *c2].into_iter().zip(&ids) {
-        handle.send(id, "marker");
+        handle.send(id, "marker").unwrap();
         client.expect_text("marker");
     }
 
     let prepared = Prepared::new(&Message::Binary(vec![1, 2, 3]));
-    handle.publish_prepared("news", &prepared);
+    handle.publish_prepared("news", &prepared).unwrap();
     c1.expect_binary(&[1, 2, 3]);
     c2.expect_binary(&[1, 2, 3]);
 
-    handle.unsubscribe(ids[0], "news");
-    handle.publish("news", "headline 2");
-    handle.publish("sports", "nobody listens");
+    handle.unsubscribe(ids[0], "news").unwrap();
+    handle.publish("news", "headline 2").unwrap();
+    handle.publish("sports", "nobody listens").unwrap();
     c2.expect_text("headline 2");
     for (client, &id) in [&mut *c1, &mut *c3].into_iter().zip([&ids[0], &ids[2]]) {
-        handle.send(id, "marker 2");
+        handle.send(id, "marker 2").unwrap();
         client.expect_text("marker 2");
     }
 
@@ -208,7 +208,7 @@ fn publish_reaches_exactly_the_subscribers() {
     c2.close_handshake(1000);
     clients.remove(1);
     let stats_before = server.stats();
-    handle.publish("news", "after close");
+    handle.publish("news", "after close").unwrap();
     let mut c4 = connect(addr, "/late");
     let (c4_id, _) = loop {
         match next_event(&events) {
@@ -217,8 +217,8 @@ fn publish_reaches_exactly_the_subscribers() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    handle.publish("news", "after reopen");
-    handle.send(c4_id, "marker 3");
+    handle.publish("news", "after reopen").unwrap();
+    handle.send(c4_id, "marker 3").unwrap();
     c4.expect_text("marker 3");
     assert!(support::wait_until(Duration::from_secs(1), || server.stats().messages_out
         > stats_before.messages_out));
@@ -355,7 +355,7 @@ fn slow_workers_pause_reading_without_losing_messages() {
     // A second connection is served meanwhile and afterwards.
     let mut other = connect(server.local_addr(), "/");
     let (other_id, _) = expect_open(&events);
-    server.handle().send(other_id, "hello");
+    server.handle().send(other_id, "hello").unwrap();
     other.expect_text("hello");
     client.close_handshake(1000);
 }

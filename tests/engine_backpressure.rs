@@ -37,7 +37,7 @@ fn flood(server: &Server, conn: throng::ConnId, stop: impl Fn(&throng::Stats) ->
     let mut sent = 0u64;
     while Instant::now() < deadline {
         for _ in 0..8 {
-            handle.send(conn, vec![sent as u8; MESSAGE]);
+            handle.send(conn, vec![sent as u8; MESSAGE]).unwrap();
             sent += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -120,7 +120,7 @@ fn message_larger_than_the_cap_goes_to_an_empty_queue() {
     let mut client = support::connect(server.local_addr(), "/");
     let Event::Open { conn, .. } = next_event(&events) else { panic!("expected Open") };
     let big: Vec<u8> = (0..4 * CAP).map(|i| (i % 253) as u8).collect();
-    server.handle().send(conn, big.clone());
+    server.handle().send(conn, big.clone()).unwrap();
     client.expect_binary(&big);
     client.echo("still open");
     assert_eq!(server.stats().slow_consumer_closes, 0);
@@ -135,14 +135,14 @@ fn slow_subscriber_is_closed_and_others_keep_receiving() {
     let Event::Open { conn: slow_id, .. } = next_event(&events) else { panic!("expected Open") };
     let mut fast = support::connect(server.local_addr(), "/");
     let Event::Open { conn: fast_id, .. } = next_event(&events) else { panic!("expected Open") };
-    handle.subscribe(slow_id, "feed");
-    handle.subscribe(fast_id, "feed");
+    handle.subscribe(slow_id, "feed").unwrap();
+    handle.subscribe(fast_id, "feed").unwrap();
     let prepared = throng::Prepared::new(&throng::Message::Binary(vec![9; MESSAGE]));
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut published = 0;
     while server.stats().slow_consumer_closes == 0 {
         assert!(Instant::now() < deadline, "no close after {published} publishes: {:?}", server.stats());
-        handle.publish_prepared("feed", &prepared);
+        handle.publish_prepared("feed", &prepared).unwrap();
         published += 1;
         // The fast one reads everything as it comes.
         match fast.recv() {
@@ -150,7 +150,7 @@ fn slow_subscriber_is_closed_and_others_keep_receiving() {
             other => panic!("fast subscriber got {}", support::describe(&other)),
         }
     }
-    handle.publish("feed", "after");
+    handle.publish("feed", "after").unwrap();
     fast.expect_text("after");
     let mut got = 0;
     loop {

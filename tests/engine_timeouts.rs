@@ -100,7 +100,7 @@ fn peer_that_never_answers_our_close_is_dropped_after_close_timeout() {
     let events = server.events();
     let mut client = connect(server.local_addr(), "/");
     let Event::Open { conn, .. } = next_event(&events) else { panic!("expected Open") };
-    server.handle().close(conn, 4000, "go away");
+    server.handle().close(conn, 4000, "go away").unwrap();
     assert_eq!(client.expect_close(4000), "go away");
     let started = Instant::now();
     // No answer: the server gives up after the close timeout.

@@ -156,8 +156,8 @@ fn mini_gateway() -> (SocketAddr, SocketAddr) {
         for event in events.iter() {
             if let Event::Open { conn, query, .. } = event {
                 let channel = query.as_deref().and_then(|q| q.strip_prefix("channels=")).unwrap_or("");
-                handle.subscribe(conn, channel);
-                handle.send(conn, format!(r#"{{"type":"welcome","channels":["{channel}"]}}"#));
+                handle.subscribe(conn, channel).unwrap();
+                handle.send(conn, format!(r#"{{"type":"welcome","channels":["{channel}"]}}"#)).unwrap();
             }
         }
     });
@@ -202,7 +202,7 @@ fn serve_admin(stream: &mut TcpStream, handle: &throng::Handle) {
         buf.drain(..end + 4 + len);
         let channel = body["channel"].as_str().unwrap().to_owned();
         let envelope = serde_json::json!({ "channel": channel, "data": body["data"], "ts": 0 });
-        handle.publish(&channel, envelope.to_string());
+        handle.publish(&channel, envelope.to_string()).unwrap();
         let answer = format!(r#"{{"channel":"{channel}","queued":1}}"#);
         let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
     }

@@ -21,6 +21,10 @@ pub(crate) struct Cold {
     pub(crate) message: Vec<u8>,
     pub(crate) outbound: Outbound,
     pub(crate) close_reason: String,
+    /// The payload of the latest ping not answered yet because the queue was full.
+    pub(crate) pong: Option<Vec<u8>>,
+    /// The tick the message being assembled started at (its deadline runs from there).
+    pub(crate) message_started: Option<super::timer::Tick>,
 }
 
 impl Cold {
@@ -29,6 +33,8 @@ impl Cold {
             && self.message.is_empty()
             && self.outbound.is_empty()
             && self.close_reason.is_empty()
+            && self.pong.is_none()
+            && self.message_started.is_none()
     }
 }
 
@@ -57,6 +63,8 @@ impl ColdPool {
         }
         cold.close_reason = String::new();
         cold.outbound = Outbound::default();
+        cold.pong = None;
+        cold.message_started = None;
         self.free.push(cold);
     }
 }

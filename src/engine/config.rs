@@ -34,6 +34,11 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_loop: usize,
     pub(crate) event_capacity: usize,
+    pub(crate) command_capacity: usize,
+    pub(crate) command_timeout: Duration,
+    pub(crate) message_timeout: Option<Duration>,
+    pub(crate) max_assembly_bytes: usize,
+    pub(crate) message_rate: Option<RateLimit>,
     pub(crate) read_budget: usize,
     pub(crate) scratch_size: usize,
     pub(crate) open_headers: Vec<String>,
@@ -60,6 +65,11 @@ impl Default for Config {
             max_connections: 1 << 24,
             max_connections_per_loop: 1 << 22,
             event_capacity: 64 * 1024,
+            command_capacity: 64 * 1024,
+            command_timeout: Duration::from_millis(100),
+            message_timeout: Some(Duration::from_secs(60)),
+            max_assembly_bytes: 256 << 20,
+            message_rate: None,
             read_budget: 16,
             scratch_size: 256 * 1024,
             open_headers: Vec::new(),
@@ -68,5 +78,67 @@ impl Default for Config {
             http_hook: None,
             reuse_port: true,
         }
+    }
+}
+
+/// A per-connection limit on messages (and pings) received: `per_second` on average, bursts of
+/// up to `burst`. Kept as a GCRA (one timestamp per connection) in units of [`FINE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RateLimit {
+    /// Units of [`FINE`] between two messages at the sustained rate.
+    interval: u32,
+    /// How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
+    tolerance: u32,
+}
+
+/// The resolution of the rate limiter's clock (so at most 10,000 messages per second can be
+/// told apart; higher rates are held to that).
+pub(crate) const FINE: Duration = Duration::from_micros(100);
+
+impl RateLimit {
+    /// The limit, or `None` for a rate of zero (no limit).
+    pub(crate) fn new(per_second: u32, burst: u32) -> Option<Self> {
+        if per_second == 0 {
+            return None;
+        }
+        let per_fine_second = (Duration::from_secs(1).as_nanos() / FINE.as_nanos()) as u32;
+        let interval = (per_fine_second / per_second).max(1);
+        // Bounded so that the window stays far inside the wrap-safe half of the u32 clock.
+        let tolerance = u64::from(burst.max(1) - 1) * u64::from(interval);
+        Some(Self { interval, tolerance: tolerance.min(1 << 30) as u32 })
+    }
+
+    pub(crate) fn interval(&self) -> u32 {
+        self.interval
+    }
+
+    pub(crate) fn tolerance(&self) -> u32 {
+        self.tolerance
+    }
+
+    /// The span the limiter's state matters for: after that long without a message the bucket
+    /// is full again whatever the state says.
+    pub(crate) fn window(&self) -> u32 {
+        self.tolerance + self.interval
+    }
+
+    /// [`RateLimit::window`] as a duration.
+    pub(crate) fn memory(&self) -> Duration {
+        FINE * self.window()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_units() {
+        let r = RateLimit::new(100, 20).unwrap();
+        assert_eq!(r.interval(), 100); // 10 ms in 0.1 ms units
+        assert_eq!(r.tolerance(), 1900);
+        assert_eq!(r.memory(), Duration::from_millis(200));
+        assert_eq!(RateLimit::new(0, 5), None);
+        assert_eq!(RateLimit::new(1_000_000, 1).unwrap().interval(), 1);
     }
 }

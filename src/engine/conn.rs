@@ -10,11 +10,11 @@ use super::buffers::Cold;
 use super::core::LoopCore;
 use super::ids::ConnId;
 use super::outbound::Outbound;
-use super::timer::Tick;
+use super::timer::{after, earlier, reached, Tick};
 use super::SlowConsumerPolicy;
 use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
 use crate::proto::close::write_close_payload;
-use crate::proto::frame::MAX_HEADER_LEN;
+use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
 
@@ -36,6 +36,13 @@ const DIRTY: u8 = 1 << 1;
 const AWAITING_PONG: u8 = 1 << 2;
 const FIN_SENT: u8 = 1 << 3;
 const CLEAN: u8 = 1 << 4;
+/// A timer entry is armed at `armed` (every tick value is a valid tick, so no sentinel).
+const ARMED: u8 = 1 << 5;
+/// Reading stopped because the outbound queue is full: TCP pushes back on this peer alone.
+const READ_PAUSED: u8 = 1 << 6;
+
+/// The most a control frame takes on the wire from the server (2-byte header, 125 payload).
+const CONTROL_FRAME_MAX: usize = 2 + MAX_CONTROL_PAYLOAD;
 
 /// What the backend must do after a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,13 +58,15 @@ pub(crate) struct Conn {
     decoder: Decoder,
     cold: Option<Box<Cold>>,
     user: u64,
-    pub(crate) generation: u32,
-    /// The tick of this connection's armed timer entry.
+    /// The tick of this connection's armed timer entry (valid with the `ARMED` flag).
     pub(crate) armed: Tick,
     /// The last tick bytes arrived (or the accept, while handshaking).
     last_seen: Tick,
     /// When the ping went out, or when Closing/Lingering gives up.
     phase_tick: Tick,
+    /// The message-rate limiter's theoretical arrival time (GCRA), in [`super::core::FINE`]
+    /// units of the loop clock.
+    rate_tat: u32,
     /// The close code to report (0: none yet).
     close_code: u16,
     pub(crate) phase: Phase,
@@ -70,10 +79,10 @@ impl Conn {
             decoder: Decoder::new(Role::Server),
             cold: None,
             user: 0,
-            generation: core.next_generation(),
             armed: 0,
             last_seen: core.now_tick,
             phase_tick: 0,
+            rate_tat: core.now_fine,
             close_code: 0,
             phase: Phase::Handshaking,
             flags: 0,
@@ -97,7 +106,7 @@ impl Conn {
     }
 
     fn id(&self, core: &LoopCore, index: u32) -> ConnId {
-        ConnId::new(core.loop_id, index as usize, self.generation)
+        ConnId::new(core.loop_id, index as usize, core.generations.get(index))
     }
 
     /// Releases the boxed state once nothing is in it, so that idle connections hold no heap.
@@ -114,9 +123,31 @@ impl Conn {
         self.cold.as_ref().map_or(&[], |c| &c.spill)
     }
 
-    /// The queue the backend writes from.
-    pub(crate) fn outbound(&mut self) -> Option<&mut Outbound> {
-        self.cold.as_mut().map(|c| &mut c.outbound).filter(|o| !o.is_empty())
+    /// The queue the backend writes from. A pong held back while the queue was full joins it
+    /// here, once it fits under the cap.
+    pub(crate) fn outbound(&mut self, core: &LoopCore) -> Option<&mut Outbound> {
+        let cold = self.cold.as_mut()?;
+        if cold.pong.is_some() && cold.outbound.fits(CONTROL_FRAME_MAX, core.config.max_outbound_bytes) {
+            if let Some(pong) = cold.pong.take() {
+                cold.outbound.push_frame(OpCode::Pong, &pong);
+            }
+        }
+        Some(&mut cold.outbound).filter(|o| !o.is_empty())
+    }
+
+    /// Whether the outbound queue is too full to take even a control frame: the backend stops
+    /// reading from this connection until [`Conn::written`] says it may resume, so a peer that
+    /// sends without reading (pings, requests answered inline) is pushed back by TCP alone.
+    pub(crate) fn pause_reading(&mut self, core: &LoopCore) -> bool {
+        let queued = self.cold.as_ref().map_or(0, |c| c.outbound.queued());
+        if queued + CONTROL_FRAME_MAX <= core.config.max_outbound_bytes {
+            return false;
+        }
+        if !self.has(READ_PAUSED) {
+            self.set(READ_PAUSED);
+            LoopStats::add(&core.stats.read_pauses, 1);
+        }
+        true
     }
 
     /// Whether the backend should send FIN now: lingering and everything written.
@@ -135,13 +166,19 @@ impl Conn {
         self.set(FIN_SENT);
     }
 
-    /// The backend wrote `n` bytes of the queue.
-    pub(crate) fn written(&mut self, core: &mut LoopCore, n: usize) {
+    /// The backend wrote `n` bytes of the queue. Returns true when reading was paused for a
+    /// full queue and may resume now.
+    pub(crate) fn written(&mut self, core: &mut LoopCore, n: usize) -> bool {
         if let Some(cold) = self.cold.as_mut() {
             cold.outbound.advance(n);
         }
         LoopStats::add(&core.stats.bytes_out, n as u64);
         self.release_cold(core);
+        if self.has(READ_PAUSED) && !self.pause_reading(core) {
+            self.clear(READ_PAUSED);
+            return true;
+        }
+        false
     }
 
     /// Marks the connection for a flush at the end of the turn.
@@ -187,10 +224,10 @@ impl Conn {
         LoopStats::add(&core.stats.messages_out, 1);
     }
 
-    /// Applies the outbound cap: a message may always go to an empty queue.
+    /// Applies the outbound cap ([`Outbound::fits`]).
     fn admit(&mut self, core: &mut LoopCore, index: u32, len: usize) -> bool {
-        let queued = self.cold.as_ref().map_or(0, |c| c.outbound.queued());
-        if queued == 0 || queued + len <= core.config.max_outbound_bytes {
+        let cap = core.config.max_outbound_bytes;
+        if self.cold.as_ref().is_none_or(|c| c.outbound.fits(len, cap)) {
             return true;
         }
         self.over_cap(core, index, 1);
@@ -246,9 +283,10 @@ impl Conn {
         }
         self.phase = Phase::Lingering;
         self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
+        self.discard_message(core);
         if let Some(cold) = self.cold.as_mut() {
-            cold.message = Vec::new();
             cold.spill = Vec::new();
+            cold.pong = None;
         }
         self.rearm(core, index);
         self.mark_dirty(core, index);
@@ -267,6 +305,12 @@ impl Conn {
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
         if self.phase != Phase::Handshaking {
+            if let Some(rate) = &core.config.message_rate {
+                // Quiet for longer than the limiter can remember: its state may have wrapped.
+                if !earlier(core.now_tick, after(self.last_seen, rate.memory())) {
+                    self.rate_tat = core.now_fine;
+                }
+            }
             self.last_seen = core.now_tick;
         }
         let mut used = 0;
@@ -423,16 +467,17 @@ impl Conn {
                     self.deliver(core, index, kind, chunk);
                     return;
                 }
-                self.cold(core).message.extend_from_slice(chunk);
+                if !self.append_message(core, index, first, chunk) {
+                    return;
+                }
                 if last {
-                    let message =
-                        self.cold.as_mut().map(|c| std::mem::take(&mut c.message)).unwrap_or_default();
+                    let message = self.take_message(core);
                     self.deliver(core, index, kind, &message);
                 }
             }
             Item::Ping(payload) => {
-                if self.phase == Phase::Open {
-                    self.queue_frame(core, index, OpCode::Pong, payload);
+                if self.phase == Phase::Open && self.within_rate(core, index) {
+                    self.queue_pong(core, index, payload);
                 }
             }
             Item::Pong(_) => self.clear(AWAITING_PONG),
@@ -455,7 +500,83 @@ impl Conn {
         }
     }
 
+    /// Answers a ping. Under the cap every ping gets its pong (Autobahn 2.10 checks it); over
+    /// it only the latest unanswered ping's pong is kept (RFC 6455 §5.5.3), to go out once the
+    /// queue has room, so a peer that pings without reading cannot grow our memory.
+    fn queue_pong(&mut self, core: &mut LoopCore, index: u32, payload: &[u8]) {
+        let cap = core.config.max_outbound_bytes;
+        let cold = self.cold(core);
+        if cold.pong.is_none() && cold.outbound.fits(CONTROL_FRAME_MAX, cap) {
+            cold.outbound.push_frame(OpCode::Pong, payload);
+        } else {
+            let pong = cold.pong.get_or_insert_with(Vec::new);
+            pong.clear();
+            pong.extend_from_slice(payload);
+            LoopStats::add(&core.stats.pongs_coalesced, 1);
+        }
+        self.mark_dirty(core, index);
+    }
+
+    /// Charges one message (or ping) to the connection's rate limit; over it the connection is
+    /// failed with 1008. A GCRA: one timestamp per connection, no counters to reset.
+    fn within_rate(&mut self, core: &mut LoopCore, index: u32) -> bool {
+        let Some(rate) = &core.config.message_rate else { return true };
+        let now = core.now_fine;
+        // How far the theoretical arrival time is ahead of now; behind (or wrapped past the
+        // window) means the bucket is full again.
+        let ahead = self.rate_tat.wrapping_sub(now);
+        let base = if (ahead as i32) <= 0 || ahead > rate.window() { now } else { self.rate_tat };
+        if base.wrapping_sub(now) > rate.tolerance() {
+            LoopStats::add(&core.stats.rate_limited, 1);
+            self.fail(core, index, CloseCode::POLICY_VIOLATION, "message rate limit exceeded");
+            return false;
+        }
+        self.rate_tat = base.wrapping_add(rate.interval());
+        true
+    }
+
+    /// Adds a piece of a message that did not arrive whole to its assembly buffer, under the
+    /// loop's budget for partial messages. Returns false when the connection was failed.
+    fn append_message(&mut self, core: &mut LoopCore, index: u32, first: bool, chunk: &[u8]) -> bool {
+        if core.assembly_bytes + chunk.len() > core.config.max_assembly_bytes {
+            LoopStats::add(&core.stats.assembly_budget_closes, 1);
+            self.fail(core, index, CloseCode::POLICY_VIOLATION, "server busy: too many partial messages");
+            return false;
+        }
+        core.assembly_bytes += chunk.len();
+        let now = core.now_tick;
+        let cold = self.cold(core);
+        if first {
+            cold.message_started = Some(now);
+        }
+        cold.message.extend_from_slice(chunk);
+        if first && core.config.message_timeout.is_some() {
+            self.rearm(core, index);
+        }
+        true
+    }
+
+    /// The assembled message, leaving the buffer (and the budget) empty.
+    fn take_message(&mut self, core: &mut LoopCore) -> Vec<u8> {
+        let Some(cold) = self.cold.as_mut() else { return Vec::new() };
+        cold.message_started = None;
+        core.assembly_bytes -= cold.message.len();
+        std::mem::take(&mut cold.message)
+    }
+
+    /// Drops a message that will never be finished.
+    fn discard_message(&mut self, core: &mut LoopCore) {
+        if let Some(cold) = self.cold.as_mut() {
+            cold.message_started = None;
+            core.assembly_bytes -= cold.message.len();
+            cold.message = Vec::new();
+        }
+    }
+
     fn deliver(&mut self, core: &mut LoopCore, index: u32, kind: DataKind, payload: &[u8]) {
+        if !self.within_rate(core, index) {
+            return;
+        }
         LoopStats::add(&core.stats.messages_in, 1);
         let conn = self.id(core, index);
         if let Some(hook) = core.config.message_hook.clone() {
@@ -490,6 +611,7 @@ impl Conn {
 
     /// The connection leaves the slab: report it and leave its topics.
     pub(crate) fn on_removed(&mut self, core: &mut LoopCore, index: u32) {
+        self.discard_message(core);
         let cold = self.cold.take();
         core.unsubscribe_all(index);
         if self.has(OPENED) {
@@ -503,70 +625,91 @@ impl Conn {
         core.total_connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The next time this connection must be looked at.
-    fn next_deadline(&self, core: &LoopCore) -> Tick {
+    /// The next time this connection must be looked at, if ever.
+    fn next_deadline(&self, core: &LoopCore) -> Option<Tick> {
         let config = &core.config;
-        let after = |from: Tick, d: std::time::Duration| {
-            from.saturating_add(
-                d.as_millis().div_ceil(super::timer::TICK.as_millis()).min(u32::MAX as u128 / 2) as Tick,
-            )
-        };
         match self.phase {
-            Phase::Handshaking => after(self.last_seen, config.handshake_timeout),
-            Phase::Closing | Phase::Lingering => self.phase_tick,
+            Phase::Handshaking => Some(after(self.last_seen, config.handshake_timeout)),
+            Phase::Closing | Phase::Lingering => Some(self.phase_tick),
             Phase::Open => {
-                let mut next = Tick::MAX;
+                let mut next: Option<Tick> = None;
+                let mut consider = |at: Tick| {
+                    next = Some(next.map_or(at, |n| if earlier(at, n) { at } else { n }));
+                };
                 if let Some(idle) = config.idle_timeout {
-                    next = next.min(after(self.last_seen, idle));
+                    consider(after(self.last_seen, idle));
                 }
                 if let Some(interval) = config.ping_interval {
-                    next = next.min(if self.has(AWAITING_PONG) {
+                    consider(if self.has(AWAITING_PONG) {
                         after(self.phase_tick, config.pong_timeout)
                     } else {
                         after(self.last_seen, interval)
                     });
+                }
+                if let (Some(limit), Some(started)) = (config.message_timeout, self.message_started()) {
+                    consider(after(started, limit));
                 }
                 next
             }
         }
     }
 
+    fn message_started(&self) -> Option<Tick> {
+        self.cold.as_ref().and_then(|c| c.message_started)
+    }
+
     /// Arms the timer if the next deadline is earlier than the armed one (later ones re-arm
     /// themselves when the earlier entry fires).
     pub(crate) fn rearm(&mut self, core: &mut LoopCore, index: u32) {
-        let next = self.next_deadline(core);
-        if next == Tick::MAX {
-            return;
+        let Some(next) = self.next_deadline(core) else { return };
+        if !self.has(ARMED) || earlier(next, self.armed) {
+            self.armed = core.wheel.arm(index, core.generations.get(index), next);
+            self.set(ARMED);
         }
-        if self.armed == 0 || next < self.armed {
-            self.armed = core.wheel.arm(index, self.generation, next);
-        }
+    }
+
+    /// Whether a wheel entry filed under `tick` is this connection's armed one.
+    pub(crate) fn armed_at(&self, tick: Tick) -> bool {
+        self.has(ARMED) && self.armed == tick
     }
 
     /// The armed timer fired.
     pub(crate) fn on_timer(&mut self, core: &mut LoopCore, index: u32) -> Next {
-        self.armed = 0;
+        self.clear(ARMED);
         let now = core.now_tick;
         let config = core.config.clone();
         match self.phase {
-            Phase::Handshaking if now >= self.next_deadline(core) => return Next::Remove,
-            Phase::Closing | Phase::Lingering if now >= self.phase_tick => return Next::Remove,
+            Phase::Handshaking if reached(now, after(self.last_seen, config.handshake_timeout)) => {
+                return Next::Remove
+            }
+            Phase::Closing | Phase::Lingering if reached(now, self.phase_tick) => return Next::Remove,
             Phase::Open => {
-                let expired = |from: Tick, d: std::time::Duration| {
-                    now >= from.saturating_add((d.as_millis() / super::timer::TICK.as_millis()) as Tick)
-                };
-                if config.idle_timeout.is_some_and(|idle| expired(self.last_seen, idle)) {
+                if let (Some(limit), Some(started)) = (config.message_timeout, self.message_started()) {
+                    if reached(now, after(started, limit)) {
+                        LoopStats::add(&core.stats.assembly_timeouts, 1);
+                        self.fail(core, index, CloseCode::POLICY_VIOLATION, "message not completed in time");
+                        self.rearm(core, index);
+                        return Next::Continue;
+                    }
+                }
+                if config.idle_timeout.is_some_and(|idle| reached(now, after(self.last_seen, idle))) {
                     self.close(core, index, CloseCode::GOING_AWAY, "idle timeout");
                     return Next::Continue;
                 }
                 if let Some(interval) = config.ping_interval {
                     if self.has(AWAITING_PONG) {
-                        if expired(self.phase_tick, config.pong_timeout) {
-                            // A peer that does not answer pings is gone; a close frame would not
-                            // reach it either.
-                            return Next::Remove;
+                        if reached(now, after(self.phase_tick, config.pong_timeout)) {
+                            if self.has(READ_PAUSED) || core.workers_behind() {
+                                // We stopped reading: the pong may be waiting unread in the
+                                // socket. Wait again rather than drop a live peer.
+                                self.phase_tick = now;
+                            } else {
+                                // A peer that does not answer pings is gone; a close frame would
+                                // not reach it either.
+                                return Next::Remove;
+                            }
                         }
-                    } else if expired(self.last_seen, interval) {
+                    } else if reached(now, after(self.last_seen, interval)) {
                         self.queue_frame(core, index, OpCode::Ping, b"");
                         self.set(AWAITING_PONG);
                         self.phase_tick = now;

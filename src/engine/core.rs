@@ -10,7 +10,8 @@ use std::time::Instant;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::buffers::ColdPool;
-use super::config::Config;
+use super::config::{Config, FINE};
+use super::ids::Generations;
 use super::timer::{Tick, TimerWheel};
 use crate::app::{Event, LoopStats};
 
@@ -25,6 +26,9 @@ pub(crate) struct LoopCore {
     pub(crate) wheel: TimerWheel,
     pub(crate) now: Instant,
     pub(crate) now_tick: Tick,
+    /// `now` in [`FINE`] units since the loop started, wrapping (the rate limiter's clock).
+    pub(crate) now_fine: u32,
+    started: Instant,
     /// Topic → slab indices of the local subscribers.
     pub(crate) topics: HashMap<Arc<str>, HashSet<u32>>,
     /// Slab index → its topics, only for subscribed connections: kept here rather than in the
@@ -32,7 +36,10 @@ pub(crate) struct LoopCore {
     subscriptions: HashMap<u32, Vec<Arc<str>>>,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
-    next_generation: u32,
+    /// Each slot's generation, so that a stale id never reaches the slot's next connection.
+    pub(crate) generations: Generations,
+    /// Bytes held in the assembly buffers of this loop's partial messages.
+    pub(crate) assembly_bytes: usize,
     pub(crate) total_connections: Arc<AtomicUsize>,
     pub(crate) shutting_down: Option<Instant>,
     pub(crate) cold_pool: ColdPool,
@@ -56,10 +63,13 @@ impl LoopCore {
             wheel: TimerWheel::new(now),
             now,
             now_tick: 0,
+            now_fine: 0,
+            started: now,
             topics: HashMap::new(),
             subscriptions: HashMap::new(),
             dirty: Vec::new(),
-            next_generation: 0,
+            generations: Generations::default(),
+            assembly_bytes: 0,
             total_connections,
             shutting_down: None,
             cold_pool: ColdPool::default(),
@@ -69,11 +79,8 @@ impl LoopCore {
     pub(crate) fn update_clock(&mut self) {
         self.now = Instant::now();
         self.now_tick = self.wheel.tick_of(self.now);
-    }
-
-    pub(crate) fn next_generation(&mut self) -> u32 {
-        self.next_generation = self.next_generation.wrapping_add(1);
-        self.next_generation
+        let fine = self.now.saturating_duration_since(self.started).as_nanos() / FINE.as_nanos();
+        self.now_fine = fine as u32; // wraps every ~5 days; the limiter compares wrap-safely
     }
 
     /// Hands an event to the workers, or keeps it when they are behind.

@@ -19,7 +19,7 @@ pub(crate) mod timer;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
 use self::backend::mio::{Acceptor, MioLoop, WAKER};
+use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
 use self::core::LoopCore;
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
@@ -128,6 +129,40 @@ impl ServerBuilder {
     /// The capacity of the worker channel (default 65536 events).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// The capacity of each loop's command queue (default 65536) and how long a [`Handle`] call
+    /// waits for room in a full one before it returns [`crate::CommandError::QueueFull`]
+    /// (default 100 ms). The queue holds sends, closes, subscriptions and publishes; a loop
+    /// runs at most `capacity` of them per turn.
+    pub fn command_queue(mut self, capacity: usize, timeout: Duration) -> Self {
+        self.config.command_capacity = capacity.max(1);
+        self.config.command_timeout = timeout;
+        self
+    }
+
+    /// How long a fragmented message (or one large frame) may take to arrive whole (default
+    /// 60 s; `None`: no limit). Slower ones close the connection with 1008.
+    pub fn message_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.message_timeout = timeout;
+        self
+    }
+
+    /// The most bytes one loop holds for messages that arrived in pieces, over all its
+    /// connections (default 256 MiB). A piece that would go past it closes its connection with
+    /// 1008 ("server busy").
+    pub fn max_assembly_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_assembly_bytes = bytes;
+        self
+    }
+
+    /// Limits the messages and pings each connection may send: `per_second` on average with
+    /// bursts of `burst` (default: no limit; a rate of 0 turns it off). Over the limit the
+    /// connection is closed with 1008. Resolution 0.1 ms, so rates above 10,000/s count as
+    /// 10,000/s.
+    pub fn max_message_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.config.message_rate = RateLimit::new(per_second, burst);
         self
     }
 
@@ -256,13 +291,18 @@ impl Server {
         for _ in 0..loops {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (tx, rx) = crossbeam_channel::unbounded();
-            mailboxes.push(LoopMailbox { commands: tx, waker, wake_pending: AtomicBool::new(false) });
+            let (tx, rx) = crossbeam_channel::bounded(config.command_capacity);
+            mailboxes.push(LoopMailbox::new(tx, waker));
             receivers.push(rx);
             polls.push(poll);
             stats.push(Arc::new(LoopStats::default()));
         }
-        let shared = Arc::new(Shared { mailboxes, stats: stats.clone(), events: events_rx.clone() });
+        let shared = Arc::new(Shared {
+            mailboxes,
+            stats: stats.clone(),
+            events: events_rx.clone(),
+            command_timeout: config.command_timeout,
+        });
 
         let mut listeners = listeners.into_iter();
         let mut threads = Vec::with_capacity(loops);

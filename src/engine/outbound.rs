@@ -49,6 +49,13 @@ impl Outbound {
         self.queued == 0
     }
 
+    /// The outbound cap, the one place it is applied: `len` more bytes fit when the total stays
+    /// within `cap`, and anything fits an empty queue (a single message larger than the cap is
+    /// still sent).
+    pub(crate) fn fits(&self, len: usize, cap: usize) -> bool {
+        self.queued == 0 || self.queued + len <= cap
+    }
+
     /// A buffer to append an owned frame to: the back chunk when it is owned (so that frames
     /// coalesce), a new one otherwise. The caller appends; call [`Outbound::commit`] after.
     pub(crate) fn owned_tail(&mut self) -> &mut Vec<u8> {

@@ -33,6 +33,54 @@ struct Slot {
     conn: Conn,
 }
 
+/// The loop's slab, with slots whose generations are used up kept occupied (`None`) forever so
+/// that no connection id is ever issued twice (see [`crate::engine::ids::Generations`]).
+#[derive(Default)]
+struct Slots {
+    slab: Slab<Option<Slot>>,
+    retired: usize,
+}
+
+impl Slots {
+    fn get(&self, index: usize) -> Option<&Slot> {
+        self.slab.get(index)?.as_ref()
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Slot> {
+        self.slab.get_mut(index)?.as_mut()
+    }
+
+    /// Connections held (retired slots are not connections).
+    fn len(&self) -> usize {
+        self.slab.len() - self.retired
+    }
+
+    fn indices(&self) -> Vec<usize> {
+        self.slab.iter().filter(|(_, s)| s.is_some()).map(|(i, _)| i).collect()
+    }
+
+    /// Takes a connection out; a retired slot stays where it is.
+    fn remove(&mut self, index: usize) -> Option<Slot> {
+        let slot = self.slab.get_mut(index)?.take()?;
+        self.slab.remove(index);
+        Some(slot)
+    }
+
+    /// A free slot and the generation of the connection it will hold.
+    fn vacant(&mut self, core: &mut LoopCore) -> (slab::VacantEntry<'_, Option<Slot>>, u32) {
+        loop {
+            let index = self.slab.vacant_key();
+            match core.generations.next(index) {
+                Some(generation) => return (self.slab.vacant_entry(), generation),
+                None => {
+                    self.slab.insert(None);
+                    self.retired += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Where accepted sockets go when there is no `SO_REUSEPORT`: loop 0 accepts for everyone.
 pub(crate) enum Acceptor {
     /// This loop has its own listener (or none, when another loop accepts for it).
@@ -53,7 +101,7 @@ impl Acceptor {
 pub(crate) struct MioLoop {
     poll: Poll,
     acceptor: Acceptor,
-    slab: Slab<Slot>,
+    slab: Slots,
     core: LoopCore,
     scratch: Vec<u8>,
     commands: Receiver<Command>,
@@ -63,6 +111,8 @@ pub(crate) struct MioLoop {
     accept_paused_until: Option<Instant>,
     due: Vec<TimerEntry>,
     subscribers: Vec<u32>,
+    /// The command budget ran out with commands still queued: poll without sleeping.
+    commands_left: bool,
 }
 
 impl MioLoop {
@@ -76,7 +126,7 @@ impl MioLoop {
         let mut this = Self {
             poll,
             acceptor,
-            slab: Slab::new(),
+            slab: Slots::default(),
             scratch: vec![0; core.config.scratch_size],
             core,
             commands,
@@ -85,6 +135,7 @@ impl MioLoop {
             accept_paused_until: None,
             due: Vec::new(),
             subscribers: Vec::new(),
+            commands_left: false,
         };
         if let Some(listener) = this.acceptor.listener_mut() {
             this.poll.registry().register(listener, LISTENER, Interest::READABLE)?;
@@ -122,7 +173,9 @@ impl MioLoop {
             self.drain_commands();
             if self.core.drain_backlog() && !self.ready.is_empty() {
                 for (index, generation) in std::mem::take(&mut self.ready) {
-                    if self.slab.get(index as usize).is_some_and(|s| s.conn.generation == generation) {
+                    if self.slab.get(index as usize).is_some()
+                        && self.core.generations.matches(index, generation)
+                    {
                         self.read(index as usize, true);
                     }
                 }
@@ -134,13 +187,12 @@ impl MioLoop {
             }
             self.flush_dirty();
             if let Some(deadline) = self.core.shutting_down {
-                if self.slab.is_empty() || self.core.now >= deadline {
+                if self.slab.len() == 0 || self.core.now >= deadline {
                     break;
                 }
             }
         }
-        let indices: Vec<usize> = self.slab.iter().map(|(i, _)| i).collect();
-        for index in indices {
+        for index in self.slab.indices() {
             self.remove(index);
         }
         // Let the workers see the last Close events even if the channel was full.
@@ -154,7 +206,7 @@ impl MioLoop {
         if self.core.workers_behind() {
             return Some(Duration::from_millis(1));
         }
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.commands_left {
             return Some(Duration::ZERO);
         }
         let mut timeout = self.core.wheel.poll_timeout(self.core.now);
@@ -205,7 +257,10 @@ impl MioLoop {
             let target = *next % self.shared.mailboxes.len();
             *next = next.wrapping_add(1);
             if target != self.core.loop_id {
-                self.shared.mailboxes[target].post(Command::Adopt(socket));
+                // Never block a loop on another loop's queue: a full one costs this connection.
+                if self.shared.try_post(target, Command::Adopt(socket)).is_err() {
+                    LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+                }
                 return;
             }
         }
@@ -224,7 +279,7 @@ impl MioLoop {
         }
         // Small frames must not wait for Nagle; failure only costs latency.
         let _ = socket.set_nodelay(true);
-        let entry = self.slab.vacant_entry();
+        let (entry, _generation) = self.slab.vacant(&mut self.core);
         let index = entry.key();
         if let Err(e) =
             self.poll.registry().register(&mut socket, Token(index), Interest::READABLE | Interest::WRITABLE)
@@ -234,7 +289,7 @@ impl MioLoop {
         }
         let mut conn = Conn::new(&mut self.core);
         conn.rearm(&mut self.core, index as u32);
-        entry.insert(Slot { socket, conn });
+        entry.insert(Some(Slot { socket, conn }));
         self.core.total_connections.fetch_add(1, Ordering::Relaxed);
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
         LoopStats::add(&self.core.stats.accepted, 1);
@@ -247,8 +302,11 @@ impl MioLoop {
         loop {
             let Some(slot) = self.slab.get_mut(index) else { return };
             if self.core.workers_behind() {
-                self.ready.push((index as u32, slot.conn.generation));
+                self.ready.push((index as u32, self.core.generations.get(index as u32)));
                 return;
+            }
+            if slot.conn.pause_reading(&self.core) {
+                return; // `flush` puts it on the ready list once the queue has room.
             }
             let spill_len = slot.conn.spill().len();
             self.scratch[..spill_len].copy_from_slice(slot.conn.spill());
@@ -269,7 +327,7 @@ impl MioLoop {
                     }
                     budget -= 1;
                     if budget == 0 {
-                        self.ready.push((index as u32, slot.conn.generation));
+                        self.ready.push((index as u32, self.core.generations.get(index as u32)));
                         return;
                     }
                 }
@@ -285,12 +343,17 @@ impl MioLoop {
 
     fn flush(&mut self, index: usize) {
         let Some(slot) = self.slab.get_mut(index) else { return };
-        while let Some(outbound) = slot.conn.outbound() {
+        while let Some(outbound) = slot.conn.outbound(&self.core) {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = outbound.io_slices(&mut slices);
             match (&slot.socket).write_vectored(&slices[..n]) {
                 Ok(0) => break,
-                Ok(written) => slot.conn.written(&mut self.core, written),
+                Ok(written) => {
+                    if slot.conn.written(&mut self.core, written) {
+                        // Reading stopped for a full queue; the peer's bytes wait unread.
+                        self.ready.push((index as u32, self.core.generations.get(index as u32)));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -333,7 +396,9 @@ impl MioLoop {
         self.core.wheel.expire(self.core.now, &mut due);
         for entry in due.drain(..) {
             let Some(slot) = self.slab.get_mut(entry.index as usize) else { continue };
-            if slot.conn.generation != entry.generation || slot.conn.armed != entry.tick {
+            if !self.core.generations.matches(entry.index, entry.generation)
+                || !slot.conn.armed_at(entry.tick)
+            {
                 continue; // Stale: the connection is gone or re-armed earlier.
             }
             if slot.conn.on_timer(&mut self.core, entry.index) == Next::Remove {
@@ -344,28 +409,46 @@ impl MioLoop {
     }
 
     fn remove(&mut self, index: usize) {
-        let Some(mut slot) = self.slab.try_remove(index) else { return };
+        let Some(mut slot) = self.slab.remove(index) else { return };
         let _ = self.poll.registry().deregister(&mut slot.socket);
         slot.conn.on_removed(&mut self.core, index as u32);
     }
 
+    /// Runs queued commands, at most one queue's capacity per turn so that a stream of commands
+    /// cannot keep the loop from its sockets and timers.
     fn drain_commands(&mut self) {
-        self.shared.mailboxes[self.core.loop_id].wake_pending.store(false, Ordering::Release);
+        let mailbox = &self.shared.mailboxes[self.core.loop_id];
+        mailbox.wake_pending.store(false, Ordering::Release);
+        if let Some(deadline) = mailbox.take_shutdown() {
+            self.shutdown(deadline);
+        }
+        let mut budget = self.core.config.command_capacity;
+        self.commands_left = false;
         while let Ok(command) = self.commands.try_recv() {
             self.command(command);
+            budget -= 1;
+            if budget == 0 {
+                self.commands_left = !self.commands.is_empty();
+                break;
+            }
         }
+        self.core.stats.commands_queued.store(self.commands.len(), Ordering::Relaxed);
     }
 
     fn conn_index(&self, id: crate::engine::ConnId) -> Option<usize> {
         let index = id.index();
-        let slot = self.slab.get(index)?;
-        (id.loop_id() == self.core.loop_id && slot.conn.generation == id.generation()).then_some(index)
+        self.slab.get(index)?;
+        let live =
+            id.loop_id() == self.core.loop_id && self.core.generations.matches(index as u32, id.generation());
+        live.then_some(index)
     }
 
     /// Runs `f` on the live connection `id` names; stale ids are ignored.
     fn with_conn(&mut self, id: crate::engine::ConnId, f: impl FnOnce(&mut Conn, &mut LoopCore, u32)) {
         if let Some(index) = self.conn_index(id) {
-            f(&mut self.slab[index].conn, &mut self.core, index as u32);
+            if let Some(slot) = self.slab.get_mut(index) {
+                f(&mut slot.conn, &mut self.core, index as u32);
+            }
         }
     }
 
@@ -392,18 +475,19 @@ impl MioLoop {
                 }
             }
             Command::Adopt(socket) => self.adopt(socket),
-            Command::Shutdown(deadline) => {
-                self.core.shutting_down = Some(deadline);
-                if let Some(listener) = self.acceptor.listener_mut() {
-                    let _ = self.poll.registry().deregister(listener);
-                }
-                self.acceptor = Acceptor::Own(None);
-                let indices: Vec<usize> = self.slab.iter().map(|(i, _)| i).collect();
-                for index in indices {
-                    if self.slab[index].conn.on_shutdown(&mut self.core, index as u32) == Next::Remove {
-                        self.remove(index);
-                    }
-                }
+        }
+    }
+
+    fn shutdown(&mut self, deadline: Instant) {
+        self.core.shutting_down = Some(deadline);
+        if let Some(listener) = self.acceptor.listener_mut() {
+            let _ = self.poll.registry().deregister(listener);
+        }
+        self.acceptor = Acceptor::Own(None);
+        for index in self.slab.indices() {
+            let Some(slot) = self.slab.get_mut(index) else { continue };
+            if slot.conn.on_shutdown(&mut self.core, index as u32) == Next::Remove {
+                self.remove(index);
             }
         }
     }

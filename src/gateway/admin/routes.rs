@@ -322,7 +322,9 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
     if !ctx.registry.contains(raw) {
         return Response::error(404, "not_found", format!("no open connection {raw}"));
     }
+    if let Err(e) = ctx.handle.close(ConnId::from_u64(raw), code, &reason) {
+        return Response::error(503, "overloaded", e.to_string()).with_header("Retry-After", "1");
+    }
     ctx.counters().inc(&ctx.counters().admin_closes);
-    ctx.handle.close(ConnId::from_u64(raw), code, &reason);
     Response::json(200, &json!({ "conn": raw.to_string(), "code": code, "closing": true }))
 }

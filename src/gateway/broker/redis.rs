@@ -325,7 +325,8 @@ impl Broker for RedisBroker {
     fn publish(&self, topic: &str, message: Message) {
         // This node's subscribers get it now, whatever Redis is doing; the copy that comes
         // back from Redis carries our node id and is skipped.
-        self.shared.handle.publish_prepared(topic, &Prepared::new(&message));
+        // A refusal is counted by the loop (commands_refused); the other nodes still get it.
+        let _ = self.shared.handle.publish_prepared(topic, &Prepared::new(&message));
         let payload = envelope::encode(self.shared.node, &message);
         self.enqueue(Outgoing::Publish { channel: self.shared.names.channel(topic), payload });
     }

@@ -134,7 +134,8 @@ fn deliver(shared: &Shared, msg: &::redis::Msg) {
     match envelope::decode(msg.get_payload_bytes()) {
         Ok(d) if d.node == Some(shared.node) => {} // Ours: delivered locally at publish time.
         Ok(d) => {
-            shared.handle.publish_prepared(topic, &Prepared::from_parts(d.opcode, d.payload));
+            // A refusal is counted by the loop that refused it (commands_refused).
+            let _ = shared.handle.publish_prepared(topic, &Prepared::from_parts(d.opcode, d.payload));
             shared.counters.received.fetch_add(1, Ordering::Relaxed);
         }
         Err(why) => {
