@@ -271,7 +271,7 @@ fn shutdown_gives_up_on_silent_peers_at_the_deadline() {
     server.shutdown(Duration::from_millis(300));
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(250), "shutdown returned after {took:?}");
-    assert!(took < Duration::from_millis(1500), "shutdown returned after {took:?}");
+    assert!(took < Duration::from_secs(3), "shutdown returned after {took:?}");
     client.expect_close(1001);
     assert_eq!(client.recv(), Received::Eof);
 }

@@ -150,7 +150,7 @@ fn silent_socket_is_dropped_after_handshake_timeout() {
     let elapsed = started.elapsed();
     assert_eq!(n, 0, "the server sent something to a silent socket");
     assert!(elapsed >= Duration::from_millis(150), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(1), "closed too late: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "closed too late: {elapsed:?}");
     assert!(support::wait_until(Duration::from_secs(1), || server.stats().connections == 0));
     assert_eq!(server.stats().handshakes_failed, 1, "{:?}", server.stats());
 
@@ -160,7 +160,7 @@ fn silent_socket_is_dropped_after_handshake_timeout() {
     let started = Instant::now();
     let n = stream.read(&mut byte).unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(started.elapsed() < Duration::from_secs(1), "closed too late: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2), "closed too late: {:?}", started.elapsed());
 }
 
 /// A slowloris client trickles its request a byte at a time: the handshake timeout must bound
@@ -177,7 +177,7 @@ fn trickled_request_is_dropped_after_handshake_timeout() {
     let mut byte = [0u8; 1];
     let mut sent = request.iter();
     let closed_after = loop {
-        if started.elapsed() > Duration::from_millis(1500) {
+        if started.elapsed() > Duration::from_secs(5) {
             break None;
         }
         let Some(b) = sent.next() else { break None };
@@ -192,8 +192,8 @@ fn trickled_request_is_dropped_after_handshake_timeout() {
         }
         std::thread::sleep(Duration::from_millis(40));
     };
-    let closed_after = closed_after.expect("a trickling client was still connected after 1.5 s");
-    assert!(closed_after < Duration::from_millis(1000), "closed after {closed_after:?}");
+    let closed_after = closed_after.expect("a trickling client was still connected after 5 s");
+    assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn idle_connection_is_closed_with_1001() {
     let elapsed = started.elapsed();
     assert_eq!(reason, "idle timeout");
     assert!(elapsed >= Duration::from_millis(250), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1000), "closed too late: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "closed too late: {elapsed:?}");
     client.send_close(1001, "");
     client.expect_eof();
     drop(client);
@@ -38,7 +38,7 @@ fn activity_postpones_the_idle_timeout() {
     let silent = Instant::now();
     client.expect_close(1001);
     let elapsed = silent.elapsed();
-    assert!(elapsed < Duration::from_millis(1000), "closed too late: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "closed too late: {elapsed:?}");
     assert!(elapsed >= Duration::from_millis(150), "closed too early after silence: {elapsed:?}");
 }
 
@@ -75,15 +75,12 @@ fn unanswered_ping_drops_the_connection() {
     let Event::Open { conn, .. } = next_event(&events) else { panic!("expected Open") };
     assert!(matches!(client.recv(), Received::Ping(_)));
     let pinged = opened.elapsed();
-    assert!(
-        pinged >= Duration::from_millis(150) && pinged < Duration::from_millis(700),
-        "ping after {pinged:?}"
-    );
+    assert!(pinged >= Duration::from_millis(150) && pinged < Duration::from_secs(2), "ping after {pinged:?}");
     let pinged = Instant::now();
     client.expect_eof();
     let dropped = pinged.elapsed();
     assert!(dropped >= Duration::from_millis(150), "dropped too early: {dropped:?}");
-    assert!(dropped < Duration::from_millis(800), "dropped too late: {dropped:?}");
+    assert!(dropped < Duration::from_secs(2), "dropped too late: {dropped:?}");
     match next_event(&events) {
         Event::Close { conn: closed, code, clean, .. } => {
             assert_eq!(closed, conn);
@@ -106,7 +103,7 @@ fn peer_that_never_answers_our_close_is_dropped_after_close_timeout() {
     // No answer: the server gives up after the close timeout.
     client.expect_eof();
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(1000), "dropped after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "dropped after {elapsed:?}");
     match next_event(&events) {
         Event::Close { code, clean, .. } => assert_eq!((code, clean), (1006, false)),
         other => panic!("expected Close, got {other:?}"),

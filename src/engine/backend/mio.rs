@@ -492,3 +492,27 @@ impl MioLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::Config;
+
+    #[test]
+    fn a_used_up_slot_is_retired_and_never_handed_out_again() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let mut core = LoopCore::new(0, Arc::new(Config::default()), Arc::default(), tx, Arc::default());
+        let mut slots = Slots::default();
+        core.generations.set(0, u32::MAX - 1);
+        let (entry, generation) = slots.vacant(&mut core);
+        assert_eq!((entry.key(), generation), (0, u32::MAX), "the last generation is still used");
+        // Slot 0 is now used up: the next connection gets slot 1, and slot 0 stays taken.
+        let (entry, generation) = slots.vacant(&mut core);
+        assert_eq!((entry.key(), generation), (1, 1));
+        assert_eq!(slots.len(), 0, "a retired slot is not a connection");
+        assert!(slots.get(0).is_none() && slots.indices().is_empty());
+        assert!(slots.remove(0).is_none());
+        let (entry, _) = slots.vacant(&mut core);
+        assert_eq!(entry.key(), 1, "removing a retired slot does not free it");
+    }
+}
