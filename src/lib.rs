@@ -60,6 +60,9 @@
 //! }
 //! ```
 
+// The JSON documents of the gateway's stats and settings are larger than serde_json's macro
+// expands by default.
+#![recursion_limit = "256"]
 pub mod app;
 pub mod client;
 pub mod engine;

@@ -152,6 +152,52 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             one(e.slow_consumer_drops),
         ),
         (
+            "engine_refusals_total",
+            C,
+            "Connections closed and commands refused by the engine's limits, by reason.",
+            labelled(
+                "reason",
+                &[
+                    ("rate_limited", e.rate_limited),
+                    ("assembly_timeout", e.assembly_timeouts),
+                    ("assembly_budget", e.assembly_budget_closes),
+                    ("command_queue_full", e.commands_refused),
+                ],
+            ),
+        ),
+        (
+            "pongs_coalesced_total",
+            C,
+            "Pongs replaced by a newer one while the queue was full.",
+            one(e.pongs_coalesced),
+        ),
+        (
+            "read_pauses_total",
+            C,
+            "Times reading from a client paused for its full outbound queue.",
+            one(e.read_pauses),
+        ),
+        (
+            "loop_commands_queued",
+            G,
+            "Commands waiting in each loop's command queue.",
+            s.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.commands_queued as u64))
+                .collect(),
+        ),
+        (
+            "loop_commands_refused_total",
+            C,
+            "Commands refused because a loop's queue stayed full, per loop.",
+            s.loops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.commands_refused))
+                .collect(),
+        ),
+        (
             "queued_events",
             G,
             "Events held in the loops' backlogs (reading pauses).",
@@ -303,6 +349,13 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "slow_consumer_closes": e.slow_consumer_closes,
         "slow_consumer_drops": e.slow_consumer_drops,
         "queued_events": e.queued_events,
+        "rate_limited": e.rate_limited,
+        "assembly_timeouts": e.assembly_timeouts,
+        "assembly_budget_closes": e.assembly_budget_closes,
+        "commands_refused": e.commands_refused,
+        "commands_queued": e.commands_queued,
+        "pongs_coalesced": e.pongs_coalesced,
+        "read_pauses": e.read_pauses,
         "event_channel_len": e.channel_len,
         "publishes": get(&c.publishes),
         "publish_bytes": get(&c.publish_bytes),

@@ -129,6 +129,10 @@ fn start_engine(s: &Settings, front: Arc<Front>, admin_addr: std::net::SocketAdd
         // backstop against sockets that never finish a handshake.
         .max_connections(s.max_connections.saturating_add(s.max_connections / 10 + 1024))
         .event_capacity(s.event_capacity)
+        .command_queue(s.command_capacity, Duration::from_millis(100))
+        .max_message_rate(s.client_message_rate, s.client_message_burst)
+        .message_timeout(s.message_timeout)
+        .max_assembly_bytes(s.max_assembly_bytes)
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
         .on_http(move |target, _head| {
             let path = target.split('?').next().unwrap_or(target);

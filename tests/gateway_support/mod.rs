@@ -353,6 +353,13 @@ impl Ws {
                     Some(Item::Close { code, reason }) => {
                         Some(Got::Close(code.map_or(1005, |c| c.0), reason.to_owned()))
                     }
+                    Some(Item::Ping(payload)) => {
+                        // Answered like a browser would, so liveness pings keep us open.
+                        let mut out = Vec::new();
+                        encode_frame(&mut out, true, OpCode::Pong, Some(random_mask()), payload);
+                        let _ = self.stream.write_all(&out);
+                        None
+                    }
                     Some(_) => None,
                     None if used == 0 => break,
                     None => None,

@@ -68,6 +68,16 @@ pub struct Settings {
     pub demo: bool,
     /// Resolved from [`Options::event_capacity`].
     pub event_capacity: usize,
+    /// Resolved from [`Options::command_capacity`].
+    pub command_capacity: usize,
+    /// Resolved from [`Options::client_message_rate`] (0: no limit).
+    pub client_message_rate: u32,
+    /// Resolved from [`Options::client_message_burst`].
+    pub client_message_burst: u32,
+    /// Resolved from [`Options::message_timeout`].
+    pub message_timeout: Option<Duration>,
+    /// Resolved from [`Options::max_assembly_bytes`].
+    pub max_assembly_bytes: usize,
     /// Resolved from [`Options::broker`]: a Redis URL, checked; `None` for a single node.
     pub broker: Option<String>,
     /// Resolved from [`Options::broker_prefix`].
@@ -174,6 +184,11 @@ impl Settings {
             client_messages: o.client_messages.unwrap_or(ClientMessages::Reject),
             drain_timeout: o.drain_timeout.map_or(Duration::from_secs(10), |s| s.0),
             event_capacity: o.event_capacity.unwrap_or(64 * 1024).max(1),
+            command_capacity: o.command_capacity.unwrap_or(64 * 1024).max(1),
+            client_message_rate: o.client_message_rate.unwrap_or(50),
+            client_message_burst: o.client_message_burst.unwrap_or(100).max(1),
+            message_timeout: off_if_zero(o.message_timeout, Duration::from_secs(30)),
+            max_assembly_bytes: o.max_assembly_bytes.map_or(64 << 20, |s| s.0 as usize),
         })
     }
 
@@ -208,6 +223,11 @@ impl Settings {
             "drain_timeout": secs(Some(self.drain_timeout)),
             "demo": self.demo,
             "event_capacity": self.event_capacity,
+            "command_capacity": self.command_capacity,
+            "client_message_rate": self.client_message_rate,
+            "client_message_burst": self.client_message_burst,
+            "message_timeout": secs(self.message_timeout),
+            "max_assembly_bytes": self.max_assembly_bytes,
             "broker": self.broker.as_deref().map_or_else(|| "local".to_owned(), crate::gateway::broker::redact_url),
             "broker_prefix": self.broker_prefix,
         })

@@ -149,6 +149,30 @@ pub struct Options {
     #[arg(long, env = "THRONG_EVENT_CAPACITY", value_name = "N")]
     pub event_capacity: Option<usize>,
 
+    /// Capacity of each event loop's command queue (sends, closes, subscriptions, publishes);
+    /// when it stays full for 100 ms the command is refused and counted [default: 65536].
+    #[arg(long, env = "THRONG_COMMAND_CAPACITY", value_name = "N")]
+    pub command_capacity: Option<usize>,
+
+    /// Messages (commands included) and pings one client may send per second on average; over
+    /// it the connection is closed with 1008; 0 = no limit [default: 50].
+    #[arg(long, env = "THRONG_CLIENT_MESSAGE_RATE", value_name = "N")]
+    pub client_message_rate: Option<u32>,
+
+    /// How many messages a client may send at once above the rate [default: 100].
+    #[arg(long, env = "THRONG_CLIENT_MESSAGE_BURST", value_name = "N")]
+    pub client_message_burst: Option<u32>,
+
+    /// Time a fragmented client message may take to arrive whole; slower ones close with 1008;
+    /// 0 disables [default: 30s].
+    #[arg(long, env = "THRONG_MESSAGE_TIMEOUT", value_name = "DURATION")]
+    pub message_timeout: Option<Span>,
+
+    /// Bytes one event loop holds for client messages that arrived in pieces, over all its
+    /// connections; a piece beyond it closes its connection with 1008 [default: 64MiB].
+    #[arg(long, env = "THRONG_MAX_ASSEMBLY_BYTES", value_name = "SIZE")]
+    pub max_assembly_bytes: Option<Size>,
+
     /// Redis URL of the fleet's broker, e.g. redis://10.0.0.9:6379; publishes then reach every
     /// node that uses the same Redis [default: none, this node alone].
     #[arg(long, env = "THRONG_BROKER", value_name = "URL", hide_env_values = true)]
@@ -192,6 +216,11 @@ impl Options {
             drain_timeout,
             demo,
             event_capacity,
+            command_capacity,
+            client_message_rate,
+            client_message_burst,
+            message_timeout,
+            max_assembly_bytes,
             broker,
             broker_prefix,
         )
