@@ -68,6 +68,7 @@ pub mod client;
 pub mod engine;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub mod net;
 pub mod proto;
 mod sys;
 

@@ -2,10 +2,44 @@
 //! (429 per address, 503 overall) instead of a dropped socket. A slot is taken when the hook
 //! accepts and given back when the worker sees the connection's Close event: the engine emits
 //! exactly one Open and one Close for every accepted upgrade.
+//!
+//! Per-address counts are kept per [`IpKey`]: an IPv6 client is counted by its /64, since one
+//! host usually holds a whole /64 and could otherwise take a new address per connection.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
+
+/// What the per-address cap counts by: an IPv4 address (also when it arrives IPv4-mapped, as a
+/// dual-stack listener reports it), or the /64 an IPv6 address is in (the usual size of one
+/// site's or one host's allocation, RFC 6177).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum IpKey {
+    /// An IPv4 client.
+    V4(Ipv4Addr),
+    /// The first 64 bits of an IPv6 client's address.
+    V6Prefix(u64),
+}
+
+impl From<IpAddr> for IpKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => IpKey::V4(v4),
+            IpAddr::V6(v6) => IpKey::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+impl fmt::Display for IpKey {
+    /// `192.0.2.7` or `2001:db8:1:2::/64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IpKey::V4(v4) => write!(f, "{v4}"),
+            IpKey::V6Prefix(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(prefix) << 64)),
+        }
+    }
+}
 
 /// Which cap refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,11 +56,11 @@ pub(crate) struct Admission {
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpKey, usize>,
 }
 
 impl Admission {
-    /// Takes a slot for `ip` unless a cap is reached.
+    /// Takes a slot for `ip` (counted by its [`IpKey`]) unless a cap is reached.
     pub(crate) fn admit(
         &self,
         ip: IpAddr,
@@ -37,10 +71,11 @@ impl Admission {
         if counts.total >= max_total {
             return Err(Refused::Global);
         }
-        let mine = counts.per_ip.entry(ip).or_insert(0);
+        let key = IpKey::from(ip);
+        let mine = counts.per_ip.entry(key).or_insert(0);
         if max_per_ip.is_some_and(|max| *mine >= max) {
             if *mine == 0 {
-                counts.per_ip.remove(&ip);
+                counts.per_ip.remove(&key);
             }
             return Err(Refused::PerIp);
         }
@@ -51,12 +86,13 @@ impl Admission {
 
     /// Gives back the slot of a closed connection from `ip`.
     pub(crate) fn release(&self, ip: IpAddr) {
+        let key = IpKey::from(ip);
         let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&ip) {
+        if let Some(n) = counts.per_ip.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                counts.per_ip.remove(&ip);
+                counts.per_ip.remove(&key);
             }
         }
     }
@@ -85,5 +121,55 @@ mod tests {
         a.release(ip);
         assert_eq!(a.admit(other, 3, Some(2)), Ok(()));
         assert_eq!(a.total(), 3);
+    }
+
+    fn key(s: &str) -> IpKey {
+        IpKey::from(s.parse::<IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn ip_keys() {
+        assert_eq!(key("192.0.2.7"), IpKey::V4([192, 0, 2, 7].into()));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        // IPv6: the same /64 is one key, whatever the interface bits.
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(key("2001:db8:1:2::1"), IpKey::V6Prefix(0x2001_0db8_0001_0002));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db9:1:2::1"));
+        // IPv4-compatible (::a.b.c.d) is not IPv4-mapped: it stays IPv6, in ::/64.
+        assert_eq!(key("::192.0.2.7"), IpKey::V6Prefix(0));
+        assert_eq!(key("::1"), key("::2"));
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(key("::ffff:10.0.0.1").to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn ipv6_counted_per_64() {
+        let a = Admission::default();
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:abcd::9".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(a.admit(first, 10, Some(2)), Ok(()));
+        assert_eq!(a.admit(same_64, 10, Some(2)), Ok(()));
+        assert_eq!(a.admit(same_64, 10, Some(2)), Err(Refused::PerIp));
+        assert_eq!(a.admit(next_64, 10, Some(2)), Ok(()));
+        // Released under another address of the same /64: the slot comes back all the same.
+        a.release(same_64);
+        assert_eq!(a.admit(first, 10, Some(2)), Ok(()));
+        assert_eq!(a.admit(first, 10, Some(2)), Err(Refused::PerIp));
+        assert_eq!(a.total(), 3);
+    }
+
+    #[test]
+    fn ipv4_mapped_counted_as_ipv4() {
+        let a = Admission::default();
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(a.admit(v4, 10, Some(1)), Ok(()));
+        assert_eq!(a.admit(mapped, 10, Some(1)), Err(Refused::PerIp));
+        a.release(mapped);
+        assert_eq!(a.admit(mapped, 10, Some(1)), Ok(()));
+        assert_eq!(a.total(), 1);
     }
 }
