@@ -129,6 +129,24 @@ pub type UpgradeHook =
 /// response to send (the connection is closed after it), or `None` for the default 400.
 pub type HttpHook = Arc<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
+/// Counts clients before they upgrade, so that a limit (e.g. connections per address) covers
+/// connections still in their handshake, not only open ones.
+///
+/// The engine calls [`Admission::admit`] once per connection, with the client's address: at
+/// accept, or once a trusted proxy's PROXY header named the client. A refusal is answered at
+/// once with the rejection's HTTP status and closed. Every admitted connection's slot is given
+/// back exactly once: by the engine through [`Admission::release`] if the connection never
+/// opens (its handshake failed, timed out or was rejected), or else by the application when it
+/// sees the connection's [`Event::Close`] — the slot passes to the application with
+/// [`Event::Open`], whose `peer` is the address that was admitted. (Keeping the address for
+/// the connection's whole life would cost every idle connection 32 bytes.)
+pub trait Admission: Send + Sync {
+    /// Takes a slot for a new client, or refuses it with an HTTP status and reason.
+    fn admit(&self, client: SocketAddr) -> Result<(), Rejection>;
+    /// Gives back the slot of a client that was admitted and never opened.
+    fn release(&self, client: SocketAddr);
+}
+
 /// Whether a message handled inline still goes to the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -214,7 +232,7 @@ pub(crate) enum Command {
     Unsubscribe(ConnId, Arc<str>),
     Publish(Arc<str>, Prepared),
     /// A socket accepted by another loop (only without `SO_REUSEPORT`).
-    Adopt(mio::net::TcpStream),
+    Adopt(mio::net::TcpStream, SocketAddr),
 }
 
 /// Why a loop did not take a command from a [`Handle`].
@@ -325,6 +343,9 @@ pub(crate) struct LoopStats {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) assembly_timeouts: AtomicU64,
     pub(crate) assembly_budget_closes: AtomicU64,
+    pub(crate) admission_refused: AtomicU64,
+    pub(crate) proxy_headers: AtomicU64,
+    pub(crate) proxy_errors: AtomicU64,
 }
 
 impl LoopStats {
@@ -357,6 +378,9 @@ impl LoopStats {
             rate_limited: get(&self.rate_limited),
             assembly_timeouts: get(&self.assembly_timeouts),
             assembly_budget_closes: get(&self.assembly_budget_closes),
+            admission_refused: get(&self.admission_refused),
+            proxy_headers: get(&self.proxy_headers),
+            proxy_errors: get(&self.proxy_errors),
         }
     }
 }
@@ -409,6 +433,12 @@ pub struct Stats {
     pub assembly_timeouts: u64,
     /// Connections closed with 1008 because the loop's budget for partial messages was spent.
     pub assembly_budget_closes: u64,
+    /// Connections refused by the [`Admission`] hook (answered with its HTTP status).
+    pub admission_refused: u64,
+    /// PROXY protocol headers read from trusted proxies.
+    pub proxy_headers: u64,
+    /// Connections from trusted proxies refused with 400 for a missing or malformed PROXY header.
+    pub proxy_errors: u64,
 }
 
 impl Stats {
@@ -434,6 +464,9 @@ impl Stats {
         self.rate_limited += other.rate_limited;
         self.assembly_timeouts += other.assembly_timeouts;
         self.assembly_budget_closes += other.assembly_budget_closes;
+        self.admission_refused += other.admission_refused;
+        self.proxy_headers += other.proxy_headers;
+        self.proxy_errors += other.proxy_errors;
     }
 }
 

@@ -72,7 +72,7 @@ pub mod net;
 pub mod proto;
 mod sys;
 
-pub use app::{Accepted, CommandError, Event, Flow, Handle, Inline, Message, Prepared, Stats};
+pub use app::{Accepted, Admission, CommandError, Event, Flow, Handle, Inline, Message, Prepared, Stats};
 pub use engine::{ConnId, Server, ServerBuilder, SlowConsumerPolicy};
 pub use proto::handshake::Rejection;
 pub use proto::{CloseCode, DataKind};

@@ -1,9 +1,11 @@
 //! Server configuration and its builder.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{HttpHook, MessageHook, UpgradeHook};
+use crate::app::{Admission, HttpHook, MessageHook, UpgradeHook};
+use crate::net::CidrList;
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub(crate) message_timeout: Option<Duration>,
     pub(crate) max_assembly_bytes: usize,
     pub(crate) message_rate: Option<RateLimit>,
+    pub(crate) proxy_trusted: Option<CidrList>,
+    pub(crate) admission: Option<Arc<dyn Admission>>,
     pub(crate) read_budget: usize,
     pub(crate) scratch_size: usize,
     pub(crate) open_headers: Vec<String>,
@@ -70,6 +74,8 @@ impl Default for Config {
             message_timeout: Some(Duration::from_secs(60)),
             max_assembly_bytes: 256 << 20,
             message_rate: None,
+            proxy_trusted: None,
+            admission: None,
             read_budget: 16,
             scratch_size: 256 * 1024,
             open_headers: Vec::new(),

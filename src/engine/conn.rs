@@ -16,11 +16,14 @@ use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
 use crate::proto::close::write_close_payload;
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
+use crate::proto::proxy;
 use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// From a trusted proxy: waiting for the PROXY protocol header that names the client.
+    Proxy,
     /// Waiting for the upgrade request.
     Handshaking,
     /// Frames flow both ways.
@@ -254,7 +257,7 @@ impl Conn {
                 self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
                 self.rearm(core, index);
             }
-            Phase::Handshaking => self.linger(core, index),
+            Phase::Proxy | Phase::Handshaking => self.linger(core, index),
             Phase::Closing | Phase::Lingering => {}
         }
     }
@@ -292,6 +295,83 @@ impl Conn {
         self.mark_dirty(core, index);
     }
 
+    /// The backend accepted the connection from `peer`. A peer in the trusted-proxy list must
+    /// start with a PROXY header, which names the client; any other peer is the client itself
+    /// and goes through admission now.
+    pub(crate) fn on_accepted(&mut self, core: &mut LoopCore, index: u32, peer: SocketAddr) {
+        if core.config.proxy_trusted.as_ref().is_some_and(|trusted| trusted.contains(peer.ip())) {
+            self.phase = Phase::Proxy;
+            return;
+        }
+        self.admit_client(core, index, peer, false);
+    }
+
+    /// Asks the admission hook for a slot for `client`; a refusal is answered with its HTTP
+    /// status at once (the request, when it comes, is discarded). The address is kept in the
+    /// `Cold` box until the upgrade, so that a connection that never opens gives its slot back.
+    /// `proxied`: the address came from a PROXY header, so it is kept for the upgrade hook and
+    /// the Open event even without admission (the socket's peer is the balancer).
+    fn admit_client(&mut self, core: &mut LoopCore, index: u32, client: SocketAddr, proxied: bool) {
+        let Some(admission) = core.config.admission.clone() else {
+            if proxied {
+                self.cold(core).peer = Some(client);
+            }
+            return;
+        };
+        match admission.admit(client) {
+            Ok(()) => self.cold(core).peer = Some(client),
+            Err(rejection) => {
+                LoopStats::add(&core.stats.admission_refused, 1);
+                let mut response = Vec::new();
+                rejection.write(&mut response);
+                self.refuse(core, index, &response);
+            }
+        }
+    }
+
+    /// Reads the PROXY header; returns how many bytes it took, or `None` if it needs more (the
+    /// bytes are kept) or the connection was refused.
+    fn proxy_header(
+        &mut self,
+        core: &mut LoopCore,
+        index: u32,
+        data: &[u8],
+        peer: SocketAddr,
+    ) -> Option<usize> {
+        match proxy::parse(data) {
+            Ok(proxy::Status::Partial) => {
+                self.keep_spill(core, data);
+                None
+            }
+            Ok(proxy::Status::Complete { len, source }) => {
+                LoopStats::add(&core.stats.proxy_headers, 1);
+                self.phase = Phase::Handshaking;
+                // LOCAL (a balancer's own health check): the balancer is the client.
+                self.admit_client(core, index, source.unwrap_or(peer), true);
+                (self.phase == Phase::Handshaking).then_some(len)
+            }
+            Err(error) => {
+                LoopStats::add(&core.stats.proxy_errors, 1);
+                let mut response = Vec::new();
+                Rejection::new(400, error.reason()).write(&mut response);
+                self.refuse(core, index, &response);
+                None
+            }
+        }
+    }
+
+    /// Keeps `data` (all of it) for the next read.
+    fn keep_spill(&mut self, core: &mut LoopCore, data: &[u8]) {
+        let spill = &mut self.cold(core).spill;
+        spill.clear();
+        spill.extend_from_slice(data);
+    }
+
+    /// Whether the connection is still before its upgrade (PROXY header or request).
+    fn before_upgrade(&self) -> bool {
+        matches!(self.phase, Phase::Proxy | Phase::Handshaking)
+    }
+
     /// Bytes arrived: `data` is the spill followed by what was just read. Takes what it can and
     /// keeps the rest as the new spill.
     pub(crate) fn on_bytes(
@@ -304,7 +384,7 @@ impl Conn {
         LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
-        if self.phase != Phase::Handshaking {
+        if !self.before_upgrade() {
             if let Some(rate) = &core.config.message_rate {
                 // Quiet for longer than the limiter can remember: its state may have wrapped.
                 if !earlier(core.now_tick, after(self.last_seen, rate.memory())) {
@@ -314,9 +394,15 @@ impl Conn {
             self.last_seen = core.now_tick;
         }
         let mut used = 0;
-        if self.phase == Phase::Handshaking {
-            match self.handshake(core, index, data, peer) {
+        if self.phase == Phase::Proxy {
+            match self.proxy_header(core, index, data, peer()) {
                 Some(n) => used = n,
+                None => return,
+            }
+        }
+        if self.phase == Phase::Handshaking {
+            match self.handshake(core, index, &data[used..], peer) {
+                Some(n) => used += n,
                 None => return,
             }
         }
@@ -362,9 +448,7 @@ impl Conn {
         let request = match parsed {
             Ok(Parsed::Complete(request)) => request,
             Ok(Parsed::Partial) => {
-                let spill = &mut self.cold(core).spill;
-                spill.clear();
-                spill.extend_from_slice(data);
+                self.keep_spill(core, data);
                 return None;
             }
             Err(HandshakeError::MissingUpgrade) if core.config.http_hook.is_some() => {
@@ -386,7 +470,8 @@ impl Conn {
                 return None;
             }
         };
-        let peer = peer();
+        // The client's address: from the PROXY header or the accept, when kept; else the socket's.
+        let peer = self.cold.as_ref().and_then(|c| c.peer).unwrap_or_else(peer);
         let accepted = match &core.config.upgrade_hook {
             Some(hook) => hook(&request, peer),
             None => Ok(Default::default()),
@@ -432,6 +517,8 @@ impl Conn {
         outbound.commit(response.len());
         if let Some(cold) = self.cold.as_mut() {
             cold.spill = Vec::new();
+            // The admission slot passes to the application with the Open event.
+            cold.peer = None;
         }
         self.mark_dirty(core, index);
         self.phase = Phase::Open;
@@ -618,8 +705,14 @@ impl Conn {
             let code = if self.close_code == 0 { CloseCode::ABNORMAL.0 } else { self.close_code };
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();
             core.emit(Event::Close { conn: self.id(core, index), code, reason, clean: self.has(CLEAN) });
-        } else if self.phase == Phase::Handshaking {
-            LoopStats::add(&core.stats.handshakes_failed, 1);
+        } else {
+            if self.before_upgrade() {
+                LoopStats::add(&core.stats.handshakes_failed, 1);
+            }
+            // Admitted but never opened: the slot goes back here, exactly once.
+            if let (Some(admission), Some(peer)) = (&core.config.admission, cold.and_then(|c| c.peer)) {
+                admission.release(peer);
+            }
         }
         core.stats.connections.fetch_sub(1, Ordering::Relaxed);
         core.total_connections.fetch_sub(1, Ordering::Relaxed);
@@ -629,7 +722,7 @@ impl Conn {
     fn next_deadline(&self, core: &LoopCore) -> Option<Tick> {
         let config = &core.config;
         match self.phase {
-            Phase::Handshaking => Some(after(self.last_seen, config.handshake_timeout)),
+            Phase::Proxy | Phase::Handshaking => Some(after(self.last_seen, config.handshake_timeout)),
             Phase::Closing | Phase::Lingering => Some(self.phase_tick),
             Phase::Open => {
                 let mut next: Option<Tick> = None;
@@ -679,7 +772,9 @@ impl Conn {
         let now = core.now_tick;
         let config = core.config.clone();
         match self.phase {
-            Phase::Handshaking if reached(now, after(self.last_seen, config.handshake_timeout)) => {
+            Phase::Proxy | Phase::Handshaking
+                if reached(now, after(self.last_seen, config.handshake_timeout)) =>
+            {
                 return Next::Remove
             }
             Phase::Closing | Phase::Lingering if reached(now, self.phase_tick) => return Next::Remove,
@@ -725,7 +820,7 @@ impl Conn {
     /// Server shutdown: open connections get 1001, half-open ones are dropped.
     pub(crate) fn on_shutdown(&mut self, core: &mut LoopCore, index: u32) -> Next {
         match self.phase {
-            Phase::Handshaking => Next::Remove,
+            Phase::Proxy | Phase::Handshaking => Next::Remove,
             _ => {
                 self.close(core, index, CloseCode::GOING_AWAY, "server shutting down");
                 Next::Continue

@@ -166,6 +166,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Reads a PROXY protocol header (v1 or v2) at the start of every connection from a peer in
+    /// `trusted` (a load balancer), and treats the address it names as the client's: in the
+    /// admission and upgrade hooks and in [`Event::Open`]. A trusted peer that sends no valid
+    /// header gets HTTP 400; peers outside the list are clients themselves and may not send one.
+    pub fn proxy_protocol(mut self, trusted: crate::net::CidrList) -> Self {
+        self.config.proxy_trusted = Some(trusted);
+        self
+    }
+
+    /// Counts clients from their first byte, before the upgrade (see [`crate::Admission`]).
+    pub fn admission(mut self, admission: Arc<dyn crate::Admission>) -> Self {
+        self.config.admission = Some(admission);
+        self
+    }
+
     /// Request headers to copy into [`Event::Open`] (names, case-insensitive).
     pub fn open_headers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
         self.config.open_headers = names.into_iter().map(Into::into).collect();

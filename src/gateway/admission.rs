@@ -1,7 +1,9 @@
-//! Connection caps checked in the upgrade hook, so an over-limit client gets an HTTP answer
-//! (429 per address, 503 overall) instead of a dropped socket. A slot is taken when the hook
-//! accepts and given back when the worker sees the connection's Close event: the engine emits
-//! exactly one Open and one Close for every accepted upgrade.
+//! Connection caps, checked by the engine's admission hook from a client's first byte (so that
+//! connections still in their handshake count: a client cannot hold thousands of sockets by
+//! never finishing its upgrade), answered with HTTP 429 per address or 503 overall. A slot is
+//! taken at accept (or once a trusted balancer's PROXY header named the client) and given back
+//! by the engine if the connection never opens, or by the worker when it sees the connection's
+//! Close event (see [`crate::Admission`]).
 //!
 //! Per-address counts are kept per [`IpKey`]: an IPv6 client is counted by its /64, since one
 //! host usually holds a whole /64 and could otherwise take a new address per connection.
@@ -10,6 +12,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
+
+use super::metrics::Reject;
 
 /// What the per-address cap counts by: an IPv4 address (also when it arrives IPv4-mapped, as a
 /// dual-stack listener reports it), or the /64 an IPv6 address is in (the usual size of one
@@ -101,6 +105,31 @@ impl Admission {
     #[cfg(test)]
     pub(crate) fn total(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// The engine's admission hook for the gateway: the caps of the live configuration.
+pub(crate) struct Gate(pub(crate) std::sync::Arc<super::state::Front>);
+
+impl crate::Admission for Gate {
+    fn admit(&self, client: std::net::SocketAddr) -> Result<(), crate::Rejection> {
+        let front = &self.0;
+        let live = front.live();
+        let refused =
+            match front.admission.admit(client.ip(), live.max_connections, live.max_connections_per_ip) {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            };
+        let (why, status, text) = match refused {
+            Refused::Global => (Reject::GlobalLimit, 503, "server at its connection limit"),
+            Refused::PerIp => (Reject::PerIpLimit, 429, "too many connections from this address"),
+        };
+        front.counters.reject(why);
+        Err(crate::Rejection::new(status, text))
+    }
+
+    fn release(&self, client: std::net::SocketAddr) {
+        self.0.admission.release(client.ip());
     }
 }
 

@@ -133,11 +133,15 @@ fn start_engine(s: &Settings, front: Arc<Front>, admin_addr: std::net::SocketAdd
         .max_message_rate(s.client_message_rate, s.client_message_burst)
         .message_timeout(s.message_timeout)
         .max_assembly_bytes(s.max_assembly_bytes)
+        .admission(Arc::new(admission::Gate(front.clone())))
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
         .on_http(move |target, _head| {
             let path = target.split('?').next().unwrap_or(target);
             (path == "/" && page_front.live().demo).then(|| demo::client_page(&page_front, admin_addr))
         });
+    if let Some(trusted) = &s.proxy_trusted {
+        builder = builder.proxy_protocol(trusted.clone());
+    }
     if let Some(interval) = s.ping_interval {
         builder = builder.ping_interval(interval, s.pong_timeout);
     }

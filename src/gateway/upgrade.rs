@@ -1,10 +1,9 @@
 //! The upgrade hook: runs on a loop thread for every WebSocket request and decides, before the
-//! 101, whether the connection may open. Order matters: cheap refusals first, and the
-//! connection caps last so that a refused request never holds a slot.
+//! 101, whether the connection may open: cheap refusals first. The connection caps are not
+//! here: the engine's admission hook (`admission::Gate`) applies them from the first byte.
 
 use std::net::SocketAddr;
 
-use super::admission::Refused;
 use super::auth::{self, TokenError};
 use super::channels::{allowed, check_client_channel, query_channels, query_param, NameError};
 use super::expiry::unix_now;
@@ -19,7 +18,7 @@ pub const BEARER_PROTOCOL: &str = "bearer.";
 pub(crate) fn decide(
     front: &Front,
     req: &UpgradeRequest<'_>,
-    peer: SocketAddr,
+    _peer: SocketAddr,
 ) -> Result<Accepted, Rejection> {
     let refuse = |why: Reject, status: u16, text: String| {
         front.counters.reject(why);
@@ -69,16 +68,6 @@ pub(crate) fn decide(
         let allow = claims.as_ref().and_then(|c| c.channels.as_deref());
         if !allowed(allow, channel) {
             return refuse(Reject::ChannelForbidden, 403, format!("channel not allowed: {channel}"));
-        }
-    }
-
-    match front.admission.admit(peer.ip(), live.max_connections, live.max_connections_per_ip) {
-        Ok(()) => {}
-        Err(Refused::Global) => {
-            return refuse(Reject::GlobalLimit, 503, "server at its connection limit".into())
-        }
-        Err(Refused::PerIp) => {
-            return refuse(Reject::PerIpLimit, 429, "too many connections from this address".into())
         }
     }
 

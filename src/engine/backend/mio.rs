@@ -233,7 +233,7 @@ impl MioLoop {
                 Acceptor::Own(None) => return,
             };
             match accepted {
-                Ok((socket, _)) => self.route(socket),
+                Ok((socket, peer)) => self.route(socket, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -252,22 +252,22 @@ impl MioLoop {
         }
     }
 
-    fn route(&mut self, socket: TcpStream) {
+    fn route(&mut self, socket: TcpStream, peer: SocketAddr) {
         if let Acceptor::Distributing { next, .. } = &mut self.acceptor {
             let target = *next % self.shared.mailboxes.len();
             *next = next.wrapping_add(1);
             if target != self.core.loop_id {
                 // Never block a loop on another loop's queue: a full one costs this connection.
-                if self.shared.try_post(target, Command::Adopt(socket)).is_err() {
+                if self.shared.try_post(target, Command::Adopt(socket, peer)).is_err() {
                     LoopStats::add(&self.core.stats.rejected_over_limit, 1);
                 }
                 return;
             }
         }
-        self.adopt(socket);
+        self.adopt(socket, peer);
     }
 
-    fn adopt(&mut self, mut socket: TcpStream) {
+    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr) {
         let config = &self.core.config;
         let total = self.core.total_connections.load(Ordering::Relaxed);
         if total >= config.max_connections
@@ -290,6 +290,9 @@ impl MioLoop {
         let mut conn = Conn::new(&mut self.core);
         conn.rearm(&mut self.core, index as u32);
         entry.insert(Some(Slot { socket, conn }));
+        if let Some(slot) = self.slab.get_mut(index) {
+            slot.conn.on_accepted(&mut self.core, index as u32, peer);
+        }
         self.core.total_connections.fetch_add(1, Ordering::Relaxed);
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
         LoopStats::add(&self.core.stats.accepted, 1);
@@ -474,7 +477,7 @@ impl MioLoop {
                     }
                 }
             }
-            Command::Adopt(socket) => self.adopt(socket),
+            Command::Adopt(socket, peer) => self.adopt(socket, peer),
         }
     }
 

@@ -78,6 +78,8 @@ pub struct Settings {
     pub message_timeout: Option<Duration>,
     /// Resolved from [`Options::max_assembly_bytes`].
     pub max_assembly_bytes: usize,
+    /// The balancers trusted to send a PROXY header, when [`Options::proxy_protocol`] is on.
+    pub proxy_trusted: Option<crate::net::CidrList>,
     /// Resolved from [`Options::broker`]: a Redis URL, checked; `None` for a single node.
     pub broker: Option<String>,
     /// Resolved from [`Options::broker_prefix`].
@@ -151,6 +153,19 @@ impl Settings {
                 return bad("broker", &e);
             }
         }
+        let proxy_trusted = match (o.proxy_protocol.unwrap_or(false), o.proxy_trusted) {
+            (false, _) => None,
+            (true, None) => {
+                return bad("proxy_trusted", "proxy_protocol is on: list the balancers' addresses")
+            }
+            (true, Some(list)) => match crate::net::CidrList::parse_all(&list.0) {
+                Ok(list) if list.is_empty() => {
+                    return bad("proxy_trusted", "proxy_protocol is on: list the balancers' addresses")
+                }
+                Ok(list) => Some(list),
+                Err(e) => return bad("proxy_trusted", &e.to_string()),
+            },
+        };
         let broker_prefix = o.broker_prefix.unwrap_or_else(|| "throng".into());
         if broker_prefix.is_empty() || broker_prefix.bytes().any(|b| b.is_ascii_whitespace() || b == b'*') {
             return bad("broker_prefix", "must be non-empty, without spaces or *");
@@ -189,6 +204,7 @@ impl Settings {
             client_message_burst: o.client_message_burst.unwrap_or(100).max(1),
             message_timeout: off_if_zero(o.message_timeout, Duration::from_secs(30)),
             max_assembly_bytes: o.max_assembly_bytes.map_or(64 << 20, |s| s.0 as usize),
+            proxy_trusted,
         })
     }
 
@@ -228,6 +244,8 @@ impl Settings {
             "client_message_burst": self.client_message_burst,
             "message_timeout": secs(self.message_timeout),
             "max_assembly_bytes": self.max_assembly_bytes,
+            "proxy_protocol": self.proxy_trusted.is_some(),
+            "proxy_trusted": self.proxy_trusted.as_ref().map(|l| l.to_string()),
             "broker": self.broker.as_deref().map_or_else(|| "local".to_owned(), crate::gateway::broker::redact_url),
             "broker_prefix": self.broker_prefix,
         })

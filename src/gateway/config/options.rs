@@ -173,6 +173,16 @@ pub struct Options {
     #[arg(long, env = "THRONG_MAX_ASSEMBLY_BYTES", value_name = "SIZE")]
     pub max_assembly_bytes: Option<Size>,
 
+    /// Expect a PROXY protocol header (v1 or v2) from the peers in `proxy_trusted`, so that
+    /// limits, logs and metrics see the real client address [default: false].
+    #[arg(long, env = "THRONG_PROXY_PROTOCOL", value_name = "BOOL")]
+    pub proxy_protocol: Option<bool>,
+
+    /// Load balancers allowed to send a PROXY header: addresses or CIDR ranges, e.g.
+    /// 10.0.0.0/8,fd00::/8 [default: none].
+    #[arg(long, env = "THRONG_PROXY_TRUSTED", value_name = "CIDRS")]
+    pub proxy_trusted: Option<List>,
+
     /// Redis URL of the fleet's broker, e.g. redis://10.0.0.9:6379; publishes then reach every
     /// node that uses the same Redis [default: none, this node alone].
     #[arg(long, env = "THRONG_BROKER", value_name = "URL", hide_env_values = true)]
@@ -221,6 +231,8 @@ impl Options {
             client_message_burst,
             message_timeout,
             max_assembly_bytes,
+            proxy_protocol,
+            proxy_trusted,
             broker,
             broker_prefix,
         )
