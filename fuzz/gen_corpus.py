@@ -148,3 +148,32 @@ write("upgrade_response", "fuzz_two_protocols", head(BASE_RESPONSE + ["Sec-WebSo
 write("upgrade_response", "fuzz_wrong_accept", head(BASE_RESPONSE[:3] + ["Sec-WebSocket-Accept: x3JJHMbDL1EzLkh9GBhXDw=="]))
 write("upgrade_response", "fuzz_http10", head(["HTTP/1.0 101 Switching Protocols"] + BASE_RESPONSE[1:]))
 write("upgrade_response", "fuzz_no_reason", head(["HTTP/1.1 101"] + BASE_RESPONSE[1:] + ["sec-websocket-protocol: chat"]))
+
+# proxy_header: PROXY protocol headers (v1 text, v2 binary), followed by the HTTP request they
+# precede. The first 19 bytes also seed the target's built headers (see its doc comment).
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(ver_cmd, family, block):
+    return V2_SIG + bytes([ver_cmd, family]) + struct.pack(">H", len(block)) + block
+
+
+GET = b"GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\n"
+V4_BLOCK = bytes([203, 0, 113, 7, 192, 0, 2, 1]) + struct.pack(">HH", 51234, 443)
+V6_BLOCK = bytes.fromhex("20010db8000000000000000000000007" "20010db8000000000000000000000001") + struct.pack(">HH", 51234, 443)
+PROXY_SEEDS = {
+    "v1_tcp4": b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n" + GET,
+    "v1_tcp6": b"PROXY TCP6 2001:db8::7 2001:db8::1 51234 443\r\n" + GET,
+    "v1_unknown": b"PROXY UNKNOWN\r\n" + GET,
+    "v1_unknown_long": b"PROXY UNKNOWN " + b"ffff:" * 7 + b"ffff " + b"ffff:" * 7 + b"ffff 65535 65535\r\n",
+    "v1_partial": b"PROXY TCP4 203.0.113.7 192.0",
+    "v1_bad_port": b"PROXY TCP4 203.0.113.7 192.0.2.1 051234 443\r\n",
+    "v2_tcp4": v2(0x21, 0x11, V4_BLOCK) + GET,
+    "v2_tcp6_tlvs": v2(0x21, 0x21, V6_BLOCK + b"\x04\x00\x00" + b"\xea\x00\x05vpce1" + b"\x03\x00\x04\x01\x02\x03\x04") + GET,
+    "v2_local": v2(0x20, 0x00, b"") + GET,
+    "v2_unix": v2(0x21, 0x31, bytes(216)),
+    "v2_bad_tlv": v2(0x21, 0x11, V4_BLOCK + b"\x04\x00\x09"),
+    "v2_too_long": V2_SIG + b"\x21\x11\x02\x19",
+}
+for name, data in PROXY_SEEDS.items():
+    write("proxy_header", name, data)

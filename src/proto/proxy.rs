@@ -52,8 +52,8 @@ pub const V2_MAX_BLOCK_LEN: usize = 536;
 /// The longest version 2 header accepted: the fixed 16 bytes and [`V2_MAX_BLOCK_LEN`].
 pub const V2_MAX_LEN: usize = V2_FIXED_LEN + V2_MAX_BLOCK_LEN;
 
-/// The most bytes [`parse`] may answer [`Status::Partial`] for, minus one: a caller never needs to
-/// keep more than this many bytes while waiting for a header.
+/// The longest header of either version. [`parse`] answers [`Status::Partial`] only for fewer bytes
+/// than this, so a caller waiting for a header never keeps more.
 pub const MAX_LEN: usize = V2_MAX_LEN;
 
 /// What the first bytes of a version 1 header must be.
