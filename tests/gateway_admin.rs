@@ -223,7 +223,7 @@ fn read_one(stream: &mut TcpStream) -> gateway_support::Resp {
 fn close_connection_and_channel_listing() {
     let gw =
         Gateway::start(Some(&format!("jwt_secret = \"{}\"\ndemo = true\n", gateway_support::SECRET)), &[]);
-    let t = gateway_support::token(json!({"sub": "erin"}));
+    let t = gateway_support::token(json!({"sub": "erin", "exp": gateway_support::now() + 60}));
     let mut ws =
         gw.try_connect(&gateway_support::Upgrade::new(&format!("/ws?token={t}&channels=b,a"))).unwrap();
     let listing = gw.get("/v1/channels").json();

@@ -42,7 +42,7 @@ fn precedence_flags_env_file_defaults() {
     assert_eq!(c["listen"], "127.0.0.1:8080", "default");
     assert_eq!(c["demo"], false, "a config file turns the demo off");
 
-    let c = print_config(&[], &[("THRONG_JWT_SECRET", "s3cret")], None).unwrap();
+    let c = print_config(&[], &[("THRONG_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret")], None).unwrap();
     assert_eq!(c["jwt_secret"], "<redacted>");
     assert_eq!(c["demo"], true);
     assert_eq!(c["admin_listen"], "127.0.0.1:9090");

@@ -6,9 +6,39 @@ pub const USER_PREFIX: &str = "user:";
 /// The longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 200;
 
-/// The engine topic of a user's own channel.
+/// The engine topic of a user's own channel. Every `sub` gets one, whatever it holds: bytes
+/// outside the channel-name set, and `%` itself, are percent-encoded (`auth0|abc` becomes
+/// `user:auth0%7Cabc`; `alice` stays `user:alice`), so two subjects never share a topic. A
+/// subject whose encoding would make the name longer than [`MAX_CHANNEL_LEN`] becomes `%h` and
+/// its SHA-256 in hex, which the encoding cannot produce (it puts two hex digits after a `%`).
 pub fn user_topic(sub: &str) -> String {
-    format!("{USER_PREFIX}{sub}")
+    use std::fmt::Write;
+    let mut topic = String::with_capacity(USER_PREFIX.len() + sub.len());
+    topic.push_str(USER_PREFIX);
+    for &b in sub.as_bytes() {
+        if is_name_byte(b) {
+            topic.push(char::from(b));
+        } else {
+            let _ = write!(topic, "%{b:02X}");
+        }
+        if topic.len() > MAX_CHANNEL_LEN {
+            break;
+        }
+    }
+    if topic.len() > MAX_CHANNEL_LEN {
+        use sha2::{Digest, Sha256};
+        topic.truncate(USER_PREFIX.len());
+        topic.push_str("%h");
+        for b in Sha256::digest(sub.as_bytes()) {
+            let _ = write!(topic, "{b:02x}");
+        }
+    }
+    topic
+}
+
+/// The bytes a channel name is made of.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b".-_:@/".contains(&b)
 }
 
 /// Why a channel name is refused.
@@ -39,9 +69,11 @@ pub fn check_client_channel(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Checks a name the admin API publishes to (any valid name, `user:` included).
+/// Checks a name the admin API publishes to (any valid name, `user:` included; user topics
+/// may also hold the `%` of [`user_topic`]'s escapes).
 pub fn check_name(name: &str) -> Result<(), NameError> {
-    let ok_char = |b: u8| b.is_ascii_alphanumeric() || b".-_:@/".contains(&b);
+    let user = name.starts_with(USER_PREFIX);
+    let ok_char = |b: u8| is_name_byte(b) || (user && b == b'%');
     if name.is_empty() || name.len() > MAX_CHANNEL_LEN || !name.bytes().all(ok_char) {
         return Err(NameError::Invalid);
     }
@@ -146,6 +178,29 @@ mod tests {
         assert_eq!(check_client_channel("a b"), Err(NameError::Invalid));
         assert_eq!(check_client_channel(""), Err(NameError::Invalid));
         assert_eq!(check_name("user:bob"), Ok(()));
+    }
+
+    #[test]
+    fn user_topics_take_any_subject() {
+        assert_eq!(user_topic("alice"), "user:alice");
+        assert_eq!(user_topic("a.b@example.com"), "user:a.b@example.com");
+        assert_eq!(user_topic("auth0|abc"), "user:auth0%7Cabc");
+        // `%` is escaped too, so a subject that looks like an escape cannot take another's topic.
+        assert_eq!(user_topic("auth0%7Cabc"), "user:auth0%257Cabc");
+        assert_eq!(user_topic("é "), "user:%C3%A9%20");
+        for sub in
+            ["auth0|abc", "é ", "x%y", "a\u{0}b", &"z".repeat(195), &"|".repeat(500), &"q".repeat(5000)]
+        {
+            let topic = user_topic(sub);
+            assert_eq!(check_name(&topic), Ok(()), "{sub:?} -> {topic:?}");
+            assert_eq!(check_client_channel(&topic), Err(NameError::Reserved));
+        }
+        assert_eq!(user_topic(&"z".repeat(195)).len(), MAX_CHANNEL_LEN);
+        let long = user_topic(&"|".repeat(500));
+        assert!(long.starts_with("user:%h") && long.len() == USER_PREFIX.len() + 2 + 64, "{long}");
+        assert_ne!(long, user_topic(&"|".repeat(501)));
+        // Outside user topics `%` is still not a name character.
+        assert_eq!(check_name("news%20"), Err(NameError::Invalid));
     }
 
     #[test]

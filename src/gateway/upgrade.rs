@@ -44,7 +44,7 @@ pub(crate) fn decide(
             let Some(token) = token(req, bearer_protocol) else {
                 return refuse(Reject::MissingToken, 401, "missing token".into());
             };
-            match auth::verify(&token, secret, unix_now()) {
+            match auth::verify(&token, secret, &settings.jwt_rules, unix_now()) {
                 Ok(claims) => Some(claims),
                 Err(e @ TokenError::Expired) => return refuse(Reject::ExpiredToken, 401, e.reason().into()),
                 Err(e) => return refuse(Reject::InvalidToken, 401, e.reason().into()),

@@ -17,7 +17,8 @@ use throng::proto::handshake::{ClientRequest, Parsed};
 use throng::proto::{DataKind, Decoder, Item, Limits, OpCode, Role};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
-pub(crate) const SECRET: &str = "test-secret";
+/// At least 32 bytes: the gateway refuses shorter HS256 secrets.
+pub(crate) const SECRET: &str = "test-secret-of-at-least-32-bytes";
 
 /// A running gateway process; killed when dropped.
 pub(crate) struct Gateway {

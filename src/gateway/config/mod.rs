@@ -30,6 +30,9 @@ pub struct Settings {
     pub ws_path: String,
     /// Resolved from [`Options::jwt_secret`].
     pub jwt_secret: Option<String>,
+    /// Resolved from [`Options::jwt_require_exp`], [`Options::jwt_leeway`],
+    /// [`Options::jwt_audience`] and [`Options::jwt_issuer`].
+    pub jwt_rules: crate::gateway::auth::Validation,
     /// Resolved from [`Options::api_key`].
     pub api_key: Option<String>,
     /// Resolved from [`Options::allowed_origins`].
@@ -147,6 +150,20 @@ impl Settings {
         if let Some(p) = subprotocols.iter().find(|p| p.starts_with("bearer.")) {
             return bad("subprotocols", &format!("{p:?}: the bearer. prefix carries tokens"));
         }
+        let jwt_secret = nonempty(o.jwt_secret);
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < crate::gateway::auth::MIN_SECRET_LEN) {
+            let why = format!(
+                "an HS256 secret must be at least {} bytes (try `openssl rand -base64 32`)",
+                crate::gateway::auth::MIN_SECRET_LEN
+            );
+            return bad("jwt_secret", &why);
+        }
+        let jwt_rules = crate::gateway::auth::Validation {
+            require_exp: o.jwt_require_exp.unwrap_or(true),
+            leeway: o.jwt_leeway.map_or(30, |s| s.0.as_secs()),
+            audience: nonempty(o.jwt_audience),
+            issuer: nonempty(o.jwt_issuer),
+        };
         let broker = nonempty(o.broker).filter(|b| b != "local");
         if let Some(url) = &broker {
             if let Err(e) = crate::gateway::broker::check_url(url) {
@@ -180,7 +197,8 @@ impl Settings {
             loops,
             workers,
             ws_path,
-            jwt_secret: nonempty(o.jwt_secret),
+            jwt_secret,
+            jwt_rules,
             api_key: nonempty(o.api_key),
             allowed_origins: o.allowed_origins.map(|l| l.0).unwrap_or_default(),
             subprotocols,
@@ -220,6 +238,10 @@ impl Settings {
             "workers": self.workers,
             "ws_path": self.ws_path,
             "jwt_secret": redacted(&self.jwt_secret),
+            "jwt_require_exp": self.jwt_rules.require_exp,
+            "jwt_leeway": Span(Duration::from_secs(self.jwt_rules.leeway)).to_string(),
+            "jwt_audience": self.jwt_rules.audience,
+            "jwt_issuer": self.jwt_rules.issuer,
             "api_key": redacted(&self.api_key),
             "allowed_origins": self.allowed_origins,
             "subprotocols": self.subprotocols,
@@ -294,6 +316,25 @@ mod tests {
         assert!(err.starts_with("broker: "), "{err}");
         let err = parse(&["throng", "--broker-prefix", "a b"]).unwrap_err().to_string();
         assert!(err.starts_with("broker_prefix: "), "{err}");
+    }
+
+    #[test]
+    fn jwt_options() {
+        let parse = |args: &[&str]| Settings::resolve(Cli::try_parse_from(args).unwrap().options, None);
+        let s = parse(&["throng"]).unwrap();
+        assert_eq!(s.jwt_rules, crate::gateway::auth::Validation::default());
+        let err = parse(&["throng", "--jwt-secret", &"k".repeat(31)]).unwrap_err().to_string();
+        assert!(err.starts_with("jwt_secret: ") && err.contains("32 bytes"), "{err}");
+        assert!(!err.contains(&"k".repeat(31)), "the secret is not echoed: {err}");
+        let args = ["throng", "--jwt-secret", &"k".repeat(32), "--jwt-require-exp", "false"];
+        let s = parse(
+            &[&args[..], &["--jwt-leeway", "5s", "--jwt-audience", "api", "--jwt-issuer", "me"]].concat(),
+        )
+        .unwrap();
+        let rules = &s.jwt_rules;
+        assert_eq!((rules.require_exp, rules.leeway), (false, 5));
+        assert_eq!((rules.audience.as_deref(), rules.issuer.as_deref()), (Some("api"), Some("me")));
+        assert_eq!(s.to_json()["jwt_leeway"], "5s");
     }
 
     #[test]

@@ -67,6 +67,22 @@ pub struct Options {
     #[arg(long, env = "THRONG_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// Refuse tokens without an `exp` claim [default: true].
+    #[arg(long, env = "THRONG_JWT_REQUIRE_EXP", value_name = "BOOL")]
+    pub jwt_require_exp: Option<bool>,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf` [default: 30s].
+    #[arg(long, env = "THRONG_JWT_LEEWAY", value_name = "DURATION")]
+    pub jwt_leeway: Option<Span>,
+
+    /// When set, a token's `aud` (string or array) must contain this [default: none, unchecked].
+    #[arg(long, env = "THRONG_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, a token's `iss` must equal this [default: none, unchecked].
+    #[arg(long, env = "THRONG_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
     /// Bearer key required by the admin API [default: none, admin API open].
     #[arg(long, env = "THRONG_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -207,6 +223,10 @@ impl Options {
             workers,
             ws_path,
             jwt_secret,
+            jwt_require_exp,
+            jwt_leeway,
+            jwt_audience,
+            jwt_issuer,
             api_key,
             allowed_origins,
             subprotocols,
