@@ -191,7 +191,7 @@ fn keep_alive_and_expect_continue() {
     assert_eq!(first.header("connection"), None, "keep-alive by default in HTTP/1.1");
     assert_eq!(read_one(&mut stream).json()["status"], "ready");
     let body = br#"{"channel":"a","data":"x"}"#;
-    let head = format!("POST /v1/publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("POST /v1/publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).unwrap();
     let mut cont = [0u8; 25];
     stream.read_exact(&mut cont).unwrap();

@@ -46,6 +46,45 @@ impl Reject {
     }
 }
 
+/// Why the admin API cut a connection or refused a request before serving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AdminLimit {
+    /// Over `admin_max_connections` (and the probe reserve, or not a probe): 503.
+    Connections,
+    /// The request did not arrive whole within `admin_request_timeout`: 408.
+    RequestTimeout,
+    /// A keep-alive connection sat idle for `admin_idle_timeout`: closed.
+    IdleTimeout,
+    /// A `POST` without an accepted `Content-Type`: 415.
+    ContentType,
+    /// A `Host` not in `admin_allowed_hosts`: 421.
+    Host,
+    /// A publish while draining: 503 with `Retry-After`.
+    Draining,
+}
+
+impl AdminLimit {
+    const ALL: [AdminLimit; 6] = [
+        AdminLimit::Connections,
+        AdminLimit::RequestTimeout,
+        AdminLimit::IdleTimeout,
+        AdminLimit::ContentType,
+        AdminLimit::Host,
+        AdminLimit::Draining,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            AdminLimit::Connections => "connections",
+            AdminLimit::RequestTimeout => "request_timeout",
+            AdminLimit::IdleTimeout => "idle_timeout",
+            AdminLimit::ContentType => "content_type",
+            AdminLimit::Host => "host",
+            AdminLimit::Draining => "draining",
+        }
+    }
+}
+
 /// Counters bumped by the hook, the workers and the admin API.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -61,6 +100,7 @@ pub(crate) struct Counters {
     pub(crate) admin_closes: AtomicU64,
     pub(crate) admin_requests: AtomicU64,
     pub(crate) admin_errors: AtomicU64,
+    pub(crate) admin_limits: [AtomicU64; AdminLimit::ALL.len()],
     pub(crate) reloads: AtomicU64,
 }
 
@@ -75,6 +115,10 @@ impl Counters {
 
     pub(crate) fn reject(&self, why: Reject) {
         self.inc(&self.rejects[why as usize]);
+    }
+
+    pub(crate) fn admin_limit(&self, which: AdminLimit) {
+        self.inc(&self.admin_limits[which as usize]);
     }
 }
 
@@ -111,6 +155,8 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
     };
     let rejects: Vec<(&str, u64)> =
         Reject::ALL.iter().map(|r| (r.label(), get(&c.rejects[*r as usize]))).collect();
+    let admin_limits: Vec<(&str, u64)> =
+        AdminLimit::ALL.iter().map(|l| (l.label(), get(&c.admin_limits[*l as usize]))).collect();
     let mut metrics: Vec<Family<'_>> = vec![
         ("connections", G, "TCP connections held (handshaking, open, closing).", one(e.connections as u64)),
         ("connections_open", G, "WebSocket connections open (gateway view).", one(s.open as u64)),
@@ -278,6 +324,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ("admin_closes_total", C, "Connections closed through the admin API.", one(get(&c.admin_closes))),
         ("admin_requests_total", C, "Admin API requests.", one(get(&c.admin_requests))),
         ("admin_errors_total", C, "Admin API requests answered with 4xx/5xx.", one(get(&c.admin_errors))),
+        (
+            "admin_limits_total",
+            C,
+            "Admin connections cut or requests refused by a limit, by limit.",
+            labelled("limit", &admin_limits),
+        ),
         ("reloads_total", C, "Configuration reloads (SIGHUP).", one(get(&c.reloads))),
         (
             "broker_state",
@@ -307,6 +359,7 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
                     ("queue_full", b.dropped_queue_full),
                     ("send_failed", b.dropped_send_failed),
                     ("malformed", b.dropped_malformed),
+                    ("drain", b.dropped_drain),
                 ],
             ),
         ),
@@ -339,6 +392,9 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
     let e = &s.engine;
     let rejects: serde_json::Map<String, serde_json::Value> =
         (Reject::ALL.iter()).map(|r| (r.label().to_owned(), get(&c.rejects[*r as usize]).into())).collect();
+    let admin_limits: serde_json::Map<String, serde_json::Value> = (AdminLimit::ALL.iter())
+        .map(|l| (l.label().to_owned(), get(&c.admin_limits[*l as usize]).into()))
+        .collect();
     serde_json::json!({
         "connections": e.connections,
         "connections_open": s.open,
@@ -378,6 +434,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "token_expired_closes": get(&c.token_expired_closes),
         "admin_closes": get(&c.admin_closes),
         "admin_requests": get(&c.admin_requests),
+        "admin_limits": admin_limits,
         "reloads": get(&c.reloads),
         "broker": s.broker,
         "broker_stats": {
@@ -386,6 +443,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
             "dropped_queue_full": s.broker_stats.dropped_queue_full,
             "dropped_send_failed": s.broker_stats.dropped_send_failed,
             "dropped_malformed": s.broker_stats.dropped_malformed,
+            "dropped_drain": s.broker_stats.dropped_drain,
             "reconnects": s.broker_stats.reconnects,
             "queued": s.broker_stats.queued,
         },

@@ -31,7 +31,7 @@ mod upgrade;
 mod workers;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         expiry: expiry.clone(),
         broker,
         draining: AtomicBool::new(false),
+        publishing: AtomicUsize::new(0),
         started: Instant::now(),
         nofile: server.nofile_limits(),
         ws_addr: server.local_addr(),
@@ -105,6 +106,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
         broker = %broker_name,
         "throng started"
     );
+    if settings.admin_insecure && !settings.admin_listen.ip().to_canonical().is_loopback() {
+        let warning = if settings.api_key.is_some() { "" } else { " and without an api_key" };
+        tracing::warn!(admin = %admin_addr, "admin API on a non-loopback address{warning} (admin_insecure = true)");
+    }
     if soft.zip(hard).is_some_and(|(s, h)| s.max(h) < 65536) {
         tracing::warn!("the open-files limit is low for a gateway; see docs/tuning.md (LimitNOFILE)");
     }
@@ -175,22 +180,41 @@ fn wait_for_signals(
     Ok(())
 }
 
-/// Stops accepting, closes every connection with 1001 and exits 0 once they are gone or the
-/// drain timeout has passed. Runs on its own thread so a second signal can cut it short.
+/// Refuses new publishes, stops accepting, closes every connection with 1001, flushes the
+/// broker's outgoing queue and exits 0 once all is done or the drain timeout has passed. Runs
+/// on its own thread so a second signal can cut it short.
 fn drain(ctx: Arc<Ctx>, server: Server, signal: i32) {
-    ctx.draining.store(true, Ordering::Relaxed);
-    let deadline = ctx.front.settings.drain_timeout;
-    let open = ctx.registry.totals().0;
-    tracing::info!(signal, connections = open, deadline = ?deadline, "throng draining");
+    let grace = ctx.front.settings.drain_timeout;
     let started = Instant::now();
+    let deadline = started + grace;
+    let open = ctx.registry.totals().0;
+    tracing::info!(signal, connections = open, deadline = ?grace, "throng draining");
     let spawned = std::thread::Builder::new().name("throng-drain".into()).spawn(move || {
-        server.shutdown(deadline);
-        // Give the workers a moment to account for the last Close events before reporting.
-        std::thread::sleep(Duration::from_millis(20));
+        ctx.stop_publishes(deadline);
+        let left_for_clients = deadline.saturating_duration_since(Instant::now());
+        let engine = std::thread::Builder::new()
+            .name("throng-drain-engine".into())
+            .spawn(move || server.shutdown(left_for_clients));
+        // The publisher keeps sending while the clients close.
+        let unsent = ctx.broker.flush(deadline);
+        let left = match &engine {
+            Ok(engine) => open_at_deadline(&ctx, engine, deadline),
+            Err(_) => ctx.handle.stats().connections,
+        };
+        if let Ok(engine) = engine {
+            let _ = engine.join();
+        }
+        if unsent > 0 {
+            tracing::warn!(unsent, "broker: messages not sent upstream by the drain deadline are lost");
+        }
+        if left > 0 {
+            tracing::warn!(left, "connections still open at the drain deadline were dropped");
+        }
         let stats = ctx.handle.stats();
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            left = ctx.registry.totals().0,
+            left,
+            broker_unsent = unsent,
             messages_out = stats.messages_out,
             "throng stopped"
         );
@@ -199,6 +223,27 @@ fn drain(ctx: Arc<Ctx>, server: Server, signal: i32) {
     if let Err(e) = spawned {
         tracing::error!("cannot start the drain: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The connections still open when the drain deadline passed: 0 if the engine finished
+/// before it (it returns early only once every connection closed), else the count seen at the
+/// deadline, before the engine drops them (the last count seen before it, should the engine
+/// have dropped them already).
+fn open_at_deadline(ctx: &Ctx, engine: &std::thread::JoinHandle<()>, deadline: Instant) -> usize {
+    let mut last = ctx.handle.stats().connections;
+    loop {
+        let finished = engine.is_finished();
+        let now = Instant::now();
+        if finished && now < deadline {
+            return 0;
+        }
+        let seen = ctx.handle.stats().connections;
+        if finished || now >= deadline {
+            return if seen > 0 { seen } else { last };
+        }
+        last = seen;
+        std::thread::sleep(deadline.saturating_duration_since(now).min(Duration::from_millis(5)));
     }
 }
 

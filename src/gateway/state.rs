@@ -2,9 +2,9 @@
 //! signal handler.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::admission::Admission;
 use super::auth::Claims;
@@ -103,6 +103,8 @@ pub(crate) struct Ctx {
     pub(crate) expiry: Arc<Expiry>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) draining: AtomicBool,
+    /// Admin publishes between their check of `draining` and the broker taking them.
+    pub(crate) publishing: AtomicUsize,
     pub(crate) started: Instant,
     pub(crate) nofile: Option<(u64, u64)>,
     pub(crate) ws_addr: std::net::SocketAddr,
@@ -126,6 +128,36 @@ impl Ctx {
             draining: self.draining.load(Ordering::Relaxed),
             uptime_secs: self.started.elapsed().as_secs(),
             nofile: self.nofile,
+        }
+    }
+}
+
+/// A publish in progress; see [`Ctx::begin_publish`].
+pub(crate) struct Publishing<'a>(&'a AtomicUsize);
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Ctx {
+    /// Lets a publish in, unless the drain has begun. Counting in before reading `draining`
+    /// (both SeqCst, as the drain does the opposite) means the drain either sees this publish
+    /// in progress and waits for it, or this publish sees the drain and is refused: nothing
+    /// slips into the broker after the drain's flush has counted what is left.
+    pub(crate) fn begin_publish(&self) -> Option<Publishing<'_>> {
+        self.publishing.fetch_add(1, Ordering::SeqCst);
+        let publishing = Publishing(&self.publishing);
+        (!self.draining.load(Ordering::SeqCst)).then_some(publishing)
+    }
+
+    /// Starts the drain: refuses new publishes and waits (until `deadline` at most) for the
+    /// ones already accepted to reach the broker.
+    pub(crate) fn stop_publishes(&self, deadline: Instant) {
+        self.draining.store(true, Ordering::SeqCst);
+        while self.publishing.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

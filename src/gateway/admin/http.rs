@@ -1,20 +1,41 @@
 //! Just enough HTTP/1.1 for the admin API: `httparse` for the head, `Content-Length` bodies
 //! (no chunked uploads), keep-alive, `Expect: 100-continue`, and hard limits so a client
-//! cannot make a thread hold unbounded memory.
+//! cannot make a thread hold unbounded memory or time: a request has one deadline from its
+//! first byte to its last, however the bytes trickle in, and an idle connection is closed.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The largest request head accepted; more is 431.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// The largest body accepted; more is 413.
 pub(crate) const MAX_BODY: usize = 1 << 20;
-/// How long a keep-alive connection may sit idle between requests.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a request may take to arrive once it has started.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long requests may take; from `admin_request_timeout` and `admin_idle_timeout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// From a request's first byte to its last.
+    pub(crate) request: Duration,
+    /// Between requests on a keep-alive connection (and before the first).
+    pub(crate) idle: Duration,
+}
+
+/// A byte stream whose reads can be given a timeout: the socket, or bytes in memory for the
+/// fuzz target and the unit tests.
+pub(crate) trait Stream: Read + Write {
+    /// Like [`TcpStream::set_read_timeout`]; `timeout` is never zero.
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(timeout))
+    }
+}
+
+/// One request, body included.
+#[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) method: String,
     pub(crate) path: String,
@@ -30,6 +51,7 @@ impl Request {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) content_type: &'static str,
@@ -90,6 +112,8 @@ fn phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
@@ -98,16 +122,33 @@ fn phrase(status: u16) -> &'static str {
 }
 
 /// Why no request could be read.
+#[derive(Debug)]
 pub(crate) enum ReadError {
-    /// The peer closed, timed out between requests, or the socket failed: just close.
+    /// The peer closed or the socket failed: just close.
     Gone,
+    /// No request started within the idle limit: close (counted).
+    Idle,
+    /// A request started but did not arrive whole within the request limit: 408 (counted).
+    Deadline,
     /// A request that must be answered with this error, then the connection closed.
     Refuse(Response),
 }
 
-/// Reads one request. `buf` carries bytes of a pipelined next request between calls.
-pub(crate) fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request, ReadError> {
-    let gone = |_| ReadError::Gone;
+/// The time left until `deadline`, `None` once it has passed.
+fn left(deadline: Instant) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
+}
+
+/// Reads one request. `buf` carries bytes of a pipelined next request between calls. The idle
+/// limit runs until the request's first byte; from then on the request limit runs once, for
+/// head and body together, so a peer sending a byte now and then is cut all the same.
+pub(crate) fn read_request(
+    stream: &mut impl Stream,
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+) -> Result<Request, ReadError> {
+    let idle_until = Instant::now() + limits.idle;
+    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limits.request);
     let (head_len, mut request, content_length) = loop {
         if let Some(parsed) = parse_head(buf)? {
             break parsed;
@@ -119,12 +160,15 @@ pub(crate) fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<
                 "request head over 16 KiB",
             )));
         }
-        let timeout = if buf.is_empty() { IDLE_TIMEOUT } else { REQUEST_TIMEOUT };
-        stream.set_read_timeout(Some(timeout)).map_err(gone)?;
-        if read_some(stream, buf)? == 0 {
-            return Err(ReadError::Gone);
+        let Some(timeout) = left(deadline.unwrap_or(idle_until)) else {
+            return Err(if deadline.is_some() { ReadError::Deadline } else { ReadError::Idle });
+        };
+        stream.set_read_timeout(timeout).map_err(|_| ReadError::Gone)?;
+        if read_some(stream, buf)? > 0 && deadline.is_none() {
+            deadline = Some(Instant::now() + limits.request);
         }
     };
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + limits.request);
     buf.drain(..head_len);
     if content_length > MAX_BODY {
         let text = format!("body of {content_length} bytes is over the 1 MiB limit");
@@ -133,32 +177,36 @@ pub(crate) fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<
     if content_length > buf.len()
         && request.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     {
-        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(gone)?;
+        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|_| ReadError::Gone)?;
     }
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(gone)?;
     while buf.len() < content_length {
-        if read_some(stream, buf)? == 0 {
-            return Err(ReadError::Gone);
-        }
+        let timeout = left(deadline).ok_or(ReadError::Deadline)?;
+        stream.set_read_timeout(timeout).map_err(|_| ReadError::Gone)?;
+        read_some(stream, buf)?;
     }
     request.body = buf.drain(..content_length).collect();
     Ok(request)
 }
 
-fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, ReadError> {
+/// Reads what is there into `buf`: `Ok(0)` when a timeout passed (the caller checks its
+/// deadline), `Gone` at the end of the stream or on an error.
+fn read_some(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<usize, ReadError> {
     let mut chunk = [0u8; 8192];
     loop {
         match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Gone),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Ok(0)
+            }
             Err(_) => return Err(ReadError::Gone),
         }
     }
 }
-
 /// `Some((head length, request without body, content length))` once the head is complete.
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>, ReadError> {
     let bad = |message: &str| ReadError::Refuse(Response::error(400, "bad_request", message));

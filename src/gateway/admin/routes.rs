@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::http::{Request, Response};
 use crate::gateway::channels::{check_name, percent_decode, user_topic};
 use crate::gateway::expiry::unix_now;
-use crate::gateway::metrics;
+use crate::gateway::metrics::{self, AdminLimit};
 use crate::gateway::state::Ctx;
 use crate::{ConnId, Message};
 
@@ -47,6 +47,35 @@ impl Route<'_> {
     fn is_open(&self) -> bool {
         matches!(self, Route::Demo | Route::Health | Route::Ready)
     }
+
+    /// Load balancer probes: answered from the reserve slots and whatever the `Host`.
+    fn is_probe(&self) -> bool {
+        matches!(self, Route::Health | Route::Ready)
+    }
+
+    /// Whether `method` on this route hands messages to the broker.
+    fn publishes(&self, method: &str) -> bool {
+        match self {
+            Route::Publish | Route::PublishBatch | Route::User(_) => true,
+            Route::Channel(_) => method == "POST",
+            _ => false,
+        }
+    }
+
+    /// The body types a `POST` may declare. Neither is a CORS "simple" type, so another site's
+    /// page cannot make a browser send such a request without a preflight, which only the demo
+    /// page's origin passes.
+    fn body_types(&self) -> &'static [&'static str] {
+        match self {
+            Route::Channel(_) | Route::User(_) => &["application/json", "application/octet-stream"],
+            _ => &["application/json"],
+        }
+    }
+}
+
+/// Whether `path` is `/healthz` or `/readyz`.
+pub(super) fn is_probe(path: &str) -> bool {
+    route(path).is_some_and(|r| r.is_probe())
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -110,6 +139,15 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
         let text = format!("{} {} is not supported; use {}", req.method, req.path, route.methods());
         return Response::error(405, "method_not_allowed", text).with_header("Allow", route.methods());
     }
+    if !route.is_probe() && !host_allowed(&ctx.front.settings.admin_allowed_hosts, req.header("host")) {
+        ctx.counters().admin_limit(AdminLimit::Host);
+        let host = req.header("host").unwrap_or("(none)");
+        return Response::error(
+            421,
+            "misdirected_request",
+            format!("Host {host:?} is not in admin_allowed_hosts"),
+        );
+    }
     let live = ctx.front.live();
     if !route.is_open() {
         if let Some(key) = &live.api_key {
@@ -124,6 +162,20 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
             }
         }
     }
+    if req.method == "POST" {
+        if let Err(refused) = check_body_type(&route, req) {
+            ctx.counters().admin_limit(AdminLimit::ContentType);
+            return refused;
+        }
+    }
+    let _publishing = match route.publishes(&req.method).then(|| ctx.begin_publish()) {
+        Some(None) => {
+            ctx.counters().admin_limit(AdminLimit::Draining);
+            let text = "this node is shutting down and takes no more publishes; retry (another node)";
+            return Response::error(503, "draining", text).with_header("Retry-After", "1");
+        }
+        gate => gate.flatten(),
+    };
     match route {
         Route::Demo if live.demo => super::super::demo::page(ctx),
         Route::Demo => Response::error(404, "not_found", "the demo page is disabled (demo = false)"),
@@ -155,6 +207,33 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
         },
         Route::CloseConnection(id) => close_connection(ctx, id, &req.body),
     }
+}
+
+/// With a non-empty `allowed`, the `Host` header must be one of them, with or without its port
+/// (an entry with a port matches that port only). A defence against DNS rebinding: a page on
+/// another site whose name resolves to this address still sends its own name as `Host`.
+fn host_allowed(allowed: &[String], host: Option<&str>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(host) = host else { return false };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
+}
+
+fn check_body_type(route: &Route<'_>, req: &Request) -> Result<(), Response> {
+    let given = req.header("content-type").unwrap_or("");
+    let media = given.split(';').next().unwrap_or("").trim();
+    if route.body_types().iter().any(|t| media.eq_ignore_ascii_case(t)) {
+        return Ok(());
+    }
+    let wanted = route.body_types().join(" or ");
+    let given = if given.is_empty() { "none" } else { given };
+    let text = format!("POST {} needs Content-Type: {wanted} (got {given})", req.path);
+    Err(Response::error(415, "unsupported_media_type", text))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

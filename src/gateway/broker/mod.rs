@@ -66,6 +66,8 @@ pub struct BrokerStats {
     pub dropped_send_failed: u64,
     /// Messages from upstream that could not be decoded.
     pub dropped_malformed: u64,
+    /// Messages still unsent when the drain deadline passed on shutdown.
+    pub dropped_drain: u64,
     /// Connections (re)established after a failure, both directions counted.
     pub reconnects: u64,
     /// Messages waiting in the outgoing queue now.
@@ -106,6 +108,12 @@ pub trait Broker: Send + Sync {
     /// Counters for the metrics.
     fn stats(&self) -> BrokerStats {
         BrokerStats::default()
+    }
+
+    /// On shutdown: waits until every message accepted so far has been handed upstream, or
+    /// until `deadline`; returns how many were not (they are lost, and counted as dropped).
+    fn flush(&self, _deadline: std::time::Instant) -> u64 {
+        0
     }
 
     /// The fleet-wide subscriber count of `topic`, given this node's `local` count; `None`

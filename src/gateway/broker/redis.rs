@@ -125,7 +125,19 @@ pub(super) struct Counters {
     pub(super) dropped_queue_full: AtomicU64,
     pub(super) dropped_send_failed: AtomicU64,
     pub(super) dropped_malformed: AtomicU64,
+    pub(super) dropped_drain: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    /// Messages taken into the outgoing queue; each ends up `sent` or `dropped_send_failed`,
+    /// or is still queued or in flight.
+    pub(super) accepted: AtomicU64,
+}
+
+impl Counters {
+    /// Messages accepted into the queue and not yet sent or lost.
+    fn pending(&self) -> u64 {
+        let done = self.sent.load(Ordering::Acquire) + self.dropped_send_failed.load(Ordering::Acquire);
+        self.accepted.load(Ordering::Acquire).saturating_sub(done)
+    }
 }
 
 /// Which connection a state change is about.
@@ -299,7 +311,10 @@ impl RedisBroker {
             counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Counted before it can be sent, so that `pending` never sees it sent but not accepted.
+        counters.accepted.fetch_add(1, Ordering::AcqRel);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(item) {
+            counters.accepted.fetch_sub(1, Ordering::AcqRel);
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         }
@@ -393,8 +408,24 @@ impl Broker for RedisBroker {
             dropped_queue_full: get(&c.dropped_queue_full),
             dropped_send_failed: get(&c.dropped_send_failed),
             dropped_malformed: get(&c.dropped_malformed),
+            dropped_drain: get(&c.dropped_drain),
             reconnects: get(&c.reconnects),
             queued: self.queue.len() as u64,
+        }
+    }
+
+    fn flush(&self, deadline: Instant) -> u64 {
+        let counters = &self.shared.counters;
+        loop {
+            let pending = counters.pending();
+            if pending == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                counters.dropped_drain.fetch_add(pending, Ordering::Relaxed);
+                return pending;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

@@ -22,6 +22,18 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Resolved from [`Options::admin_listen`].
     pub admin_listen: SocketAddr,
+    /// Resolved from [`Options::admin_max_connections`].
+    pub admin_max_connections: usize,
+    /// Resolved from [`Options::admin_probe_reserve`].
+    pub admin_probe_reserve: usize,
+    /// Resolved from [`Options::admin_request_timeout`].
+    pub admin_request_timeout: Duration,
+    /// Resolved from [`Options::admin_idle_timeout`].
+    pub admin_idle_timeout: Duration,
+    /// Resolved from [`Options::admin_allowed_hosts`]; empty allows any `Host`.
+    pub admin_allowed_hosts: Vec<String>,
+    /// Resolved from [`Options::admin_insecure`].
+    pub admin_insecure: bool,
     /// Resolved from [`Options::loops`].
     pub loops: usize,
     /// Resolved from [`Options::workers`].
@@ -126,6 +138,7 @@ impl Settings {
             let d = s.map_or(default, |s| s.0);
             (!d.is_zero()).then_some(d)
         };
+        let admin = resolve_admin(&o)?;
         let ws_path = o.ws_path.unwrap_or_else(|| "/ws".into());
         if !ws_path.starts_with('/') || ws_path.contains('?') {
             return bad("ws_path", "must start with / and have no query");
@@ -193,7 +206,13 @@ impl Settings {
             demo: o.demo.unwrap_or(config_file.is_none()),
             config_file,
             listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            admin_listen: o.admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            admin_listen: admin.listen,
+            admin_max_connections: admin.max_connections,
+            admin_probe_reserve: admin.probe_reserve,
+            admin_request_timeout: admin.request_timeout,
+            admin_idle_timeout: admin.idle_timeout,
+            admin_allowed_hosts: admin.allowed_hosts,
+            admin_insecure: admin.insecure,
             loops,
             workers,
             ws_path,
@@ -234,6 +253,12 @@ impl Settings {
             "config_file": self.config_file.as_ref().map(|p| p.display().to_string()),
             "listen": self.listen.to_string(),
             "admin_listen": self.admin_listen.to_string(),
+            "admin_max_connections": self.admin_max_connections,
+            "admin_probe_reserve": self.admin_probe_reserve,
+            "admin_request_timeout": secs(Some(self.admin_request_timeout)),
+            "admin_idle_timeout": secs(Some(self.admin_idle_timeout)),
+            "admin_allowed_hosts": self.admin_allowed_hosts,
+            "admin_insecure": self.admin_insecure,
             "loops": self.loops,
             "workers": self.workers,
             "ws_path": self.ws_path,
@@ -272,6 +297,54 @@ impl Settings {
             "broker_prefix": self.broker_prefix,
         })
     }
+}
+
+/// The admin listener's options, checked together.
+struct Admin {
+    listen: SocketAddr,
+    max_connections: usize,
+    probe_reserve: usize,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+    allowed_hosts: Vec<String>,
+    insecure: bool,
+}
+
+fn resolve_admin(o: &Options) -> Result<Admin, ConfigError> {
+    let bad = |key: &str, why: String| ConfigError(format!("{key}: {why}"));
+    let listen = o.admin_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let insecure = o.admin_insecure.unwrap_or(false);
+    let has_key = o.api_key.as_ref().is_some_and(|k| !k.is_empty());
+    // Anyone who can reach a non-loopback admin API could publish to every client and close
+    // connections: that needs a key, or an explicit opt-out.
+    if !listen.ip().to_canonical().is_loopback() && !has_key && !insecure {
+        return Err(bad(
+            "admin_listen",
+            format!(
+                "{listen} is not a loopback address and no api_key is set: set api_key (--api-key, \
+                 THRONG_API_KEY) so the admin API needs a key, or admin_insecure = true \
+                 (--admin-insecure true) to serve it without one"
+            ),
+        ));
+    }
+    let max_connections = o.admin_max_connections.unwrap_or(256);
+    if max_connections == 0 {
+        return Err(bad("admin_max_connections", "must be at least 1".into()));
+    }
+    let span =
+        |s: Option<Span>, default: u64, key: &str| match s.map_or(Duration::from_secs(default), |s| s.0) {
+            d if d.is_zero() => Err(bad(key, "must be more than 0".into())),
+            d => Ok(d),
+        };
+    Ok(Admin {
+        listen,
+        max_connections,
+        probe_reserve: o.admin_probe_reserve.unwrap_or(8),
+        request_timeout: span(o.admin_request_timeout, 10, "admin_request_timeout")?,
+        idle_timeout: span(o.admin_idle_timeout, 30, "admin_idle_timeout")?,
+        allowed_hosts: o.admin_allowed_hosts.clone().map(|l| l.0).unwrap_or_default(),
+        insecure,
+    })
 }
 
 #[cfg(test)]
@@ -335,6 +408,46 @@ mod tests {
         assert_eq!((rules.require_exp, rules.leeway), (false, 5));
         assert_eq!((rules.audience.as_deref(), rules.issuer.as_deref()), (Some("api"), Some("me")));
         assert_eq!(s.to_json()["jwt_leeway"], "5s");
+    }
+
+    #[test]
+    fn a_public_admin_listener_needs_a_key_or_an_explicit_opt_out() {
+        let parse = |args: &[&str]| Settings::resolve(Cli::try_parse_from(args).unwrap().options, None);
+        let err = parse(&["throng", "--admin-listen", "0.0.0.0:9090"]).unwrap_err().to_string();
+        assert!(err.starts_with("admin_listen: 0.0.0.0:9090 is not a loopback"), "{err}");
+        assert!(err.contains("set api_key") && err.contains("admin_insecure = true"), "{err}");
+        assert!(parse(&["throng", "--admin-listen", "10.1.2.3:9090", "--api-key", ""]).is_err());
+        assert!(parse(&["throng", "--admin-listen", "[::]:9090"]).is_err());
+        let s = parse(&["throng", "--admin-listen", "0.0.0.0:9090", "--api-key", "k"]).unwrap();
+        assert!(!s.admin_insecure);
+        let s = parse(&["throng", "--admin-listen", "0.0.0.0:9090", "--admin-insecure", "true"]).unwrap();
+        assert!(s.admin_insecure);
+        for loopback in ["127.0.0.2:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert!(parse(&["throng", "--admin-listen", loopback]).is_ok(), "{loopback}");
+        }
+    }
+
+    #[test]
+    fn admin_limits_resolve_and_refuse_zero() {
+        let parse = |args: &[&str]| Settings::resolve(Cli::try_parse_from(args).unwrap().options, None);
+        let s = parse(&["throng"]).unwrap();
+        assert_eq!((s.admin_max_connections, s.admin_probe_reserve), (256, 8));
+        assert_eq!(s.admin_request_timeout, Duration::from_secs(10));
+        assert_eq!(s.admin_idle_timeout, Duration::from_secs(30));
+        assert!(s.admin_allowed_hosts.is_empty());
+        let s =
+            parse(&["throng", "--admin-allowed-hosts", "localhost, a:1", "--admin-request-timeout", "500ms"])
+                .unwrap();
+        assert_eq!(s.admin_allowed_hosts, ["localhost", "a:1"]);
+        assert_eq!(s.admin_request_timeout, Duration::from_millis(500));
+        for (flag, key) in [
+            ("--admin-max-connections", "admin_max_connections"),
+            ("--admin-request-timeout", "admin_request_timeout"),
+            ("--admin-idle-timeout", "admin_idle_timeout"),
+        ] {
+            let err = parse(&["throng", flag, "0"]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
     }
 
     #[test]

@@ -50,6 +50,34 @@ pub struct Options {
     #[arg(long, env = "THRONG_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Most admin connections served at once (the probe reserve aside); more get 503 busy
+    /// [default: 256].
+    #[arg(long, env = "THRONG_ADMIN_MAX_CONNECTIONS", value_name = "N")]
+    pub admin_max_connections: Option<usize>,
+
+    /// Admin connections kept beyond `admin_max_connections` for `/healthz` and `/readyz` only
+    /// [default: 8].
+    #[arg(long, env = "THRONG_ADMIN_PROBE_RESERVE", value_name = "N")]
+    pub admin_probe_reserve: Option<usize>,
+
+    /// Time an admin request has to arrive whole, head and body, from its first byte; over it:
+    /// 408 [default: 10s].
+    #[arg(long, env = "THRONG_ADMIN_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub admin_request_timeout: Option<Span>,
+
+    /// Time a keep-alive admin connection may sit idle between requests [default: 30s].
+    #[arg(long, env = "THRONG_ADMIN_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub admin_idle_timeout: Option<Span>,
+
+    /// Comma-separated `Host` values the admin API answers, e.g. localhost,admin.internal:9090;
+    /// others get 421 [default: any].
+    #[arg(long, env = "THRONG_ADMIN_ALLOWED_HOSTS", value_name = "LIST")]
+    pub admin_allowed_hosts: Option<List>,
+
+    /// Serve the admin API on a non-loopback `admin_listen` without an `api_key` [default: false].
+    #[arg(long, env = "THRONG_ADMIN_INSECURE", value_name = "BOOL")]
+    pub admin_insecure: Option<bool>,
+
     /// Event loop threads [default: number of cores].
     #[arg(long, env = "THRONG_LOOPS", value_name = "N")]
     pub loops: Option<usize>,
@@ -219,6 +247,12 @@ impl Options {
         pick!(
             listen,
             admin_listen,
+            admin_max_connections,
+            admin_probe_reserve,
+            admin_request_timeout,
+            admin_idle_timeout,
+            admin_allowed_hosts,
+            admin_insecure,
             loops,
             workers,
             ws_path,
