@@ -69,7 +69,7 @@ impl Default for Config {
             max_connections: 1 << 24,
             max_connections_per_loop: 1 << 22,
             event_capacity: 64 * 1024,
-            command_capacity: 64 * 1024,
+            command_capacity: 16 * 1024,
             command_timeout: Duration::from_millis(100),
             message_timeout: Some(Duration::from_secs(60)),
             max_assembly_bytes: 256 << 20,

@@ -132,9 +132,9 @@ impl ServerBuilder {
         self
     }
 
-    /// The capacity of each loop's command queue (default 65536) and how long a [`Handle`] call
-    /// waits for room in a full one before it returns [`crate::CommandError::QueueFull`]
-    /// (default 100 ms). The queue holds sends, closes, subscriptions and publishes; a loop
+    /// The capacity of each loop's command queue (default 16384, allocated at start: about 55
+    /// bytes an entry) and how long a [`Handle`] call waits for room in a full one before it
+    /// returns [`crate::CommandError::QueueFull`] (default 100 ms). The queue holds sends, closes, subscriptions and publishes; a loop
     /// runs at most `capacity` of them per turn.
     pub fn command_queue(mut self, capacity: usize, timeout: Duration) -> Self {
         self.config.command_capacity = capacity.max(1);

@@ -236,7 +236,7 @@ impl Settings {
             client_messages: o.client_messages.unwrap_or(ClientMessages::Reject),
             drain_timeout: o.drain_timeout.map_or(Duration::from_secs(10), |s| s.0),
             event_capacity: o.event_capacity.unwrap_or(64 * 1024).max(1),
-            command_capacity: o.command_capacity.unwrap_or(64 * 1024).max(1),
+            command_capacity: o.command_capacity.unwrap_or(16 * 1024).max(1),
             client_message_rate: o.client_message_rate.unwrap_or(50),
             client_message_burst: o.client_message_burst.unwrap_or(100).max(1),
             message_timeout: off_if_zero(o.message_timeout, Duration::from_secs(30)),

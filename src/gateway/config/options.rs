@@ -194,7 +194,7 @@ pub struct Options {
     pub event_capacity: Option<usize>,
 
     /// Capacity of each event loop's command queue (sends, closes, subscriptions, publishes);
-    /// when it stays full for 100 ms the command is refused and counted [default: 65536].
+    /// when it stays full for 100 ms the command is refused and counted [default: 16384].
     #[arg(long, env = "THRONG_COMMAND_CAPACITY", value_name = "N")]
     pub command_capacity: Option<usize>,
 
