@@ -14,12 +14,13 @@ pub(crate) enum Reject {
     ExpiredToken,
     ChannelForbidden,
     BadChannel,
+    TooManyChannels,
     PerIpLimit,
     GlobalLimit,
 }
 
 impl Reject {
-    const ALL: [Reject; 9] = [
+    const ALL: [Reject; 10] = [
         Reject::NotFound,
         Reject::Origin,
         Reject::MissingToken,
@@ -27,6 +28,7 @@ impl Reject {
         Reject::ExpiredToken,
         Reject::ChannelForbidden,
         Reject::BadChannel,
+        Reject::TooManyChannels,
         Reject::PerIpLimit,
         Reject::GlobalLimit,
     ];
@@ -40,6 +42,7 @@ impl Reject {
             Reject::ExpiredToken => "expired_token",
             Reject::ChannelForbidden => "channel_forbidden",
             Reject::BadChannel => "bad_channel",
+            Reject::TooManyChannels => "too_many_channels",
             Reject::PerIpLimit => "per_ip_limit",
             Reject::GlobalLimit => "global_limit",
         }
