@@ -93,6 +93,8 @@ pub(crate) struct Snapshot {
     pub(crate) draining: bool,
     pub(crate) uptime_secs: u64,
     pub(crate) nofile: Option<(u64, u64)>,
+    /// Connections waiting for their token's expiry (one entry per open connection with `exp`).
+    pub(crate) token_expiry_entries: usize,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -225,6 +227,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             "Connections closed with 4001 at token expiry.",
             one(get(&c.token_expired_closes)),
         ),
+        (
+            "token_expiry_entries",
+            G,
+            "Open connections scheduled to close at their token's expiry.",
+            one(s.token_expiry_entries as u64),
+        ),
         ("admin_closes_total", C, "Connections closed through the admin API.", one(get(&c.admin_closes))),
         ("admin_requests_total", C, "Admin API requests.", one(get(&c.admin_requests))),
         ("admin_errors_total", C, "Admin API requests answered with 4xx/5xx.", one(get(&c.admin_errors))),
@@ -317,6 +325,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "client_messages_rejected": get(&c.client_messages_rejected),
         "client_messages_forwarded": get(&c.client_messages_forwarded),
         "token_expired_closes": get(&c.token_expired_closes),
+        "token_expiry_entries": s.token_expiry_entries,
         "admin_closes": get(&c.admin_closes),
         "admin_requests": get(&c.admin_requests),
         "reloads": get(&c.reloads),

@@ -75,6 +75,7 @@ fn handle_event(ctx: &Ctx, event: Event) {
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
         Event::Close { conn, .. } => {
+            ctx.expiry.cancel(conn);
             if let Some(info) = ctx.registry.close(conn) {
                 ctx.front.admission.release(info.ip);
             }
