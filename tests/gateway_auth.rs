@@ -206,3 +206,29 @@ fn any_subject_gets_its_user_topic() {
     assert_eq!(reply.json()["queued"], 1);
     assert_eq!(look_alike.recv_text(), "for the other one");
 }
+
+#[test]
+fn expiry_entries_leave_with_their_connections() {
+    let gw = auth_gateway();
+    let t = token(json!({"sub": "erin", "exp": now() + 3600}));
+    let wait_entries = |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while gw.metric("throng_token_expiry_entries") != n {
+            assert!(std::time::Instant::now() < deadline, "entries never reached {n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let open: Vec<_> =
+        (0..20).map(|_| gw.try_connect(&Upgrade::new(&format!("/ws?token={t}"))).unwrap()).collect();
+    wait_entries(20);
+    drop(open);
+    wait_entries(0);
+    // A reconnect loop with the same long-lived token leaves nothing behind.
+    for _ in 0..300 {
+        let mut ws = gw.try_connect(&Upgrade::new(&format!("/ws?token={t}"))).unwrap();
+        ws.send_close(1000);
+        let _ = ws.recv_timeout(Duration::from_secs(5));
+    }
+    wait_entries(0);
+    assert_eq!(gw.metric("throng_connections_open"), 0);
+}

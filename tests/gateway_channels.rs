@@ -65,6 +65,43 @@ fn too_many_channels() {
     assert_eq!((refused.status, refused.body.as_str()), (400, "too many channels (at most 2)"));
 }
 
+/// A query of about 7.5 KiB (the request head is capped at 8 KiB) with thousands of names.
+fn long_query(names: impl Iterator<Item = String>) -> String {
+    let mut path = String::from("/ws?channels=");
+    for name in names {
+        if path.len() + name.len() > 7500 {
+            break;
+        }
+        path.push_str(&name);
+        path.push(',');
+    }
+    path
+}
+
+#[test]
+fn long_channel_lists_collapse_or_hit_the_cap() {
+    let gw = Gateway::start(None, &["--max-channels-per-connection", "5000"]);
+    // Thousands of repeats of two names: two channels.
+    let ws = gw.connect(&long_query(std::iter::repeat(["a".to_owned(), "b".to_owned()]).flatten()));
+    assert_eq!(ws.welcome["channels"], json!(["a", "b"]));
+    // Over a thousand distinct names, all under the cap: all joined, once each.
+    let path = long_query((0..).map(|i| format!("c{i}")));
+    let distinct = path.matches(',').count();
+    assert!(distinct > 1000, "{distinct}");
+    let ws = gw.connect(&path);
+    assert_eq!(ws.welcome["channels"].as_array().unwrap().len(), distinct);
+    assert_eq!(gw.metric("throng_subscriptions"), 2 + distinct as u64);
+
+    // The same list against the default cap of 100: a 400 saying so, counted by its reason.
+    let gw = Gateway::start(None, &[]);
+    let refused = gw.try_connect(&gateway_support::Upgrade::new(&path)).map(|_| ()).unwrap_err();
+    assert_eq!((refused.status, refused.body.as_str()), (400, "too many channels (at most 100)"));
+    assert_eq!(gw.metric("throng_upgrade_rejections_total{reason=\"too_many_channels\"}"), 1);
+    // Repeats do not count against the cap.
+    let ws = gw.connect(&long_query(std::iter::repeat("news".to_owned())));
+    assert_eq!(ws.welcome["channels"], json!(["news"]));
+}
+
 #[test]
 fn push_only_closes_on_data_with_1003() {
     let gw = Gateway::start(None, &[]);

@@ -1,5 +1,7 @@
 //! Channel names, allow-list patterns and the bits of the upgrade query the gateway reads.
 
+use std::collections::HashSet;
+
 /// Topics with this prefix carry one user's messages; clients cannot join them by name.
 pub const USER_PREFIX: &str = "user:";
 
@@ -120,16 +122,26 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
+/// A `?channels=` list naming more distinct channels than a connection may join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyChannels;
+
 /// `?channels=a,b`, in order, without repeats (repeated `channels=` parameters are not merged:
-/// the first one wins).
-pub fn query_channels(query: &str) -> Vec<String> {
-    let mut channels: Vec<String> = Vec::new();
-    for channel in query_param(query, "channels").unwrap_or_default().split(',').map(str::trim) {
-        if !channel.is_empty() && !channels.iter().any(|c| c == channel) {
+/// the first one wins). The list is refused as soon as a name beyond the first `max` distinct
+/// ones turns up, so the work is linear in the length of the query whatever it holds.
+pub fn query_channels(query: &str, max: usize) -> Result<Vec<String>, TooManyChannels> {
+    let value = query_param(query, "channels").unwrap_or_default();
+    let mut seen = HashSet::new();
+    let mut channels = Vec::new();
+    for channel in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        if seen.insert(channel) {
+            if channels.len() == max {
+                return Err(TooManyChannels);
+            }
             channels.push(channel.to_owned());
         }
     }
-    channels
+    Ok(channels)
 }
 
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
@@ -205,9 +217,23 @@ mod tests {
 
     #[test]
     fn query() {
-        assert_eq!(query_channels("token=x&channels=a%2Cb,%20c,a"), ["a", "b", "c"]);
+        assert_eq!(query_channels("token=x&channels=a%2Cb,%20c,a", 3).unwrap(), ["a", "b", "c"]);
+        assert_eq!(query_channels("channels=a,b,c,a", 2), Err(TooManyChannels));
         assert_eq!(query_param("a=1&token=abc.def", "token").as_deref(), Some("abc.def"));
         assert_eq!(query_param("token=%zz", "token"), None);
-        assert!(query_channels("x=1").is_empty());
+        assert!(query_channels("x=1", 0).unwrap().is_empty());
+        assert_eq!(query_channels("channels=,a,,a", 1).unwrap(), ["a"]);
+    }
+
+    #[test]
+    fn long_lists_collapse_and_stop_at_the_cap() {
+        // 100,000 repeats of one name: one channel.
+        let repeats = format!("channels={}", "news,".repeat(100_000));
+        assert_eq!(query_channels(&repeats, 1).unwrap(), ["news"]);
+        // Exactly the cap, then one over it.
+        let names: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
+        let at_cap = format!("channels={}", names.join(","));
+        assert_eq!(query_channels(&at_cap, 5000).unwrap().len(), 5000);
+        assert_eq!(query_channels(&at_cap, 4999), Err(TooManyChannels));
     }
 }

@@ -14,12 +14,13 @@ pub(crate) enum Reject {
     ExpiredToken,
     ChannelForbidden,
     BadChannel,
+    TooManyChannels,
     PerIpLimit,
     GlobalLimit,
 }
 
 impl Reject {
-    const ALL: [Reject; 9] = [
+    const ALL: [Reject; 10] = [
         Reject::NotFound,
         Reject::Origin,
         Reject::MissingToken,
@@ -27,6 +28,7 @@ impl Reject {
         Reject::ExpiredToken,
         Reject::ChannelForbidden,
         Reject::BadChannel,
+        Reject::TooManyChannels,
         Reject::PerIpLimit,
         Reject::GlobalLimit,
     ];
@@ -40,6 +42,7 @@ impl Reject {
             Reject::ExpiredToken => "expired_token",
             Reject::ChannelForbidden => "channel_forbidden",
             Reject::BadChannel => "bad_channel",
+            Reject::TooManyChannels => "too_many_channels",
             Reject::PerIpLimit => "per_ip_limit",
             Reject::GlobalLimit => "global_limit",
         }
@@ -134,6 +137,8 @@ pub(crate) struct Snapshot {
     pub(crate) draining: bool,
     pub(crate) uptime_secs: u64,
     pub(crate) nofile: Option<(u64, u64)>,
+    /// Connections waiting for their token's expiry (one entry per open connection with `exp`).
+    pub(crate) token_expiry_entries: usize,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -321,6 +326,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             "Connections closed with 4001 at token expiry.",
             one(get(&c.token_expired_closes)),
         ),
+        (
+            "token_expiry_entries",
+            G,
+            "Open connections scheduled to close at their token's expiry.",
+            one(s.token_expiry_entries as u64),
+        ),
         ("admin_closes_total", C, "Connections closed through the admin API.", one(get(&c.admin_closes))),
         ("admin_requests_total", C, "Admin API requests.", one(get(&c.admin_requests))),
         ("admin_errors_total", C, "Admin API requests answered with 4xx/5xx.", one(get(&c.admin_errors))),
@@ -432,6 +443,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "client_messages_rejected": get(&c.client_messages_rejected),
         "client_messages_forwarded": get(&c.client_messages_forwarded),
         "token_expired_closes": get(&c.token_expired_closes),
+        "token_expiry_entries": s.token_expiry_entries,
         "admin_closes": get(&c.admin_closes),
         "admin_requests": get(&c.admin_requests),
         "admin_limits": admin_limits,

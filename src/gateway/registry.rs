@@ -7,7 +7,7 @@
 //! subscribe is posted while the lock is held: a publish that sees a count afterwards is queued
 //! behind the subscribe in the same loop's mailbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,8 +20,9 @@ pub(crate) struct ConnInfo {
     pub(crate) ip: IpAddr,
     pub(crate) user: Option<Arc<str>>,
     pub(crate) allowed: Option<Arc<[Pattern]>>,
-    /// Channels joined by name (the user topic is not counted against the limit).
-    pub(crate) channels: Vec<Arc<str>>,
+    /// Channels joined by name (the user topic is not counted against the limit); a set, so
+    /// that joining many stays linear.
+    pub(crate) channels: HashSet<Arc<str>>,
     pub(crate) user_topic: Option<Arc<str>>,
 }
 
@@ -65,9 +66,8 @@ impl Registry {
             self.join(&mut inner, conn, topic);
         }
         for channel in channels {
-            if !info.channels.iter().any(|c| **c == **channel) {
-                let topic: Arc<str> = Arc::from(channel.as_str());
-                info.channels.push(topic.clone());
+            let topic: Arc<str> = Arc::from(channel.as_str());
+            if info.channels.insert(topic.clone()) {
                 self.join(&mut inner, conn, topic);
             }
         }
@@ -106,14 +106,14 @@ impl Registry {
         if !allowed(info.allowed.as_deref(), channel) {
             return Err(SubscribeError::Forbidden);
         }
-        if info.channels.iter().any(|c| &**c == channel) {
+        if info.channels.contains(channel) {
             return Ok(false);
         }
         if info.channels.len() >= max {
             return Err(SubscribeError::TooMany);
         }
         let topic: Arc<str> = Arc::from(channel);
-        info.channels.push(topic.clone());
+        info.channels.insert(topic.clone());
         self.join(&mut inner, conn, topic);
         Ok(true)
     }
@@ -122,8 +122,9 @@ impl Registry {
     pub(crate) fn unsubscribe(&self, conn: ConnId, channel: &str) -> bool {
         let mut inner = self.lock();
         let Some(info) = inner.conns.get_mut(&conn.as_u64()) else { return false };
-        let Some(at) = info.channels.iter().position(|c| &**c == channel) else { return false };
-        info.channels.swap_remove(at);
+        if !info.channels.remove(channel) {
+            return false;
+        }
         let _ = self.handle.unsubscribe(conn, channel);
         self.leave(&mut inner, channel);
         true

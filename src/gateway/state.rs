@@ -128,6 +128,7 @@ impl Ctx {
             draining: self.draining.load(Ordering::Relaxed),
             uptime_secs: self.started.elapsed().as_secs(),
             nofile: self.nofile,
+            token_expiry_entries: self.expiry.len(),
         }
     }
 }

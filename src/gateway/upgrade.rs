@@ -52,11 +52,11 @@ pub(crate) fn decide(
         }
     };
 
-    let channels = req.query().map(query_channels).unwrap_or_default();
-    if channels.len() > settings.max_channels_per_connection {
-        let text = format!("too many channels (at most {})", settings.max_channels_per_connection);
-        return refuse(Reject::BadChannel, 400, text);
-    }
+    // The cap is applied while the list is parsed, before any per-channel work.
+    let max = settings.max_channels_per_connection;
+    let Ok(channels) = query_channels(req.query().unwrap_or(""), max) else {
+        return refuse(Reject::TooManyChannels, 400, format!("too many channels (at most {max})"));
+    };
     for channel in &channels {
         match check_client_channel(channel) {
             Ok(()) => {}

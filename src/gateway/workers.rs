@@ -3,6 +3,7 @@
 //! (its Open before its commands before its Close) while different connections run in
 //! parallel.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -56,7 +57,7 @@ fn handle_event(ctx: &Ctx, event: Event) {
                 ip: peer.ip(),
                 user: user_name.clone(),
                 allowed: claims.as_ref().and_then(|c| c.channels.clone()).map(Arc::from),
-                channels: Vec::with_capacity(channels.len()),
+                channels: HashSet::with_capacity(channels.len()),
                 user_topic: user_name.as_deref().map(|u| Arc::from(user_topic(u))),
             };
             ctx.registry.open(conn, info, &channels);
@@ -75,6 +76,7 @@ fn handle_event(ctx: &Ctx, event: Event) {
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
         Event::Close { conn, .. } => {
+            ctx.expiry.cancel(conn);
             if let Some(info) = ctx.registry.close(conn) {
                 ctx.front.admission.release(info.ip);
             }
