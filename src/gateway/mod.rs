@@ -46,6 +46,12 @@ use self::state::{Ctx, Front, Live};
 use crate::{Server, SlowConsumerPolicy};
 
 pub use self::expiry::TOKEN_EXPIRED;
+
+/// Entry points for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::admin::http::{read_all as admin_read_all, Reading as AdminReading};
+}
 pub use self::upgrade::BEARER_PROTOCOL;
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns. Errors are for the

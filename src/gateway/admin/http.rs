@@ -149,16 +149,32 @@ pub(crate) fn read_request(
 ) -> Result<Request, ReadError> {
     let idle_until = Instant::now() + limits.idle;
     let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limits.request);
+    let too_large =
+        || ReadError::Refuse(Response::error(431, "header_too_large", "request head over 16 KiB"));
+    // Where the search for the head's end goes on from.
+    let mut scanned = 0;
     let (head_len, mut request, content_length) = loop {
-        if let Some(parsed) = parse_head(buf)? {
+        // Parse only once a blank line may have arrived: a head trickled in byte by byte is
+        // then parsed a few times, not once per byte.
+        let mut parsed = None;
+        while let Some(end) = head_end(buf, scanned) {
+            scanned = end;
+            // Only the bytes up to a blank line: what comes after it cannot change the verdict
+            // on this head, however the bytes were split into reads.
+            if let Some(head) = parse_head(&buf[..end])? {
+                parsed = Some(head);
+                break;
+            }
+        }
+        scanned = scanned.max(buf.len());
+        if let Some(parsed) = parsed {
+            if parsed.0 > MAX_HEAD {
+                return Err(too_large());
+            }
             break parsed;
         }
         if buf.len() >= MAX_HEAD {
-            return Err(ReadError::Refuse(Response::error(
-                431,
-                "header_too_large",
-                "request head over 16 KiB",
-            )));
+            return Err(too_large());
         }
         let Some(timeout) = left(deadline.unwrap_or(idle_until)) else {
             return Err(if deadline.is_some() { ReadError::Deadline } else { ReadError::Idle });
@@ -186,6 +202,21 @@ pub(crate) fn read_request(
     }
     request.body = buf.drain(..content_length).collect();
     Ok(request)
+}
+
+/// The end of the first empty line in `buf` (`\n\n` or `\n\r\n`: httparse accepts both line
+/// ends) that ends after `from`: where a head may end. Parsing only there means a head trickled
+/// in byte by byte is parsed a few times, not once per byte.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    (start..buf.len()).find_map(|i| {
+        let end = match buf.get(i..)? {
+            [b'\n', b'\n', ..] => i + 2,
+            [b'\n', b'\r', b'\n', ..] => i + 3,
+            _ => return None,
+        };
+        (end > from).then_some(end)
+    })
 }
 
 /// Reads what is there into `buf`: `Ok(0)` when a timeout passed (the caller checks its
@@ -250,4 +281,136 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Request, usize)>, ReadError> 
     };
     let request = Request { method: method.to_owned(), path, query, headers, body: Vec::new(), keep_alive };
     Ok(Some((head_len, request, content_length)))
+}
+
+/// Bytes in memory handed out at most `chunk` at a time, as a socket might; the end reads as
+/// the peer closing. For the fuzz target and the tests.
+struct Chunked<'a> {
+    data: &'a [u8],
+    chunk: usize,
+    written: usize,
+}
+
+impl Read for Chunked<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.chunk.min(out.len()).min(self.data.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.written += bytes.len();
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for Chunked<'_> {
+    fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`read_all`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// Each request read, in order: method, path, query, body length.
+    pub requests: Vec<(String, String, Option<String>, usize)>,
+    /// The status of the refusal that ended the stream; `None` when the input ran out.
+    pub refused: Option<u16>,
+}
+
+/// Reads requests from `input` handed over at most `chunk` bytes at a time (at least 1), the
+/// way the admin listener reads a keep-alive connection, until the input runs out or a
+/// request is refused. For the fuzz target: the result must not depend on `chunk`.
+pub fn read_all(input: &[u8], chunk: usize) -> Reading {
+    let mut stream = Chunked { data: input, chunk: chunk.max(1), written: 0 };
+    let limits = Limits { request: Duration::from_secs(3600), idle: Duration::from_secs(3600) };
+    let mut buf = Vec::new();
+    let mut requests = Vec::new();
+    loop {
+        match read_request(&mut stream, &mut buf, &limits) {
+            Ok(r) => requests.push((r.method, r.path, r.query, r.body.len())),
+            Err(ReadError::Refuse(response)) => return Reading { requests, refused: Some(response.status) },
+            Err(ReadError::Gone | ReadError::Idle | ReadError::Deadline) => {
+                return Reading { requests, refused: None };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_requests_with_bodies_and_continue() {
+        let input = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\
+                      Expect: 100-continue\r\n\r\nabcGET /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let want = Reading {
+            requests: vec![
+                ("GET".into(), "/a".into(), Some("x=1".into()), 0),
+                ("POST".into(), "/b".into(), None, 3),
+            ],
+            refused: Some(501),
+        };
+        for chunk in [1, 2, 7, 8192, input.len()] {
+            assert_eq!(read_all(input, chunk), want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn head_limit_does_not_depend_on_how_the_bytes_arrive() {
+        let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        input.resize(MAX_HEAD + 10, b'a');
+        input.extend_from_slice(b"\r\n\r\n");
+        for chunk in [1, 100, input.len()] {
+            assert_eq!(read_all(&input, chunk).refused, Some(431), "chunk {chunk}");
+        }
+        // Found by the fuzz target: an error after a leading blank line, with no blank line
+        // after it, was seen only when the bytes came in one read.
+        let input = b"\r\n\r\nGET /v1/stats HTTP/1.1\r0.\n";
+        assert_eq!(read_all(input, 1), read_all(input, input.len()));
+        let big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        assert_eq!(read_all(big.as_bytes(), 5).refused, Some(413));
+        assert_eq!(read_all(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 5).refused, Some(400));
+    }
+
+    /// A stream that never delivers the next byte: every read times out.
+    struct Stalled;
+    impl Read for Stalled {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(5));
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+    impl Write for Stalled {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Stream for Stalled {
+        fn set_read_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn idle_and_request_deadlines() {
+        let limits = Limits { request: Duration::from_millis(30), idle: Duration::from_millis(30) };
+        let err = read_request(&mut Stalled, &mut Vec::new(), &limits).unwrap_err();
+        assert!(matches!(err, ReadError::Idle), "{err:?}");
+        // A started request (bytes carried over) runs on the request deadline.
+        let mut started = b"GET / HT".to_vec();
+        let err = read_request(&mut Stalled, &mut started, &limits).unwrap_err();
+        assert!(matches!(err, ReadError::Deadline), "{err:?}");
+    }
 }

@@ -218,7 +218,11 @@ fn host_allowed(allowed: &[String], host: Option<&str>) -> bool {
     }
     let Some(host) = host else { return false };
     let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        Some((name, port))
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') =>
+        {
+            name
+        }
         _ => host,
     };
     allowed.iter().any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
@@ -406,4 +410,33 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
     }
     ctx.counters().inc(&ctx.counters().admin_closes);
     Response::json(200, &json!({ "conn": raw.to_string(), "code": code, "closing": true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_with_or_without_the_port() {
+        let allowed = ["localhost".to_owned(), "admin.test:7000".to_owned(), "[::1]".to_owned()];
+        for host in ["localhost", "LocalHost:9090", "admin.test:7000", "[::1]:9090", "[::1]"] {
+            assert!(host_allowed(&allowed, Some(host)), "{host}");
+        }
+        for host in ["admin.test", "admin.test:7001", "localhost:", "localhost:x", "evil", "[::2]:1"] {
+            assert!(!host_allowed(&allowed, Some(host)), "{host}");
+        }
+        assert!(!host_allowed(&allowed, None));
+        assert!(host_allowed(&[], None), "an empty list allows anything");
+    }
+
+    #[test]
+    fn body_types_per_route() {
+        assert_eq!(route("/v1/publish").unwrap().body_types(), ["application/json"]);
+        assert!(route("/v1/channels/x").unwrap().body_types().contains(&"application/octet-stream"));
+        assert!(route("/v1/users/x").unwrap().body_types().contains(&"application/octet-stream"));
+        assert!(!route("/v1/connections/1/close").unwrap().publishes("POST"));
+        assert!(route("/v1/channels/x").unwrap().publishes("POST"));
+        assert!(!route("/v1/channels/x").unwrap().publishes("GET"));
+        assert!(is_probe("/healthz") && is_probe("/readyz") && !is_probe("/metrics"));
+    }
 }
