@@ -301,15 +301,21 @@ struct Publication {
     data: Value,
 }
 
-/// Hands `message` to the broker; returns the local subscribers it was queued to.
-fn deliver(ctx: &Ctx, topic: &str, message: Message) -> usize {
+/// Hands `message` to the broker; returns the local subscribers it was queued to, or 503 when
+/// an event loop refused it (overloaded: its subscribers miss it; the engine counted it).
+fn deliver(ctx: &Ctx, topic: &str, message: Message) -> Result<usize, Response> {
     let queued = ctx.registry.subscribers(topic);
     let counters = ctx.counters();
     counters.inc(&counters.publishes);
     counters.add(&counters.publish_bytes, message.as_bytes().len() as u64);
+    ctx.broker.publish(topic, message).map_err(overloaded)?;
     counters.add(&counters.fanout, queued as u64);
-    ctx.broker.publish(topic, message);
-    queued
+    Ok(queued)
+}
+
+/// The answer when an event loop's command queue stayed full.
+fn overloaded(e: crate::CommandError) -> Response {
+    Response::error(503, "overloaded", format!("{e}: retry later")).with_header("Retry-After", "1")
 }
 
 fn checked(channel: &str) -> Result<(), Response> {
@@ -321,7 +327,7 @@ fn checked(channel: &str) -> Result<(), Response> {
 /// latency measurements).
 fn publish_envelope(ctx: &Ctx, p: Publication) -> Result<Response, Response> {
     checked(&p.channel)?;
-    let queued = deliver(ctx, &p.channel, Message::Text(envelope(&p).to_string()));
+    let queued = deliver(ctx, &p.channel, Message::Text(envelope(&p).to_string()))?;
     Ok(Response::json(200, &json!({ "channel": p.channel, "queued": queued })))
 }
 
@@ -350,15 +356,21 @@ fn batch(ctx: &Ctx, req: &Request) -> Response {
     if let Some(Err(e)) = batch.messages.iter().map(|p| checked(&p.channel)).find(Result::is_err) {
         return e;
     }
-    let mut total = 0;
+    let (mut total, mut refused) = (0, 0);
     let results: Vec<Value> = (batch.messages.iter())
-        .map(|p| {
-            let queued = deliver(ctx, &p.channel, Message::Text(envelope(p).to_string()));
-            total += queued;
-            json!({ "channel": p.channel, "queued": queued })
+        .map(|p| match deliver(ctx, &p.channel, Message::Text(envelope(p).to_string())) {
+            Ok(queued) => {
+                total += queued;
+                json!({ "channel": p.channel, "queued": queued })
+            }
+            Err(_) => {
+                refused += 1;
+                json!({ "channel": p.channel, "error": "overloaded" })
+            }
         })
         .collect();
-    Response::json(200, &json!({ "results": results, "queued": total }))
+    let status = if refused > 0 { 503 } else { 200 };
+    Response::json(status, &json!({ "results": results, "queued": total, "refused": refused }))
 }
 
 /// `/v1/channels/{name}` and `/v1/users/{id}`: the body goes out as it is, as a text message
@@ -371,8 +383,10 @@ fn publish_raw(ctx: &Ctx, topic: &str, body: &[u8]) -> Response {
         Ok(text) => Message::Text(text.to_owned()),
         Err(_) => Message::Binary(body.to_vec()),
     };
-    let queued = deliver(ctx, topic, message);
-    Response::json(200, &json!({ "channel": topic, "queued": queued }))
+    match deliver(ctx, topic, message) {
+        Ok(queued) => Response::json(200, &json!({ "channel": topic, "queued": queued })),
+        Err(response) => response,
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -406,7 +420,7 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
         return Response::error(404, "not_found", format!("no open connection {raw}"));
     }
     if let Err(e) = ctx.handle.close(ConnId::from_u64(raw), code, &reason) {
-        return Response::error(503, "overloaded", e.to_string()).with_header("Retry-After", "1");
+        return overloaded(e);
     }
     ctx.counters().inc(&ctx.counters().admin_closes);
     Response::json(200, &json!({ "conn": raw.to_string(), "code": code, "closing": true }))

@@ -24,9 +24,8 @@ impl LocalBroker {
 }
 
 impl Broker for LocalBroker {
-    fn publish(&self, topic: &str, message: Message) {
-        // A loop that refused it (its queue full for the command timeout) counted it.
-        let _ = self.handle.publish(topic, message);
+    fn publish(&self, topic: &str, message: Message) -> Result<(), crate::CommandError> {
+        self.handle.publish(topic, message)
     }
 
     fn forward(&self, from: &Sender, message: Message) {

@@ -87,8 +87,10 @@ pub struct Presence {
 /// they are called from admin API threads and, for the topic notifications, with the gateway's
 /// subscription lock held.
 pub trait Broker: Send + Sync {
-    /// Delivers `message` to every subscriber of `topic` on every node, this one included.
-    fn publish(&self, topic: &str, message: Message);
+    /// Delivers `message` to every subscriber of `topic` on every node, this one included. An
+    /// error says an event loop of this node refused it (its command queue stayed full): that
+    /// loop's subscribers miss it, the other loops and nodes still get it.
+    fn publish(&self, topic: &str, message: Message) -> Result<(), crate::CommandError>;
 
     /// `topic` gained its first subscriber on this node.
     fn topic_added(&self, _topic: &str) {}

@@ -337,13 +337,14 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, topic: &str, message: Message) {
+    fn publish(&self, topic: &str, message: Message) -> Result<(), crate::CommandError> {
         // This node's subscribers get it now, whatever Redis is doing; the copy that comes
         // back from Redis carries our node id and is skipped.
-        // A refusal is counted by the loop (commands_refused); the other nodes still get it.
-        let _ = self.shared.handle.publish_prepared(topic, &Prepared::new(&message));
+        // A loop's refusal is counted there and reported to the caller; other nodes still get it.
+        let local = self.shared.handle.publish_prepared(topic, &Prepared::new(&message));
         let payload = envelope::encode(self.shared.node, &message);
         self.enqueue(Outgoing::Publish { channel: self.shared.names.channel(topic), payload });
+        local
     }
 
     fn subscribers_changed(&self, topic: &str, count: usize) {
