@@ -369,8 +369,11 @@ fn batch(ctx: &Ctx, req: &Request) -> Response {
             }
         })
         .collect();
-    let status = if refused > 0 { 503 } else { 200 };
-    Response::json(status, &json!({ "results": results, "queued": total, "refused": refused }))
+    if refused > 0 {
+        let body = json!({ "results": results, "queued": total, "refused": refused });
+        return Response::json(503, &body).with_header("Retry-After", "1");
+    }
+    Response::json(200, &json!({ "results": results, "queued": total }))
 }
 
 /// `/v1/channels/{name}` and `/v1/users/{id}`: the body goes out as it is, as a text message
