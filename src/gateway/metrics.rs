@@ -158,6 +158,10 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
     let labelled = |label: &str, pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
         pairs.iter().map(|(l, v)| (format!("{{{label}=\"{l}\"}}"), *v)).collect()
     };
+    // One sample per event loop, labelled with its index.
+    let per_loop = |value: fn(&crate::Stats) -> u64| -> Vec<(String, u64)> {
+        s.loops.iter().enumerate().map(|(i, l)| (format!("{{loop=\"{i}\"}}"), value(l))).collect()
+    };
     let rejects: Vec<(&str, u64)> =
         Reject::ALL.iter().map(|r| (r.label(), get(&c.rejects[*r as usize]))).collect();
     let admin_limits: Vec<(&str, u64)> =
@@ -239,21 +243,13 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             "loop_commands_queued",
             G,
             "Commands waiting in each loop's command queue.",
-            s.loops
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.commands_queued as u64))
-                .collect(),
+            per_loop(|l| l.commands_queued as u64),
         ),
         (
             "loop_commands_refused_total",
             C,
             "Commands refused because a loop's queue stayed full, per loop.",
-            s.loops
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.commands_refused))
-                .collect(),
+            per_loop(|l| l.commands_refused),
         ),
         (
             "queued_events",
@@ -267,25 +263,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             "Events waiting in the loops-to-workers channel.",
             one(e.channel_len as u64),
         ),
-        (
-            "loop_connections",
-            G,
-            "TCP connections held, per event loop.",
-            s.loops
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.connections as u64))
-                .collect(),
-        ),
+        ("loop_connections", G, "TCP connections held, per event loop.", per_loop(|l| l.connections as u64)),
         (
             "loop_queued_events",
             G,
             "Events held in each loop's backlog (that loop pauses reading while non-zero).",
-            s.loops
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (format!("{{loop=\"{i}\"}}"), l.queued_events as u64))
-                .collect(),
+            per_loop(|l| l.queued_events as u64),
         ),
         ("publishes_total", C, "Messages published through the admin API.", one(get(&c.publishes))),
         (
