@@ -21,11 +21,13 @@
 //! let (events, handle) = (server.events(), server.handle());
 //! let worker = std::thread::spawn(move || {
 //!     for event in events.iter() {
-//!         match event {
+//!         // A loop refuses a command only while its queue stays full (overload).
+//!         let done = match event {
 //!             Event::Open { conn, .. } => handle.subscribe(conn, "news"),
 //!             Event::Message { conn, message } => handle.send(conn, message),
-//!             Event::Close { .. } => {}
-//!         }
+//!             Event::Close { .. } => Ok(()),
+//!         };
+//!         done.expect("the loop took the command");
 //!     }
 //! });
 //!
