@@ -265,6 +265,8 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
                     ("queue_full", b.dropped_queue_full),
                     ("send_failed", b.dropped_send_failed),
                     ("malformed", b.dropped_malformed),
+                    ("oversize", b.dropped_oversize),
+                    ("raw_user_topic", b.dropped_raw_user_topic),
                 ],
             ),
         ),
@@ -297,6 +299,18 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
     let e = &s.engine;
     let rejects: serde_json::Map<String, serde_json::Value> =
         (Reject::ALL.iter()).map(|r| (r.label().to_owned(), get(&c.rejects[*r as usize]).into())).collect();
+    // Built apart: one json! over every key exceeds the macro recursion limit.
+    let broker_stats = serde_json::json!({
+        "sent": s.broker_stats.sent,
+        "received": s.broker_stats.received,
+        "dropped_queue_full": s.broker_stats.dropped_queue_full,
+        "dropped_send_failed": s.broker_stats.dropped_send_failed,
+        "dropped_malformed": s.broker_stats.dropped_malformed,
+        "dropped_oversize": s.broker_stats.dropped_oversize,
+        "dropped_raw_user_topic": s.broker_stats.dropped_raw_user_topic,
+        "reconnects": s.broker_stats.reconnects,
+        "queued": s.broker_stats.queued,
+    });
     serde_json::json!({
         "connections": e.connections,
         "connections_open": s.open,
@@ -330,15 +344,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "admin_requests": get(&c.admin_requests),
         "reloads": get(&c.reloads),
         "broker": s.broker,
-        "broker_stats": {
-            "sent": s.broker_stats.sent,
-            "received": s.broker_stats.received,
-            "dropped_queue_full": s.broker_stats.dropped_queue_full,
-            "dropped_send_failed": s.broker_stats.dropped_send_failed,
-            "dropped_malformed": s.broker_stats.dropped_malformed,
-            "reconnects": s.broker_stats.reconnects,
-            "queued": s.broker_stats.queued,
-        },
+        "broker_stats": broker_stats,
         "draining": s.draining,
         "uptime_seconds": s.uptime_secs,
     })

@@ -66,6 +66,11 @@ pub struct BrokerStats {
     pub dropped_send_failed: u64,
     /// Messages from upstream that could not be decoded.
     pub dropped_malformed: u64,
+    /// Messages from upstream over `broker_max_message_size`.
+    pub dropped_oversize: u64,
+    /// Payloads without the envelope aimed at a `user:` topic while `broker_raw_user_topics`
+    /// is off.
+    pub dropped_raw_user_topic: u64,
     /// Connections (re)established after a failure, both directions counted.
     pub reconnects: u64,
     /// Messages waiting in the outgoing queue now.

@@ -53,6 +53,10 @@ pub struct RedisOptions {
     pub url: String,
     /// Prefix of every key and channel (`PREFIX:ch:NAME`).
     pub prefix: String,
+    /// Largest message taken from Redis (envelope included); larger ones are dropped, counted.
+    pub max_message_size: usize,
+    /// Whether a payload published to Redis without the envelope may reach a `user:` topic.
+    pub raw_user_topics: bool,
 }
 
 /// Names of the Redis channels and keys, from the prefix.
@@ -125,6 +129,8 @@ pub(super) struct Counters {
     pub(super) dropped_queue_full: AtomicU64,
     pub(super) dropped_send_failed: AtomicU64,
     pub(super) dropped_malformed: AtomicU64,
+    pub(super) dropped_oversize: AtomicU64,
+    pub(super) dropped_raw_user_topic: AtomicU64,
     pub(super) reconnects: AtomicU64,
 }
 
@@ -148,6 +154,8 @@ pub(super) struct Shared {
     /// The state last logged: 0 never connected, 1 connected, 2 disconnected.
     reported: AtomicU8,
     pub(super) counters: Counters,
+    /// What the subscriber accepts from Redis.
+    pub(super) inbound: subscriber::Inbound,
     pub(super) queued_bytes: AtomicUsize,
     /// Set when the subscriber lost its connection: the publisher checks its own at once.
     pub(super) probe_publisher: AtomicBool,
@@ -269,6 +277,10 @@ impl RedisBroker {
             publisher_up: AtomicBool::new(false),
             reported: AtomicU8::new(0),
             counters: Counters::default(),
+            inbound: subscriber::Inbound {
+                max_message_size: options.max_message_size,
+                raw_user_topics: options.raw_user_topics,
+            },
             queued_bytes: AtomicUsize::new(0),
             probe_publisher: AtomicBool::new(false),
         });
@@ -392,6 +404,8 @@ impl Broker for RedisBroker {
             dropped_queue_full: get(&c.dropped_queue_full),
             dropped_send_failed: get(&c.dropped_send_failed),
             dropped_malformed: get(&c.dropped_malformed),
+            dropped_oversize: get(&c.dropped_oversize),
+            dropped_raw_user_topic: get(&c.dropped_raw_user_topic),
             reconnects: get(&c.reconnects),
             queued: self.queue.len() as u64,
         }
