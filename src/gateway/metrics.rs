@@ -65,6 +65,7 @@ pub(crate) struct Counters {
     pub(crate) admin_requests: AtomicU64,
     pub(crate) admin_errors: AtomicU64,
     pub(crate) reloads: AtomicU64,
+    pub(crate) worker_panics: AtomicU64,
 }
 
 impl Counters {
@@ -95,6 +96,8 @@ pub(crate) struct Snapshot {
     pub(crate) nofile: Option<(u64, u64)>,
     /// Connections waiting for their token's expiry (one entry per open connection with `exp`).
     pub(crate) token_expiry_entries: usize,
+    /// Worker threads that died (each is also named by `/healthz`).
+    pub(crate) workers_dead: usize,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -238,6 +241,18 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ("admin_errors_total", C, "Admin API requests answered with 4xx/5xx.", one(get(&c.admin_errors))),
         ("reloads_total", C, "Configuration reloads (SIGHUP).", one(get(&c.reloads))),
         (
+            "worker_panics_total",
+            C,
+            "Panics caught while a worker handled an event (that connection closed with 1011).",
+            one(get(&c.worker_panics)),
+        ),
+        (
+            "workers_dead",
+            G,
+            "Worker threads that died; /healthz answers 503 then.",
+            one(s.workers_dead as u64),
+        ),
+        (
             "broker_state",
             G,
             "The broker's state, as the label; always 1.",
@@ -343,6 +358,8 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "admin_closes": get(&c.admin_closes),
         "admin_requests": get(&c.admin_requests),
         "reloads": get(&c.reloads),
+        "worker_panics": get(&c.worker_panics),
+        "workers_dead": s.workers_dead,
         "broker": s.broker,
         "broker_stats": broker_stats,
         "draining": s.draining,
