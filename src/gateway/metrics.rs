@@ -105,6 +105,7 @@ pub(crate) struct Counters {
     pub(crate) admin_errors: AtomicU64,
     pub(crate) admin_limits: [AtomicU64; AdminLimit::ALL.len()],
     pub(crate) reloads: AtomicU64,
+    pub(crate) worker_panics: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +140,8 @@ pub(crate) struct Snapshot {
     pub(crate) nofile: Option<(u64, u64)>,
     /// Connections waiting for their token's expiry (one entry per open connection with `exp`).
     pub(crate) token_expiry_entries: usize,
+    /// Worker threads that died (each is also named by `/healthz`).
+    pub(crate) workers_dead: usize,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -326,6 +329,18 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ),
         ("reloads_total", C, "Configuration reloads (SIGHUP).", one(get(&c.reloads))),
         (
+            "worker_panics_total",
+            C,
+            "Panics caught while a worker handled an event (that connection closed with 1011).",
+            one(get(&c.worker_panics)),
+        ),
+        (
+            "workers_dead",
+            G,
+            "Worker threads that died; /healthz answers 503 then.",
+            one(s.workers_dead as u64),
+        ),
+        (
             "broker_state",
             G,
             "The broker's state, as the label; always 1.",
@@ -354,6 +369,8 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
                     ("send_failed", b.dropped_send_failed),
                     ("malformed", b.dropped_malformed),
                     ("drain", b.dropped_drain),
+                    ("oversize", b.dropped_oversize),
+                    ("raw_user_topic", b.dropped_raw_user_topic),
                 ],
             ),
         ),
@@ -389,6 +406,19 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
     let admin_limits: serde_json::Map<String, serde_json::Value> = (AdminLimit::ALL.iter())
         .map(|l| (l.label().to_owned(), get(&c.admin_limits[*l as usize]).into()))
         .collect();
+    // Built apart: one json! over every key exceeds the macro recursion limit.
+    let broker_stats = serde_json::json!({
+        "sent": s.broker_stats.sent,
+        "received": s.broker_stats.received,
+        "dropped_queue_full": s.broker_stats.dropped_queue_full,
+        "dropped_send_failed": s.broker_stats.dropped_send_failed,
+        "dropped_malformed": s.broker_stats.dropped_malformed,
+        "dropped_oversize": s.broker_stats.dropped_oversize,
+        "dropped_raw_user_topic": s.broker_stats.dropped_raw_user_topic,
+        "dropped_drain": s.broker_stats.dropped_drain,
+        "reconnects": s.broker_stats.reconnects,
+        "queued": s.broker_stats.queued,
+    });
     serde_json::json!({
         "connections": e.connections,
         "connections_open": s.open,
@@ -431,17 +461,10 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "admin_requests": get(&c.admin_requests),
         "admin_limits": admin_limits,
         "reloads": get(&c.reloads),
+        "worker_panics": get(&c.worker_panics),
+        "workers_dead": s.workers_dead,
         "broker": s.broker,
-        "broker_stats": {
-            "sent": s.broker_stats.sent,
-            "received": s.broker_stats.received,
-            "dropped_queue_full": s.broker_stats.dropped_queue_full,
-            "dropped_send_failed": s.broker_stats.dropped_send_failed,
-            "dropped_malformed": s.broker_stats.dropped_malformed,
-            "dropped_drain": s.broker_stats.dropped_drain,
-            "reconnects": s.broker_stats.reconnects,
-            "queued": s.broker_stats.queued,
-        },
+        "broker_stats": broker_stats,
         "draining": s.draining,
         "uptime_seconds": s.uptime_secs,
     })

@@ -72,7 +72,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let broker: Arc<dyn Broker> = match &settings.broker {
         None => Arc::new(LocalBroker::new(handle.clone())),
         Some(url) => {
-            let options = RedisOptions { url: url.clone(), prefix: settings.broker_prefix.clone() };
+            let options = RedisOptions {
+                url: url.clone(),
+                prefix: settings.broker_prefix.clone(),
+                max_message_size: settings.broker_max_message_size,
+                raw_user_topics: settings.broker_raw_user_topics,
+            };
             Arc::new(RedisBroker::start(options, handle.clone())?)
         }
     };

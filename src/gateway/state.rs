@@ -54,6 +54,8 @@ pub(crate) struct Front {
     pub(crate) counters: Arc<Counters>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_pending: AtomicU64,
+    /// Which worker threads died, for `/healthz`.
+    pub(crate) workers: super::workers::Health,
 }
 
 impl Front {
@@ -65,6 +67,7 @@ impl Front {
             counters: Arc::default(),
             pending: Mutex::default(),
             next_pending: AtomicU64::new(1),
+            workers: super::workers::Health::default(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Ctx {
             uptime_secs: self.started.elapsed().as_secs(),
             nofile: self.nofile,
             token_expiry_entries: self.expiry.len(),
+            workers_dead: self.front.workers.dead().len(),
         }
     }
 }

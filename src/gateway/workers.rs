@@ -4,7 +4,8 @@
 //! parallel.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Deserialize;
@@ -20,31 +21,129 @@ use crate::{ConnId, Event, Message};
 /// Starts the dispatcher and `n` workers.
 pub(crate) fn spawn(ctx: Arc<Ctx>, events: Receiver<Event>, n: usize) -> std::io::Result<()> {
     let mut queues: Vec<Sender<Event>> = Vec::with_capacity(n);
+    ctx.front.workers.expect(n);
     for i in 0..n {
         // Small queues: when a worker falls behind, the dispatcher waits, the engine's channel
         // fills and the loops stop reading. Memory stays bounded.
         let (tx, rx) = crossbeam_channel::bounded(1024);
         queues.push(tx);
         let ctx = ctx.clone();
-        std::thread::Builder::new().name(format!("throng-worker-{i}")).spawn(move || {
-            for event in rx {
-                handle_event(&ctx, event);
-            }
-        })?;
+        std::thread::Builder::new().name(format!("throng-worker-{i}")).spawn(move || work(&ctx, i, rx))?;
     }
     std::thread::Builder::new().name("throng-dispatch".into()).spawn(move || {
         for event in events {
-            let conn = match &event {
-                Event::Open { conn, .. } | Event::Message { conn, .. } | Event::Close { conn, .. } => *conn,
-            };
-            let spread = conn.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            let spread = conn_of(&event).as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
             let queue = &queues[(spread % queues.len() as u64) as usize];
-            if queue.send(event).is_err() {
-                return; // A worker died; the process is going down.
-            }
+            // A dead worker's events are lost (its connections are stuck until they close
+            // themselves); the others keep going, and `/healthz` says which one died.
+            let _ = queue.send(event);
         }
     })?;
     Ok(())
+}
+
+fn conn_of(event: &Event) -> ConnId {
+    match event {
+        Event::Open { conn, .. } | Event::Message { conn, .. } | Event::Close { conn, .. } => *conn,
+    }
+}
+
+/// One worker: every event is handled under [`catch`], so a bug hit by one connection's event
+/// costs that connection (closed with 1011), not the worker and every connection behind it.
+fn work(ctx: &Ctx, worker: usize, rx: Receiver<Event>) {
+    let _watch = DeathWatch { health: &ctx.front.workers, worker };
+    #[cfg(debug_assertions)]
+    fault::die_at_start(worker);
+    for event in rx {
+        let conn = conn_of(&event);
+        if let Err(message) = catch(|| handle_event(ctx, event)) {
+            let counters = ctx.counters();
+            counters.inc(&counters.worker_panics);
+            tracing::error!(
+                worker,
+                conn = conn.as_u64(),
+                panic = %message,
+                "worker: panic while handling an event; the connection is closed with 1011"
+            );
+            let _ = ctx.handle.close(conn, 1011, "internal error"); // refused only when overloaded, counted
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into its message. The state `f` touches stays usable: the
+/// registry and the other shared tables recover their locks from poisoning, and a half-done
+/// change concerns only the connection that is closed next.
+fn catch(f: impl FnOnce()) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        (payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-text panic payload".to_owned())
+    })
+}
+
+/// Which worker threads died, for `/healthz`.
+#[derive(Default)]
+pub(crate) struct Health {
+    workers: AtomicUsize,
+    dead: Mutex<Vec<usize>>,
+}
+
+impl Health {
+    fn expect(&self, n: usize) {
+        self.workers.store(n, Ordering::Relaxed);
+    }
+
+    /// The workers that died, in order.
+    pub(crate) fn dead(&self) -> Vec<usize> {
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        dead.sort_unstable();
+        dead
+    }
+
+    /// `/healthz`: 200 while every worker runs, 503 naming the dead ones otherwise.
+    pub(crate) fn report(&self) -> (u16, Value) {
+        let dead = self.dead();
+        if dead.is_empty() {
+            return (200, json!({ "status": "ok" }));
+        }
+        let workers = self.workers.load(Ordering::Relaxed);
+        (503, json!({ "status": "unhealthy", "dead_workers": dead, "workers": workers }))
+    }
+}
+
+/// Marks its worker dead if the thread unwinds past [`catch`] (nothing in the loop should
+/// panic; this is the backstop that makes it visible).
+struct DeathWatch<'a> {
+    health: &'a Health,
+    worker: usize,
+}
+
+impl Drop for DeathWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(worker = self.worker, "worker thread died; /healthz reports it");
+            self.health.dead.lock().unwrap_or_else(|e| e.into_inner()).push(self.worker);
+        }
+    }
+}
+
+/// Fault injection for the tests of the panic handling, compiled only with debug assertions
+/// (never into a release build) and inert unless the test sets these variables on the process:
+/// `THRONG_TEST_PANIC_CHANNEL=NAME` makes a subscribe to NAME panic inside the handler, and
+/// `THRONG_TEST_KILL_WORKER=I` makes worker I die as it starts.
+#[cfg(debug_assertions)]
+mod fault {
+    pub(super) fn panic_on_subscribe(channel: &str) {
+        if std::env::var("THRONG_TEST_PANIC_CHANNEL").is_ok_and(|c| c == channel) {
+            panic!("test fault: subscribe to {channel}");
+        }
+    }
+
+    pub(super) fn die_at_start(worker: usize) {
+        if std::env::var("THRONG_TEST_KILL_WORKER").is_ok_and(|w| w == worker.to_string()) {
+            panic!("test fault: worker {worker} dies");
+        }
+    }
 }
 
 fn handle_event(ctx: &Ctx, event: Event) {
@@ -156,6 +255,8 @@ fn execute(ctx: &Ctx, conn: ConnId, command: &Command) -> Result<&'static str, C
     match command.op.as_str() {
         "subscribe" => {
             let channel = channel()?;
+            #[cfg(debug_assertions)]
+            fault::panic_on_subscribe(channel);
             let max = ctx.front.settings.max_channels_per_connection;
             match ctx.registry.subscribe(conn, channel, max) {
                 Ok(_) => Ok("subscribed"),
@@ -172,5 +273,47 @@ fn execute(ctx: &Ctx, conn: ConnId, command: &Command) -> Result<&'static str, C
             Ok("unsubscribed")
         }
         other => Err(("unknown_op", format!("unknown op {other:?}; use subscribe or unsubscribe"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_returns_the_panic_message_and_the_thread_goes_on() {
+        assert_eq!(catch(|| {}), Ok(()));
+        assert_eq!(catch(|| panic!("boom")), Err("boom".to_owned()));
+        let n = 7;
+        assert_eq!(catch(|| panic!("boom {n}")), Err("boom 7".to_owned()));
+        assert_eq!(catch(|| std::panic::panic_any(5u8)), Err("non-text panic payload".to_owned()));
+        // Still here: the same thread handles the next event.
+        let mut handled = 0;
+        for i in 0..3 {
+            let _ = catch(|| {
+                handled += 1;
+                assert!(i != 1, "event {i}");
+            });
+        }
+        assert_eq!(handled, 3);
+    }
+
+    #[test]
+    fn a_worker_that_dies_is_reported() {
+        let health = Arc::new(Health::default());
+        health.expect(4);
+        assert_eq!(health.report(), (200, json!({"status": "ok"})));
+        // A thread that ends normally is not dead.
+        let h = health.clone();
+        std::thread::spawn(move || drop(DeathWatch { health: &h, worker: 1 })).join().unwrap();
+        assert!(health.dead().is_empty());
+        let h = health.clone();
+        let died = std::thread::spawn(move || {
+            let _watch = DeathWatch { health: &h, worker: 3 };
+            panic!("outside the catch");
+        });
+        assert!(died.join().is_err());
+        assert_eq!(health.dead(), [3]);
+        assert_eq!(health.report(), (503, json!({"status": "unhealthy", "dead_workers": [3], "workers": 4})));
     }
 }

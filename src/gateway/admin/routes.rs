@@ -179,7 +179,10 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
     match route {
         Route::Demo if live.demo => super::super::demo::page(ctx),
         Route::Demo => Response::error(404, "not_found", "the demo page is disabled (demo = false)"),
-        Route::Health => Response::json(200, &json!({ "status": "ok" })),
+        Route::Health => {
+            let (status, body) = ctx.front.workers.report();
+            Response::json(status, &body)
+        }
         Route::Ready => ready(ctx),
         Route::Metrics => {
             let text = metrics::prometheus(ctx.counters(), &ctx.snapshot());

@@ -46,7 +46,7 @@ pub(super) struct Decoded<'a> {
 }
 
 /// Why a message from Redis was not delivered.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Malformed {
     /// A header from a newer (or broken) node.
     Header,

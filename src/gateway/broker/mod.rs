@@ -68,6 +68,11 @@ pub struct BrokerStats {
     pub dropped_malformed: u64,
     /// Messages still unsent when the drain deadline passed on shutdown.
     pub dropped_drain: u64,
+    /// Messages from upstream over `broker_max_message_size`.
+    pub dropped_oversize: u64,
+    /// Payloads without the envelope aimed at a `user:` topic while `broker_raw_user_topics`
+    /// is off.
+    pub dropped_raw_user_topic: u64,
     /// Connections (re)established after a failure, both directions counted.
     pub reconnects: u64,
     /// Messages waiting in the outgoing queue now.

@@ -53,6 +53,10 @@ pub struct RedisOptions {
     pub url: String,
     /// Prefix of every key and channel (`PREFIX:ch:NAME`).
     pub prefix: String,
+    /// Largest message taken from Redis (envelope included); larger ones are dropped, counted.
+    pub max_message_size: usize,
+    /// Whether a payload published to Redis without the envelope may reach a `user:` topic.
+    pub raw_user_topics: bool,
 }
 
 /// Names of the Redis channels and keys, from the prefix.
@@ -126,6 +130,8 @@ pub(super) struct Counters {
     pub(super) dropped_send_failed: AtomicU64,
     pub(super) dropped_malformed: AtomicU64,
     pub(super) dropped_drain: AtomicU64,
+    pub(super) dropped_oversize: AtomicU64,
+    pub(super) dropped_raw_user_topic: AtomicU64,
     pub(super) reconnects: AtomicU64,
     /// Messages taken into the outgoing queue; each ends up `sent` or `dropped_send_failed`,
     /// or is still queued or in flight.
@@ -160,6 +166,8 @@ pub(super) struct Shared {
     /// The state last logged: 0 never connected, 1 connected, 2 disconnected.
     reported: AtomicU8,
     pub(super) counters: Counters,
+    /// What the subscriber accepts from Redis.
+    pub(super) inbound: subscriber::Inbound,
     pub(super) queued_bytes: AtomicUsize,
     /// Set when the subscriber lost its connection: the publisher checks its own at once.
     pub(super) probe_publisher: AtomicBool,
@@ -281,6 +289,10 @@ impl RedisBroker {
             publisher_up: AtomicBool::new(false),
             reported: AtomicU8::new(0),
             counters: Counters::default(),
+            inbound: subscriber::Inbound {
+                max_message_size: options.max_message_size,
+                raw_user_topics: options.raw_user_topics,
+            },
             queued_bytes: AtomicUsize::new(0),
             probe_publisher: AtomicBool::new(false),
         });
@@ -410,6 +422,8 @@ impl Broker for RedisBroker {
             dropped_send_failed: get(&c.dropped_send_failed),
             dropped_malformed: get(&c.dropped_malformed),
             dropped_drain: get(&c.dropped_drain),
+            dropped_oversize: get(&c.dropped_oversize),
+            dropped_raw_user_topic: get(&c.dropped_raw_user_topic),
             reconnects: get(&c.reconnects),
             queued: self.queue.len() as u64,
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::envelope;
 use super::redis::{stay_connected, Shared, Side, COMMAND_TIMEOUT};
+use crate::gateway::channels::USER_PREFIX;
 use crate::Prepared;
 
 /// How long a read waits before pending subscription changes are applied.
@@ -18,10 +19,77 @@ const POLL: Duration = Duration::from_millis(20);
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// Most channels in one SUBSCRIBE or UNSUBSCRIBE.
 const CHUNK: usize = 1000;
+/// At most one warning about dropped messages per this interval (the counters count them all).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What the subscriber accepts from Redis, which anyone who can `PUBLISH` there can write to.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Inbound {
+    /// Largest Redis message delivered (envelope included); larger ones are dropped.
+    pub(super) max_message_size: usize,
+    /// Whether a payload without the envelope may reach a `user:` topic.
+    pub(super) raw_user_topics: bool,
+}
+
+/// Why a message taken from Redis was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Over [`Inbound::max_message_size`].
+    Oversize,
+    /// A payload without the envelope on a `user:` topic, while that is off.
+    RawUserTopic,
+    /// The envelope could not be decoded.
+    Malformed(envelope::Malformed),
+}
+
+impl Inbound {
+    /// Decides what to do with `payload` arriving for `topic`: the decoded message, or why not.
+    /// The size is checked first, before any work that grows with the payload.
+    pub(super) fn check<'a>(&self, topic: &str, payload: &'a [u8]) -> Result<envelope::Decoded<'a>, Refusal> {
+        if payload.len() > self.max_message_size {
+            return Err(Refusal::Oversize);
+        }
+        let decoded = envelope::decode(payload).map_err(Refusal::Malformed)?;
+        if decoded.node.is_none() && !self.raw_user_topics && topic.starts_with(USER_PREFIX) {
+            return Err(Refusal::RawUserTopic);
+        }
+        Ok(decoded)
+    }
+}
+
+/// Rate-limits the warning about dropped messages: the first drop is logged at once, later
+/// ones at most every [`WARN_EVERY`], with how many were dropped in between.
+struct DropLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl DropLog {
+    fn dropped(&mut self, channel: &str, len: usize, why: Refusal) {
+        self.since += 1;
+        if self.last.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        let what = match why {
+            Refusal::Oversize => "over broker_max_message_size",
+            Refusal::RawUserTopic => "raw PUBLISH to a user topic (broker_raw_user_topics is off)",
+            Refusal::Malformed(_) => "malformed envelope",
+        };
+        tracing::warn!(
+            channel,
+            bytes = len,
+            dropped = self.since,
+            "broker: message from Redis dropped: {what}"
+        );
+        self.last = Some(Instant::now());
+        self.since = 0;
+    }
+}
 
 pub(super) fn run(shared: &Arc<Shared>) {
+    let mut log = DropLog { last: None, since: 0 };
     stay_connected(shared, Side::Subscriber, |con| {
-        let error = session(shared, con);
+        let error = session(shared, con, &mut log);
         let mut wanted = shared.wanted();
         wanted.subscriber_synced = false;
         wanted.subscribe_dirty.clear();
@@ -30,12 +98,12 @@ pub(super) fn run(shared: &Arc<Shared>) {
 }
 
 /// Runs until the connection fails; returns why.
-fn session(shared: &Shared, con: &mut ::redis::Connection) -> ::redis::RedisError {
+fn session(shared: &Shared, con: &mut ::redis::Connection, log: &mut DropLog) -> ::redis::RedisError {
     if let Err(e) = con.set_write_timeout(Some(COMMAND_TIMEOUT)) {
         return e;
     }
     let mut pubsub = con.as_pubsub();
-    let Err(error) = subscribed_session(shared, &mut pubsub);
+    let Err(error) = subscribed_session(shared, &mut pubsub, log);
     // Dropping `pubsub` sends UNSUBSCRIBE and waits for the replies: on a connection being
     // given up, keep that wait short.
     let _ = pubsub.set_read_timeout(Some(Duration::from_millis(1)));
@@ -47,6 +115,7 @@ enum Never {}
 fn subscribed_session(
     shared: &Shared,
     pubsub: &mut ::redis::PubSub<'_>,
+    log: &mut DropLog,
 ) -> Result<Never, ::redis::RedisError> {
     // Replies wait at most COMMAND_TIMEOUT; a slower Redis is treated as gone (a timed-out
     // reply would leave the connection out of step anyway).
@@ -73,7 +142,7 @@ fn subscribed_session(
         match pubsub.get_message() {
             Ok(msg) => {
                 last_heard = Instant::now();
-                deliver(shared, &msg);
+                deliver(shared, &msg, log);
             }
             Err(e) if e.is_timeout() => {}
             Err(e) => return Err(e),
@@ -129,9 +198,10 @@ fn apply(
 }
 
 /// Hands a message from Redis to the loops, framed once for all of them.
-fn deliver(shared: &Shared, msg: &::redis::Msg) {
+fn deliver(shared: &Shared, msg: &::redis::Msg, log: &mut DropLog) {
     let Some(topic) = shared.names.topic(msg.get_channel_name()) else { return };
-    match envelope::decode(msg.get_payload_bytes()) {
+    let payload = msg.get_payload_bytes();
+    match shared.inbound.check(topic, payload) {
         Ok(d) if d.node == Some(shared.node) => {} // Ours: delivered locally at publish time.
         Ok(d) => {
             // A refusal is counted by the loop that refused it (commands_refused).
@@ -139,8 +209,49 @@ fn deliver(shared: &Shared, msg: &::redis::Msg) {
             shared.counters.received.fetch_add(1, Ordering::Relaxed);
         }
         Err(why) => {
-            shared.counters.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(channel = msg.get_channel_name(), ?why, "broker: malformed message dropped");
+            let counter = match why {
+                Refusal::Oversize => &shared.counters.dropped_oversize,
+                Refusal::RawUserTopic => &shared.counters.dropped_raw_user_topic,
+                Refusal::Malformed(_) => &shared.counters.dropped_malformed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            log.dropped(msg.get_channel_name(), payload.len(), why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    const RULES: Inbound = Inbound { max_message_size: 100, raw_user_topics: false };
+
+    #[test]
+    fn size_cap_counts_the_whole_message() {
+        let at_cap = envelope::encode(1, &Message::Text("x".repeat(100 - envelope::HEADER_LEN)));
+        assert!(RULES.check("news", &at_cap).is_ok());
+        let over = envelope::encode(1, &Message::Text("x".repeat(101 - envelope::HEADER_LEN)));
+        assert_eq!(RULES.check("news", &over), Err(Refusal::Oversize));
+        assert_eq!(RULES.check("news", &[b'x'; 101]), Err(Refusal::Oversize));
+        assert!(RULES.check("news", &[b'x'; 100]).is_ok());
+    }
+
+    #[test]
+    fn raw_payloads_reach_user_topics_only_when_allowed() {
+        assert_eq!(RULES.check("user:ann", b"hi"), Err(Refusal::RawUserTopic));
+        assert!(RULES.check("news", b"hi").is_ok());
+        let enveloped = envelope::encode(1, &Message::Text("hi".into()));
+        assert!(RULES.check("user:ann", &enveloped).is_ok());
+        let open = Inbound { raw_user_topics: true, ..RULES };
+        assert!(open.check("user:ann", b"hi").is_ok());
+    }
+
+    #[test]
+    fn malformed_is_reported_as_such() {
+        assert_eq!(
+            RULES.check("news", &[0x00, b'T', 9]),
+            Err(Refusal::Malformed(envelope::Malformed::Header))
+        );
     }
 }

@@ -99,6 +99,10 @@ pub struct Settings {
     pub broker: Option<String>,
     /// Resolved from [`Options::broker_prefix`].
     pub broker_prefix: String,
+    /// Resolved from [`Options::broker_max_message_size`].
+    pub broker_max_message_size: usize,
+    /// Resolved from [`Options::broker_raw_user_topics`].
+    pub broker_raw_user_topics: bool,
 }
 
 /// A configuration that cannot be used, with a message naming the file and key at fault.
@@ -200,9 +204,15 @@ impl Settings {
         if broker_prefix.is_empty() || broker_prefix.bytes().any(|b| b.is_ascii_whitespace() || b == b'*') {
             return bad("broker_prefix", "must be non-empty, without spaces or *");
         }
+        let Ok(broker_max_message_size) = usize::try_from(o.broker_max_message_size.map_or(2 << 20, |s| s.0))
+        else {
+            return bad("broker_max_message_size", "too large");
+        };
         Ok(Settings {
             broker,
             broker_prefix,
+            broker_max_message_size,
+            broker_raw_user_topics: o.broker_raw_user_topics.unwrap_or(false),
             demo: o.demo.unwrap_or(config_file.is_none()),
             config_file,
             listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -295,6 +305,8 @@ impl Settings {
             "proxy_trusted": self.proxy_trusted.as_ref().map(|l| l.to_string()),
             "broker": self.broker.as_deref().map_or_else(|| "local".to_owned(), crate::gateway::broker::redact_url),
             "broker_prefix": self.broker_prefix,
+            "broker_max_message_size": self.broker_max_message_size,
+            "broker_raw_user_topics": self.broker_raw_user_topics,
         })
     }
 }

@@ -236,6 +236,16 @@ pub struct Options {
     /// share a Redis [default: throng].
     #[arg(long, env = "THRONG_BROKER_PREFIX", value_name = "PREFIX")]
     pub broker_prefix: Option<String>,
+
+    /// Largest message taken from Redis (12-byte envelope included); larger ones are dropped
+    /// and counted [default: 2MiB].
+    #[arg(long, env = "THRONG_BROKER_MAX_MESSAGE_SIZE", value_name = "SIZE")]
+    pub broker_max_message_size: Option<Size>,
+
+    /// Let a payload published to Redis without the gateway's envelope reach `user:` topics
+    /// [default: false].
+    #[arg(long, env = "THRONG_BROKER_RAW_USER_TOPICS", value_name = "BOOL")]
+    pub broker_raw_user_topics: Option<bool>,
 }
 
 impl Options {
@@ -289,6 +299,8 @@ impl Options {
             proxy_trusted,
             broker,
             broker_prefix,
+            broker_max_message_size,
+            broker_raw_user_topics,
         )
     }
 }
