@@ -92,7 +92,7 @@ fn help_lists_every_option() {
 
 #[test]
 fn sigterm_drains_with_1001_and_exits_zero() {
-    let mut gw = Gateway::start(None, &["--drain-timeout", "3s"]);
+    let mut gw = Gateway::start(None, &["--drain-timeout", "60s"]);
     let mut clients: Vec<_> = (0..5).map(|_| gw.connect("/ws?channels=a")).collect();
     let started = Instant::now();
     gw.signal(libc::SIGTERM);
@@ -102,9 +102,10 @@ fn sigterm_drains_with_1001_and_exits_zero() {
         // Answer as a well-behaved client does, so the drain completes early.
         ws.send_close(1001);
     }
-    let status = gw.wait_exit(Duration::from_secs(5)).expect("exited");
+    let status = gw.wait_exit(Duration::from_secs(30)).expect("exited");
     assert!(status.success(), "{status}");
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    // Well before the 60 s deadline: the drain ended when the last client closed.
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
     let log = gw.log_text();
     assert!(log.contains("throng draining") && log.contains("throng stopped"), "{log}");
 }
@@ -116,9 +117,9 @@ fn drain_deadline_bounds_exit_with_silent_clients() {
     let _silent = gw.connect("/ws");
     let started = Instant::now();
     gw.signal(libc::SIGINT);
-    let status = gw.wait_exit(Duration::from_secs(5)).expect("exited");
+    let status = gw.wait_exit(Duration::from_secs(15)).expect("exited");
     assert!(status.success());
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
 
 #[test]
