@@ -144,15 +144,18 @@ pub fn query_channels(query: &str, max: usize) -> Result<Vec<String>, TooManyCha
     Ok(channels)
 }
 
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
+/// Percent-decodes a query component or path segment (`+` is a space). `None` when a `%` is
+/// not followed by two hex digits or the result is not UTF-8. Never panics.
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits exactly: from_str_radix alone would take "%+1" as 0x01.
+                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(hex_value(hex[0]) << 4 | hex_value(hex[1]));
                 i += 3;
             }
             b'+' => {
@@ -166,6 +169,11 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The value of one hex digit (already checked; anything else counts as 0).
+fn hex_value(digit: u8) -> u8 {
+    char::from(digit).to_digit(16).map_or(0, |d| d as u8)
 }
 
 #[cfg(test)]
@@ -221,6 +229,10 @@ mod tests {
         assert_eq!(query_channels("channels=a,b,c,a", 2), Err(TooManyChannels));
         assert_eq!(query_param("a=1&token=abc.def", "token").as_deref(), Some("abc.def"));
         assert_eq!(query_param("token=%zz", "token"), None);
+        assert_eq!(percent_decode("a%2Cb%2c+c").as_deref(), Some("a,b, c"));
+        for bad in ["%+1", "%-1", "% 1", "%1", "%", "%é", "%ff"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
         assert!(query_channels("x=1", 0).unwrap().is_empty());
         assert_eq!(query_channels("channels=,a,,a", 1).unwrap(), ["a"]);
     }

@@ -9,6 +9,8 @@
 //! A node skips the copies it published itself (it delivered them locally already). A payload
 //! without the header (a backend's own `PUBLISH throng:ch:news hello`) is delivered as text when
 //! it is UTF-8 and as binary otherwise, so other programs can publish through Redis directly.
+//!
+//! Public (hidden) only so that the fuzz target `broker_envelope` can reach it.
 
 use crate::proto::OpCode;
 use crate::Message;
@@ -18,10 +20,10 @@ const VERSION: u8 = 1;
 const TEXT: u8 = 1;
 const BINARY: u8 = 2;
 /// Header bytes before the payload.
-pub(super) const HEADER_LEN: usize = 12;
+pub const HEADER_LEN: usize = 12;
 
 /// Frames `message` from `node` for Redis.
-pub(super) fn encode(node: u64, message: &Message) -> Vec<u8> {
+pub fn encode(node: u64, message: &Message) -> Vec<u8> {
     let kind = match message {
         Message::Text(_) => TEXT,
         Message::Binary(_) => BINARY,
@@ -38,23 +40,26 @@ pub(super) fn encode(node: u64, message: &Message) -> Vec<u8> {
 
 /// A message read from Redis.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Decoded<'a> {
+pub struct Decoded<'a> {
     /// The publishing node; `None` for a payload published without the header.
-    pub(super) node: Option<u64>,
-    pub(super) opcode: OpCode,
-    pub(super) payload: &'a [u8],
+    pub node: Option<u64>,
+    /// Text or binary.
+    pub opcode: OpCode,
+    /// The message, as the clients receive it.
+    pub payload: &'a [u8],
 }
 
 /// Why a message from Redis was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Malformed {
+pub enum Malformed {
     /// A header from a newer (or broken) node.
     Header,
     /// Marked as text but not UTF-8.
     Utf8,
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Malformed> {
+/// Reads a message taken from Redis; never panics, whatever `bytes` holds.
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Malformed> {
     if !bytes.starts_with(&MAGIC) {
         let opcode = if std::str::from_utf8(bytes).is_ok() { OpCode::Text } else { OpCode::Binary };
         return Ok(Decoded { node: None, opcode, payload: bytes });

@@ -5,7 +5,8 @@
 //! upstream only to what this node needs (`docs/architecture.md`, "Broker", says why).
 
 mod backoff;
-mod envelope;
+#[doc(hidden)] // public for the fuzz targets only
+pub mod envelope;
 mod local;
 mod presence;
 mod publisher;
