@@ -188,3 +188,38 @@ fn a_public_admin_listener_without_a_key_refuses_to_start() {
     gw.signal(libc::SIGTERM);
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
+
+#[test]
+fn probes_answer_head_like_get_without_the_body() {
+    let gw = Gateway::start(None, &[]);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let get = gw.get(path);
+        let mut stream = TcpStream::connect(gw.admin).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(stream, "HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+        assert!(head.starts_with(&format!("HTTP/1.1 {} ", get.status)), "{path}: {head}");
+        assert!(body.is_empty(), "{path}: HEAD sent a body: {body:?}");
+        // Same length as the GET's body (the metrics text may differ by a few counters).
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("Content-Length");
+        assert!(length > 0, "{path}");
+        if path != "/metrics" {
+            assert_eq!(length, get.body.len(), "{path}");
+        }
+    }
+    // Routes that only take POST still refuse HEAD, and say what they take.
+    let mut stream = TcpStream::connect(gw.admin).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "HEAD /v1/publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 405 ") && text.contains("Allow: POST"), "{text}");
+}

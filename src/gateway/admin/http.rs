@@ -57,13 +57,15 @@ pub(crate) struct Response {
     pub(crate) content_type: &'static str,
     pub(crate) body: Vec<u8>,
     pub(crate) headers: Vec<(&'static str, String)>,
+    /// An answer to HEAD: the head says the body's length, the body is not sent.
+    pub(crate) head_only: bool,
 }
 
 impl Response {
     pub(crate) fn json(status: u16, value: &serde_json::Value) -> Response {
         let mut body = value.to_string().into_bytes();
         body.push(b'\n');
-        Response { status, content_type: "application/json", body, headers: Vec::new() }
+        Response { status, content_type: "application/json", body, headers: Vec::new(), head_only: false }
     }
 
     /// `{"error": code, "message": message}` with `status`.
@@ -72,7 +74,13 @@ impl Response {
     }
 
     pub(crate) fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, content_type, body: body.into(), headers: Vec::new() }
+        Response { status, content_type, body: body.into(), headers: Vec::new(), head_only: false }
+    }
+
+    /// The same answer for a HEAD request.
+    pub(crate) fn without_body(mut self) -> Response {
+        self.head_only = true;
+        self
     }
 
     pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -96,7 +104,9 @@ impl Response {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
         out.write_all(&bytes)
     }
 }

@@ -35,10 +35,10 @@ impl Route<'_> {
     fn methods(&self) -> &'static str {
         match self {
             Route::Demo | Route::Health | Route::Ready | Route::Metrics | Route::Stats | Route::Channels => {
-                "GET"
+                "GET, HEAD"
             }
             // GET: the channel's subscribers across the fleet; POST: publish.
-            Route::Channel(_) => "GET, POST",
+            Route::Channel(_) => "GET, HEAD, POST",
             _ => "POST",
         }
     }
@@ -132,6 +132,15 @@ fn is_demo_origin(ctx: &Ctx, origin: &str) -> bool {
 }
 
 fn respond(ctx: &Ctx, req: &Request) -> Response {
+    // HEAD is GET without the body (load balancers probe with it): answered the same way, the
+    // body left out when written.
+    if req.method == "HEAD" {
+        return respond_to(ctx, req, "GET").without_body();
+    }
+    respond_to(ctx, req, &req.method)
+}
+
+fn respond_to(ctx: &Ctx, req: &Request, method: &str) -> Response {
     let Some(route) = route(&req.path) else {
         return Response::error(404, "not_found", format!("no endpoint at {}", req.path));
     };
@@ -162,13 +171,13 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
             }
         }
     }
-    if req.method == "POST" {
+    if method == "POST" {
         if let Err(refused) = check_body_type(&route, req) {
             ctx.counters().admin_limit(AdminLimit::ContentType);
             return refused;
         }
     }
-    let _publishing = match route.publishes(&req.method).then(|| ctx.begin_publish()) {
+    let _publishing = match route.publishes(method).then(|| ctx.begin_publish()) {
         Some(None) => {
             ctx.counters().admin_limit(AdminLimit::Draining);
             let text = "this node is shutting down and takes no more publishes; retry (another node)";
@@ -200,7 +209,7 @@ fn respond(ctx: &Ctx, req: &Request) -> Response {
         },
         Route::PublishBatch => batch(ctx, req),
         Route::Channel(name) => match percent_decode(name) {
-            Some(name) if req.method == "GET" => channel_presence(ctx, &name),
+            Some(name) if method == "GET" => channel_presence(ctx, &name),
             Some(name) => publish_raw(ctx, &name, &req.body),
             None => Response::error(400, "bad_request", "invalid percent-encoding in the channel name"),
         },
