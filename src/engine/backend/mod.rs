@@ -20,8 +20,8 @@
 //!
 //! It also drains the loop's command queue (application sends, closes, subscriptions, publishes;
 //! at most one queue's capacity per turn), checks the shutdown flag beside it, and removes a
-//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops reading while `LoopCore::workers_behind` and retries the backlog each
-//! turn. Everything else — handshake, frames, close handshake, timers' meaning, caps — lives in
+//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops
+//! reading while `LoopCore::workers_behind` and retries the backlog each turn. Everything else — handshake, frames, close handshake, timers' meaning, caps — lives in
 //! the connection logic and is shared by all backends.
 //!
 //! Backends: [`mio`] (epoll/kqueue readiness, the default). A completion-based io_uring backend
