@@ -18,11 +18,12 @@
 //! - **time passed**: it calls `LoopCore::update_clock` every turn, expires `LoopCore::wheel`
 //!   and calls `Conn::on_timer` for every entry whose generation and tick still match.
 //!
-//! It also drains the loop's command queue (application sends, closes, subscriptions, publishes;
-//! at most one queue's capacity per turn), checks the shutdown flag beside it, and removes a
-//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops
-//! reading while `LoopCore::workers_behind` and retries the backlog each turn. Everything else — handshake, frames, close handshake, timers' meaning, caps — lives in
-//! the connection logic and is shared by all backends.
+//! It also drains the loop's command queue (application sends, closes, subscriptions, publishes; at
+//! most one queue's capacity per turn), checks the shutdown flag beside it, and removes a
+//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops reading
+//! while `LoopCore::workers_behind` and retries the backlog each turn. Everything else — handshake,
+//! frames, close handshake, timers' meaning, caps — lives in the connection logic and is shared by
+//! all backends.
 //!
 //! Backends: [`mio`] (epoll/kqueue readiness, the default). A completion-based io_uring backend
 //! is planned behind the `io-uring` feature.
