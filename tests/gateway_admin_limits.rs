@@ -189,17 +189,22 @@ fn a_public_admin_listener_without_a_key_refuses_to_start() {
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
 
+/// A `HEAD` request on its own connection; the whole answer as text.
+fn head_request(admin: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
 #[test]
 fn probes_answer_head_like_get_without_the_body() {
     let gw = Gateway::start(None, &[]);
     for path in ["/healthz", "/readyz", "/metrics"] {
         let get = gw.get(path);
-        let mut stream = TcpStream::connect(gw.admin).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        write!(stream, "HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8_lossy(&raw);
+        let text = head_request(gw.admin, path);
         let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
         assert!(head.starts_with(&format!("HTTP/1.1 {} ", get.status)), "{path}: {head}");
         assert!(body.is_empty(), "{path}: HEAD sent a body: {body:?}");
@@ -215,11 +220,6 @@ fn probes_answer_head_like_get_without_the_body() {
         }
     }
     // Routes that only take POST still refuse HEAD, and say what they take.
-    let mut stream = TcpStream::connect(gw.admin).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(stream, "HEAD /v1/publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
+    let text = head_request(gw.admin, "/v1/publish");
     assert!(text.starts_with("HTTP/1.1 405 ") && text.contains("Allow: POST"), "{text}");
 }

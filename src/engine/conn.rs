@@ -360,11 +360,14 @@ impl Conn {
         }
     }
 
-    /// Keeps `data` (all of it) for the next read.
+    /// Keeps `data` (all of it) for the next read; nothing to keep frees the buffer.
     fn keep_spill(&mut self, core: &mut LoopCore, data: &[u8]) {
         let spill = &mut self.cold(core).spill;
         spill.clear();
         spill.extend_from_slice(data);
+        if spill.is_empty() {
+            *spill = Vec::new();
+        }
     }
 
     /// Whether the connection is still before its upgrade (PROXY header or request).
@@ -425,12 +428,7 @@ impl Conn {
         }
         let rest = &data[used..];
         if !rest.is_empty() || !self.spill().is_empty() {
-            let spill = &mut self.cold(core).spill;
-            spill.clear();
-            spill.extend_from_slice(rest);
-            if spill.is_empty() {
-                *spill = Vec::new();
-            }
+            self.keep_spill(core, rest);
         }
         self.release_cold(core);
     }
