@@ -65,7 +65,6 @@
 // The JSON documents of the gateway's stats and settings are larger than serde_json's macro
 // expands by default.
 #![recursion_limit = "256"]
-pub mod app;
 pub mod client;
 pub mod engine;
 #[cfg(feature = "gateway")]
@@ -74,8 +73,11 @@ pub mod net;
 pub mod proto;
 mod sys;
 
-pub use app::{Accepted, Admission, CommandError, Event, Flow, Handle, Inline, Message, Prepared, Stats};
-pub use engine::{ConnId, Server, ServerBuilder, SlowConsumerPolicy};
+pub use engine::{
+    Accepted, Admission, CommandError, ConnId, Event, Flow, Handle, Inline, Prepared, Server, ServerBuilder,
+    SlowConsumerPolicy, Stats,
+};
 pub use proto::handshake::Rejection;
+pub use proto::Message;
 pub use proto::{CloseCode, DataKind};
 pub use sys::raise_nofile_limit;

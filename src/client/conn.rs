@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::error::{io_error, is_timeout};
 use super::{ClientError, ClientOptions};
-use crate::app::Message;
 use crate::proto::close::{write_close_payload, OnPeerClose};
 use crate::proto::frame::{encode_header, random_mask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
+use crate::proto::Message;
 use crate::proto::{CloseCode, CloseState, DataKind, Decoder, Item, Limits, OpCode, ProtocolError, Role};
 
 /// Size of the read buffer. Data payloads are handed out as they arrive, so between reads it only

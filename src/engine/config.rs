@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{Admission, HttpHook, MessageHook, UpgradeHook};
+use super::event::{Admission, HttpHook, MessageHook, UpgradeHook};
 use crate::net::CidrList;
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;

@@ -8,15 +8,18 @@ use std::sync::Arc;
 
 use super::buffers::Cold;
 use super::core::LoopCore;
+use super::event::{Event, Flow, Inline};
+use super::handle::Prepared;
 use super::ids::ConnId;
 use super::outbound::Outbound;
+use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
 use super::SlowConsumerPolicy;
-use crate::app::{Event, Flow, Inline, LoopStats, Message, Prepared};
 use crate::proto::close::write_close_payload;
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::proxy;
+use crate::proto::Message;
 use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
 
 /// Where a connection is in its life.

@@ -11,9 +11,10 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::buffers::ColdPool;
 use super::config::{Config, FINE};
+use super::event::Event;
 use super::ids::Generations;
+use super::stats::LoopStats;
 use super::timer::{Tick, TimerWheel};
-use crate::app::{Event, LoopStats};
 
 pub(crate) struct LoopCore {
     pub(crate) loop_id: usize,

@@ -13,8 +13,12 @@ pub(crate) mod buffers;
 mod config;
 pub(crate) mod conn;
 pub(crate) mod core;
+mod event;
+mod handle;
 mod ids;
+pub(crate) mod mailbox;
 pub(crate) mod outbound;
+pub(crate) mod stats;
 pub(crate) mod timer;
 
 use std::io;
@@ -31,8 +35,12 @@ use self::backend::mio::{Acceptor, MioLoop, WAKER};
 use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
 use self::core::LoopCore;
+pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
+pub use self::handle::{CommandError, Handle, Prepared};
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
-use crate::app::{Accepted, Event, Flow, Handle, Inline, LoopMailbox, LoopStats, Shared, Stats};
+use self::mailbox::{LoopMailbox, Shared};
+use self::stats::LoopStats;
+pub use self::stats::Stats;
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 

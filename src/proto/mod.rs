@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod message;
 pub mod proxy;
 pub mod utf8;
 
@@ -26,3 +27,4 @@ pub use close::{CloseCode, CloseState};
 pub use decoder::{DataKind, Decoder, Item, Limits};
 pub use error::ProtocolError;
 pub use frame::{FrameHeader, OpCode, Role};
+pub use message::Message;

@@ -14,11 +14,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::app::{Command, LoopStats, Shared};
 use crate::engine::conn::{Conn, Next};
 use crate::engine::core::LoopCore;
 use crate::engine::ids::MAX_CONNS_PER_LOOP;
+use crate::engine::mailbox::{Command, Shared};
 use crate::engine::outbound::MAX_IOVECS;
+use crate::engine::stats::LoopStats;
 use crate::engine::timer::TimerEntry;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);

@@ -1,0 +1,141 @@
+//! What the application sees of a connection: events, the upgrade decision and the hooks that
+//! run on the loop thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::outbound::Outbound;
+use super::ConnId;
+use crate::proto::frame::MAX_HEADER_LEN;
+use crate::proto::handshake::{Rejection, UpgradeRequest};
+use crate::proto::{DataKind, Message};
+
+/// What the loops tell the application's workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection completed its upgrade.
+    Open {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The request path, without the query.
+        path: String,
+        /// The query string, without `?`.
+        query: Option<String>,
+        /// The subprotocol chosen by the upgrade hook.
+        subprotocol: Option<String>,
+        /// The request headers named in [`crate::ServerBuilder::open_headers`], as received.
+        headers: Vec<(String, String)>,
+        /// The value the upgrade hook attached to the connection.
+        user: u64,
+    },
+    /// A whole message arrived (and the inline hook, if any, forwarded it).
+    Message {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        message: Message,
+    },
+    /// A connection that had opened is gone.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The peer's close code; 1005 when its close frame had none, 1006 when the connection
+        /// dropped without one, or the code we failed the connection with.
+        code: u16,
+        /// The peer's close reason.
+        reason: String,
+        /// Whether the close handshake completed.
+        clean: bool,
+    },
+}
+
+/// What an upgrade hook returns to accept a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// The subprotocol, one the client offered (see [`UpgradeRequest::select_subprotocol`]).
+    pub subprotocol: Option<String>,
+    /// Extra response headers (sanitised: a CR or LF rejects the upgrade with 500).
+    pub headers: Vec<(String, String)>,
+    /// A small value attached to the connection, reported in [`Event::Open`].
+    pub user: u64,
+}
+
+/// Decides whether an upgrade is accepted. Runs on the loop thread: keep it cheap.
+pub type UpgradeHook =
+    Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync>;
+
+/// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
+/// health check: given the request target and the raw request head, returns the whole HTTP
+/// response to send (the connection is closed after it), or `None` for the default 400.
+pub type HttpHook = Arc<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Counts clients before they upgrade, so that a limit (e.g. connections per address) covers
+/// connections still in their handshake, not only open ones.
+///
+/// The engine calls [`Admission::admit`] once per connection, with the client's address: at
+/// accept, or once a trusted proxy's PROXY header named the client. A refusal is answered at
+/// once with the rejection's HTTP status and closed. Every admitted connection's slot is given
+/// back exactly once: by the engine through [`Admission::release`] if the connection never
+/// opens (its handshake failed, timed out or was rejected), or else by the application when it
+/// sees the connection's [`Event::Close`] — the slot passes to the application with
+/// [`Event::Open`], whose `peer` is the address that was admitted. (Keeping the address for
+/// the connection's whole life would cost every idle connection 32 bytes.)
+pub trait Admission: Send + Sync {
+    /// Takes a slot for a new client, or refuses it with an HTTP status and reason.
+    fn admit(&self, client: SocketAddr) -> Result<(), Rejection>;
+    /// Gives back the slot of a client that was admitted and never opened.
+    fn release(&self, client: SocketAddr);
+}
+
+/// Whether a message handled inline still goes to the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// The hook handled it.
+    Consumed,
+    /// Deliver it as an [`Event::Message`] too.
+    Forward,
+}
+
+/// A message hook that runs on the loop thread, for cheap logic (echo, routing) without crossing
+/// threads. It may reply to the sender through [`Inline::reply`].
+pub type MessageHook = Arc<dyn Fn(&mut Inline<'_>, DataKind, &[u8]) -> Flow + Send + Sync>;
+
+/// The connection a [`MessageHook`] runs for.
+pub struct Inline<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) user: u64,
+    /// Whether data may still be sent (not after our close frame).
+    pub(crate) open: bool,
+    pub(crate) cap: usize,
+    pub(crate) outbound: &'a mut Outbound,
+    pub(crate) sent: u64,
+    pub(crate) refused: u64,
+}
+
+impl Inline<'_> {
+    /// The connection the message came from.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The value the upgrade hook attached.
+    pub fn user(&self) -> u64 {
+        self.user
+    }
+
+    /// Queues a message back to this connection (written at the end of the loop turn). Obeys
+    /// the outbound cap like any send: over it, the slow-consumer policy applies.
+    pub fn reply(&mut self, kind: DataKind, payload: &[u8]) {
+        if !self.open {
+            return;
+        }
+        if !self.outbound.fits(MAX_HEADER_LEN + payload.len(), self.cap) {
+            self.refused += 1;
+            return;
+        }
+        self.outbound.push_frame(kind.opcode(), payload);
+        self.sent += 1;
+    }
+}

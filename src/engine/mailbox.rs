@@ -1,0 +1,126 @@
+//! The queues from the application to the loops: commands, one mailbox per loop, the shared
+//! table [`Handle`](super::Handle) posts through.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+
+use super::event::Event;
+use super::handle::{CommandError, Prepared};
+use super::stats::LoopStats;
+use super::ConnId;
+use crate::proto::{CloseCode, Message};
+
+/// A command from the application to a loop.
+pub(crate) enum Command {
+    Send(ConnId, Message),
+    SendPrepared(ConnId, Prepared),
+    Close(ConnId, CloseCode, String),
+    Subscribe(ConnId, Arc<str>),
+    Unsubscribe(ConnId, Arc<str>),
+    Publish(Arc<str>, Prepared),
+    /// A socket accepted by another loop (only without `SO_REUSEPORT`).
+    Adopt(mio::net::TcpStream, SocketAddr),
+}
+
+/// The sending side of one loop's command queue (bounded).
+pub(crate) struct LoopMailbox {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) waker: Arc<mio::Waker>,
+    /// Set while a wake-up is on its way, so that a burst of commands wakes the loop once.
+    pub(crate) wake_pending: AtomicBool,
+    /// A shutdown request: outside the queue, so that a full queue cannot hold it up.
+    shutdown: Mutex<Option<std::time::Instant>>,
+    shutdown_pending: AtomicBool,
+}
+
+impl LoopMailbox {
+    pub(crate) fn new(commands: Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+        Self {
+            commands,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            shutdown: Mutex::new(None),
+            shutdown_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed wake-up means the loop is gone; nothing to do.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Queues `command`, waiting up to `wait` for room.
+    pub(crate) fn post(&self, command: Command, wait: std::time::Duration) -> Result<(), CommandError> {
+        let result = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(CommandError::Stopped),
+            Err(TrySendError::Full(command)) if !wait.is_zero() => {
+                self.wake();
+                self.commands.send_timeout(command, wait).map_err(|e| match e {
+                    SendTimeoutError::Timeout(_) => CommandError::QueueFull,
+                    SendTimeoutError::Disconnected(_) => CommandError::Stopped,
+                })
+            }
+            Err(TrySendError::Full(_)) => Err(CommandError::QueueFull),
+        };
+        self.wake();
+        result
+    }
+
+    pub(crate) fn request_shutdown(&self, deadline: std::time::Instant) {
+        *self.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        self.shutdown_pending.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+
+    /// The shutdown deadline, once, if one was requested.
+    pub(crate) fn take_shutdown(&self) -> Option<std::time::Instant> {
+        if !self.shutdown_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.shutdown.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) mailboxes: Vec<LoopMailbox>,
+    pub(crate) stats: Vec<Arc<LoopStats>>,
+    /// Only to read the channel's length: holding a sender here would keep the workers'
+    /// `events.iter()` from ending after shutdown.
+    pub(crate) events: Receiver<Event>,
+    /// How long a [`Handle`] call waits for room in a full command queue.
+    pub(crate) command_timeout: std::time::Duration,
+}
+
+impl Shared {
+    /// Queues a command for loop `loop_id`, waiting up to the command timeout; a refusal is
+    /// counted on that loop.
+    pub(crate) fn post(&self, loop_id: usize, command: Command) -> Result<(), CommandError> {
+        self.post_within(loop_id, command, self.command_timeout)
+    }
+
+    /// Queues a command without waiting (a loop posting to another loop must never block).
+    pub(crate) fn try_post(&self, loop_id: usize, command: Command) -> Result<(), CommandError> {
+        self.post_within(loop_id, command, std::time::Duration::ZERO)
+    }
+
+    fn post_within(
+        &self,
+        loop_id: usize,
+        command: Command,
+        wait: std::time::Duration,
+    ) -> Result<(), CommandError> {
+        // An id that names no loop names no connection: like any stale id, nothing to do.
+        let Some(mailbox) = self.mailboxes.get(loop_id) else { return Ok(()) };
+        let result = mailbox.post(command, wait);
+        if result == Err(CommandError::QueueFull) {
+            LoopStats::add(&self.stats[loop_id].commands_refused, 1);
+        }
+        result
+    }
+}

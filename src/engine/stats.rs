@@ -1,0 +1,154 @@
+//! The loops' counters and the snapshot the application reads.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counters of one loop, read by [`Handle::stats`].
+#[derive(Default, Debug)]
+pub(crate) struct LoopStats {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) handshakes_ok: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) slow_consumer_drops: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) rejected_over_limit: AtomicU64,
+    pub(crate) queued_events: AtomicUsize,
+    pub(crate) commands_queued: AtomicUsize,
+    pub(crate) commands_refused: AtomicU64,
+    pub(crate) pongs_coalesced: AtomicU64,
+    pub(crate) read_pauses: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) assembly_timeouts: AtomicU64,
+    pub(crate) assembly_budget_closes: AtomicU64,
+    pub(crate) admission_refused: AtomicU64,
+    pub(crate) proxy_headers: AtomicU64,
+    pub(crate) proxy_errors: AtomicU64,
+}
+
+impl LoopStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            connections: self.connections.load(Ordering::Relaxed),
+            accepted: get(&self.accepted),
+            handshakes_ok: get(&self.handshakes_ok),
+            handshakes_failed: get(&self.handshakes_failed),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            protocol_errors: get(&self.protocol_errors),
+            slow_consumer_closes: get(&self.slow_consumer_closes),
+            slow_consumer_drops: get(&self.slow_consumer_drops),
+            accept_errors: get(&self.accept_errors),
+            rejected_over_limit: get(&self.rejected_over_limit),
+            queued_events: self.queued_events.load(Ordering::Relaxed),
+            channel_len: 0,
+            commands_queued: self.commands_queued.load(Ordering::Relaxed),
+            commands_refused: get(&self.commands_refused),
+            pongs_coalesced: get(&self.pongs_coalesced),
+            read_pauses: get(&self.read_pauses),
+            rate_limited: get(&self.rate_limited),
+            assembly_timeouts: get(&self.assembly_timeouts),
+            assembly_budget_closes: get(&self.assembly_budget_closes),
+            admission_refused: get(&self.admission_refused),
+            proxy_headers: get(&self.proxy_headers),
+            proxy_errors: get(&self.proxy_errors),
+        }
+    }
+}
+
+/// A snapshot of the server's counters, summed over loops ([`Handle::stats`]) or of one loop
+/// ([`Handle::loop_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections held now (handshaking, open and closing).
+    pub connections: usize,
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Upgrades completed.
+    pub handshakes_ok: u64,
+    /// Upgrades refused (malformed, rejected by the hook, timed out).
+    pub handshakes_failed: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages queued for sending.
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Connections failed for a protocol violation.
+    pub protocol_errors: u64,
+    /// Connections closed with 1008 for exceeding the outbound cap.
+    pub slow_consumer_closes: u64,
+    /// Messages dropped for a connection over the outbound cap.
+    pub slow_consumer_drops: u64,
+    /// `accept` failures (EMFILE and the like).
+    pub accept_errors: u64,
+    /// Connections refused for the connection caps.
+    pub rejected_over_limit: u64,
+    /// Events waiting for the workers in the loops' backlogs (reading pauses while non-zero).
+    pub queued_events: usize,
+    /// Events waiting in the worker channel (shared by all loops).
+    pub channel_len: usize,
+    /// Commands waiting in the loops' command queues (as of each loop's last turn).
+    pub commands_queued: usize,
+    /// Commands refused because a loop's queue stayed full ([`CommandError::QueueFull`]).
+    pub commands_refused: u64,
+    /// Pongs not sent because a newer ping arrived while the queue was full (RFC 6455 §5.5.3).
+    pub pongs_coalesced: u64,
+    /// Times reading from a connection paused because its outbound queue was full.
+    pub read_pauses: u64,
+    /// Connections closed with 1008 for exceeding the message rate limit.
+    pub rate_limited: u64,
+    /// Connections closed with 1008 for not finishing a fragmented message in time.
+    pub assembly_timeouts: u64,
+    /// Connections closed with 1008 because the loop's budget for partial messages was spent.
+    pub assembly_budget_closes: u64,
+    /// Connections refused by the [`Admission`] hook (answered with its HTTP status).
+    pub admission_refused: u64,
+    /// PROXY protocol headers read from trusted proxies.
+    pub proxy_headers: u64,
+    /// Connections from trusted proxies refused with 400 for a missing or malformed PROXY header.
+    pub proxy_errors: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(&mut self, other: &Stats) {
+        self.connections += other.connections;
+        self.accepted += other.accepted;
+        self.handshakes_ok += other.handshakes_ok;
+        self.handshakes_failed += other.handshakes_failed;
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.protocol_errors += other.protocol_errors;
+        self.slow_consumer_closes += other.slow_consumer_closes;
+        self.slow_consumer_drops += other.slow_consumer_drops;
+        self.accept_errors += other.accept_errors;
+        self.rejected_over_limit += other.rejected_over_limit;
+        self.queued_events += other.queued_events;
+        self.commands_queued += other.commands_queued;
+        self.commands_refused += other.commands_refused;
+        self.pongs_coalesced += other.pongs_coalesced;
+        self.read_pauses += other.read_pauses;
+        self.rate_limited += other.rate_limited;
+        self.assembly_timeouts += other.assembly_timeouts;
+        self.assembly_budget_closes += other.assembly_budget_closes;
+        self.admission_refused += other.admission_refused;
+        self.proxy_headers += other.proxy_headers;
+        self.proxy_errors += other.proxy_errors;
+    }
+}
