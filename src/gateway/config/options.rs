@@ -115,6 +115,8 @@ pub struct Options {
     #[arg(long, env = "THRONG_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    // The doc is also the `--help` text, where bare URLs read best.
+    #[allow(rustdoc::bare_urls)]
     /// Comma-separated browser origins allowed to connect, e.g. https://app.example.com,
     /// https://*.example.com [default: any origin].
     #[arg(long, env = "THRONG_ALLOWED_ORIGINS", value_name = "LIST")]
