@@ -19,7 +19,7 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
-/// Everything a server runs with. Built by [`crate::ServerBuilder`].
+/// Everything a server runs with. Built by [`ServerBuilder`](super::ServerBuilder).
 #[derive(Clone)]
 pub struct Config {
     pub(crate) addr: SocketAddr,

@@ -25,7 +25,7 @@ pub enum Event {
         query: Option<String>,
         /// The subprotocol chosen by the upgrade hook.
         subprotocol: Option<String>,
-        /// The request headers named in [`crate::ServerBuilder::open_headers`], as received.
+        /// The request headers named in [`ServerBuilder::open_headers`](super::ServerBuilder::open_headers), as received.
         headers: Vec<(String, String)>,
         /// The value the upgrade hook attached to the connection.
         user: u64,

@@ -1,65 +1,17 @@
-//! The application's side of a running server: [`Handle`], [`Prepared`] frames and why a
-//! command can be refused.
+//! The application's side of a running server: the [`Handle`].
 
 use std::sync::Arc;
 
-use super::mailbox::{Command, Shared};
+use super::mailbox::{Command, CommandError, Shared};
+use super::outbound::Prepared;
 use super::stats::Stats;
 use super::ConnId;
-use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
-use crate::proto::{CloseCode, Message, OpCode};
-
-/// A message framed once, shareable by any number of connections on any loop.
-#[derive(Clone, Debug)]
-pub struct Prepared(pub(crate) Arc<[u8]>);
-
-impl Prepared {
-    /// Frames `message` for sending from a server.
-    pub fn new(message: &Message) -> Self {
-        Self::from_parts(message.kind().opcode(), message.as_bytes())
-    }
-
-    pub(crate) fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
-        let mut frame = Vec::with_capacity(header_len + payload.len());
-        frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(payload);
-        Self(Arc::from(frame))
-    }
-
-    /// The size of the frame on the wire.
-    pub fn wire_len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-/// Why a loop did not take a command from a [`Handle`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandError {
-    /// The loop's command queue stayed full for the whole command timeout
-    /// ([`crate::ServerBuilder::command_queue`]): the loop is overloaded. Counted in
-    /// [`Stats::commands_refused`].
-    QueueFull,
-    /// The server has stopped.
-    Stopped,
-}
-
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CommandError::QueueFull => "the event loop's command queue is full",
-            CommandError::Stopped => "the server has stopped",
-        })
-    }
-}
-
-impl std::error::Error for CommandError {}
+use crate::proto::{CloseCode, Message};
 
 /// Sends, closes, subscribes and publishes from any thread. Cheap to clone.
 ///
 /// Every call queues a command for the loop that owns the connection. The queues are bounded
-/// ([`crate::ServerBuilder::command_queue`]): when a loop's queue is full, a call waits up to
+/// ([`ServerBuilder::command_queue`](super::ServerBuilder::command_queue)): when a loop's queue is full, a call waits up to
 /// the command timeout for room and then returns [`CommandError::QueueFull`] (counted in
 /// [`Stats::commands_refused`]); nothing grows without bound. A command for a connection that
 /// has gone (a stale id) is accepted and ignored.

@@ -1,5 +1,5 @@
 //! The queues from the application to the loops: commands, one mailbox per loop, the shared
-//! table [`Handle`](super::Handle) posts through.
+//! table [`Handle`](super::Handle) posts through, and why a command can be refused.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use super::event::Event;
-use super::handle::{CommandError, Prepared};
+use super::outbound::Prepared;
 use super::stats::LoopStats;
 use super::ConnId;
 use crate::proto::{CloseCode, Message};
@@ -24,6 +24,28 @@ pub(crate) enum Command {
     /// A socket accepted by another loop (only without `SO_REUSEPORT`).
     Adopt(mio::net::TcpStream, SocketAddr),
 }
+
+/// Why a loop did not take a command from a [`Handle`](super::Handle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The loop's command queue stayed full for the whole command timeout
+    /// ([`ServerBuilder::command_queue`](super::ServerBuilder::command_queue)): the loop is overloaded. Counted in
+    /// [`Stats::commands_refused`](super::Stats::commands_refused).
+    QueueFull,
+    /// The server has stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CommandError::QueueFull => "the event loop's command queue is full",
+            CommandError::Stopped => "the server has stopped",
+        })
+    }
+}
+
+impl std::error::Error for CommandError {}
 
 /// The sending side of one loop's command queue (bounded).
 pub(crate) struct LoopMailbox {

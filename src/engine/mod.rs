@@ -36,9 +36,11 @@ use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
 use self::core::LoopCore;
 pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
-pub use self::handle::{CommandError, Handle, Prepared};
+pub use self::handle::Handle;
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
+pub use self::mailbox::CommandError;
 use self::mailbox::{LoopMailbox, Shared};
+pub use self::outbound::Prepared;
 use self::stats::LoopStats;
 pub use self::stats::Stats;
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
@@ -142,7 +144,7 @@ impl ServerBuilder {
 
     /// The capacity of each loop's command queue (default 16384, allocated at start: about 55
     /// bytes an entry) and how long a [`Handle`] call waits for room in a full one before it
-    /// returns [`crate::CommandError::QueueFull`] (default 100 ms). The queue holds sends, closes, subscriptions and publishes; a loop
+    /// returns [`CommandError::QueueFull`] (default 100 ms). The queue holds sends, closes, subscriptions and publishes; a loop
     /// runs at most `capacity` of them per turn.
     pub fn command_queue(mut self, capacity: usize, timeout: Duration) -> Self {
         self.config.command_capacity = capacity.max(1);
@@ -183,8 +185,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Counts clients from their first byte, before the upgrade (see [`crate::Admission`]).
-    pub fn admission(mut self, admission: Arc<dyn crate::Admission>) -> Self {
+    /// Counts clients from their first byte, before the upgrade (see [`Admission`]).
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
         self.config.admission = Some(admission);
         self
     }

@@ -11,7 +11,32 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
-use crate::proto::OpCode;
+use crate::proto::{Message, OpCode};
+
+/// A message framed once, shareable by any number of connections on any loop.
+#[derive(Clone, Debug)]
+pub struct Prepared(pub(crate) Arc<[u8]>);
+
+impl Prepared {
+    /// Frames `message` for sending from a server.
+    pub fn new(message: &Message) -> Self {
+        Self::from_parts(message.kind().opcode(), message.as_bytes())
+    }
+
+    pub(crate) fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let mut frame = Vec::with_capacity(header_len + payload.len());
+        frame.extend_from_slice(&header[..header_len]);
+        frame.extend_from_slice(payload);
+        Self(Arc::from(frame))
+    }
+
+    /// The size of the frame on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// How many chunks one `writev` takes at most.
 pub(crate) const MAX_IOVECS: usize = 64;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Counters of one loop, read by [`Handle::stats`](crate::Handle::stats).
+/// Counters of one loop, read by [`Handle::stats`](super::Handle::stats).
 #[derive(Default, Debug)]
 pub(crate) struct LoopStats {
     pub(crate) connections: AtomicUsize,
@@ -68,8 +68,8 @@ impl LoopStats {
     }
 }
 
-/// A snapshot of the server's counters, summed over loops ([`Handle::stats`](crate::Handle::stats)) or of one loop
-/// ([`Handle::loop_stats`](crate::Handle::loop_stats)).
+/// A snapshot of the server's counters, summed over loops ([`Handle::stats`](super::Handle::stats)) or of one loop
+/// ([`Handle::loop_stats`](super::Handle::loop_stats)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Connections held now (handshaking, open and closing).
@@ -104,7 +104,7 @@ pub struct Stats {
     pub channel_len: usize,
     /// Commands waiting in the loops' command queues (as of each loop's last turn).
     pub commands_queued: usize,
-    /// Commands refused because a loop's queue stayed full ([`CommandError::QueueFull`](crate::CommandError::QueueFull)).
+    /// Commands refused because a loop's queue stayed full ([`CommandError::QueueFull`](super::CommandError::QueueFull)).
     pub commands_refused: u64,
     /// Pongs not sent because a newer ping arrived while the queue was full (RFC 6455 §5.5.3).
     pub pongs_coalesced: u64,
@@ -116,7 +116,7 @@ pub struct Stats {
     pub assembly_timeouts: u64,
     /// Connections closed with 1008 because the loop's budget for partial messages was spent.
     pub assembly_budget_closes: u64,
-    /// Connections refused by the [`Admission`](crate::Admission) hook (answered with its HTTP status).
+    /// Connections refused by the [`Admission`](super::Admission) hook (answered with its HTTP status).
     pub admission_refused: u64,
     /// PROXY protocol headers read from trusted proxies.
     pub proxy_headers: u64,
