@@ -219,7 +219,8 @@ impl<T> ServerBuilder<T> {
     /// becomes the server's: `Accepted::default()` keeps `()`, `Accepted::new(session)` makes it
     /// a `Server<Session>` whose receivers yield `Event<Session>`. The value is not stored with
     /// the connection; if the connection is refused after the hook accepted it, the value is
-    /// dropped without an event.
+    /// dropped without an event. A hook that never accepts names the type it would attach, e.g.
+    /// `Err::<Accepted, _>(Rejection::forbidden())`.
     pub fn on_upgrade<U, F>(self, hook: F) -> ServerBuilder<U>
     where
         U: Send + 'static,
