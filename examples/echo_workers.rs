@@ -1,7 +1,8 @@
 //! The echo server again, but through worker threads: loops decode, workers answer via the
-//! [`throng::Handle`].
+//! [`throng::Handle`]. Each worker reads its own event shard, so each connection is served by
+//! one worker, its messages in order.
 //!
-//! `cargo run --release --example echo_workers -- 127.0.0.1:9001 --loops 1`
+//! `cargo run --release --example echo_workers -- 127.0.0.1:9001 --loops 1 --workers 2`
 
 mod common;
 
@@ -15,17 +16,21 @@ fn main() -> std::io::Result<()> {
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)
+        .event_shards(args.workers)
         .start()?;
     if let Some((soft, hard)) = server.nofile_limits() {
         eprintln!("open files: soft limit was {soft}, raised to hard limit {hard}");
     }
-    eprintln!("echo_workers: listening on ws://{} with {} loop(s)", server.local_addr(), args.loops);
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let events = server.events();
+    let addr = server.local_addr();
+    eprintln!(
+        "echo_workers: listening on ws://{addr} with {} loop(s), {} worker(s)",
+        args.loops, args.workers
+    );
+    let workers: Vec<_> = (server.shards().into_iter())
+        .map(|events| {
             let handle = server.handle();
             std::thread::spawn(move || {
-                for event in events.iter() {
+                for event in events {
                     if let Event::Message { conn, message } = event {
                         // Refused only while the loop is overloaded; the echo is lost then.
                         let _ = handle.send(conn, message);

@@ -10,7 +10,7 @@
 //!    └──write/writev── per-conn outbound queue ◀── commands (send, close, publish) ◀────┘
 //! ```
 //!
-//! A server whose workers echo every message, and the blocking client talking to it:
+//! A server whose worker echoes every message, and the blocking client talking to it:
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,6 +39,62 @@
 //!
 //! server.shutdown(Duration::from_secs(1));
 //! worker.join().unwrap();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Several workers, each reading its own shard, with a value of the application's type from the
+//! upgrade hook in every `Open`. A connection's events all reach the same worker, in order, so
+//! the worker's own map needs no lock and always has the session a message belongs to:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use throng::client::{connect, ClientOptions};
+//! use throng::{Accepted, Event, Message, Server};
+//!
+//! struct Session {
+//!     name: String,
+//! }
+//!
+//! let server = Server::builder()
+//!     .bind("127.0.0.1:0")?
+//!     .event_shards(2)
+//!     .on_upgrade(|request, _peer| {
+//!         let name = request.query().and_then(|q| q.strip_prefix("name=")).unwrap_or("guest");
+//!         Ok(Accepted::new(Session { name: name.to_owned() })) // a `Server<Session>`
+//!     })
+//!     .start()?;
+//! let workers: Vec<_> = (server.shards().into_iter())
+//!     .map(|events| {
+//!         let handle = server.handle();
+//!         std::thread::spawn(move || {
+//!             let mut sessions = HashMap::new();
+//!             for event in events {
+//!                 match event {
+//!                     Event::Open { conn, value, .. } => drop(sessions.insert(conn, value)),
+//!                     Event::Message { conn, message: Message::Text(text) } => {
+//!                         // Its Open came first, to this worker.
+//!                         let reply = format!("{}: {text}", sessions[&conn].name);
+//!                         let _ = handle.send(conn, reply); // refused only when overloaded
+//!                     }
+//!                     Event::Message { .. } => {}
+//!                     Event::Close { conn, .. } => drop(sessions.remove(&conn)),
+//!                 }
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//!
+//! let url = format!("ws://{}/chat?name=ann", server.local_addr());
+//! let mut client = connect(&url, &ClientOptions::default()).expect("connect");
+//! client.send_text("hi").expect("send");
+//! assert_eq!(client.recv().expect("reply"), Message::Text("ann: hi".into()));
+//! client.close(1000, "done").expect("close");
+//!
+//! server.shutdown(Duration::from_secs(1));
+//! for worker in workers {
+//!     worker.join().unwrap();
+//! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -74,8 +130,8 @@ pub mod proto;
 mod sys;
 
 pub use engine::{
-    Accepted, Admission, CommandError, ConnId, Event, Flow, Handle, Inline, Prepared, Server, ServerBuilder,
-    SlowConsumerPolicy, Stats,
+    Accepted, Admission, CommandError, ConnId, Event, Events, Flow, Handle, Inline, Prepared, Server,
+    ServerBuilder, SlowConsumerPolicy, Stats,
 };
 pub use proto::handshake::Rejection;
 pub use proto::Message;

@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use support::{builder, connect, echo_builder, next_event, tcp_connect, Received, TestClient};
+use support::{builder, connect, echo_builder, next_event, tcp_connect, EventSource, Received, TestClient};
 use throng::{ConnId, Event, Message, Prepared, Server};
 
 /// The slab index inside a `ConnId`'s debug form `ConnId(loop:index:generation)`.
@@ -14,14 +14,14 @@ fn slot_of(id: ConnId) -> String {
     text.trim_start_matches("ConnId(").trim_end_matches(')').split(':').take(2).collect::<Vec<_>>().join(":")
 }
 
-fn expect_open(events: &Receiver<Event>) -> (ConnId, String) {
+fn expect_open(events: &impl EventSource) -> (ConnId, String) {
     match next_event(events) {
         Event::Open { conn, path, .. } => (conn, path),
         other => panic!("expected Open, got {other:?}"),
     }
 }
 
-fn expect_close_event(events: &Receiver<Event>, conn: ConnId) -> (u16, String, bool) {
+fn expect_close_event(events: &impl EventSource, conn: ConnId) -> (u16, String, bool) {
     match next_event(events) {
         Event::Close { conn: closed, code, reason, clean } => {
             assert_eq!(closed, conn);
@@ -56,11 +56,11 @@ fn worker_path_echoes_and_reports_open_and_close() {
     let events = spawn_echo_worker(&server);
     let mut client = connect(server.local_addr(), "/chat?room=1&x=2");
     match next_event(&events) {
-        Event::Open { path, query, peer, subprotocol, headers, user, .. } => {
+        Event::Open { path, query, peer, subprotocol, headers, value: (), .. } => {
             assert_eq!(path, "/chat");
             assert_eq!(query.as_deref(), Some("room=1&x=2"));
             assert_eq!(peer, client.local_addr());
-            assert_eq!((subprotocol, headers, user), (None, vec![], 0));
+            assert_eq!((subprotocol, headers), (None, vec![]));
         }
         other => panic!("expected Open, got {other:?}"),
     }
@@ -365,8 +365,9 @@ fn forwarded_inline_messages_reach_workers_too() {
     let server = builder()
         .open_headers(["x-token"])
         .on_upgrade(|request, _| {
-            let token = request.header_str("x-token").unwrap_or_default();
-            Ok(throng::Accepted { user: token.len() as u64, ..Default::default() })
+            // The tag is for the inline hook; the workers get the token itself, typed.
+            let token = request.header_str("x-token").unwrap_or_default().to_owned();
+            Ok(throng::Accepted { user: token.len() as u64, ..throng::Accepted::new(token) })
         })
         .on_message(|inline, kind, payload| {
             if payload.starts_with(b"inline:") {
@@ -385,9 +386,9 @@ fn forwarded_inline_messages_reach_workers_too() {
         std::io::Write::write_all(stream, &bytes)
     });
     match next_event(&events) {
-        Event::Open { headers, user, .. } => {
+        Event::Open { headers, value, .. } => {
             assert_eq!(headers, vec![("x-token".to_owned(), "abcd".to_owned())]);
-            assert_eq!(user, 4);
+            assert_eq!(value, "abcd");
         }
         other => panic!("expected Open, got {other:?}"),
     }
@@ -400,4 +401,70 @@ fn forwarded_inline_messages_reach_workers_too() {
         other => panic!("expected Message, got {other:?}"),
     }
     client.close_handshake(1000);
+}
+
+#[test]
+fn each_connection_keeps_to_one_shard_in_order() {
+    const SHARDS: usize = 3;
+    const CLIENTS: usize = 12;
+    const MESSAGES: usize = 20;
+    let server = builder().loops(2).event_shards(SHARDS).event_capacity(8).start().unwrap();
+    let shards = server.shards();
+    assert_eq!(shards.len(), SHARDS);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // One reader per shard, as a worker each; small channels, so the loops' backlogs are used.
+    let readers: Vec<_> = (shards.into_iter().enumerate())
+        .map(|(shard, events)| {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for event in events {
+                    seen.lock().unwrap().push((shard, event));
+                }
+            })
+        })
+        .collect();
+    let mut clients: Vec<TestClient> =
+        (0..CLIENTS).map(|i| connect(server.local_addr(), &format!("/c{i}"))).collect();
+    for round in 0..MESSAGES {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send_text(&format!("{i}:{round}"));
+        }
+    }
+    for client in &mut clients {
+        client.close_handshake(1000);
+    }
+    let expected = CLIENTS * (MESSAGES + 2);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() >= expected),
+        "{} of {expected} events",
+        seen.lock().unwrap().len()
+    );
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut by_conn: std::collections::HashMap<ConnId, (usize, Vec<String>)> = Default::default();
+    for (shard, event) in seen {
+        assert_eq!(shard, server.shard_of(event.conn()), "{event:?} on shard {shard}");
+        let (first_shard, log) = by_conn.entry(event.conn()).or_insert((shard, Vec::new()));
+        assert_eq!(*first_shard, shard, "one connection, one shard");
+        log.push(match event {
+            Event::Open { path, .. } => format!("open {path}"),
+            Event::Message { message: Message::Text(text), .. } => text,
+            Event::Close { code, .. } => format!("close {code}"),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(by_conn.len(), CLIENTS);
+    let used: std::collections::HashSet<usize> = by_conn.values().map(|(shard, _)| *shard).collect();
+    assert!(used.len() > 1, "the connections spread over the shards: {used:?}");
+    for (_, log) in by_conn.values() {
+        let i: usize = log[0].strip_prefix("open /c").expect("Open first").parse().unwrap();
+        let mut expected = vec![format!("open /c{i}")];
+        expected.extend((0..MESSAGES).map(|round| format!("{i}:{round}")));
+        expected.push("close 1000".to_owned());
+        assert_eq!(log, &expected);
+    }
+    server.shutdown(Duration::from_secs(1));
+    for reader in readers {
+        reader.join().unwrap();
+    }
 }

@@ -106,7 +106,11 @@ fn hook_headers_subprotocol_and_bad_header_values() {
                 });
             }
             let subprotocol = request.select_subprotocol(&["chat.v2"]).map(str::to_owned);
-            Ok(Accepted { subprotocol, headers: vec![("X-Served-By".into(), "throng".into())], user: 7 })
+            Ok(Accepted {
+                subprotocol,
+                headers: vec![("X-Served-By".into(), "throng".into())],
+                ..Accepted::default()
+            })
         })
         .start()
         .unwrap();
@@ -198,7 +202,8 @@ fn trickled_request_is_dropped_after_handshake_timeout() {
 
 #[test]
 fn rejected_connection_reads_answer_then_eof() {
-    let server = echo_builder().on_upgrade(|_, _| Err(Rejection::forbidden())).start().unwrap();
+    let server =
+        echo_builder().on_upgrade(|_, _| Err::<Accepted, _>(Rejection::forbidden())).start().unwrap();
     let (request, _) = upgrade_request(server.local_addr(), "/");
     let mut stream = tcp_connect(server.local_addr());
     stream.write_all(&request).unwrap();
@@ -208,4 +213,59 @@ fn rejected_connection_reads_answer_then_eof() {
     assert_eq!(response.header("content-length"), Some(response.body.len().to_string().as_str()));
     drop(stream);
     assert!(support::wait_until(Duration::from_secs(2), || server.stats().connections == 0));
+}
+
+/// A value an upgrade hook attaches, counting its drops.
+#[derive(Debug)]
+struct Tracked(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_refusal_after_the_hook_accepted_drops_its_value_and_emits_no_event() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dropped = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
+    // One loop and one shard: an event for the refused connection would come before the next
+    // connection's Open.
+    let server = echo_builder()
+        .on_upgrade(move |request, _peer| {
+            let headers = match request.path() {
+                "/evil" => vec![("X-Evil".into(), "a\r\nSet-Cookie: x".into())],
+                _ => Vec::new(),
+            };
+            Ok(Accepted { headers, ..Accepted::new(Tracked(counter.clone())) })
+        })
+        .start()
+        .unwrap();
+    let (events, addr) = (server.events(), server.local_addr());
+
+    let (evil, _) = upgrade_request(addr, "/evil");
+    let evil = raw_http(addr, &evil);
+    assert_eq!(evil.status, 500, "{evil:?}");
+    assert_eq!(dropped.load(SeqCst), 1, "the refused connection's value is dropped on the loop");
+
+    let mut client = connect(addr, "/good");
+    let conn = match support::next_event(&events) {
+        throng::Event::Open { conn, path, value, .. } => {
+            assert_eq!(path, "/good", "the refused connection had no Open");
+            assert_eq!(dropped.load(SeqCst), 1, "the accepted value travels in its Open");
+            drop(value);
+            assert_eq!(dropped.load(SeqCst), 2);
+            conn
+        }
+        other => panic!("expected the good connection's Open, got {other:?}"),
+    };
+    client.close_handshake(1000);
+    match support::next_event(&events) {
+        throng::Event::Close { conn: closed, .. } => assert_eq!(closed, conn),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    assert!(events.try_recv().is_err(), "no Close for the refused connection either");
+    let stats = server.stats();
+    assert_eq!((stats.handshakes_ok, stats.handshakes_failed), (1, 1), "{stats:?}");
 }

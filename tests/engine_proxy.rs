@@ -28,7 +28,7 @@ fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     h
 }
 
-fn open_peer(events: &crossbeam_channel::Receiver<Event>) -> SocketAddr {
+fn open_peer(events: &throng::Events) -> SocketAddr {
     match next_event(events) {
         Event::Open { peer, .. } => peer,
         other => panic!("expected Open, got {other:?}"),

@@ -1,32 +1,39 @@
-//! Command-line handling shared by the echo examples: `[ADDR] [--loops N]`.
+//! Command-line handling shared by the echo examples: `[ADDR] [--loops N] [--workers N]`.
 
 use std::net::SocketAddr;
 
-/// The listen address and loop count from the command line.
+/// The listen address, loop count and worker count from the command line.
 pub(crate) struct Args {
     pub(crate) addr: SocketAddr,
     pub(crate) loops: usize,
+    /// Worker threads, for the examples that have them (default 2).
+    #[allow(dead_code)] // echo.rs answers on the loops and has none
+    pub(crate) workers: usize,
 }
 
 pub(crate) fn parse() -> Args {
     let mut addr: SocketAddr = "127.0.0.1:9001".parse().expect("valid default address");
     let mut loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = 2;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--loops" => {
+            flag @ ("--loops" | "--workers") => {
                 let value = args.next().unwrap_or_default();
-                loops =
-                    value.parse().unwrap_or_else(|_| fail(&format!("--loops wants a number, got {value:?}")));
+                let n =
+                    value.parse().unwrap_or_else(|_| fail(&format!("{flag} wants a number, got {value:?}")));
+                *(if flag == "--loops" { &mut loops } else { &mut workers }) = n;
             }
             "-h" | "--help" => {
-                println!("usage: [ADDR (default 127.0.0.1:9001)] [--loops N (default: cores)]");
+                println!(
+                    "usage: [ADDR (default 127.0.0.1:9001)] [--loops N (default: cores)] [--workers N (default 2)]"
+                );
                 std::process::exit(0);
             }
             other => addr = other.parse().unwrap_or_else(|_| fail(&format!("not an address: {other:?}"))),
         }
     }
-    Args { addr, loops }
+    Args { addr, loops, workers }
 }
 
 fn fail(message: &str) -> ! {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::delivery::Erased;
 use super::event::{Admission, HttpHook, MessageHook, UpgradeHook};
 use crate::net::CidrList;
 use crate::proto::handshake::RequestLimits;
@@ -36,6 +37,7 @@ pub struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_loop: usize,
     pub(crate) event_capacity: usize,
+    pub(crate) event_shards: usize,
     pub(crate) command_capacity: usize,
     pub(crate) command_timeout: Duration,
     pub(crate) message_timeout: Option<Duration>,
@@ -46,7 +48,8 @@ pub struct Config {
     pub(crate) read_budget: usize,
     pub(crate) scratch_size: usize,
     pub(crate) open_headers: Vec<String>,
-    pub(crate) upgrade_hook: Option<UpgradeHook>,
+    /// Returns the application's value erased; [`crate::ServerBuilder::on_upgrade`] wraps it.
+    pub(crate) upgrade_hook: Option<UpgradeHook<Erased>>,
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
     pub(crate) reuse_port: bool,
@@ -69,6 +72,7 @@ impl Default for Config {
             max_connections: 1 << 24,
             max_connections_per_loop: 1 << 22,
             event_capacity: 64 * 1024,
+            event_shards: 1,
             command_capacity: 16 * 1024,
             command_timeout: Duration::from_millis(100),
             message_timeout: Some(Duration::from_secs(60)),

@@ -474,7 +474,8 @@ impl Conn {
         let peer = self.cold.as_ref().and_then(|c| c.peer).unwrap_or_else(peer);
         let accepted = match &core.config.upgrade_hook {
             Some(hook) => hook(&request, peer),
-            None => Ok(Default::default()),
+            // Without a hook the value is `()`, the type `Server::builder` starts with.
+            None => Ok(super::event::Accepted::new(Box::new(()) as super::delivery::Erased)),
         };
         let accepted = match accepted {
             Ok(accepted) => accepted,
@@ -491,6 +492,8 @@ impl Conn {
         if write_accept(&mut response, request.key().as_bytes(), accepted.subprotocol.as_deref(), &extra)
             .is_err()
         {
+            // Refused after the hook accepted: no Open, so no Close; the hook's value is dropped
+            // here with `accepted`.
             Rejection::new(500, "invalid response header from the upgrade hook").write(&mut response);
             self.refuse(core, index, &response);
             return None;
@@ -508,7 +511,7 @@ impl Conn {
             query: request.query().map(str::to_owned),
             subprotocol: accepted.subprotocol,
             headers,
-            user: accepted.user,
+            value: accepted.value,
         };
         let used = request.len();
         self.user = accepted.user;

@@ -2,16 +2,14 @@
 //!
 //! A backend owns a [`LoopCore`] next to its sockets and hands it to the connection logic.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, TrySendError};
-
 use super::buffers::ColdPool;
 use super::config::{Config, FINE};
-use super::event::Event;
+use super::delivery::{Delivery, RawEvent};
 use super::ids::Generations;
 use super::stats::LoopStats;
 use super::timer::{Tick, TimerWheel};
@@ -20,10 +18,9 @@ pub(crate) struct LoopCore {
     pub(crate) loop_id: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) stats: Arc<LoopStats>,
-    events: Sender<Event>,
-    /// Events the worker channel had no room for. Reading pauses while it is non-empty, so it
-    /// holds at most what one read produced.
-    backlog: VecDeque<Event>,
+    /// The worker shards and the events they had no room for. Reading pauses while any is
+    /// kept, so the backlog holds at most what one read produced.
+    delivery: Delivery,
     pub(crate) wheel: TimerWheel,
     pub(crate) now: Instant,
     pub(crate) now_tick: Tick,
@@ -51,7 +48,7 @@ impl LoopCore {
         loop_id: usize,
         config: Arc<Config>,
         stats: Arc<LoopStats>,
-        events: Sender<Event>,
+        delivery: impl Into<Delivery>,
         total_connections: Arc<AtomicUsize>,
     ) -> Self {
         let now = Instant::now();
@@ -59,8 +56,7 @@ impl LoopCore {
             loop_id,
             config,
             stats,
-            events,
-            backlog: VecDeque::new(),
+            delivery: delivery.into(),
             wheel: TimerWheel::new(now),
             now,
             now_tick: 0,
@@ -85,36 +81,22 @@ impl LoopCore {
     }
 
     /// Hands an event to the workers, or keeps it when they are behind.
-    pub(crate) fn emit(&mut self, event: Event) {
-        if self.backlog.is_empty() {
-            match self.events.try_send(event) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(event)) => self.backlog.push_back(event),
-            }
-        } else {
-            self.backlog.push_back(event);
+    pub(crate) fn emit(&mut self, event: RawEvent) {
+        if self.delivery.emit(event) {
+            self.stats.queued_events.store(self.delivery.queued(), Ordering::Relaxed);
         }
-        self.stats.queued_events.store(self.backlog.len(), Ordering::Relaxed);
     }
 
-    /// Moves what it can of the backlog into the channel. Returns whether it is empty now.
+    /// Moves what it can of the backlog into the shards. Returns whether it is empty now.
     pub(crate) fn drain_backlog(&mut self) -> bool {
-        while let Some(event) = self.backlog.pop_front() {
-            match self.events.try_send(event) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(event)) => {
-                    self.backlog.push_front(event);
-                    break;
-                }
-            }
-        }
-        self.stats.queued_events.store(self.backlog.len(), Ordering::Relaxed);
-        self.backlog.is_empty()
+        let empty = self.delivery.drain();
+        self.stats.queued_events.store(self.delivery.queued(), Ordering::Relaxed);
+        empty
     }
 
     /// Whether reading must pause because the workers are behind.
     pub(crate) fn workers_behind(&self) -> bool {
-        !self.backlog.is_empty()
+        self.delivery.queued() > 0
     }
 
     pub(crate) fn subscribe(&mut self, topic: Arc<str>, index: u32) {

@@ -10,9 +10,17 @@ use crate::proto::frame::MAX_HEADER_LEN;
 use crate::proto::handshake::{Rejection, UpgradeRequest};
 use crate::proto::{DataKind, Message};
 
-/// What the loops tell the application's workers.
+/// What the loops tell the application's workers; `T` is the type of the value the upgrade
+/// hook attaches (see [`Accepted::value`]), `()` without one.
+///
+/// Every accepted upgrade, that is one the upgrade hook accepted and whose `101` response was
+/// queued, yields exactly one `Open` and later exactly one `Close`, with its messages between
+/// them, all on the same shard (see [`crate::Server::shards`]), in that order. A connection
+/// refused after the hook accepted it (e.g. with 500 because the hook's extra headers hold a CR
+/// or LF) yields neither: its value is dropped on the loop thread right there, so nothing the
+/// application attached is left waiting for an event that never comes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<T = ()> {
     /// A connection completed its upgrade.
     Open {
         /// The connection.
@@ -27,8 +35,9 @@ pub enum Event {
         subprotocol: Option<String>,
         /// The request headers named in [`ServerBuilder::open_headers`](super::ServerBuilder::open_headers), as received.
         headers: Vec<(String, String)>,
-        /// The value the upgrade hook attached to the connection.
-        user: u64,
+        /// The value the upgrade hook attached ([`Accepted::value`]). The connection does not
+        /// keep it: it passes from the hook into this event.
+        value: T,
     },
     /// A whole message arrived (and the inline hook, if any, forwarded it).
     Message {
@@ -51,20 +60,60 @@ pub enum Event {
     },
 }
 
-/// What an upgrade hook returns to accept a connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Accepted {
+impl<T> Event<T> {
+    /// The connection the event is about.
+    pub fn conn(&self) -> ConnId {
+        match self {
+            Event::Open { conn, .. } | Event::Message { conn, .. } | Event::Close { conn, .. } => *conn,
+        }
+    }
+
+    /// The same event with its upgrade value (if it is an `Open`) passed through `f`.
+    pub fn map_value<U>(self, f: impl FnOnce(T) -> U) -> Event<U> {
+        match self {
+            Event::Open { conn, peer, path, query, subprotocol, headers, value } => {
+                Event::Open { conn, peer, path, query, subprotocol, headers, value: f(value) }
+            }
+            Event::Message { conn, message } => Event::Message { conn, message },
+            Event::Close { conn, code, reason, clean } => Event::Close { conn, code, reason, clean },
+        }
+    }
+}
+
+/// What an upgrade hook returns to accept a connection: `Accepted::default()` without a value,
+/// [`Accepted::new`] with one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted<T = ()> {
     /// The subprotocol, one the client offered (see [`UpgradeRequest::select_subprotocol`]).
     pub subprotocol: Option<String>,
-    /// Extra response headers (sanitised: a CR or LF rejects the upgrade with 500).
+    /// Extra response headers (sanitised: a CR or LF rejects the upgrade with 500, and `value`
+    /// is dropped).
     pub headers: Vec<(String, String)>,
-    /// A small value attached to the connection, reported in [`Event::Open`].
+    /// A small tag the connection keeps for the inline message hook ([`Inline::user`]); the
+    /// workers get `value` instead.
     pub user: u64,
+    /// The application's value for this connection, delivered in [`Event::Open`] (the
+    /// connection itself does not store it, so an idle connection stays small).
+    pub value: T,
+}
+
+impl<T> Accepted<T> {
+    /// Accepts with `value` and no subprotocol, headers or tag.
+    pub fn new(value: T) -> Self {
+        Self { subprotocol: None, headers: Vec::new(), user: 0, value }
+    }
+}
+
+// Only for `()`: so that `Accepted::default()` in a hook fixes the server's value type.
+impl Default for Accepted {
+    fn default() -> Self {
+        Self::new(())
+    }
 }
 
 /// Decides whether an upgrade is accepted. Runs on the loop thread: keep it cheap.
-pub type UpgradeHook =
-    Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync>;
+pub type UpgradeHook<T = ()> =
+    Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted<T>, Rejection> + Send + Sync>;
 
 /// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
 /// health check: given the request target and the raw request head, returns the whole HTTP
@@ -120,7 +169,7 @@ impl Inline<'_> {
         self.conn
     }
 
-    /// The value the upgrade hook attached.
+    /// The tag the upgrade hook attached ([`Accepted::user`]).
     pub fn user(&self) -> u64 {
         self.user
     }

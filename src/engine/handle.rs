@@ -71,13 +71,14 @@ impl Handle {
         for s in &self.shared.stats {
             total.add(&s.snapshot());
         }
-        total.channel_len = self.shared.events.len();
+        total.channel_len = self.shared.channel_len();
         total
     }
 
-    /// The counters of each loop, in loop order (`channel_len` is the shared channel's).
+    /// The counters of each loop, in loop order (`channel_len` is over all shards, which the
+    /// loops share).
     pub fn loop_stats(&self) -> Vec<Stats> {
-        let channel_len = self.shared.events.len();
+        let channel_len = self.shared.channel_len();
         self.shared.stats.iter().map(|s| Stats { channel_len, ..s.snapshot() }).collect()
     }
 

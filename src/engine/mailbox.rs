@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
-use super::event::Event;
+use super::delivery::RawEvent;
 use super::outbound::Prepared;
 use super::stats::LoopStats;
 use super::ConnId;
@@ -112,14 +112,19 @@ impl LoopMailbox {
 pub(crate) struct Shared {
     pub(crate) mailboxes: Vec<LoopMailbox>,
     pub(crate) stats: Vec<Arc<LoopStats>>,
-    /// Only to read the channel's length: holding a sender here would keep the workers'
+    /// The shards, only to read their lengths: holding a sender here would keep the workers'
     /// `events.iter()` from ending after shutdown.
-    pub(crate) events: Receiver<Event>,
+    pub(crate) events: Vec<Receiver<RawEvent>>,
     /// How long a [`Handle`] call waits for room in a full command queue.
     pub(crate) command_timeout: std::time::Duration,
 }
 
 impl Shared {
+    /// The events waiting in all shards.
+    pub(crate) fn channel_len(&self) -> usize {
+        self.events.iter().map(Receiver::len).sum()
+    }
+
     /// Queues a command for loop `loop_id`, waiting up to the command timeout; a refusal is
     /// counted on that loop.
     pub(crate) fn post(&self, loop_id: usize, command: Command) -> Result<(), CommandError> {

@@ -3,16 +3,18 @@
 //! Start one with [`Server::builder`]. Each loop thread owns a `mio::Poll`, its own listener bound
 //! with `SO_REUSEPORT` (the kernel spreads connections; without it loop 0 accepts and hands
 //! sockets round-robin to the others), a slab of connections, a timing wheel and one scratch read
-//! buffer. Decoded messages go to the application's worker threads over a bounded
-//! `crossbeam-channel`; when the workers fall behind, a loop keeps at most one read's worth of
-//! events and stops reading from its sockets until they catch up (TCP flow control then pushes
-//! back on the peers), so memory does not grow.
+//! buffer. Decoded messages go to the application's worker threads over bounded
+//! `crossbeam-channel`s, the event shards ([`ServerBuilder::event_shards`]): each connection's
+//! events go to one shard, in order. When the workers fall behind, a loop keeps at most one
+//! read's worth of events and stops reading from its sockets until they catch up (TCP flow
+//! control then pushes back on the peers), so memory does not grow.
 
 pub(crate) mod backend;
 pub(crate) mod buffers;
 mod config;
 pub(crate) mod conn;
 pub(crate) mod core;
+mod delivery;
 mod event;
 mod handle;
 mod ids;
@@ -22,6 +24,7 @@ pub(crate) mod stats;
 pub(crate) mod timer;
 
 use std::io;
+use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -35,6 +38,8 @@ use self::backend::mio::{Acceptor, MioLoop, WAKER};
 use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
 use self::core::LoopCore;
+use self::delivery::{shard_of, Delivery, Erased, RawEvent};
+pub use self::delivery::{Events, MAX_SHARDS};
 pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
 pub use self::handle::Handle;
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
@@ -46,12 +51,14 @@ pub use self::stats::Stats;
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 
-/// Configures and starts a [`Server`].
-pub struct ServerBuilder {
+/// Configures and starts a [`Server`]; `T` is the type of the upgrade hook's value
+/// ([`ServerBuilder::on_upgrade`]).
+pub struct ServerBuilder<T = ()> {
     config: Config,
+    value: PhantomData<fn() -> T>,
 }
 
-impl ServerBuilder {
+impl<T> ServerBuilder<T> {
     /// The address to listen on (default `127.0.0.1:9001`; port 0 picks a free port).
     pub fn bind(mut self, addr: impl ToSocketAddrs) -> io::Result<Self> {
         self.config.addr = addr
@@ -136,9 +143,19 @@ impl ServerBuilder {
         self
     }
 
-    /// The capacity of the worker channel (default 65536 events).
+    /// The capacity of the event channels over all shards (default 65536 events): each shard
+    /// holds `capacity / shards`, rounded up. Allocated at start.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many event shards to deliver to (default 1; at most [`MAX_SHARDS`]): one for each
+    /// worker thread that should handle connections on its own. Each connection's events all go
+    /// to one shard, chosen from its id, so a worker reading a shard sees a connection's `Open`,
+    /// messages and `Close` in order. See [`Server::shards`].
+    pub fn event_shards(mut self, shards: usize) -> Self {
+        self.config.event_shards = shards.clamp(1, MAX_SHARDS);
         self
     }
 
@@ -197,14 +214,30 @@ impl ServerBuilder {
         self
     }
 
-    /// Decides each upgrade: accept (subprotocol, extra headers, a user value) or reject with an
-    /// HTTP status. Runs on the loop thread.
-    pub fn on_upgrade<F>(mut self, hook: F) -> Self
+    /// Decides each upgrade: accept (subprotocol, extra headers, a value) or reject with an HTTP
+    /// status. Runs on the loop thread.
+    ///
+    /// The hook's [`Accepted::value`] arrives in the connection's [`Event::Open`], so its type
+    /// becomes the server's: `Accepted::default()` keeps `()`, `Accepted::new(session)` makes it
+    /// a `Server<Session>` whose receivers yield `Event<Session>`. The value is not stored with
+    /// the connection; if the connection is refused after the hook accepted it, the value is
+    /// dropped without an event. A hook that never accepts names the type it would attach, e.g.
+    /// `Err::<Accepted, _>(Rejection::forbidden())`.
+    pub fn on_upgrade<U, F>(self, hook: F) -> ServerBuilder<U>
     where
-        F: Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted, Rejection> + Send + Sync + 'static,
+        U: Send + 'static,
+        F: Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted<U>, Rejection> + Send + Sync + 'static,
     {
-        self.config.upgrade_hook = Some(Arc::new(hook));
-        self
+        let mut config = self.config;
+        config.upgrade_hook = Some(Arc::new(move |request: &UpgradeRequest<'_>, peer| {
+            hook(request, peer).map(|accepted| Accepted {
+                subprotocol: accepted.subprotocol,
+                headers: accepted.headers,
+                user: accepted.user,
+                value: Box::new(accepted.value) as Erased,
+            })
+        }));
+        ServerBuilder { config, value: PhantomData }
     }
 
     /// Handles messages on the loop thread (cheap logic such as echo); return [`Flow::Forward`]
@@ -235,18 +268,20 @@ impl ServerBuilder {
     }
 
     /// Binds, spawns the loops and returns the running server.
-    pub fn start(self) -> io::Result<Server> {
+    pub fn start(self) -> io::Result<Server<T>> {
         Server::start(self.config)
     }
 }
 
-/// A running server: its loops, its event channel and a [`Handle`].
-pub struct Server {
+/// A running server: its loops, its event shards and a [`Handle`]; `T` is the type of the
+/// upgrade hook's value.
+pub struct Server<T = ()> {
     handle: Handle,
-    events: Receiver<Event>,
+    shards: Vec<Receiver<RawEvent>>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
     nofile: Option<(u64, u64)>,
+    value: PhantomData<fn() -> T>,
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
@@ -265,9 +300,11 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::Tcp
 impl Server {
     /// A builder with the defaults.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { config: Config::default() }
+        ServerBuilder { config: Config::default(), value: PhantomData }
     }
+}
 
+impl<T> Server<T> {
     fn start(config: Config) -> io::Result<Self> {
         let nofile = match crate::sys::raise_nofile_limit() {
             Ok((before, hard)) => {
@@ -307,7 +344,9 @@ impl Server {
         }
 
         let config = Arc::new(Config { loops, ..config });
-        let (events_tx, events_rx) = crossbeam_channel::bounded(config.event_capacity);
+        let per_shard = config.event_capacity.div_ceil(config.event_shards.max(1)).max(1);
+        let (shard_tx, shard_rx): (Vec<_>, Vec<_>) =
+            (0..config.event_shards.max(1)).map(|_| crossbeam_channel::bounded(per_shard)).unzip();
         let total_connections = Arc::new(AtomicUsize::new(0));
         let mut polls = Vec::with_capacity(loops);
         let mut mailboxes = Vec::with_capacity(loops);
@@ -325,7 +364,7 @@ impl Server {
         let shared = Arc::new(Shared {
             mailboxes,
             stats: stats.clone(),
-            events: events_rx.clone(),
+            events: shard_rx.clone(),
             command_timeout: config.command_timeout,
         });
 
@@ -341,7 +380,7 @@ impl Server {
                 loop_id,
                 config.clone(),
                 stats[loop_id].clone(),
-                events_tx.clone(),
+                Delivery::new(shard_tx.clone()),
                 total_connections.clone(),
             );
             let event_loop = MioLoop::new(poll, acceptor, core, commands, shared.clone())?;
@@ -350,7 +389,14 @@ impl Server {
                 .spawn(move || event_loop.run())?;
             threads.push(thread);
         }
-        Ok(Self { handle: Handle { shared }, events: events_rx, threads, local_addr, nofile })
+        Ok(Self {
+            handle: Handle { shared },
+            shards: shard_rx,
+            threads,
+            local_addr,
+            nofile,
+            value: PhantomData,
+        })
     }
 
     /// The address the loops listen on.
@@ -363,9 +409,24 @@ impl Server {
         self.handle.clone()
     }
 
-    /// The worker side of the event channel; clone it for as many workers as you run.
-    pub fn events(&self) -> Receiver<Event> {
-        self.events.clone()
+    /// Every event, from all shards: for one worker thread (with the default single shard,
+    /// this is that shard). A connection's events arrive in order as long as one thread reads
+    /// it; to spread the work over several threads, give each one of [`Server::shards`].
+    pub fn events(&self) -> Events<T> {
+        Events::new(self.shards.clone())
+    }
+
+    /// One receiver per event shard ([`ServerBuilder::event_shards`]), in shard order: give each
+    /// worker thread its own. Every shard must be read, or the loops stop reading once it is
+    /// full.
+    pub fn shards(&self) -> Vec<Events<T>> {
+        self.shards.iter().map(|shard| Events::new(vec![shard.clone()])).collect()
+    }
+
+    /// The shard `conn`'s events go to (an index into [`Server::shards`]), e.g. to hand work
+    /// about a connection to the worker that owns it.
+    pub fn shard_of(&self, conn: ConnId) -> usize {
+        shard_of(conn, self.shards.len())
     }
 
     /// The counters summed over loops.
@@ -395,7 +456,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl<T> Drop for Server<T> {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }

@@ -100,7 +100,7 @@ pub struct Stats {
     pub rejected_over_limit: u64,
     /// Events waiting for the workers in the loops' backlogs (reading pauses while non-zero).
     pub queued_events: usize,
-    /// Events waiting in the worker channel (shared by all loops).
+    /// Events waiting in the worker shards' channels, summed (the loops share the shards).
     pub channel_len: usize,
     /// Commands waiting in the loops' command queues (as of each loop's last turn).
     pub commands_queued: usize,

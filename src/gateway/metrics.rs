@@ -263,7 +263,7 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         (
             "event_channel_len",
             G,
-            "Events waiting in the loops-to-workers channel.",
+            "Events waiting in the loops-to-workers channels (all workers' shards).",
             one(e.channel_len as u64),
         ),
         ("loop_connections", G, "TCP connections held, per event loop.", per_loop(|l| l.connections as u64)),

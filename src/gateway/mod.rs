@@ -2,10 +2,10 @@
 //!
 //! ```text
 //!  clients ──/ws──▶ loops ──upgrade hook (origin, JWT, channels, caps)──▶ 101 or 4xx
-//!                     │ Event::{Open, Message, Close}
+//!                     │ Event::{Open (claims, channels), Message, Close}, one shard per worker
 //!                     ▼
-//!               dispatcher ──by conn id──▶ workers: registry (who is subscribed to what),
-//!                                          commands, token expiry, admission release
+//!               workers: registry (who is subscribed to what), commands, token expiry,
+//!                        admission release
 //!  backend ──admin HTTP──▶ routes ──▶ Broker::publish ──▶ Handle::publish (framed once)
 //! ```
 //!
@@ -43,6 +43,7 @@ use self::config::{Cli, Settings, SlowConsumer};
 use self::expiry::Expiry;
 use self::registry::Registry;
 use self::state::{Ctx, Front, Live};
+use self::upgrade::Opening;
 use crate::{Server, SlowConsumerPolicy};
 
 pub use self::expiry::TOKEN_EXPIRED;
@@ -99,7 +100,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
         move |e| format!("cannot start {what}: {e}")
     }
-    workers::spawn(ctx.clone(), server.events(), settings.workers).map_err(io("workers"))?;
+    workers::spawn(ctx.clone(), server.shards()).map_err(io("workers"))?;
     expiry.spawn(handle, registry, ctx.front.counters.clone());
     admin::start(ctx.clone(), admin).map_err(io("admin listener"))?;
 
@@ -127,7 +128,11 @@ pub fn run(cli: Cli) -> Result<(), String> {
     wait_for_signals(&cli, &ctx, &log, server)
 }
 
-fn start_engine(s: &Settings, front: Arc<Front>, admin_addr: std::net::SocketAddr) -> Result<Server, String> {
+fn start_engine(
+    s: &Settings,
+    front: Arc<Front>,
+    admin_addr: std::net::SocketAddr,
+) -> Result<Server<Opening>, String> {
     let page_front = front.clone();
     let mut builder = Server::builder()
         .bind(s.listen)
@@ -145,6 +150,8 @@ fn start_engine(s: &Settings, front: Arc<Front>, admin_addr: std::net::SocketAdd
         // backstop against sockets that never finish a handshake.
         .max_connections(s.max_connections.saturating_add(s.max_connections / 10 + 1024))
         .event_capacity(s.event_capacity)
+        // One shard per worker: a connection's events all reach one worker, in order.
+        .event_shards(s.workers)
         .command_queue(s.command_capacity, Duration::from_millis(100))
         .max_message_rate(s.client_message_rate, s.client_message_burst)
         .message_timeout(s.message_timeout)
@@ -171,7 +178,7 @@ fn wait_for_signals(
     cli: &Cli,
     ctx: &Arc<Ctx>,
     log: &logging::LogControl,
-    server: Server,
+    server: Server<Opening>,
 ) -> Result<(), String> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let mut server = Some(server);
@@ -194,7 +201,7 @@ fn wait_for_signals(
 /// Refuses new publishes, stops accepting, closes every connection with 1001, flushes the
 /// broker's outgoing queue and exits 0 once all is done or the drain timeout has passed. Runs
 /// on its own thread so a second signal can cut it short.
-fn drain(ctx: Arc<Ctx>, server: Server, signal: i32) {
+fn drain(ctx: Arc<Ctx>, server: Server<Opening>, signal: i32) {
     let grace = ctx.front.settings.drain_timeout;
     let started = Instant::now();
     let deadline = started + grace;

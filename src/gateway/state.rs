@@ -1,13 +1,11 @@
 //! The state shared by the upgrade hook (loop threads), the workers, the admin API and the
 //! signal handler.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::admission::Admission;
-use super::auth::Claims;
 use super::broker::Broker;
 use super::config::{ClientMessages, Settings};
 use super::expiry::Expiry;
@@ -39,21 +37,12 @@ impl Live {
     }
 }
 
-/// What the upgrade hook decided that the Open event needs: the token's claims and the
-/// channels from the query, already checked.
-pub(crate) struct Pending {
-    pub(crate) claims: Option<Claims>,
-    pub(crate) channels: Vec<String>,
-}
-
 /// State the upgrade hook needs; it exists before the engine starts.
 pub(crate) struct Front {
     pub(crate) settings: Settings,
     live: RwLock<Arc<Live>>,
     pub(crate) admission: Admission,
     pub(crate) counters: Arc<Counters>,
-    pending: Mutex<HashMap<u64, Pending>>,
-    next_pending: AtomicU64,
     /// Which worker threads died, for `/healthz`.
     pub(crate) workers: super::workers::Health,
 }
@@ -65,8 +54,6 @@ impl Front {
             settings,
             admission: Admission::default(),
             counters: Arc::default(),
-            pending: Mutex::default(),
-            next_pending: AtomicU64::new(1),
             workers: super::workers::Health::default(),
         }
     }
@@ -77,20 +64,6 @@ impl Front {
 
     pub(crate) fn set_live(&self, live: Live) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
-    }
-
-    /// Parks what the Open event will need; the key travels as the connection's user value.
-    pub(crate) fn park(&self, pending: Pending) -> u64 {
-        let key = self.next_pending.fetch_add(1, Ordering::Relaxed);
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pending);
-        key
-    }
-
-    pub(crate) fn unpark(&self, key: u64) -> Option<Pending> {
-        if key == 0 {
-            return None;
-        }
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key)
     }
 
     pub(crate) fn client_messages(&self) -> ClientMessages {

@@ -4,22 +4,30 @@
 
 use std::net::SocketAddr;
 
-use super::auth::{self, TokenError};
+use super::auth::{self, Claims, TokenError};
 use super::channels::{allowed, check_client_channel, query_channels, query_param, NameError};
 use super::expiry::unix_now;
 use super::metrics::Reject;
-use super::state::{Front, Pending};
+use super::state::Front;
 use crate::proto::handshake::UpgradeRequest;
 use crate::{Accepted, Rejection};
 
 /// The subprotocol prefix browsers use to carry a token (`new WebSocket(url, ["bearer.<jwt>"])`).
 pub const BEARER_PROTOCOL: &str = "bearer.";
 
+/// What the upgrade hook decided that the Open event needs: the token's claims and the
+/// channels from the query, already checked. It travels as the upgrade value into
+/// `Event::Open`; a connection refused after the hook is dropped with it.
+pub(crate) struct Opening {
+    pub(crate) claims: Option<Claims>,
+    pub(crate) channels: Vec<String>,
+}
+
 pub(crate) fn decide(
     front: &Front,
     req: &UpgradeRequest<'_>,
     _peer: SocketAddr,
-) -> Result<Accepted, Rejection> {
+) -> Result<Accepted<Opening>, Rejection> {
     let refuse = |why: Reject, status: u16, text: String| {
         front.counters.reject(why);
         Err(Rejection::new(status, text))
@@ -75,9 +83,7 @@ pub(crate) fn decide(
     // A browser that offered only the token entry fails the connection unless one protocol is
     // echoed, so the token entry itself is the fallback.
     let subprotocol = req.select_subprotocol(&preference).or(bearer_protocol).map(str::to_owned);
-    let user =
-        if claims.is_some() || !channels.is_empty() { front.park(Pending { claims, channels }) } else { 0 };
-    Ok(Accepted { subprotocol, headers: Vec::new(), user })
+    Ok(Accepted { subprotocol, ..Accepted::new(Opening { claims, channels }) })
 }
 
 /// The token from `Authorization: Bearer`, then `?token=`, then a `bearer.` subprotocol.

@@ -1,13 +1,12 @@
-//! The worker threads: opens, closes and client messages. A dispatcher thread routes each
-//! event to a worker chosen by connection id, so one connection's events are handled in order
-//! (its Open before its commands before its Close) while different connections run in
-//! parallel.
+//! The worker threads: opens, closes and client messages. Each worker reads its own event
+//! shard, to which the engine sends all of a connection's events, so one connection's events
+//! are handled in order (its Open before its commands before its Close) while different
+//! connections run in parallel.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -16,46 +15,58 @@ use super::channels::{check_client_channel, user_topic};
 use super::config::ClientMessages;
 use super::registry::{ConnInfo, SubscribeError};
 use super::state::Ctx;
+use super::upgrade::Opening;
+use crate::engine::Events;
 use crate::{ConnId, Event, Message};
 
-/// Starts the dispatcher and `n` workers.
-pub(crate) fn spawn(ctx: Arc<Ctx>, events: Receiver<Event>, n: usize) -> std::io::Result<()> {
-    let mut queues: Vec<Sender<Event>> = Vec::with_capacity(n);
-    ctx.front.workers.expect(n);
-    for i in 0..n {
-        // Small queues: when a worker falls behind, the dispatcher waits, the engine's channel
-        // fills and the loops stop reading. Memory stays bounded.
-        let (tx, rx) = crossbeam_channel::bounded(1024);
-        queues.push(tx);
+/// Starts one worker per event shard. A worker that falls behind lets its shard fill, and the
+/// loops stop reading until it catches up: memory stays bounded.
+pub(crate) fn spawn(ctx: Arc<Ctx>, shards: Vec<Events<Opening>>) -> std::io::Result<()> {
+    ctx.front.workers.expect(shards.len());
+    for (i, events) in shards.into_iter().enumerate() {
         let ctx = ctx.clone();
-        std::thread::Builder::new().name(format!("throng-worker-{i}")).spawn(move || work(&ctx, i, rx))?;
+        std::thread::Builder::new()
+            .name(format!("throng-worker-{i}"))
+            .spawn(move || run(&ctx, i, &events))?;
     }
-    std::thread::Builder::new().name("throng-dispatch".into()).spawn(move || {
-        for event in events {
-            let spread = conn_of(&event).as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-            let queue = &queues[(spread % queues.len() as u64) as usize];
-            // A dead worker's events are lost (its connections are stuck until they close
-            // themselves); the others keep going, and `/healthz` says which one died.
-            let _ = queue.send(event);
-        }
-    })?;
     Ok(())
 }
 
-fn conn_of(event: &Event) -> ConnId {
-    match event {
-        Event::Open { conn, .. } | Event::Message { conn, .. } | Event::Close { conn, .. } => *conn,
+/// A worker and, should it die, what keeps its shard moving.
+fn run(ctx: &Ctx, worker: usize, events: &Events<Opening>) {
+    // `work` catches each event's panic; one past it has marked the worker dead (`DeathWatch`)
+    // by the time it lands here.
+    if catch(|| work(ctx, worker, events)).is_err() {
+        orphaned(ctx, events);
+    }
+}
+
+/// A dead worker's shard is still read: left alone, it would fill and stop every loop from
+/// reading. Its connections are closed with 1011 as their events come (their worker is gone),
+/// and those the dead worker never registered give their admission slot back at once.
+fn orphaned(ctx: &Ctx, events: &Events<Opening>) {
+    for event in events {
+        match event {
+            Event::Open { conn, peer, .. } => {
+                ctx.front.admission.release(peer.ip());
+                let _ = ctx.handle.close(conn, 1011, "internal error");
+            }
+            Event::Message { conn, .. } => {
+                let _ = ctx.handle.close(conn, 1011, "internal error");
+            }
+            Event::Close { conn, .. } => closed(ctx, conn),
+        }
     }
 }
 
 /// One worker: every event is handled under [`catch`], so a bug hit by one connection's event
 /// costs that connection (closed with 1011), not the worker and every connection behind it.
-fn work(ctx: &Ctx, worker: usize, rx: Receiver<Event>) {
+fn work(ctx: &Ctx, worker: usize, events: &Events<Opening>) {
     let _watch = DeathWatch { health: &ctx.front.workers, worker };
     #[cfg(debug_assertions)]
     fault::die_at_start(worker);
-    for event in rx {
-        let conn = conn_of(&event);
+    for event in events {
+        let conn = event.conn();
         if let Err(message) = catch(|| handle_event(ctx, event)) {
             let counters = ctx.counters();
             counters.inc(&counters.worker_panics);
@@ -146,11 +157,9 @@ mod fault {
     }
 }
 
-fn handle_event(ctx: &Ctx, event: Event) {
+fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     match event {
-        Event::Open { conn, peer, user, .. } => {
-            let pending = ctx.front.unpark(user);
-            let (claims, channels) = pending.map_or((None, Vec::new()), |p| (p.claims, p.channels));
+        Event::Open { conn, peer, value: Opening { claims, channels }, .. } => {
             let user_name = claims.as_ref().map(|c| Arc::<str>::from(c.sub.as_str()));
             let info = ConnInfo {
                 ip: peer.ip(),
@@ -174,12 +183,15 @@ fn handle_event(ctx: &Ctx, event: Event) {
             let _ = ctx.handle.send(conn, welcome.to_string());
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
-        Event::Close { conn, .. } => {
-            ctx.expiry.cancel(conn);
-            if let Some(info) = ctx.registry.close(conn) {
-                ctx.front.admission.release(info.ip);
-            }
-        }
+        Event::Close { conn, .. } => closed(ctx, conn),
+    }
+}
+
+/// A connection is gone: its registry entry, token expiry and admission slot go with it.
+fn closed(ctx: &Ctx, conn: ConnId) {
+    ctx.expiry.cancel(conn);
+    if let Some(info) = ctx.registry.close(conn) {
+        ctx.front.admission.release(info.ip);
     }
 }
 

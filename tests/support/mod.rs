@@ -396,7 +396,25 @@ pub(crate) fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool)
     }
 }
 
+/// Where a test takes events from: the server's receivers, or a channel a test worker forwards
+/// them to.
+pub(crate) trait EventSource<T = ()> {
+    fn recv_within(&self, timeout: Duration) -> Option<throng::Event<T>>;
+}
+
+impl<T: Send + 'static> EventSource<T> for throng::Events<T> {
+    fn recv_within(&self, timeout: Duration) -> Option<throng::Event<T>> {
+        self.recv_timeout(timeout).ok()
+    }
+}
+
+impl EventSource for crossbeam_channel::Receiver<throng::Event> {
+    fn recv_within(&self, timeout: Duration) -> Option<throng::Event> {
+        self.recv_timeout(timeout).ok()
+    }
+}
+
 /// The next event, or a panic after [`READ_TIMEOUT`].
-pub(crate) fn next_event(events: &crossbeam_channel::Receiver<throng::Event>) -> throng::Event {
-    events.recv_timeout(READ_TIMEOUT).expect("an event within the timeout")
+pub(crate) fn next_event<T>(events: &impl EventSource<T>) -> throng::Event<T> {
+    events.recv_within(READ_TIMEOUT).expect("an event within the timeout")
 }

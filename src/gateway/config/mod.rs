@@ -152,8 +152,8 @@ impl Settings {
             return bad("loops", &format!("must be between 1 and {}", crate::engine::MAX_LOOPS));
         }
         let workers = o.workers.unwrap_or(2);
-        if workers == 0 {
-            return bad("workers", "must be at least 1");
+        if workers == 0 || workers > crate::engine::MAX_SHARDS {
+            return bad("workers", &format!("must be between 1 and {}", crate::engine::MAX_SHARDS));
         }
         let max_connections = o.max_connections.unwrap_or(1_000_000);
         if max_connections == 0 {

@@ -82,7 +82,8 @@ pub struct Options {
     #[arg(long, env = "THRONG_LOOPS", value_name = "N")]
     pub loops: Option<usize>,
 
-    /// Worker threads handling opens, closes and client commands [default: 2].
+    /// Worker threads handling opens, closes and client commands, each with its own share of
+    /// the connections [default: 2].
     #[arg(long, env = "THRONG_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 
@@ -191,7 +192,7 @@ pub struct Options {
     #[arg(long, env = "THRONG_DEMO", value_name = "BOOL")]
     pub demo: Option<bool>,
 
-    /// Capacity of the loops-to-workers event channel [default: 65536].
+    /// Capacity of the loops-to-workers event channels, over all workers [default: 65536].
     #[arg(long, env = "THRONG_EVENT_CAPACITY", value_name = "N")]
     pub event_capacity: Option<usize>,
 
