@@ -40,7 +40,7 @@
 //! piece to an assembly buffer it owns (under whatever budget and deadline it keeps) and, at
 //! `last`, holds the whole message, which for text has been checked to be UTF-8.
 
-use super::close::{ClosePayload, CloseCode};
+use super::close::{CloseCode, ClosePayload};
 use super::decoder::{DataKind, Decoder, Item, Limits};
 use super::error::ProtocolError;
 use super::frame::{encode_frame, OpCode, Role};
@@ -110,7 +110,9 @@ impl Kept {
             Kept::Ping(len) => Item::Ping(tail(len)),
             Kept::Pong(len) => Item::Pong(tail(len)),
             // The decoder checked the reason is UTF-8; the fallback is never taken.
-            Kept::Close { code, len } => Item::Close { code, reason: std::str::from_utf8(tail(len)).unwrap_or("") },
+            Kept::Close { code, len } => {
+                Item::Close { code, reason: std::str::from_utf8(tail(len)).unwrap_or("") }
+            }
         }
     }
 }
