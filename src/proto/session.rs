@@ -15,11 +15,14 @@
 //! - our own close (an application close, a shutdown, a timeout, a policy) goes out at most once,
 //!   and [`Session::can_send`] says whether data and pings may still be sent.
 //!
-//! Sans-IO, in the shape of quinn-proto: `handle_*` calls feed it what happened, return values and
-//! [`Transmit`] calls say what to do. It owns no buffer, socket, thread or clock: bytes are decoded
-//! (and unmasked) in place in the caller's buffer, control frames are handed to the caller's
-//! [`Transmit`], which frames them into whatever queue it owns ([`FrameWriter`] appends them to a
-//! `Vec<u8>`), and deadlines (how long to wait for the peer's close) are the caller's.
+//! Sans-IO, in the shape of quinn-proto: [`Session::handle_read`] feeds it what arrived and
+//! [`Session::close`] / [`Session::fail`] what the caller decided; what to do comes back as the
+//! returned [`Item`] and as [`Transmit`] calls, made during those calls (a session holds nothing
+//! to poll for later, so an idle one owns no buffer). It owns no buffer, socket, thread or clock:
+//! bytes are decoded (and unmasked) in place in the caller's buffer, control frames are handed to
+//! the caller's [`Transmit`], which frames them into whatever queue it owns ([`FrameWriter`]
+//! appends them to a `Vec<u8>`), and deadlines (how long to wait for the peer's close) are the
+//! caller's: the session needs no time.
 //!
 //! Call order:
 //! 1. [`Session::new`] once the upgrade completed.
@@ -41,7 +44,7 @@
 //! `last`, holds the whole message, which for text has been checked to be UTF-8.
 
 use super::close::{CloseCode, ClosePayload};
-use super::decoder::{DataKind, Decoder, Item, Limits};
+use super::decoder::{Decoder, Item, Limits};
 use super::error::ProtocolError;
 use super::frame::{encode_frame, OpCode, Role};
 
@@ -92,11 +95,9 @@ pub struct Session {
     decoder: Decoder,
 }
 
-/// What [`Session::handle_read`] found, without a borrow of the buffer: every item's bytes end
-/// where the used bytes end, so a length is enough to find them again.
+/// What [`Session::read_closing`] kept, without a borrow of the buffer: an item's bytes end where
+/// the used bytes end, so a length is enough to find them again.
 enum Kept {
-    Data { kind: DataKind, len: usize, first: bool, last: bool },
-    Ping(usize),
     Pong(usize),
     Close { code: Option<CloseCode>, len: usize },
 }
@@ -106,8 +107,6 @@ impl Kept {
     fn item(self, used: &[u8]) -> Item<'_> {
         let tail = |len: usize| &used[used.len().saturating_sub(len)..];
         match self {
-            Kept::Data { kind, len, first, last } => Item::Data { kind, chunk: tail(len), first, last },
-            Kept::Ping(len) => Item::Ping(tail(len)),
             Kept::Pong(len) => Item::Pong(tail(len)),
             // The decoder checked the reason is UTF-8; the fallback is never taken.
             Kept::Close { code, len } => {
@@ -154,6 +153,8 @@ impl Session {
     ///
     /// A protocol error fails the session: a close with the error's code went to `tx` (unless we
     /// had sent one), the error is returned and later calls read nothing.
+    // Inlined: on the hot path the session is a thin layer over the decoder.
+    #[inline]
     pub fn handle_read<'a>(
         &mut self,
         buf: &'a mut [u8],
@@ -163,6 +164,48 @@ impl Session {
         if self.has(FAILED) {
             return Ok((buf.len(), None));
         }
+        if self.has(CLOSE_SENT) {
+            return self.read_closing(buf, limits, tx);
+        }
+        // Open both ways, every item is handed out: the decoder's answer is ours (the hot path,
+        // with nothing added but the control frames' answers).
+        match self.decoder.decode(buf, limits) {
+            Err(error) => {
+                self.fail(error.close_code(), error.reason(), tx);
+                Err(error)
+            }
+            Ok((used, item)) => {
+                match item {
+                    Some(Item::Ping(payload)) => tx.control(OpCode::Pong, payload),
+                    Some(Item::Close { code, .. }) => self.peer_close(code, tx),
+                    _ => {}
+                }
+                Ok((used, item))
+            }
+        }
+    }
+
+    /// The peer's close arrived: keep its code to report, answer it unless our close went.
+    fn peer_close(&mut self, code: Option<CloseCode>, tx: &mut impl Transmit) {
+        self.record(code.unwrap_or(CloseCode::NO_STATUS));
+        if !self.has(CLOSE_SENT) {
+            self.set(CLOSE_SENT);
+            // Echo their code; a close without a code is answered without one.
+            match code {
+                Some(code) => tx.control(OpCode::Close, &code.0.to_be_bytes()),
+                None => tx.control(OpCode::Close, &[]),
+            }
+        }
+    }
+
+    /// [`Session::handle_read`] after our close: data and pings are skipped (RFC 6455 §1.4: we
+    /// are closing), so several items may be decoded before one is handed out.
+    fn read_closing<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+        tx: &mut impl Transmit,
+    ) -> Result<(usize, Option<Item<'a>>), ProtocolError> {
         let mut used = 0;
         loop {
             let kept = match self.decoder.decode(&mut buf[used..], limits) {
@@ -174,42 +217,17 @@ impl Session {
                     used += n;
                     match item {
                         None => return Ok((used, None)),
-                        Some(item) => self.on_item(item, tx),
+                        Some(Item::Data { .. } | Item::Ping(_)) => None,
+                        Some(Item::Pong(payload)) => Some(Kept::Pong(payload.len())),
+                        Some(Item::Close { code, reason }) => {
+                            self.peer_close(code, tx);
+                            Some(Kept::Close { code, len: reason.len() })
+                        }
                     }
                 }
             };
             if let Some(kept) = kept {
                 return Ok((used, Some(kept.item(&buf[..used]))));
-            }
-        }
-    }
-
-    /// Applies the rules to one decoded item; `None` when the caller must not see it.
-    fn on_item(&mut self, item: Item<'_>, tx: &mut impl Transmit) -> Option<Kept> {
-        match item {
-            Item::Data { kind, chunk, first, last } => {
-                // After our close, data is discarded (RFC 6455 §1.4: we are closing).
-                (!self.has(CLOSE_SENT)).then_some(Kept::Data { kind, len: chunk.len(), first, last })
-            }
-            Item::Ping(payload) => {
-                if self.has(CLOSE_SENT) {
-                    return None;
-                }
-                tx.control(OpCode::Pong, payload);
-                Some(Kept::Ping(payload.len()))
-            }
-            Item::Pong(payload) => Some(Kept::Pong(payload.len())),
-            Item::Close { code, reason } => {
-                self.record(code.unwrap_or(CloseCode::NO_STATUS));
-                if !self.has(CLOSE_SENT) {
-                    self.set(CLOSE_SENT);
-                    // Echo their code; a close without a code is answered without one.
-                    match code {
-                        Some(code) => tx.control(OpCode::Close, &code.0.to_be_bytes()),
-                        None => tx.control(OpCode::Close, &[]),
-                    }
-                }
-                Some(Kept::Close { code, len: reason.len() })
             }
         }
     }

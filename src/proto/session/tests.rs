@@ -1,5 +1,6 @@
 use super::*;
 use crate::proto::frame::encode_frame;
+use crate::proto::DataKind;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
