@@ -95,8 +95,9 @@ pub struct Session {
     decoder: Decoder,
 }
 
-/// What [`Session::read_closing`] kept, without a borrow of the buffer: an item's bytes end where
-/// the used bytes end, so a length is enough to find them again.
+/// What [`Session::read_closing`] kept, without a borrow of the buffer (an item returned from
+/// inside its decode loop would keep the buffer borrowed for the next turn): an item's bytes end
+/// where the used bytes end, so a length is enough to find them again.
 enum Kept {
     Pong(usize),
     Close { code: Option<CloseCode>, len: usize },
