@@ -1,11 +1,12 @@
-//! Frame codec micro-benchmarks: masking against the naive loop, UTF-8 against std, headers.
+//! Frame codec micro-benchmarks: masking against the naive loop, UTF-8 against std, headers, and
+//! the receive path (small whole messages) through a bare decoder and through a session.
 #![allow(missing_docs)]
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use throng::proto::frame::{encode_header, MAX_HEADER_LEN};
+use throng::proto::frame::{encode_frame, encode_header, MAX_HEADER_LEN};
 use throng::proto::mask::{apply_mask, apply_mask_naive};
 use throng::proto::utf8::Utf8Validator;
-use throng::proto::{FrameHeader, OpCode};
+use throng::proto::{Decoder, FrameHeader, Item, Limits, OpCode, Role, Session, Transmit};
 
 const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
@@ -67,5 +68,50 @@ fn headers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, masking, utf8, headers);
+/// Sends nothing: the benchmark's frames are data only.
+struct NoControl;
+
+impl Transmit for NoControl {
+    fn control(&mut self, _: OpCode, _: &[u8]) {}
+}
+
+/// 1000 masked 32-byte binary messages, as a server reads them. Binary, so that unmasking the
+/// same buffer again on the next iteration (XOR back and forth) is still valid input.
+fn receive(c: &mut Criterion) {
+    const MESSAGES: usize = 1000;
+    let mut group = c.benchmark_group("receive_small_messages");
+    let mut wire = Vec::new();
+    for i in 0..MESSAGES {
+        encode_frame(&mut wire, true, OpCode::Binary, Some(KEY), &[i as u8; 32]);
+    }
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    let limits = Limits::default();
+    group.bench_function("decoder", |b| {
+        let mut decoder = Decoder::new(Role::Server);
+        b.iter(|| {
+            let (mut at, mut sum) = (0, 0usize);
+            while let Ok((n, Some(Item::Data { chunk, .. }))) = decoder.decode(&mut wire[at..], &limits) {
+                sum += chunk.len();
+                at += n;
+            }
+            black_box(sum)
+        })
+    });
+    group.bench_function("session", |b| {
+        let mut session = Session::new(Role::Server);
+        b.iter(|| {
+            let (mut at, mut sum) = (0, 0usize);
+            while let Ok((n, Some(Item::Data { chunk, .. }))) =
+                session.handle_read(&mut wire[at..], &limits, &mut NoControl)
+            {
+                sum += chunk.len();
+                at += n;
+            }
+            black_box(sum)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, masking, utf8, headers, receive);
 criterion_main!(benches);

@@ -83,6 +83,17 @@ write("frame_decode", "tight_limits_fragments", bytes([0, 1, 0, 1, 4]) + frame(B
       + frame(CONT, bytes(16), fin=False) + frame(CONT, bytes(1)))
 write("frame_decode", "rsv1_allowed", bytes([0xFF, 0xFF, 0x84, 0]) + frame(TEXT, b"x", rsv=4))
 
+# session: [bit 0: client role, bit 1: we close] [close point, /256 of the wire] [max_frame/16 - 1]
+# [max_message/16 - 1] [piece count] [piece sizes - 1] wire
+for name in ["fragmented_text_with_ping", "close_normal", "close_empty_then_data", "invalid_utf8", "unmasked",
+             "ping_125"]:
+    write("session", name, bytes([0, 0, 0xFF, 0xFF, 3, 0, 6, 63]) + WIRES[name])
+write("session", "we_close_midway", bytes([2, 128, 0xFF, 0xFF, 2, 0, 9]) + WIRES["fragmented_text_with_ping"]
+      + frame(PING, b"late") + close(1000))
+write("session", "client_role", bytes([1, 0, 0xFF, 0xFF, 1, 2]) + frame(TEXT, b"hi", mask=None)
+      + frame(PING, b"p", mask=None) + frame(CLOSE, mask=None))
+write("session", "client_role_masked", bytes([1, 0, 0xFF, 0xFF, 0]) + frame(TEXT, b"masked"))
+
 # frame_roundtrip: the raw input is tried as a header, then read as structured values.
 for name in ["text_hello", "binary_300", "length_overflow", "reserved_opcode", "non_minimal_lengths", "unmasked"]:
     write("frame_roundtrip", name, WIRES[name])

@@ -202,3 +202,21 @@ fn a_server_that_never_answers_our_close_times_out() {
     assert!(matches!(conn.close(1000, ""), Err(ClientError::Timeout)));
     server.join().unwrap();
 }
+
+#[test]
+fn the_servers_close_is_echoed_and_one_without_a_code_is_answered_without_one() {
+    for (payload, answer) in [(&b""[..], 1005), (&b"\x0f\xa0bye"[..], 4000)] {
+        let (url, server) = scripted(move |stream, mut accept| {
+            accept.extend(server_frame(true, OpCode::Close, payload));
+            stream.write_all(&accept).unwrap();
+            // 1005: the client's close frame carried no code.
+            assert_eq!(read_client_close(stream), answer);
+        });
+        let mut conn = connect(&url, &options()).unwrap();
+        match conn.recv() {
+            Err(ClientError::Closed { code, .. }) => assert_eq!(code, answer),
+            other => panic!("expected Closed({answer}), got {other:?}"),
+        }
+        server.join().unwrap();
+    }
+}

@@ -1,7 +1,8 @@
 //! One client WebSocket connection on a non-blocking socket: connect, upgrade, frames, close.
 //!
-//! The protocol work is throng's sans-IO core ([`ClientRequest`], [`Decoder`], [`encode_frame`]);
-//! this file only moves bytes. Reads go through a scratch buffer shared by all connections, so an
+//! The protocol work is throng's sans-IO core ([`ClientRequest`], [`Session`], [`encode_frame`]):
+//! the session answers pings and the server's close and fails on protocol errors, as throng's
+//! own client and server do; this file only moves bytes. Reads go through a scratch buffer shared by all connections, so an
 //! idle connection keeps at most a partial frame header; writes are queued in `out` and flushed
 //! with one `write` per call (what the kernel refuses waits for the next writable event).
 
@@ -9,10 +10,9 @@ use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use throng::proto::close::write_close_payload;
-use throng::proto::frame::{encode_frame, random_mask};
+use throng::proto::frame::encode_frame;
 use throng::proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Parsed};
-use throng::proto::{CloseCode, Decoder, Item, Limits, OpCode, Role};
+use throng::proto::{CloseCode, FrameWriter, Item, Limits, OpCode, Role, Session};
 
 use crate::net;
 
@@ -71,13 +71,14 @@ pub(crate) struct Conn<S> {
     stream: TcpStream,
     phase: Phase,
     handshake: Option<Box<ClientHandshake>>,
-    decoder: Decoder,
+    /// The protocol rules: pings answered, the close handshake, failures.
+    session: Session,
     /// The response head while handshaking; afterwards the bytes of an incomplete frame header.
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
-    close_sent: bool,
-    server_close: Option<u16>,
+    /// We started the close handshake (as opposed to answering the server's).
+    we_closed: bool,
     /// When the connect started.
     pub(crate) started: Instant,
     /// Tells a reused slab slot from its previous occupant.
@@ -106,12 +107,11 @@ impl<S> Conn<S> {
             stream,
             phase: Phase::Connecting,
             handshake: Some(Box::new(handshake)),
-            decoder: Decoder::new(Role::Client),
+            session: Session::new(Role::Client),
             inbuf: Vec::new(),
             out,
             out_pos: 0,
-            close_sent: false,
-            server_close: None,
+            we_closed: false,
             started: Instant::now(),
             generation,
             counted: false,
@@ -134,21 +134,23 @@ impl<S> Conn<S> {
         self.out.len() - self.out_pos
     }
 
-    /// Queues a masked data or control frame (call [`flush`](Self::flush) after a batch).
+    /// Queues a masked data frame or ping (call [`flush`](Self::flush) after a batch). Dropped
+    /// once a close frame went (the session says what may still be sent).
     pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
-        encode_frame(&mut self.out, true, opcode, Some(random_mask()), payload);
+        if self.session.can_send() {
+            encode_frame(&mut self.out, true, opcode, Role::Client.send_mask(), payload);
+        }
     }
 
     /// Starts the close handshake with 1000 and flushes. Does nothing unless open.
     pub(crate) fn close(&mut self) -> Result<(), &'static str> {
-        if self.phase != Phase::Open || self.close_sent {
+        if self.phase != Phase::Open {
             return Ok(());
         }
-        let mut payload = Vec::with_capacity(2);
-        write_close_payload(&mut payload, CloseCode::NORMAL, "");
-        self.queue(OpCode::Close, &payload);
-        self.close_sent = true;
-        self.phase = Phase::Closing;
+        if self.session.close(CloseCode::NORMAL, "", &mut FrameWriter::new(&mut self.out, Role::Client)) {
+            self.we_closed = true;
+            self.phase = Phase::Closing;
+        }
         self.flush()
     }
 
@@ -291,7 +293,8 @@ impl<S> Conn<S> {
         scratch[..filled].copy_from_slice(&self.inbuf);
         self.inbuf.clear();
         let mut eof = false;
-        let mut reply = false;
+        // Whether the session framed an answer (a pong, a close) to flush.
+        let queued = self.out.len();
         loop {
             let mut drained = !may_read;
             if may_read {
@@ -311,8 +314,16 @@ impl<S> Conn<S> {
             }
             let mut pos = 0;
             while pos < filled {
-                let (used, item) =
-                    self.decoder.decode(&mut scratch[pos..filled], limits).map_err(|_| "protocol_error")?;
+                let read = self.session.handle_read(
+                    &mut scratch[pos..filled],
+                    limits,
+                    &mut FrameWriter::new(&mut self.out, Role::Client),
+                );
+                let Ok((used, item)) = read else {
+                    // Best effort: the session framed a close with the error's code.
+                    let _ = self.flush();
+                    return Err("protocol_error");
+                };
                 pos += used;
                 let Some(item) = item else {
                     if used == 0 {
@@ -320,25 +331,8 @@ impl<S> Conn<S> {
                     }
                     continue;
                 };
-                match &item {
-                    Item::Ping(payload) if !self.close_sent => {
-                        encode_frame(&mut self.out, true, OpCode::Pong, Some(random_mask()), payload);
-                        reply = true;
-                    }
-                    Item::Close { code, .. } => {
-                        if self.server_close.is_none() && !self.close_sent {
-                            self.server_close = Some(code.map_or(CloseCode::NO_STATUS.0, |c| c.0));
-                            // Echo the code if it may be sent (1005 and friends may not).
-                            let echoed = code.filter(|c| c.is_sendable()).unwrap_or(CloseCode::NORMAL);
-                            let mut payload = Vec::with_capacity(2);
-                            write_close_payload(&mut payload, echoed, "");
-                            encode_frame(&mut self.out, true, OpCode::Close, Some(random_mask()), &payload);
-                            self.close_sent = true;
-                            reply = true;
-                        }
-                        self.phase = Phase::Closing;
-                    }
-                    _ => {}
+                if let Item::Close { .. } = item {
+                    self.phase = Phase::Closing;
                 }
                 on_item(&mut self.state, &item);
             }
@@ -349,17 +343,21 @@ impl<S> Conn<S> {
             }
         }
         self.inbuf.extend_from_slice(&scratch[..filled]);
-        if reply {
+        if self.out.len() != queued {
             self.flush()?;
         }
         if !eof {
             return Ok(None);
         }
-        Ok(Some(match (self.server_close, self.close_sent && self.decoder.is_closed()) {
-            (Some(code), _) => End::ServerClosed(code),
-            (None, true) => End::Clean,
-            (None, false) if self.close_sent => End::Failed("eof_before_close_reply"),
-            (None, false) => End::Failed("eof"),
+        let session = &self.session;
+        Ok(Some(if session.peer_closed() && !self.we_closed {
+            End::ServerClosed(session.close_code().unwrap_or(CloseCode::NO_STATUS).0)
+        } else if session.close_handshake_done() {
+            End::Clean
+        } else if self.we_closed {
+            End::Failed("eof_before_close_reply")
+        } else {
+            End::Failed("eof")
         }))
     }
 }

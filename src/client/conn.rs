@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::error::{io_error, is_timeout};
 use super::{ClientError, ClientOptions};
-use crate::proto::close::{write_close_payload, OnPeerClose};
-use crate::proto::frame::{encode_header, random_mask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::proto::frame::{encode_header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::Message;
-use crate::proto::{CloseCode, CloseState, DataKind, Decoder, Item, Limits, OpCode, ProtocolError, Role};
+use crate::proto::{CloseCode, DataKind, FrameWriter, Item, Limits, OpCode, ProtocolError, Role, Session};
 
 /// Size of the read buffer. Data payloads are handed out as they arrive, so between reads it only
 /// keeps an unfinished header or control frame (at most 139 bytes).
@@ -36,7 +35,8 @@ type PongHandler = Box<dyn FnMut(&[u8]) + Send>;
 /// does it properly.
 pub struct Connection {
     stream: TcpStream,
-    decoder: Decoder,
+    /// The protocol rules: pings answered, the close handshake, failures.
+    session: Session,
     limits: Limits,
     /// Bytes `pos..filled` were read and not decoded yet.
     rbuf: Box<[u8]>,
@@ -44,9 +44,8 @@ pub struct Connection {
     filled: usize,
     /// The data message being assembled from its pieces.
     message: Vec<u8>,
-    /// The frame (or frame piece) being written.
+    /// The frame (or frame piece) being written, or the control frames the session sent.
     wbuf: Vec<u8>,
-    close: CloseState,
     close_timeout: Duration,
     /// How the connection ended (code, reason), once it has: every later call reports it.
     ended: Option<(u16, String)>,
@@ -59,7 +58,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("peer", &self.stream.peer_addr().ok())
             .field("subprotocol", &self.subprotocol)
-            .field("close", &self.close)
+            .field("session", &self.session)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -76,7 +75,7 @@ impl Connection {
     ) -> Self {
         Self {
             stream,
-            decoder: Decoder::new(Role::Client),
+            session: Session::new(Role::Client),
             limits: Limits {
                 max_frame_size: options.max_frame_size,
                 max_message_size: options.max_message_size,
@@ -87,7 +86,6 @@ impl Connection {
             filled: unread.end,
             message: Vec::new(),
             wbuf: Vec::new(),
-            close: CloseState::Open,
             close_timeout: options.close_timeout,
             ended: None,
             subprotocol,
@@ -178,7 +176,11 @@ impl Connection {
         self.check_open()?;
         loop {
             while self.pos < self.filled {
-                let decoded = self.decoder.decode(&mut self.rbuf[self.pos..self.filled], &self.limits);
+                let decoded = self.session.handle_read(
+                    &mut self.rbuf[self.pos..self.filled],
+                    &self.limits,
+                    &mut FrameWriter::new(&mut self.wbuf, Role::Client),
+                );
                 let (used, item) = match decoded {
                     Ok(decoded) => decoded,
                     Err(error) => return Err(self.fail(error)),
@@ -195,14 +197,8 @@ impl Connection {
                             return Ok(Message::from_parts(kind, std::mem::take(&mut self.message)));
                         }
                     }
-                    Some(Item::Ping(payload)) => {
-                        let mut pong = [0u8; MAX_CONTROL_PAYLOAD];
-                        pong[..payload.len()].copy_from_slice(payload);
-                        let len = payload.len();
-                        if self.close.can_send_data() {
-                            self.send_frame(true, OpCode::Pong, &pong[..len])?;
-                        }
-                    }
+                    // The session framed the pong.
+                    Some(Item::Ping(_)) => self.write_control()?,
                     Some(Item::Pong(payload)) => {
                         if let Some(handler) = self.on_pong.as_mut() {
                             handler(payload);
@@ -242,8 +238,8 @@ impl Connection {
             return Err(invalid_input("close code must be 1000-1003, 1007-1011 or 3000-4999"));
         }
         let deadline = Instant::now() + self.close_timeout;
-        self.close.send_close(deadline);
-        let result = match self.write_close_with_reason(CloseCode(code), reason) {
+        self.session.close(CloseCode(code), reason, &mut FrameWriter::new(&mut self.wbuf, Role::Client));
+        let result = match self.write_control() {
             Ok(()) => self.await_peer_close(deadline),
             Err(e) => Err(e),
         };
@@ -254,13 +250,16 @@ impl Connection {
     fn await_peer_close(&mut self, deadline: Instant) -> Result<(), ClientError> {
         loop {
             while self.pos < self.filled {
-                let (used, item) =
-                    self.decoder.decode(&mut self.rbuf[self.pos..self.filled], &self.limits)?;
+                // After our close the session sends nothing: no pong, no second close.
+                let (used, item) = self.session.handle_read(
+                    &mut self.rbuf[self.pos..self.filled],
+                    &self.limits,
+                    &mut FrameWriter::new(&mut self.wbuf, Role::Client),
+                )?;
                 self.pos += used;
                 match item {
                     None => break,
-                    Some(Item::Close { code, .. }) => {
-                        self.close.peer_closed(code);
+                    Some(Item::Close { .. }) => {
                         self.linger(deadline);
                         return Ok(());
                     }
@@ -282,12 +281,13 @@ impl Connection {
         }
     }
 
-    /// The server's close frame arrived during `recv`: answer it, wait for its TCP close.
+    /// The server's close frame arrived during `recv` (the session answered it, echoing its
+    /// code): send the answer, wait for the server's TCP close.
     fn peer_closed(&mut self, code: Option<CloseCode>, reason: String) -> ClientError {
         let deadline = Instant::now() + self.close_timeout;
-        if let OnPeerClose::Reply(reply) = self.close.peer_closed(code) {
+        if !self.wbuf.is_empty() {
             // The server may be gone already; the close ends the connection either way.
-            let _ = self.write_close(reply);
+            let _ = self.write_control();
             self.linger(deadline);
         }
         let code = code.unwrap_or(CloseCode::NO_STATUS).0;
@@ -295,11 +295,12 @@ impl Connection {
         ClientError::Closed { code, reason }
     }
 
-    /// Fails the connection: a close frame with the error's code, then wait for the TCP close.
+    /// The session failed the connection: send the close frame it framed with the error's code
+    /// (if it had not sent one), then wait for the TCP close.
     fn fail(&mut self, error: ProtocolError) -> ClientError {
         let deadline = Instant::now() + self.close_timeout;
         let code = error.close_code();
-        if self.close.send_close(deadline) && self.write_close_with_reason(code, error.reason()).is_ok() {
+        if !self.wbuf.is_empty() && self.write_control().is_ok() {
             self.linger(deadline);
         }
         self.end(code.0, error.reason());
@@ -360,20 +361,24 @@ impl Connection {
         }
     }
 
-    fn write_close(&mut self, code: CloseCode) -> Result<(), ClientError> {
-        self.write_close_with_reason(code, "")
-    }
-
-    fn write_close_with_reason(&mut self, code: CloseCode, reason: &str) -> Result<(), ClientError> {
-        let mut payload = Vec::with_capacity(MAX_CONTROL_PAYLOAD);
-        write_close_payload(&mut payload, code, reason);
-        self.write_frame(true, OpCode::Close, &payload)
+    /// Writes the control frames the session framed into `wbuf` (nothing if none). A failed
+    /// write ends the connection.
+    fn write_control(&mut self) -> Result<(), ClientError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let written = self.stream.write_all(&self.wbuf);
+        self.wbuf.clear();
+        written.map_err(|e| {
+            self.end(CloseCode::ABNORMAL.0, "");
+            io_error(e)
+        })
     }
 
     /// Sends a data or ping/pong frame, refused once a close was sent or the connection ended.
     fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> Result<(), ClientError> {
         self.check_open()?;
-        if !self.close.can_send_data() {
+        if !self.session.can_send() {
             return Err(ClientError::Closed { code: CloseCode::NORMAL.0, reason: String::new() });
         }
         self.write_frame(fin, opcode, payload)
@@ -382,9 +387,9 @@ impl Connection {
     /// Masks and writes one frame: header and payload in one `write` when it fits in
     /// [`WRITE_CHUNK`]. A failed write ends the connection (part of a frame may have gone out).
     fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> Result<(), ClientError> {
-        let mask = random_mask();
+        let mask = Role::Client.send_mask();
         let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, fin, opcode, Some(mask), payload.len() as u64);
+        let header_len = encode_header(&mut header, fin, opcode, mask, payload.len() as u64);
         self.wbuf.clear();
         self.wbuf.reserve((header_len + payload.len()).min(WRITE_CHUNK));
         self.wbuf.extend_from_slice(&header[..header_len]);
@@ -393,7 +398,9 @@ impl Connection {
             let take = rest.len().min(WRITE_CHUNK - self.wbuf.len());
             let start = self.wbuf.len();
             self.wbuf.extend_from_slice(&rest[..take]);
-            phase = apply_mask(&mut self.wbuf[start..], mask, phase);
+            if let Some(key) = mask {
+                phase = apply_mask(&mut self.wbuf[start..], key, phase);
+            }
             rest = &rest[take..];
             if let Err(e) = self.stream.write_all(&self.wbuf) {
                 self.end(CloseCode::ABNORMAL.0, "");

@@ -2,9 +2,9 @@
 //!
 //! Built on the same sans-IO core as the server ([`crate::proto`]): the upgrade request and
 //! response check come from [`proto::handshake`](crate::proto::handshake), received frames go
-//! through a [`Decoder`](crate::proto::Decoder) for the client role (so every RFC 6455 rule,
-//! UTF-8 checked as bytes arrive, and the size limits apply), and frames are sent masked with a
-//! fresh key. Plain TCP only: `wss://` is refused with [`ClientError::TlsUnsupported`].
+//! through a [`Session`](crate::proto::Session) for the client role (so every RFC 6455 rule,
+//! UTF-8 checked as bytes arrive, the size limits, and the server's own ping and close rules
+//! apply), and frames are sent masked with a fresh key. Plain TCP only: `wss://` is refused with [`ClientError::TlsUnsupported`].
 //!
 //! Call order: [`connect`] → [`Connection::send`] / [`Connection::recv`] (which also answers
 //! pings) → [`Connection::close`], or [`Connection::recv`] returning [`ClientError::Closed`] when

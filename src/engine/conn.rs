@@ -14,12 +14,11 @@ use super::outbound::{Outbound, Prepared};
 use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
 use super::SlowConsumerPolicy;
-use crate::proto::close::write_close_payload;
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::proxy;
 use crate::proto::Message;
-use crate::proto::{CloseCode, DataKind, Decoder, Item, OpCode, Role};
+use crate::proto::{CloseCode, DataKind, Item, OpCode, Role, Session, Transmit};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +27,9 @@ pub(crate) enum Phase {
     Proxy,
     /// Waiting for the upgrade request.
     Handshaking,
-    /// Frames flow both ways.
+    /// Upgraded: the session decides what may still be sent (after our close frame, we wait
+    /// for the peer's until `phase_tick`).
     Open,
-    /// We sent a close frame and wait for the peer's.
-    Closing,
     /// Done: flush what is queued, send FIN, then wait for the peer's FIN (discarding reads).
     Lingering,
 }
@@ -40,11 +38,10 @@ const OPENED: u8 = 1 << 0;
 const DIRTY: u8 = 1 << 1;
 const AWAITING_PONG: u8 = 1 << 2;
 const FIN_SENT: u8 = 1 << 3;
-const CLEAN: u8 = 1 << 4;
 /// A timer entry is armed at `armed` (every tick value is a valid tick, so no sentinel).
-const ARMED: u8 = 1 << 5;
+const ARMED: u8 = 1 << 4;
 /// Reading stopped because the outbound queue is full: TCP pushes back on this peer alone.
-const READ_PAUSED: u8 = 1 << 6;
+const READ_PAUSED: u8 = 1 << 5;
 
 /// The most a control frame takes on the wire from the server (2-byte header, 125 payload).
 const CONTROL_FRAME_MAX: usize = 2 + MAX_CONTROL_PAYLOAD;
@@ -60,20 +57,19 @@ pub(crate) enum Next {
 
 /// The per-connection state, kept small: an idle open connection owns no heap memory.
 pub(crate) struct Conn {
-    decoder: Decoder,
+    /// The WebSocket rules: decoding, pings, the close handshake and the close code to report.
+    session: Session,
     cold: Option<Box<Cold>>,
     user: u64,
     /// The tick of this connection's armed timer entry (valid with the `ARMED` flag).
     pub(crate) armed: Tick,
     /// The last tick bytes arrived (or the accept, while handshaking).
     last_seen: Tick,
-    /// When the ping went out, or when Closing/Lingering gives up.
+    /// When the ping went out, or when the wait for the peer's close (or lingering) gives up.
     phase_tick: Tick,
     /// The message-rate limiter's theoretical arrival time (GCRA), in [`super::core::FINE`]
     /// units of the loop clock.
     rate_tat: u32,
-    /// The close code to report (0: none yet).
-    close_code: u16,
     pub(crate) phase: Phase,
     flags: u8,
 }
@@ -81,14 +77,13 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(core: &mut LoopCore) -> Self {
         Self {
-            decoder: Decoder::new(Role::Server),
+            session: Session::new(Role::Server),
             cold: None,
             user: 0,
             armed: 0,
             last_seen: core.now_tick,
             phase_tick: 0,
             rate_tat: core.now_fine,
-            close_code: 0,
             phase: Phase::Handshaking,
             flags: 0,
         }
@@ -164,7 +159,12 @@ impl Conn {
 
     /// Whether both close frames were exchanged (and so nothing more will arrive).
     pub(crate) fn close_handshake_done(&self) -> bool {
-        self.has(CLEAN)
+        self.session.close_handshake_done()
+    }
+
+    /// Whether data may still be queued: upgraded, and our close frame not sent.
+    fn may_send(&self) -> bool {
+        self.phase == Phase::Open && self.session.can_send()
     }
 
     pub(crate) fn fin_sent(&mut self) {
@@ -211,7 +211,7 @@ impl Conn {
 
     /// Queues a data message (from the application).
     pub(crate) fn send(&mut self, core: &mut LoopCore, index: u32, message: &Message) {
-        if self.phase != Phase::Open {
+        if !self.may_send() {
             return;
         }
         if self.queue_frame(core, index, message.kind().opcode(), message.as_bytes()) {
@@ -221,7 +221,7 @@ impl Conn {
 
     /// Queues a frame shared with other connections.
     pub(crate) fn send_prepared(&mut self, core: &mut LoopCore, index: u32, frame: &Prepared) {
-        if self.phase != Phase::Open || !self.admit(core, index, frame.wire_len()) {
+        if !self.may_send() || !self.admit(core, index, frame.wire_len()) {
             return;
         }
         self.cold(core).outbound.push_shared(frame.0.clone());
@@ -250,35 +250,38 @@ impl Conn {
         }
     }
 
-    /// The application asked to close: send our close frame and wait for theirs.
+    /// The application asked to close (or a shutdown, an idle timeout): the session sends our
+    /// close frame, once, and we wait for theirs until the close timeout.
     pub(crate) fn close(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
         match self.phase {
             Phase::Open => {
-                self.queue_close(core, index, code, reason);
-                self.phase = Phase::Closing;
-                self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
-                self.rearm(core, index);
+                let mut queue = Queue::new(&mut self.cold, core);
+                if self.session.close(code, reason, &mut queue) {
+                    self.queued(core, index);
+                    self.phase_tick = core.wheel.deadline(core.now, core.config.close_timeout);
+                    self.rearm(core, index);
+                }
             }
             Phase::Proxy | Phase::Handshaking => self.linger(core, index),
-            Phase::Closing | Phase::Lingering => {}
+            Phase::Lingering => {}
         }
     }
 
-    fn queue_close(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
-        let mut payload = Vec::with_capacity(2 + reason.len().min(123));
-        write_close_payload(&mut payload, code, reason);
-        self.queue_frame(core, index, OpCode::Close, &payload);
-    }
-
-    /// Fails the connection: close frame with `code`, then FIN.
+    /// Fails the connection: the session sends a close frame with `code` (unless one went
+    /// already) and keeps the code to report; then FIN.
     fn fail(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
         if self.phase == Phase::Open {
-            self.queue_close(core, index, code, reason);
-        }
-        if self.close_code == 0 {
-            self.close_code = code.0;
+            self.session.fail(code, reason, &mut Queue::new(&mut self.cold, core));
+            self.queued(core, index);
         }
         self.linger(core, index);
+    }
+
+    /// The session may have queued a control frame: flush at the end of the turn.
+    fn queued(&mut self, core: &mut LoopCore, index: u32) {
+        if self.cold.as_ref().is_some_and(|c| !c.outbound.is_empty() || c.pong.is_some()) {
+            self.mark_dirty(core, index);
+        }
     }
 
     /// Nothing more will be exchanged: flush, FIN, and wait a little for the peer's FIN.
@@ -411,11 +414,16 @@ impl Conn {
                 None => return,
             }
         }
-        while used < data.len() && matches!(self.phase, Phase::Open | Phase::Closing) {
-            match self.decoder.decode(&mut data[used..], &core.config.limits) {
-                Err(error) => {
+        let limits = core.config.limits;
+        while used < data.len() && self.phase == Phase::Open {
+            let read =
+                self.session.handle_read(&mut data[used..], &limits, &mut Queue::new(&mut self.cold, core));
+            match read {
+                Err(_) => {
+                    // The session queued the close with the error's code.
                     LoopStats::add(&core.stats.protocol_errors, 1);
-                    self.fail(core, index, error.close_code(), error.reason());
+                    self.queued(core, index);
+                    self.linger(core, index);
                     used = data.len();
                 }
                 Ok((n, item)) => {
@@ -547,12 +555,11 @@ impl Conn {
         self.linger(core, index);
     }
 
+    /// Acts on what the session handed out: it answered pings and the peer's close already, and
+    /// dropped data arriving after our close.
     fn on_item(&mut self, core: &mut LoopCore, index: u32, item: Item<'_>) {
         match item {
             Item::Data { kind, chunk, first, last } => {
-                if self.phase != Phase::Open {
-                    return; // After our close frame, data is discarded.
-                }
                 if first && last {
                     self.deliver(core, index, kind, chunk);
                     return;
@@ -565,46 +572,22 @@ impl Conn {
                     self.deliver(core, index, kind, &message);
                 }
             }
-            Item::Ping(payload) => {
-                if self.phase == Phase::Open && self.within_rate(core, index) {
-                    self.queue_pong(core, index, payload);
-                }
+            Item::Ping(_) => {
+                // The session queued the pong; the ping counts against the rate all the same.
+                self.mark_dirty(core, index);
+                self.within_rate(core, index);
             }
             Item::Pong(_) => self.clear(AWAITING_PONG),
-            Item::Close { code, reason } => {
-                self.close_code = code.map_or(CloseCode::NO_STATUS.0, |c| c.0);
+            Item::Close { reason, .. } => {
+                // The session answered (echoing the code) unless our close went first, and keeps
+                // the code to report.
                 if !reason.is_empty() {
                     self.cold(core).close_reason = reason.to_owned();
                 }
-                self.set(CLEAN);
-                if self.phase == Phase::Open {
-                    // Echo their code; a close without a code is answered without one.
-                    let mut payload = Vec::new();
-                    if let Some(code) = code {
-                        write_close_payload(&mut payload, code, "");
-                    }
-                    self.queue_frame(core, index, OpCode::Close, &payload);
-                }
+                self.queued(core, index);
                 self.linger(core, index);
             }
         }
-    }
-
-    /// Answers a ping. Under the cap every ping gets its pong (Autobahn 2.10 checks it); over
-    /// it only the latest unanswered ping's pong is kept (RFC 6455 §5.5.3), to go out once the
-    /// queue has room, so a peer that pings without reading cannot grow our memory.
-    fn queue_pong(&mut self, core: &mut LoopCore, index: u32, payload: &[u8]) {
-        let cap = core.config.max_outbound_bytes;
-        let cold = self.cold(core);
-        if cold.pong.is_none() && cold.outbound.fits(CONTROL_FRAME_MAX, cap) {
-            cold.outbound.push_frame(OpCode::Pong, payload);
-        } else {
-            let pong = cold.pong.get_or_insert_with(Vec::new);
-            pong.clear();
-            pong.extend_from_slice(payload);
-            LoopStats::add(&core.stats.pongs_coalesced, 1);
-        }
-        self.mark_dirty(core, index);
     }
 
     /// Charges one message (or ping) to the connection's rate limit; over it the connection is
@@ -671,7 +654,7 @@ impl Conn {
         let conn = self.id(core, index);
         if let Some(hook) = core.config.message_hook.clone() {
             let (user, cap) = (self.user, core.config.max_outbound_bytes);
-            let open = self.phase == Phase::Open;
+            let open = self.may_send();
             // Replies are framed straight into this connection's queue: no intermediate copy.
             let cold = self.cold(core);
             let mut inline =
@@ -694,7 +677,7 @@ impl Conn {
     }
 
     pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, topic: Arc<str>) {
-        if self.phase == Phase::Open {
+        if self.may_send() {
             core.subscribe(topic, index);
         }
     }
@@ -705,9 +688,10 @@ impl Conn {
         let cold = self.cold.take();
         core.unsubscribe_all(index);
         if self.has(OPENED) {
-            let code = if self.close_code == 0 { CloseCode::ABNORMAL.0 } else { self.close_code };
+            let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();
-            core.emit(Event::Close { conn: self.id(core, index), code, reason, clean: self.has(CLEAN) });
+            let clean = self.session.close_handshake_done();
+            core.emit(Event::Close { conn: self.id(core, index), code, reason, clean });
         } else {
             if self.before_upgrade() {
                 LoopStats::add(&core.stats.handshakes_failed, 1);
@@ -726,7 +710,8 @@ impl Conn {
         let config = &core.config;
         match self.phase {
             Phase::Proxy | Phase::Handshaking => Some(after(self.last_seen, config.handshake_timeout)),
-            Phase::Closing | Phase::Lingering => Some(self.phase_tick),
+            Phase::Lingering => Some(self.phase_tick),
+            Phase::Open if self.session.close_sent() => Some(self.phase_tick),
             Phase::Open => {
                 let mut next: Option<Tick> = None;
                 let mut consider = |at: Tick| {
@@ -780,7 +765,10 @@ impl Conn {
             {
                 return Next::Remove
             }
-            Phase::Closing | Phase::Lingering if reached(now, self.phase_tick) => return Next::Remove,
+            Phase::Lingering if reached(now, self.phase_tick) => return Next::Remove,
+            // Our close went: wait for theirs until the deadline, nothing else.
+            Phase::Open if self.session.close_sent() && reached(now, self.phase_tick) => return Next::Remove,
+            Phase::Open if self.session.close_sent() => {}
             Phase::Open => {
                 if let (Some(limit), Some(started)) = (config.message_timeout, self.message_started()) {
                     if reached(now, after(started, limit)) {
@@ -828,6 +816,42 @@ impl Conn {
                 self.close(core, index, CloseCode::GOING_AWAY, "server shutting down");
                 Next::Continue
             }
+        }
+    }
+}
+
+/// The engine's [`Transmit`]: the session's pongs and close frames go to the connection's
+/// outbound queue (its `Cold` box, taken from the pool when needed).
+///
+/// Queue policy stays here: control frames always go in; under the cap every ping gets its pong
+/// (Autobahn 2.10 checks it), over it only the latest unanswered ping's pong is kept (RFC 6455
+/// §5.5.3), to go out once the queue has room ([`Conn::outbound`]), so a peer that pings without
+/// reading cannot grow our memory.
+struct Queue<'a> {
+    cold: &'a mut Option<Box<Cold>>,
+    core: &'a mut LoopCore,
+}
+
+impl<'a> Queue<'a> {
+    fn new(cold: &'a mut Option<Box<Cold>>, core: &'a mut LoopCore) -> Self {
+        Self { cold, core }
+    }
+}
+
+impl Transmit for Queue<'_> {
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let cold = self.cold.get_or_insert_with(|| self.core.cold_pool.take());
+        if opcode != OpCode::Pong {
+            cold.outbound.push_frame(opcode, payload);
+        } else if cold.pong.is_none()
+            && cold.outbound.fits(CONTROL_FRAME_MAX, self.core.config.max_outbound_bytes)
+        {
+            cold.outbound.push_frame(OpCode::Pong, payload);
+        } else {
+            let pong = cold.pong.get_or_insert_with(Vec::new);
+            pong.clear();
+            pong.extend_from_slice(payload);
+            LoopStats::add(&self.core.stats.pongs_coalesced, 1);
         }
     }
 }

@@ -1,6 +1,4 @@
-//! Close codes, close payloads and the close handshake state machine.
-
-use std::time::Instant;
+//! Close codes and close payloads. The close handshake itself is the [`Session`](super::Session)'s.
 
 use super::error::ProtocolError;
 use super::utf8;
@@ -62,8 +60,29 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, 
 
 /// Writes a close payload (code and reason, the reason cut at a character boundary to fit) into `out`.
 pub fn write_close_payload(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
-    out.extend_from_slice(&code.0.to_be_bytes());
-    out.extend_from_slice(truncate_reason(reason).as_bytes());
+    out.extend_from_slice(ClosePayload::new(code, reason).as_bytes());
+}
+
+/// A close payload built on the stack: the code and the reason cut to fit ([`truncate_reason`]).
+pub struct ClosePayload {
+    bytes: [u8; 2 + MAX_REASON_LEN],
+    len: usize,
+}
+
+impl ClosePayload {
+    /// The payload for `code` and `reason`.
+    pub fn new(code: CloseCode, reason: &str) -> Self {
+        let reason = truncate_reason(reason).as_bytes();
+        let mut bytes = [0u8; 2 + MAX_REASON_LEN];
+        bytes[..2].copy_from_slice(&code.0.to_be_bytes());
+        bytes[2..2 + reason.len()].copy_from_slice(reason);
+        Self { bytes, len: 2 + reason.len() }
+    }
+
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Cuts `reason` to at most [`MAX_REASON_LEN`] bytes at a character boundary.
@@ -78,73 +97,9 @@ pub fn truncate_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
-/// Where a connection stands in the close handshake (RFC 6455 §5.5.1, §7).
-///
-/// The caller owns the clock: it passes the deadline when we start closing and asks
-/// [`CloseState::expired`] with its own `now`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CloseState {
-    /// Frames flow both ways.
-    #[default]
-    Open,
-    /// We sent a close frame and wait for the peer's until the deadline.
-    CloseSent {
-        /// When to give up waiting and drop the connection.
-        deadline: Instant,
-    },
-    /// The peer's close frame arrived and we answered it: the connection can be closed.
-    Closed,
-}
-
-/// What to do after the peer's close frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnPeerClose {
-    /// Answer with a close frame carrying this code (echoing theirs), then close the connection.
-    Reply(CloseCode),
-    /// We had already sent ours: this completes the handshake; close the connection.
-    Done,
-    /// The handshake was complete already: ignore it.
-    Ignore,
-}
-
-impl CloseState {
-    /// We are about to send a close frame. Returns `false` (send nothing) if one was sent already.
-    pub fn send_close(&mut self, deadline: Instant) -> bool {
-        match self {
-            Self::Open => {
-                *self = Self::CloseSent { deadline };
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The peer's close frame arrived with `code` (`None` when it carried no code).
-    pub fn peer_closed(&mut self, code: Option<CloseCode>) -> OnPeerClose {
-        let action = match self {
-            Self::Open => OnPeerClose::Reply(code.unwrap_or(CloseCode::NORMAL)),
-            Self::CloseSent { .. } => OnPeerClose::Done,
-            Self::Closed => OnPeerClose::Ignore,
-        };
-        *self = Self::Closed;
-        action
-    }
-
-    /// Whether we gave up waiting for the peer's close frame.
-    pub fn expired(&self, now: Instant) -> bool {
-        matches!(self, Self::CloseSent { deadline } if now >= *deadline)
-    }
-
-    /// Whether data frames may still be sent.
-    pub fn can_send_data(&self) -> bool {
-        matches!(self, Self::Open)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn sendable_codes() {
@@ -183,27 +138,5 @@ mod tests {
         write_close_payload(&mut out, CloseCode::NORMAL, &long);
         assert!(out.len() <= 125);
         assert!(parse_close_payload(&out).is_ok());
-    }
-
-    #[test]
-    fn peer_close_is_answered_once_echoing_the_code() {
-        let mut state = CloseState::Open;
-        assert_eq!(state.peer_closed(Some(CloseCode(4000))), OnPeerClose::Reply(CloseCode(4000)));
-        assert_eq!(state.peer_closed(Some(CloseCode(4000))), OnPeerClose::Ignore);
-        let mut state = CloseState::Open;
-        assert_eq!(state.peer_closed(None), OnPeerClose::Reply(CloseCode::NORMAL));
-    }
-
-    #[test]
-    fn our_close_waits_for_theirs_until_the_deadline() {
-        let now = Instant::now();
-        let mut state = CloseState::Open;
-        assert!(state.send_close(now + Duration::from_secs(5)));
-        assert!(!state.send_close(now + Duration::from_secs(5)), "a close is sent once");
-        assert!(!state.can_send_data());
-        assert!(!state.expired(now));
-        assert!(state.expired(now + Duration::from_secs(5)));
-        assert_eq!(state.peer_closed(Some(CloseCode::NORMAL)), OnPeerClose::Done);
-        assert!(!state.expired(now + Duration::from_secs(10)));
     }
 }

@@ -13,6 +13,7 @@ use super::close::{parse_close_payload, CloseCode};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode, Role, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
+use super::session::CloseBits;
 use super::utf8::Utf8Validator;
 
 /// Size limits and negotiated extension bits. Shared by all connections of a loop, so not stored
@@ -102,6 +103,10 @@ pub struct Decoder {
     utf8: Utf8Validator,
     mask_phase: u8,
     flags: u8,
+    /// The close handshake of the [`Session`](super::session::Session) that owns this decoder.
+    /// The decoder never reads it: it sits here, in what would otherwise be padding, so that a
+    /// session is no larger than its decoder (the engine keeps one per connection).
+    pub(super) close: CloseBits,
 }
 
 impl Decoder {
@@ -115,6 +120,16 @@ impl Decoder {
             utf8: Utf8Validator::new(),
             mask_phase: 0,
             flags,
+            close: CloseBits::default(),
+        }
+    }
+
+    /// The side of the connection this decoder reads for.
+    pub fn role(&self) -> Role {
+        if self.has(ROLE_CLIENT) {
+            Role::Client
+        } else {
+            Role::Server
         }
     }
 

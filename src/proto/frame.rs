@@ -18,6 +18,17 @@ pub enum Role {
     Client,
 }
 
+impl Role {
+    /// The masking key for a frame we send: a fresh random one for a client (RFC 6455 §5.3),
+    /// none for a server. The one place that decides masking per role.
+    pub fn send_mask(self) -> Option<[u8; 4]> {
+        match self {
+            Role::Server => None,
+            Role::Client => Some(random_mask()),
+        }
+    }
+}
+
 /// A frame opcode (RFC 6455 §5.2). Reserved opcodes are never represented: they are errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
