@@ -33,6 +33,25 @@ enum Out {
     Error(ProtocolError),
 }
 
+/// Records one item as a caller sees it, assembling fragments in `message`.
+fn record(item: Item<'_>, message: &mut Vec<u8>, out: &mut Vec<Out>) {
+    match item {
+        Item::Data { kind, chunk, first: true, last: true } => out.push(Out::Message(kind, chunk.to_vec())),
+        Item::Data { kind, chunk, first, last } => {
+            if first {
+                message.clear();
+            }
+            message.extend_from_slice(chunk);
+            if last {
+                out.push(Out::Message(kind, std::mem::take(message)));
+            }
+        }
+        Item::Ping(p) => out.push(Out::Ping(p.to_vec())),
+        Item::Pong(p) => out.push(Out::Pong(p.to_vec())),
+        Item::Close { code, reason } => out.push(Out::Close(code.map(|c| c.0), reason.to_owned())),
+    }
+}
+
 /// Feeds `wire` to `session` in pieces of `piece` bytes, keeping the unused bytes in front of
 /// the next piece as a loop does. Returns what it saw and the control frames sent.
 fn feed(session: &mut Session, wire: &[u8], piece: usize) -> (Vec<Out>, Vec<(OpCode, Vec<u8>)>) {
@@ -51,26 +70,8 @@ fn feed(session: &mut Session, wire: &[u8], piece: usize) -> (Vec<Out>, Vec<(OpC
                 }
                 Ok((n, item)) => {
                     used += n;
-                    match item {
-                        None => break,
-                        Some(Item::Data { kind, chunk, first: true, last: true }) => {
-                            out.push(Out::Message(kind, chunk.to_vec()))
-                        }
-                        Some(Item::Data { kind, chunk, first, last }) => {
-                            if first {
-                                message.clear();
-                            }
-                            message.extend_from_slice(chunk);
-                            if last {
-                                out.push(Out::Message(kind, std::mem::take(&mut message)));
-                            }
-                        }
-                        Some(Item::Ping(p)) => out.push(Out::Ping(p.to_vec())),
-                        Some(Item::Pong(p)) => out.push(Out::Pong(p.to_vec())),
-                        Some(Item::Close { code, reason }) => {
-                            out.push(Out::Close(code.map(|c| c.0), reason.to_owned()))
-                        }
-                    }
+                    let Some(item) = item else { break };
+                    record(item, &mut message, &mut out);
                 }
             }
         }
@@ -317,23 +318,8 @@ fn a_conversation_split_at_every_byte_boundary_gives_the_same_result() {
                     let (n, item) =
                         session.handle_read(&mut pending[used..], &Limits::default(), &mut sent).unwrap();
                     used += n;
-                    match item {
-                        None => break,
-                        Some(Item::Data { kind, chunk, first, last }) => {
-                            if first {
-                                message.clear();
-                            }
-                            message.extend_from_slice(chunk);
-                            if last {
-                                out.push(Out::Message(kind, std::mem::take(&mut message)));
-                            }
-                        }
-                        Some(Item::Ping(p)) => out.push(Out::Ping(p.to_vec())),
-                        Some(Item::Pong(p)) => out.push(Out::Pong(p.to_vec())),
-                        Some(Item::Close { code, reason }) => {
-                            out.push(Out::Close(code.map(|c| c.0), reason.to_owned()))
-                        }
-                    }
+                    let Some(item) = item else { break };
+                    record(item, &mut message, &mut out);
                 }
                 pending.drain(..used);
                 pending.extend_from_slice(next);
