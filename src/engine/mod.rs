@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
-use self::backend::mio::{Acceptor, MioLoop, WAKER};
+use self::backend::mio::{Acceptor, Mio, WAKER};
 use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
-use self::core::LoopCore;
+use self::core::{Loop, LoopCore};
 pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
 pub use self::handle::{CommandError, Handle, Prepared};
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
@@ -342,10 +342,11 @@ impl Server {
                 events_tx.clone(),
                 total_connections.clone(),
             );
-            let event_loop = MioLoop::new(poll, acceptor, core, commands, shared.clone())?;
+            let backend = Mio::new(poll, acceptor, shared.clone(), &config)?;
+            let event_loop = Loop::new(core, commands, shared.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("throng-loop-{loop_id}"))
-                .spawn(move || event_loop.run())?;
+                .spawn(move || event_loop.run(backend))?;
             threads.push(thread);
         }
         Ok(Self { handle: Handle { shared }, events: events_rx, threads, local_addr, nofile })

@@ -1,31 +1,129 @@
 //! Event-loop backends: the one place that knows how bytes get in and out of sockets.
 //!
-//! # The contract every backend fulfils
-//! A backend runs one loop thread. It owns the listening socket(s) and the connection sockets, a
-//! [`LoopCore`](super::core::LoopCore) and a slab of `(socket, Conn)`, and it drives
-//! [`Conn`](super::conn::Conn) with these kinds of news only:
-//! - **accepted**: it takes a generation for the slot from `LoopCore::generations` (a slot whose
-//!   generations are used up is retired: kept occupied, never reused) and calls
-//!   `Conn::on_accepted` with the peer's address (PROXY header and admission start there);
-//! - **bytes arrived**: it puts [`Conn::spill`](super::conn::Conn::spill) followed by the new bytes
-//!   in one contiguous buffer (the loop's scratch buffer) and calls `Conn::on_bytes`; a read of 0
-//!   bytes or a socket error removes the connection. Before reading it asks
-//!   `Conn::pause_reading`: while that says yes it leaves the socket unread, and it reads again
-//!   when `Conn::written` says the queue drained;
-//! - **bytes written**: it writes from `Conn::outbound` (vectored, once per connection per loop
-//!   turn, for every connection in `LoopCore::dirty`) and reports with `Conn::written`; when
-//!   `Conn::wants_fin` it shuts the write side down and calls `Conn::fin_sent`;
-//! - **time passed**: it calls `LoopCore::update_clock` every turn, expires `LoopCore::wheel`
-//!   and calls `Conn::on_timer` for every entry whose generation and tick still match.
+//! # The contract
+//! A backend runs under one loop thread and owns that loop's listening socket(s), its
+//! connection sockets (by slot index), its wake-up mechanism and its read buffer. The
+//! [`Loop`](crate::engine::core::Loop) owns everything else: the connections and their
+//! generations, the caps at accept, the commands, the timers, the dirty list and when a
+//! connection goes. The core never touches a socket; the backend never decides anything about a
+//! connection. Every backend runs under the one driver, [`Loop::turn`], which per turn calls, in
+//! this order:
 //!
-//! It also drains the loop's command queue (application sends, closes, subscriptions, publishes; at
-//! most one queue's capacity per turn), checks the shutdown flag beside it, and removes a
-//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops reading
-//! while `LoopCore::workers_behind` and retries the backlog each turn. Everything else — handshake,
-//! frames, close handshake, timers' meaning, caps — lives in the connection logic and is shared by
-//! all backends.
+//! 1. [`Backend::now`], then [`Backend::poll`] with the longest the core may wait (the backend
+//!    shortens it for its own pending work), then [`Backend::now`] again. The core never reads
+//!    the clock itself: a test backend hands it a clock the test moves.
+//! 2. [`Backend::dispatch`]: the backend delivers what poll found, through the core:
+//!    - **accept**: [`Loop::open`] with the peer's address answers a slot index (or `None`: over
+//!      a cap, drop the socket). From then on the index names that socket until the core calls
+//!      [`Backend::close`] for it. If the backend cannot take the socket after all, it calls
+//!      [`Loop::remove`].
+//!    - **read**: [`Loop::reading`] says whether to read now; if so it copied the connection's
+//!      leftover bytes to the front of the buffer it was given and says how many. The backend
+//!      puts the new bytes right after them and hands the whole run to [`Loop::on_bytes`]. A
+//!      read of 0 bytes (the peer's FIN) or a socket error: [`Loop::remove`].
+//!    - **writable**: [`Loop::on_writable`].
+//! 3. The core runs commands (one queue's capacity at most), then [`Backend::retry`] (the
+//!    backend's own deferred work: reads it put off, paused accepts), then expires timers, then
+//!    flushes every dirty connection once, then checks whether a shutdown is complete.
 //!
-//! Backends: [`mio`] (epoll/kqueue readiness, the default). A completion-based io_uring backend
-//! is planned behind the `io-uring` feature.
+//! While the core runs, it calls the backend only through the per-slot methods:
+//! [`Backend::write`] (the chunks of one connection's queue, from `Outbound::io_slices`;
+//! called once per dirty connection per turn, and again while it answers `Wrote`),
+//! [`Backend::shutdown_write`], [`Backend::close`] (the core removed the connection; the index
+//! may name a new socket right after), [`Backend::adopt`] (a socket another loop accepted),
+//! [`Backend::resume_reading`] (reading was paused for a full queue and may go on) and
+//! [`Backend::stop_accepting`] (shutdown).
+//!
+//! # Readiness and completion
+//! A readiness backend ([`mio`]: epoll/kqueue, edge-triggered) reads a ready socket until a
+//! short read or `WouldBlock` within a per-wake-up budget, keeps a list of sockets it must come
+//! back to (over budget, or told to wait by [`Reading::Later`]) and retries them in `retry`;
+//! `write` is a `writev` that answers the bytes taken, and a writable event is
+//! [`Loop::on_writable`].
+//!
+//! A completion backend (io_uring, planned) maps onto the same calls: `dispatch` walks the
+//! completion queue, whose entries carry the slot index and generation in their `user_data`
+//! (a completion for a generation [`Loop::is_live`] denies is dropped); a multishot accept's
+//! completion is `open`; a multishot recv with provided buffers is `reading` + `on_bytes`
+//! (copying into a buffer of its own only when the connection has leftover bytes to put in
+//! front); `write` submits one send for the chunks and answers [`Write::Later`], and the send's
+//! completion reports the bytes the way `Wrote` does and flushes again. `poll` is
+//! `submit_and_wait` with a timeout.
+//!
+//! Backends: [`mio`] (the default) and, for the engine's own tests, `memory`: no sockets, a
+//! clock the test controls.
+//!
+//! [`Loop::turn`]: crate::engine::core::Loop::turn
+//! [`Loop::open`]: crate::engine::core::Loop::open
+//! [`Loop::remove`]: crate::engine::core::Loop::remove
+//! [`Loop::reading`]: crate::engine::core::Loop::reading
+//! [`Loop::on_bytes`]: crate::engine::core::Loop::on_bytes
+//! [`Loop::on_writable`]: crate::engine::core::Loop::on_writable
+//! [`Loop::is_live`]: crate::engine::core::Loop::is_live
+//! [`Reading::Later`]: crate::engine::core::Reading::Later
 
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use crate::engine::core::Loop;
+
+#[cfg(test)]
+pub(crate) mod memory;
 pub(crate) mod mio;
+
+/// What became of a [`Backend::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// The socket took this many bytes now (the core advances the queue and may write again).
+    Wrote(usize),
+    /// Nothing more this time: the socket is full (readiness: the writable event flushes again)
+    /// or the write was submitted (completion: its completion reports the bytes).
+    Later,
+    /// The socket failed: the core removes the connection.
+    Failed,
+}
+
+/// Moves one loop's bytes. See the [module documentation](self) for the contract.
+pub(crate) trait Backend {
+    /// The time now, for the loop's clock.
+    fn now(&self) -> Instant;
+
+    /// Waits for I/O for at most `timeout` (`None`: until something happens), less if the
+    /// backend has work of its own pending.
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Delivers what the last poll found: accepts, reads, write readiness (or completions).
+    fn dispatch(&mut self, core: &mut Loop);
+
+    /// Runs the work the backend deferred: reads put off while `workers_caught_up` was false or
+    /// the read budget was spent, accepts paused after an error.
+    fn retry(&mut self, core: &mut Loop, workers_caught_up: bool);
+
+    /// Writes (or submits) `chunks`, the front of slot `index`'s queue.
+    fn write(&mut self, index: u32, chunks: &[IoSlice<'_>]) -> Write;
+
+    /// Shuts the write side of slot `index`'s socket down (sends FIN).
+    fn shutdown_write(&mut self, index: u32);
+
+    /// The core removed slot `index`'s connection: close its socket.
+    fn close(&mut self, index: u32);
+
+    /// Takes `socket`, accepted by another loop, for slot `index`.
+    fn adopt(&mut self, index: u32, socket: std::net::TcpStream) -> io::Result<()>;
+
+    /// Reading from slot `index` (holding `generation`) was paused for a full queue and may go
+    /// on: the peer's bytes may be waiting without a new readiness edge.
+    fn resume_reading(&mut self, index: u32, generation: u32);
+
+    /// The server is shutting down: accept no more connections.
+    fn stop_accepting(&mut self);
+}
+
+/// `a` or `b`, whichever is sooner (`None`: no limit).
+pub(crate) fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
