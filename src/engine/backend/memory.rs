@@ -46,7 +46,8 @@ struct Peer {
 pub(crate) struct Memory {
     now: Instant,
     peers: Vec<Peer>,
-    /// Slot index → the peer in it.
+    /// Slot index → the peer in it (the core keeps the same as each slot's socket; this is
+    /// for walking the open connections).
     by_slot: Vec<Option<PeerId>>,
     scratch: Vec<u8>,
     accepting: bool,
@@ -109,15 +110,11 @@ impl Memory {
         self.now += d;
     }
 
-    fn peer_in(&mut self, index: u32) -> Option<&mut Peer> {
-        let id = (*self.by_slot.get(index as usize)?)?;
-        self.peers.get_mut(id)
-    }
-
-    fn read(&mut self, core: &mut Loop, index: u32, id: PeerId) {
+    fn read(&mut self, core: &mut Loop<PeerId>, index: u32, id: PeerId) {
         while !self.peers[id].inbound.is_empty() {
             let spill = match core.reading(index, &mut self.scratch) {
-                Reading::Go(spill) => spill,
+                Reading::Go { spill, socket } if *socket == id => spill,
+                Reading::Go { .. } => panic!("slot {index} holds another peer's socket"),
                 Reading::Later | Reading::Stop => return,
             };
             let peer = &mut self.peers[id];
@@ -125,7 +122,7 @@ impl Memory {
             self.scratch[spill..spill + n].copy_from_slice(&peer.inbound[..n]);
             peer.inbound.drain(..n);
             let addr = peer.addr;
-            core.on_bytes(index, &mut self.scratch[..spill + n], &|| addr);
+            core.on_bytes(index, &mut self.scratch[..spill + n], &|_| addr);
             if self.peers[id].state != State::Open(index) {
                 return;
             }
@@ -137,6 +134,8 @@ impl Memory {
 }
 
 impl Backend for Memory {
+    type Socket = PeerId;
+
     fn now(&self) -> Instant {
         self.now
     }
@@ -145,22 +144,16 @@ impl Backend for Memory {
         Ok(()) // Time moves only when the test says so.
     }
 
-    fn dispatch(&mut self, core: &mut Loop) {
+    fn dispatch(&mut self, core: &mut Loop<PeerId>) {
         for id in 0..self.peers.len() {
             if self.peers[id].state != State::Connecting {
                 continue;
             }
-            let opened = if self.accepting { core.open(self.peers[id].addr) } else { None };
-            let Some(index) = opened else {
-                self.peers[id].state = State::Closed;
-                continue;
-            };
-            let at = index as usize;
-            if self.by_slot.len() <= at {
-                self.by_slot.resize(at + 1, None);
+            // `attach` marks it open; refused, it stays closed.
+            self.peers[id].state = State::Closed;
+            if self.accepting {
+                core.open(self, self.peers[id].addr, id);
             }
-            self.by_slot[at] = Some(id);
-            self.peers[id].state = State::Open(index);
         }
         for index in 0..self.by_slot.len() as u32 {
             if let Some(id) = self.by_slot[index as usize] {
@@ -169,12 +162,22 @@ impl Backend for Memory {
         }
     }
 
-    fn retry(&mut self, _core: &mut Loop, _workers_caught_up: bool) {
+    fn retry(&mut self, _core: &mut Loop<PeerId>, _workers_caught_up: bool) {
         // Nothing deferred: `dispatch` offers every pending byte on every turn.
     }
 
-    fn write(&mut self, index: u32, chunks: &[IoSlice<'_>]) -> Write {
-        let Some(peer) = self.peer_in(index) else { return Write::Failed };
+    fn attach(&mut self, index: u32, id: &mut PeerId) -> io::Result<()> {
+        let at = index as usize;
+        if self.by_slot.len() <= at {
+            self.by_slot.resize(at + 1, None);
+        }
+        self.by_slot[at] = Some(*id);
+        self.peers[*id].state = State::Open(index);
+        Ok(())
+    }
+
+    fn write(&mut self, _index: u32, id: &PeerId, chunks: &[IoSlice<'_>]) -> Write {
+        let peer = &mut self.peers[*id];
         let before = peer.written.len();
         for chunk in chunks {
             peer.written.extend_from_slice(chunk);
@@ -182,22 +185,18 @@ impl Backend for Memory {
         Write::Wrote(peer.written.len() - before)
     }
 
-    fn shutdown_write(&mut self, index: u32) {
-        if let Some(peer) = self.peer_in(index) {
-            peer.fin = true;
-        }
+    fn shutdown_write(&mut self, id: &PeerId) {
+        self.peers[*id].fin = true;
     }
 
-    fn close(&mut self, index: u32) {
-        if let Some(peer) = self.peer_in(index) {
-            peer.state = State::Closed;
-        }
+    fn close(&mut self, index: u32, id: PeerId) {
+        self.peers[id].state = State::Closed;
         if let Some(slot) = self.by_slot.get_mut(index as usize) {
             *slot = None;
         }
     }
 
-    fn adopt(&mut self, _index: u32, _socket: std::net::TcpStream) -> io::Result<()> {
+    fn adopt(&mut self, _socket: std::net::TcpStream) -> io::Result<PeerId> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "the memory backend holds no sockets"))
     }
 

@@ -1,5 +1,5 @@
 //! The readiness backend on `mio` (epoll on Linux): one `Poll` and one `SO_REUSEPORT` listener
-//! per loop thread, sockets by slot index (the slot index is the socket's token). Edge-triggered:
+//! per loop thread; a connection's socket is registered under its slot index. Edge-triggered:
 //! a socket is read until it returns fewer bytes than asked (the kernel queue is empty then, see
 //! epoll(7)) or `WouldBlock`, within a budget per wake-up for fairness; sockets over budget, or
 //! left while the workers are behind, go on the ready list for the next turn.
@@ -47,8 +47,6 @@ pub(crate) struct Mio {
     /// `None` only while `dispatch` walks it.
     events: Option<Events>,
     acceptor: Acceptor,
-    /// The connection sockets, by the core's slot index.
-    sockets: Vec<Option<TcpStream>>,
     scratch: Vec<u8>,
     shared: Arc<Shared>,
     /// Sockets that may have unread bytes: over their read budget, left while the workers were
@@ -73,7 +71,6 @@ impl Mio {
             poll,
             events: Some(Events::with_capacity(1024)),
             acceptor,
-            sockets: Vec::new(),
             scratch: vec![0; config.scratch_size],
             shared,
             ready: Vec::new(),
@@ -82,11 +79,7 @@ impl Mio {
         })
     }
 
-    fn socket(&self, index: u32) -> Option<&TcpStream> {
-        self.sockets.get(index as usize)?.as_ref()
-    }
-
-    fn accept(&mut self, core: &mut Loop) {
+    fn accept(&mut self, core: &mut Loop<TcpStream>) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -116,7 +109,7 @@ impl Mio {
     }
 
     /// Keeps the socket, or hands it to the loop whose turn it is (distributing acceptor).
-    fn route(&mut self, core: &mut Loop, socket: TcpStream, peer: SocketAddr) {
+    fn route(&mut self, core: &mut Loop<TcpStream>, socket: TcpStream, peer: SocketAddr) {
         if let Acceptor::Distributing { next, .. } = &mut self.acceptor {
             let target = *next % self.shared.mailboxes.len();
             *next = next.wrapping_add(1);
@@ -130,39 +123,19 @@ impl Mio {
             }
         }
         // Over a cap the socket is dropped, which closes it.
-        if let Some(index) = core.open(peer) {
-            if let Err(e) = self.attach(index, socket) {
-                log::warn!("loop {}: register failed: {e}", core.core.loop_id);
-                core.remove(index, self);
-            }
-        }
-    }
-
-    /// Keeps `socket` as slot `index`'s and watches it.
-    fn attach(&mut self, index: u32, mut socket: TcpStream) -> io::Result<()> {
-        // Small frames must not wait for Nagle; failure only costs latency.
-        let _ = socket.set_nodelay(true);
-        let token = Token(index as usize);
-        self.poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
-        let at = index as usize;
-        if self.sockets.len() <= at {
-            self.sockets.resize_with(at + 1, || None);
-        }
-        self.sockets[at] = Some(socket);
-        Ok(())
+        core.open(self, peer, socket);
     }
 
     /// Reads what the socket holds. `to_the_end`: keep reading after a short read, because the
     /// peer's FIN (or an error) is queued behind the data and no new edge will announce it.
-    fn read(&mut self, core: &mut Loop, index: u32, to_the_end: bool) {
+    fn read(&mut self, core: &mut Loop<TcpStream>, index: u32, to_the_end: bool) {
         let mut budget = self.read_budget;
         loop {
-            let spill = match core.reading(index, &mut self.scratch) {
-                Reading::Go(spill) => spill,
+            let (spill, socket) = match core.reading(index, &mut self.scratch) {
+                Reading::Go { spill, socket } => (spill, socket),
                 Reading::Later => return self.come_back(core, index),
                 Reading::Stop => return, // `resume_reading` puts it on the ready list.
             };
-            let Some(socket) = self.sockets.get(index as usize).and_then(Option::as_ref) else { return };
             let room = self.scratch.len() - spill;
             match (&*socket).read(&mut self.scratch[spill..]) {
                 Ok(0) => {
@@ -171,8 +144,7 @@ impl Mio {
                     return;
                 }
                 Ok(n) => {
-                    let peer = || socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    core.on_bytes(index, &mut self.scratch[..spill + n], &peer);
+                    core.on_bytes(index, &mut self.scratch[..spill + n], &peer_addr);
                     if n < room && !to_the_end {
                         return;
                     }
@@ -192,14 +164,21 @@ impl Mio {
     }
 
     /// Puts slot `index` on the ready list: read it again next turn.
-    fn come_back(&mut self, core: &Loop, index: u32) {
+    fn come_back(&mut self, core: &Loop<TcpStream>, index: u32) {
         if let Some(generation) = core.generation(index) {
             self.ready.push((index, generation));
         }
     }
 }
 
+/// The socket's peer (asked only when an upgrade needs it and the accept's address was not kept).
+fn peer_addr(socket: &TcpStream) -> SocketAddr {
+    socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 impl Backend for Mio {
+    type Socket = TcpStream;
+
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -214,7 +193,7 @@ impl Backend for Mio {
         self.poll.poll(events, sooner(timeout, own))
     }
 
-    fn dispatch(&mut self, core: &mut Loop) {
+    fn dispatch(&mut self, core: &mut Loop<TcpStream>) {
         let Some(events) = self.events.take() else { return };
         for event in events.iter() {
             match event.token() {
@@ -235,7 +214,7 @@ impl Backend for Mio {
         self.events = Some(events);
     }
 
-    fn retry(&mut self, core: &mut Loop, workers_caught_up: bool) {
+    fn retry(&mut self, core: &mut Loop<TcpStream>, workers_caught_up: bool) {
         if workers_caught_up && !self.ready.is_empty() {
             for (index, generation) in std::mem::take(&mut self.ready) {
                 if core.is_live(index, generation) {
@@ -249,8 +228,14 @@ impl Backend for Mio {
         }
     }
 
-    fn write(&mut self, index: u32, chunks: &[IoSlice<'_>]) -> Write {
-        let Some(socket) = self.socket(index) else { return Write::Failed };
+    fn attach(&mut self, index: u32, socket: &mut TcpStream) -> io::Result<()> {
+        // Small frames must not wait for Nagle; failure only costs latency.
+        let _ = socket.set_nodelay(true);
+        let token = Token(index as usize);
+        self.poll.registry().register(socket, token, Interest::READABLE | Interest::WRITABLE)
+    }
+
+    fn write(&mut self, _index: u32, socket: &TcpStream, chunks: &[IoSlice<'_>]) -> Write {
         loop {
             return match (&*socket).write_vectored(chunks) {
                 Ok(n) => Write::Wrote(n),
@@ -261,20 +246,17 @@ impl Backend for Mio {
         }
     }
 
-    fn shutdown_write(&mut self, index: u32) {
-        if let Some(socket) = self.socket(index) {
-            let _ = socket.shutdown(Shutdown::Write);
-        }
+    fn shutdown_write(&mut self, socket: &TcpStream) {
+        let _ = socket.shutdown(Shutdown::Write);
     }
 
-    fn close(&mut self, index: u32) {
-        if let Some(mut socket) = self.sockets.get_mut(index as usize).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut socket);
-        }
+    fn close(&mut self, _index: u32, mut socket: TcpStream) {
+        // Dropping the socket closes it.
+        let _ = self.poll.registry().deregister(&mut socket);
     }
 
-    fn adopt(&mut self, index: u32, socket: std::net::TcpStream) -> io::Result<()> {
-        self.attach(index, TcpStream::from_std(socket))
+    fn adopt(&mut self, socket: std::net::TcpStream) -> io::Result<TcpStream> {
+        Ok(TcpStream::from_std(socket))
     }
 
     fn resume_reading(&mut self, index: u32, generation: u32) {

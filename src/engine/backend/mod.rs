@@ -84,7 +84,12 @@ pub(crate) enum Write {
 }
 
 /// Moves one loop's bytes. See the [module documentation](self) for the contract.
-pub(crate) trait Backend {
+pub(crate) trait Backend: Sized {
+    /// The backend's handle on one connection's socket (a descriptor, a fixed-file index, a
+    /// test's peer). The core keeps it beside the connection, in the slot's entry, and hands it
+    /// back for every call about that connection; it never looks inside.
+    type Socket;
+
     /// The time now, for the loop's clock.
     fn now(&self) -> Instant;
 
@@ -93,23 +98,29 @@ pub(crate) trait Backend {
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
     /// Delivers what the last poll found: accepts, reads, write readiness (or completions).
-    fn dispatch(&mut self, core: &mut Loop);
+    fn dispatch(&mut self, core: &mut Loop<Self::Socket>);
 
     /// Runs the work the backend deferred: reads put off while `workers_caught_up` was false or
     /// the read budget was spent, accepts paused after an error.
-    fn retry(&mut self, core: &mut Loop, workers_caught_up: bool);
+    fn retry(&mut self, core: &mut Loop<Self::Socket>, workers_caught_up: bool);
 
-    /// Writes (or submits) `chunks`, the front of slot `index`'s queue.
-    fn write(&mut self, index: u32, chunks: &[IoSlice<'_>]) -> Write;
+    /// Starts watching `socket`, the new connection in slot `index` (e.g. registers it with
+    /// the poller under that index). An error removes the connection.
+    fn attach(&mut self, index: u32, socket: &mut Self::Socket) -> io::Result<()>;
 
-    /// Shuts the write side of slot `index`'s socket down (sends FIN).
-    fn shutdown_write(&mut self, index: u32);
+    /// Writes (or submits) `chunks`, the front of slot `index`'s queue, to its socket.
+    fn write(&mut self, index: u32, socket: &Self::Socket, chunks: &[IoSlice<'_>]) -> Write;
 
-    /// The core removed slot `index`'s connection: close its socket.
-    fn close(&mut self, index: u32);
+    /// Shuts the socket's write side down (sends FIN).
+    fn shutdown_write(&mut self, socket: &Self::Socket);
 
-    /// Takes `socket`, accepted by another loop, for slot `index`.
-    fn adopt(&mut self, index: u32, socket: std::net::TcpStream) -> io::Result<()>;
+    /// The core removed slot `index`'s connection: close its socket. The index may name a new
+    /// connection right after.
+    fn close(&mut self, index: u32, socket: Self::Socket);
+
+    /// Turns a socket another loop accepted into one of this backend's (it then goes through
+    /// [`Loop::open`](crate::engine::core::Loop::open) like an accepted one).
+    fn adopt(&mut self, socket: std::net::TcpStream) -> io::Result<Self::Socket>;
 
     /// Reading from slot `index` (holding `generation`) was paused for a full queue and may go
     /// on: the peer's bytes may be waiting without a new readiness edge.

@@ -9,10 +9,10 @@ use crate::engine::conn::Conn;
 use crate::engine::ids::ConnId;
 use crate::engine::mailbox::Command;
 
-impl Loop {
+impl<S> Loop<S> {
     /// Runs queued commands, at most one queue's capacity per turn so that a stream of commands
     /// cannot keep the loop from its sockets and timers.
-    pub(super) fn drain_commands<B: Backend>(&mut self, backend: &mut B) {
+    pub(super) fn drain_commands<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         let mailbox = &self.shared.mailboxes[self.core.loop_id];
         mailbox.wake_pending.store(false, Ordering::Release);
         if let Some(deadline) = mailbox.take_shutdown() {
@@ -43,7 +43,7 @@ impl Loop {
         }
     }
 
-    fn command<B: Backend>(&mut self, command: Command, backend: &mut B) {
+    fn command<B: Backend<Socket = S>>(&mut self, command: Command, backend: &mut B) {
         match command {
             Command::Send(id, message) => self.with_conn(id, |c, core, i| c.send(core, i, &message)),
             Command::SendPrepared(id, frame) => {
@@ -67,15 +67,13 @@ impl Loop {
                 }
                 self.subscribers = subscribers;
             }
-            Command::Adopt(socket, peer) => {
+            Command::Adopt(socket, peer) => match backend.adopt(socket) {
                 // Over a cap the socket is dropped, which closes it.
-                if let Some(index) = self.open(peer) {
-                    if let Err(e) = backend.adopt(index, socket) {
-                        log::warn!("loop {}: adopting a socket failed: {e}", self.core.loop_id);
-                        self.remove(index, backend);
-                    }
+                Ok(socket) => {
+                    self.open(backend, peer, socket);
                 }
-            }
+                Err(e) => log::warn!("loop {}: adopting a socket failed: {e}", self.core.loop_id),
+            },
         }
     }
 }

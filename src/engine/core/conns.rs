@@ -16,11 +16,10 @@ use crate::engine::stats::LoopStats;
 use crate::engine::timer::TimerEntry;
 
 /// Whether a backend may read a connection now (see [`Loop::reading`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Reading {
-    /// Read: the first `n` bytes of the buffer hold the connection's leftover bytes; put the
-    /// new ones after them.
-    Go(usize),
+pub(crate) enum Reading<'a, S> {
+    /// Read from `socket`: the first `spill` bytes of the buffer hold the connection's leftover
+    /// bytes; put the new ones after them.
+    Go { spill: usize, socket: &'a S },
     /// The workers are behind: leave the socket and come back once they caught up
     /// ([`Backend::retry`]), without waiting for a new readiness edge.
     Later,
@@ -29,10 +28,12 @@ pub(crate) enum Reading {
     Stop,
 }
 
-/// One event loop minus its sockets: the connections, their generations, the commands.
-pub(crate) struct Loop {
+/// One event loop minus its I/O: the connections, their generations, the commands. `S` is the
+/// backend's socket, kept beside each connection and handed back to the backend for every call
+/// about it; the core never looks inside.
+pub(crate) struct Loop<S> {
     pub(crate) core: LoopCore,
-    slots: Slots,
+    slots: Slots<S>,
     pub(super) commands: Receiver<Command>,
     pub(super) shared: Arc<Shared>,
     due: Vec<TimerEntry>,
@@ -41,7 +42,7 @@ pub(crate) struct Loop {
     pub(super) commands_left: bool,
 }
 
-impl Loop {
+impl<S> Loop<S> {
     pub(crate) fn new(core: LoopCore, commands: Receiver<Command>, shared: Arc<Shared>) -> Self {
         Self {
             core,
@@ -57,9 +58,15 @@ impl Loop {
     /// The connection in slot `index`, with the loop state it is driven with. The one way in
     /// to a connection: it tells the state which generation is being driven.
     pub(super) fn conn(&mut self, index: u32) -> Option<(&mut Conn, &mut LoopCore)> {
-        let (conn, generation) = self.slots.get_mut(index)?;
-        self.core.driving = (index, generation);
-        Some((conn, &mut self.core))
+        let (conn, _, core) = self.occupant(index)?;
+        Some((conn, core))
+    }
+
+    /// [`Loop::conn`] with the connection's socket.
+    fn occupant(&mut self, index: u32) -> Option<(&mut Conn, &mut S, &mut LoopCore)> {
+        let occupant = self.slots.get_mut(index)?;
+        self.core.driving = (index, occupant.generation);
+        Some((occupant.conn, occupant.socket, &mut self.core))
     }
 
     /// Connections held.
@@ -77,9 +84,15 @@ impl Loop {
         self.slots.is_live(index, generation)
     }
 
-    /// A backend accepted a socket from `peer`: the slot that names it from now on, or `None`
-    /// when a cap (or shutdown) refuses it and the backend drops the socket.
-    pub(crate) fn open(&mut self, peer: SocketAddr) -> Option<u32> {
+    /// A backend accepted `socket` from `peer`: the slot that names it from now on, or `None`
+    /// when a cap (or shutdown) refuses it (the socket is dropped, which closes it). The
+    /// backend's [`Backend::attach`] runs before the connection starts.
+    pub(crate) fn open<B: Backend<Socket = S>>(
+        &mut self,
+        backend: &mut B,
+        peer: SocketAddr,
+        socket: S,
+    ) -> Option<u32> {
         let config = &self.core.config;
         let total = self.core.total_connections.load(Ordering::Relaxed);
         if total >= config.max_connections
@@ -90,13 +103,19 @@ impl Loop {
             return None;
         }
         let conn = Conn::new(&mut self.core);
-        let Some((index, _)) = self.slots.insert(conn) else {
+        let Ok((index, _)) = self.slots.insert(socket, conn) else {
             LoopStats::add(&self.core.stats.rejected_over_limit, 1);
             return None;
         };
         self.core.total_connections.fetch_add(1, Ordering::Relaxed);
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
         LoopStats::add(&self.core.stats.accepted, 1);
+        let (_, socket, _) = self.occupant(index)?;
+        if let Err(e) = backend.attach(index, socket) {
+            log::warn!("loop {}: taking a socket failed: {e}", self.core.loop_id);
+            self.remove(index, backend);
+            return None;
+        }
         let (conn, core) = self.conn(index)?;
         conn.rearm(core, index);
         conn.on_accepted(core, index, peer);
@@ -105,8 +124,8 @@ impl Loop {
 
     /// Whether to read slot `index` now; on [`Reading::Go`] its leftover bytes were copied to
     /// the front of `buf`.
-    pub(crate) fn reading(&mut self, index: u32, buf: &mut [u8]) -> Reading {
-        let Some((conn, core)) = self.conn(index) else { return Reading::Stop };
+    pub(crate) fn reading(&mut self, index: u32, buf: &mut [u8]) -> Reading<'_, S> {
+        let Some((conn, socket, core)) = self.occupant(index) else { return Reading::Stop };
         if core.workers_behind() {
             return Reading::Later;
         }
@@ -115,29 +134,30 @@ impl Loop {
         }
         let spill = conn.spill();
         buf[..spill.len()].copy_from_slice(spill);
-        Reading::Go(spill.len())
+        Reading::Go { spill: spill.len(), socket }
     }
 
     /// Bytes arrived for slot `index`: `data` is its leftover bytes followed by the new ones.
     /// `peer` gives the socket's peer address, asked only when the upgrade needs it.
-    pub(crate) fn on_bytes(&mut self, index: u32, data: &mut [u8], peer: &dyn Fn() -> SocketAddr) {
-        if let Some((conn, core)) = self.conn(index) {
-            conn.on_bytes(core, index, data, peer);
+    pub(crate) fn on_bytes(&mut self, index: u32, data: &mut [u8], peer: &dyn Fn(&S) -> SocketAddr) {
+        if let Some((conn, socket, core)) = self.occupant(index) {
+            let socket = &*socket;
+            conn.on_bytes(core, index, data, &|| peer(socket));
         }
     }
 
     /// Slot `index`'s socket can take bytes.
-    pub(crate) fn on_writable<B: Backend>(&mut self, index: u32, backend: &mut B) {
+    pub(crate) fn on_writable<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
         self.flush(index, backend);
     }
 
     /// Writes what slot `index` has queued, then sends FIN (and removes it) when it is done.
-    fn flush<B: Backend>(&mut self, index: u32, backend: &mut B) {
-        let Some((conn, core)) = self.conn(index) else { return };
+    fn flush<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        let Some((conn, socket, core)) = self.occupant(index) else { return };
         while let Some(outbound) = conn.outbound(core) {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = outbound.io_slices(&mut slices);
-            match backend.write(index, &slices[..n]) {
+            match backend.write(index, socket, &slices[..n]) {
                 Write::Wrote(0) | Write::Later => break,
                 Write::Wrote(written) => {
                     if conn.written(core, written) {
@@ -152,7 +172,7 @@ impl Loop {
             }
         }
         if conn.wants_fin() {
-            backend.shutdown_write(index);
+            backend.shutdown_write(socket);
             conn.fin_sent();
             if conn.close_handshake_done() {
                 // Both close frames went through: nothing more may arrive, so closing now cannot
@@ -166,7 +186,7 @@ impl Loop {
     }
 
     /// Flushes every connection that queued bytes this turn, once.
-    pub(super) fn flush_dirty<B: Backend>(&mut self, backend: &mut B) {
+    pub(super) fn flush_dirty<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         let mut dirty = std::mem::take(&mut self.core.dirty);
         for &index in &dirty {
             if let Some((conn, _)) = self.conn(index) {
@@ -181,7 +201,7 @@ impl Loop {
     }
 
     /// Fires the timers that are due.
-    pub(super) fn expire_timers<B: Backend>(&mut self, backend: &mut B) {
+    pub(super) fn expire_timers<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         let mut due = std::mem::take(&mut self.due);
         self.core.wheel.expire(self.core.now, &mut due);
         for entry in due.drain(..) {
@@ -200,15 +220,15 @@ impl Loop {
     }
 
     /// Takes slot `index`'s connection out: its socket is closed and the connection reported.
-    pub(crate) fn remove<B: Backend>(&mut self, index: u32, backend: &mut B) {
-        let Some((mut conn, generation)) = self.slots.remove(index) else { return };
-        backend.close(index);
+    pub(crate) fn remove<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        let Some((mut conn, socket, generation)) = self.slots.remove(index) else { return };
+        backend.close(index, socket);
         self.core.driving = (index, generation);
         conn.on_removed(&mut self.core, index);
     }
 
     /// Starts the shutdown: no more accepts, 1001 to open connections, half-open ones dropped.
-    pub(super) fn shutdown<B: Backend>(&mut self, deadline: std::time::Instant, backend: &mut B) {
+    pub(super) fn shutdown<B: Backend<Socket = S>>(&mut self, deadline: std::time::Instant, backend: &mut B) {
         self.core.shutting_down = Some(deadline);
         backend.stop_accepting();
         for index in self.slots.indices() {
@@ -220,7 +240,7 @@ impl Loop {
     }
 
     /// Removes every connection (the loop is stopping).
-    pub(super) fn remove_all<B: Backend>(&mut self, backend: &mut B) {
+    pub(super) fn remove_all<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         for index in self.slots.indices() {
             self.remove(index, backend);
         }

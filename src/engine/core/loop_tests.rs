@@ -21,7 +21,7 @@ const PING: &[u8] = &[0x89, 0x00];
 
 /// One loop on the memory backend, with the application's side of it.
 struct Harness {
-    lp: Loop,
+    lp: Loop<PeerId>,
     mem: Memory,
     handle: Handle,
     events: Receiver<Event>,

@@ -7,15 +7,15 @@ use std::time::Duration;
 use super::Loop;
 use crate::engine::backend::{sooner, Backend};
 
-impl Loop {
+impl<S> Loop<S> {
     /// Runs the loop until a shutdown completes, then drops what is left.
-    pub(crate) fn run<B: Backend>(mut self, mut backend: B) {
+    pub(crate) fn run<B: Backend<Socket = S>>(mut self, mut backend: B) {
         while self.turn(&mut backend) {}
         self.finish(&mut backend);
     }
 
     /// One turn of the loop. Returns false once the loop should stop.
-    pub(crate) fn turn<B: Backend>(&mut self, backend: &mut B) -> bool {
+    pub(crate) fn turn<B: Backend<Socket = S>>(&mut self, backend: &mut B) -> bool {
         self.core.update_clock(backend.now());
         if let Err(e) = backend.poll(self.poll_timeout()) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -49,7 +49,7 @@ impl Loop {
     }
 
     /// The loop stops: every connection goes, and the workers get the last events.
-    fn finish<B: Backend>(&mut self, backend: &mut B) {
+    fn finish<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         self.remove_all(backend);
         // Let the workers see the last Close events even if the channel was full (for about a
         // second: counted in sleeps, so that a test's stopped clock cannot hold the loop).
