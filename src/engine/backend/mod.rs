@@ -1,36 +1,42 @@
 //! Event-loop backends: the one place that knows how bytes get in and out of sockets.
 //!
 //! # The contract
-//! A backend runs under one loop thread and owns that loop's listening socket(s), its
-//! connection sockets (by slot index), its wake-up mechanism and its read buffer. The
+//! A backend runs under one loop thread. It owns that loop's listening socket(s), its poller and
+//! wake-up, its read buffer and its own readiness bookkeeping. The
 //! [`Loop`](crate::engine::core::Loop) owns everything else: the connections and their
 //! generations, the caps at accept, the commands, the timers, the dirty list and when a
-//! connection goes. The core never touches a socket; the backend never decides anything about a
-//! connection. Every backend runs under the one driver, [`Loop::turn`], which per turn calls, in
-//! this order:
+//! connection goes. Each connection's socket is the backend's [`Backend::Socket`]; the core
+//! keeps it in the connection's slot, beside the `Conn` and its generation (the 8 bytes after a
+//! `Conn` hold both, so a slot costs no table and no second lookup per read or write), and
+//! hands it back for every call about that connection. The core never looks inside a socket;
+//! the backend decides nothing about a connection.
 //!
-//! 1. [`Backend::now`], then [`Backend::poll`] with the longest the core may wait (the backend
-//!    shortens it for its own pending work), then [`Backend::now`] again. The core never reads
-//!    the clock itself: a test backend hands it a clock the test moves.
+//! What a backend may assume: a slot index names one socket from [`Loop::open`] until the core
+//! gives the socket back through [`Backend::close`] (the index may name a new one right after;
+//! anything the backend keeps by index carries the generation, see [`Loop::is_live`]); the core
+//! calls it only from inside [`Loop::turn`], and in this order per turn:
+//!
+//! 1. [`Backend::now`], [`Backend::poll`] with the longest the core may wait (the backend
+//!    shortens it for its own pending work), [`Backend::now`] again. The core never reads the
+//!    clock itself: the memory backend hands it a clock the test moves.
 //! 2. [`Backend::dispatch`]: the backend delivers what poll found, through the core:
-//!    - **accept**: [`Loop::open`] with the peer's address answers a slot index (or `None`: over
-//!      a cap, drop the socket). From then on the index names that socket until the core calls
-//!      [`Backend::close`] for it. If the backend cannot take the socket after all, it calls
+//!    - **accept**: [`Loop::open`] with the socket and the peer's address answers the slot index,
+//!      after calling [`Backend::attach`] (register it under that index); `None` when a cap
+//!      refused it (the socket was dropped, which closes it).
+//!    - **read**: [`Loop::reading`] says whether to read now and gives the socket; on `Go` it
+//!      copied the connection's leftover bytes to the front of the buffer it was given. The
+//!      backend puts the new bytes right after them and hands the whole run to
+//!      [`Loop::on_bytes`]. A read of 0 bytes (the peer's FIN) or a socket error:
 //!      [`Loop::remove`].
-//!    - **read**: [`Loop::reading`] says whether to read now; if so it copied the connection's
-//!      leftover bytes to the front of the buffer it was given and says how many. The backend
-//!      puts the new bytes right after them and hands the whole run to [`Loop::on_bytes`]. A
-//!      read of 0 bytes (the peer's FIN) or a socket error: [`Loop::remove`].
 //!    - **writable**: [`Loop::on_writable`].
-//! 3. The core runs commands (one queue's capacity at most), then [`Backend::retry`] (the
-//!    backend's own deferred work: reads it put off, paused accepts), then expires timers, then
-//!    flushes every dirty connection once, then checks whether a shutdown is complete.
+//! 3. The core runs commands (one queue's capacity at most; a socket another loop accepted
+//!    comes through [`Backend::adopt`] and then `open`), then [`Backend::retry`] (reads the
+//!    backend put off, paused accepts), then expires timers, then flushes every dirty connection
+//!    once, then checks whether a shutdown is complete.
 //!
-//! While the core runs, it calls the backend only through the per-slot methods:
-//! [`Backend::write`] (the chunks of one connection's queue, from `Outbound::io_slices`;
-//! called once per dirty connection per turn, and again while it answers `Wrote`),
-//! [`Backend::shutdown_write`], [`Backend::close`] (the core removed the connection; the index
-//! may name a new socket right after), [`Backend::adopt`] (a socket another loop accepted),
+//! While it runs, the core calls the per-connection methods: [`Backend::write`] (the chunks of
+//! one connection's queue, from `Outbound::io_slices`: once per dirty connection per turn, and
+//! again while it answers `Wrote`), [`Backend::shutdown_write`], [`Backend::close`],
 //! [`Backend::resume_reading`] (reading was paused for a full queue and may go on) and
 //! [`Backend::stop_accepting`] (shutdown).
 //!
@@ -41,14 +47,16 @@
 //! `write` is a `writev` that answers the bytes taken, and a writable event is
 //! [`Loop::on_writable`].
 //!
-//! A completion backend (io_uring, planned) maps onto the same calls: `dispatch` walks the
-//! completion queue, whose entries carry the slot index and generation in their `user_data`
-//! (a completion for a generation [`Loop::is_live`] denies is dropped); a multishot accept's
-//! completion is `open`; a multishot recv with provided buffers is `reading` + `on_bytes`
-//! (copying into a buffer of its own only when the connection has leftover bytes to put in
-//! front); `write` submits one send for the chunks and answers [`Write::Later`], and the send's
-//! completion reports the bytes the way `Wrote` does and flushes again. `poll` is
-//! `submit_and_wait` with a timeout.
+//! A completion backend (io_uring, planned) maps onto the same calls: `poll` is
+//! `submit_and_wait` with the timeout; `dispatch` walks the completion queue, whose entries
+//! carry the slot index and generation in their `user_data` (a completion for a generation
+//! [`Loop::is_live`] denies is dropped); a multishot accept's completion is `open`; a multishot
+//! recv with provided buffers is `reading` + `on_bytes` (copying into a buffer of its own only
+//! when the connection has leftover bytes to put in front; on `Later` or `Stop` it holds the
+//! buffer, or cancels the recv, until `retry` or `resume_reading`); `write` submits one send for
+//! the chunks and answers [`Write::Later`]. What that backend adds: a `Loop::on_written` for the
+//! send's completion (`Conn::written`, then the same flush), and chunks that stay put while a
+//! send is in flight (today the queue may append to its last owned chunk).
 //!
 //! Backends: [`mio`] (the default) and, for the engine's own tests, `memory`: no sockets, a
 //! clock the test controls.
