@@ -258,7 +258,7 @@ fn shutdown_sends_1001_and_the_loop_stops_once_every_connection_is_gone() {
     let mut h = Harness::new(Server::builder());
     let (peer, conn) = h.open();
     let half_open = h.connect();
-    h.handle.shutdown_all(h.mem_now() + Duration::from_secs(5));
+    h.handle.shutdown_all(h.lp.core.now + Duration::from_secs(5));
     h.turn();
     assert!(h.mem.is_closed(half_open), "a connection still in its handshake is dropped");
     assert_eq!(h.mem.take_written(peer), close_frame(1001, "server shutting down"));
@@ -271,9 +271,22 @@ fn shutdown_sends_1001_and_the_loop_stops_once_every_connection_is_gone() {
     assert!(!running, "the loop goes on with no connection left");
 }
 
-impl Harness {
-    fn mem_now(&self) -> std::time::Instant {
-        use crate::engine::backend::Backend;
-        self.mem.now()
-    }
+#[test]
+fn reading_waits_while_the_workers_are_behind_and_resumes_once_they_caught_up() {
+    let mut h = Harness::new(Server::builder().event_capacity(1));
+    let (peer, _) = h.open();
+    // The first message fills the channel, the second waits in the backlog.
+    h.mem.push(peer, &[client_frame(0x81, b"one"), client_frame(0x81, b"two")].concat());
+    h.turn();
+    assert_eq!(h.lp.core.stats.snapshot().messages_in, 2);
+    assert!(h.lp.core.workers_behind());
+    h.mem.push(peer, &client_frame(0x81, b"three"));
+    h.turn();
+    h.turn();
+    assert_eq!(h.lp.core.stats.snapshot().messages_in, 2, "read while the workers were behind");
+    assert!(matches!(h.events.try_recv(), Ok(Event::Message { .. })));
+    h.turn(); // the backlog moves into the channel
+    assert!(!h.lp.core.workers_behind());
+    h.turn(); // and the socket is read again
+    assert_eq!(h.lp.core.stats.snapshot().messages_in, 3);
 }
