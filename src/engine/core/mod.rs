@@ -2,12 +2,14 @@
 //!
 //! - [`LoopCore`] (here): the state every connection's logic sees — clock, timer wheel, topics,
 //!   the dirty list, the event backlog, counters.
-//! - [`Loop`] (`conns.rs`): owns the connections ([`Slots`]: `Conn` and its slot's generation
-//!   side by side) and the policy around them: caps at accept, reads, flushes, removal, timer
-//!   expiry, shutdown; `commands.rs` interprets the application's commands; `turn.rs` is the one
-//!   driver loop every backend runs under.
+//! - [`Loop`] (`conns.rs`): owns the connections ([`Slots`]: each `Conn` with its slot's
+//!   generation and the backend's socket, side by side) and the policy around them: caps at
+//!   accept, read gating, flushes, removal, timer expiry, shutdown; `commands.rs` interprets the
+//!   application's commands; `turn.rs` is the one driver loop every backend runs under.
 //!
-//! A [`Backend`](super::backend::Backend) owns the sockets, by slot index, and nothing else.
+//! A [`Backend`](super::backend::Backend) moves bytes: its listeners, poller, read buffer and
+//! readiness bookkeeping are its own; a connection's socket it gets back from the core for
+//! every call about that connection (the core keeps it, never looks inside).
 
 mod commands;
 mod conns;
