@@ -2,10 +2,9 @@
 //!
 //! # The contract
 //! A backend runs under one loop thread. It owns that loop's listening socket(s), its poller and
-//! wake-up, its read buffer and its own readiness bookkeeping. The
-//! [`Loop`](crate::engine::core::Loop) owns everything else: the connections and their
-//! generations, the caps at accept, the commands, the timers, the dirty list and when a
-//! connection goes. Each connection's socket is the backend's [`Backend::Socket`]; the core
+//! wake-up, its read buffer and its own readiness bookkeeping. The [`Loop`] owns everything
+//! else: the connections and their generations, the caps at accept, the commands, the timers,
+//! the dirty list and when a connection goes. Each connection's socket is the backend's [`Backend::Socket`]; the core
 //! keeps it in the connection's slot, beside the `Conn` and its generation (the 8 bytes after a
 //! `Conn` hold both, so a slot costs no table and no second lookup per read or write), and
 //! hands it back for every call about that connection. The core never looks inside a socket;
