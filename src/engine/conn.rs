@@ -106,7 +106,7 @@ impl Conn {
     }
 
     fn id(&self, core: &LoopCore, index: u32) -> ConnId {
-        ConnId::new(core.loop_id, index as usize, core.generations.get(index))
+        ConnId::new(core.loop_id, index as usize, core.generation(index))
     }
 
     /// Releases the boxed state once nothing is in it, so that idle connections hold no heap.
@@ -744,7 +744,7 @@ impl Conn {
     pub(crate) fn rearm(&mut self, core: &mut LoopCore, index: u32) {
         let Some(next) = self.next_deadline(core) else { return };
         if !self.has(ARMED) || earlier(next, self.armed) {
-            self.armed = core.wheel.arm(index, core.generations.get(index), next);
+            self.armed = core.wheel.arm(index, core.generation(index), next);
             self.set(ARMED);
         }
     }

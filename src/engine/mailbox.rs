@@ -21,8 +21,9 @@ pub(crate) enum Command {
     Subscribe(ConnId, Arc<str>),
     Unsubscribe(ConnId, Arc<str>),
     Publish(Arc<str>, Prepared),
-    /// A socket accepted by another loop (only without `SO_REUSEPORT`).
-    Adopt(mio::net::TcpStream, SocketAddr),
+    /// A socket accepted by another loop (only without `SO_REUSEPORT`), handed over as a std
+    /// socket so that any backend can take it.
+    Adopt(std::net::TcpStream, SocketAddr),
 }
 
 /// Why a loop did not take a command from a [`Handle`](super::Handle).

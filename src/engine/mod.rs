@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
-use self::backend::mio::{Acceptor, MioLoop, WAKER};
+use self::backend::mio::{Acceptor, Mio, WAKER};
 use self::config::RateLimit;
 pub use self::config::{Config, SlowConsumerPolicy};
-use self::core::LoopCore;
+use self::core::{Loop, LoopCore};
 use self::delivery::{shard_of, Delivery, Erased, RawEvent};
 pub use self::delivery::{Events, MAX_SHARDS};
 pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
@@ -383,10 +383,11 @@ impl<T> Server<T> {
                 Delivery::new(shard_tx.clone()),
                 total_connections.clone(),
             );
-            let event_loop = MioLoop::new(poll, acceptor, core, commands, shared.clone())?;
+            let backend = Mio::new(poll, acceptor, shared.clone(), &config)?;
+            let event_loop = Loop::new(core, commands, shared.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("throng-loop-{loop_id}"))
-                .spawn(move || event_loop.run())?;
+                .spawn(move || event_loop.run(backend))?;
             threads.push(thread);
         }
         Ok(Self {

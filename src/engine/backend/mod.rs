@@ -1,31 +1,147 @@
 //! Event-loop backends: the one place that knows how bytes get in and out of sockets.
 //!
-//! # The contract every backend fulfils
-//! A backend runs one loop thread. It owns the listening socket(s) and the connection sockets, a
-//! [`LoopCore`](super::core::LoopCore) and a slab of `(socket, Conn)`, and it drives
-//! [`Conn`](super::conn::Conn) with these kinds of news only:
-//! - **accepted**: it takes a generation for the slot from `LoopCore::generations` (a slot whose
-//!   generations are used up is retired: kept occupied, never reused) and calls
-//!   `Conn::on_accepted` with the peer's address (PROXY header and admission start there);
-//! - **bytes arrived**: it puts [`Conn::spill`](super::conn::Conn::spill) followed by the new bytes
-//!   in one contiguous buffer (the loop's scratch buffer) and calls `Conn::on_bytes`; a read of 0
-//!   bytes or a socket error removes the connection. Before reading it asks
-//!   `Conn::pause_reading`: while that says yes it leaves the socket unread, and it reads again
-//!   when `Conn::written` says the queue drained;
-//! - **bytes written**: it writes from `Conn::outbound` (vectored, once per connection per loop
-//!   turn, for every connection in `LoopCore::dirty`) and reports with `Conn::written`; when
-//!   `Conn::wants_fin` it shuts the write side down and calls `Conn::fin_sent`;
-//! - **time passed**: it calls `LoopCore::update_clock` every turn, expires `LoopCore::wheel`
-//!   and calls `Conn::on_timer` for every entry whose generation and tick still match.
+//! # The contract
+//! A backend runs under one loop thread. It owns that loop's listening socket(s), its poller and
+//! wake-up, its read buffer and its own readiness bookkeeping. The [`Loop`] owns everything
+//! else: the connections and their generations, the caps at accept, the commands, the timers,
+//! the dirty list and when a connection goes. Each connection's socket is the backend's [`Backend::Socket`]; the core
+//! keeps it in the connection's slot, beside the `Conn` and its generation (the 8 bytes after a
+//! `Conn` hold both, so a slot costs no table and no second lookup per read or write), and
+//! hands it back for every call about that connection. The core never looks inside a socket;
+//! the backend decides nothing about a connection.
 //!
-//! It also drains the loop's command queue (application sends, closes, subscriptions, publishes; at
-//! most one queue's capacity per turn), checks the shutdown flag beside it, and removes a
-//! connection, calling `Conn::on_removed`, whenever a call answers `Next::Remove`. It stops reading
-//! while `LoopCore::workers_behind` and retries the backlog each turn. Everything else — handshake,
-//! frames, close handshake, timers' meaning, caps — lives in the connection logic and is shared by
-//! all backends.
+//! What a backend may assume: a slot index names one socket from [`Loop::open`] until the core
+//! gives the socket back through [`Backend::close`] (the index may name a new one right after;
+//! anything the backend keeps by index carries the generation, see [`Loop::is_live`]); the core
+//! calls it only from inside [`Loop::turn`], and in this order per turn:
 //!
-//! Backends: [`mio`] (epoll/kqueue readiness, the default). A completion-based io_uring backend
-//! is planned behind the `io-uring` feature.
+//! 1. [`Backend::now`], [`Backend::poll`] with the longest the core may wait (the backend
+//!    shortens it for its own pending work), [`Backend::now`] again. The core never reads the
+//!    clock itself: the memory backend hands it a clock the test moves.
+//! 2. [`Backend::dispatch`]: the backend delivers what poll found, through the core:
+//!    - **accept**: [`Loop::open`] with the socket and the peer's address answers the slot index,
+//!      after calling [`Backend::attach`] (register it under that index); `None` when a cap
+//!      refused it (the socket was dropped, which closes it).
+//!    - **read**: [`Loop::reading`] says whether to read now and gives the socket; on `Go` it
+//!      copied the connection's leftover bytes to the front of the buffer it was given. The
+//!      backend puts the new bytes right after them and hands the whole run to
+//!      [`Loop::on_bytes`]. A read of 0 bytes (the peer's FIN) or a socket error:
+//!      [`Loop::remove`].
+//!    - **writable**: [`Loop::on_writable`].
+//! 3. The core runs commands (one queue's capacity at most; a socket another loop accepted
+//!    comes through [`Backend::adopt`] and then `open`), then [`Backend::retry`] (reads the
+//!    backend put off, paused accepts), then expires timers, then flushes every dirty connection
+//!    once, then checks whether a shutdown is complete.
+//!
+//! While it runs, the core calls the per-connection methods: [`Backend::write`] (the chunks of
+//! one connection's queue, from `Outbound::io_slices`: once per dirty connection per turn, and
+//! again while it answers `Wrote`), [`Backend::shutdown_write`], [`Backend::close`],
+//! [`Backend::resume_reading`] (reading was paused for a full queue and may go on) and
+//! [`Backend::stop_accepting`] (shutdown).
+//!
+//! # Readiness and completion
+//! A readiness backend ([`mio`]: epoll/kqueue, edge-triggered) reads a ready socket until a
+//! short read or `WouldBlock` within a per-wake-up budget, keeps a list of sockets it must come
+//! back to (over budget, or told to wait by [`Reading::Later`]) and retries them in `retry`;
+//! `write` is a `writev` that answers the bytes taken, and a writable event is
+//! [`Loop::on_writable`].
+//!
+//! A completion backend (io_uring, planned) maps onto the same calls: `poll` is
+//! `submit_and_wait` with the timeout; `dispatch` walks the completion queue, whose entries
+//! carry the slot index and generation in their `user_data` (a completion for a generation
+//! [`Loop::is_live`] denies is dropped); a multishot accept's completion is `open`; a multishot
+//! recv with provided buffers is `reading` + `on_bytes` (copying into a buffer of its own only
+//! when the connection has leftover bytes to put in front; on `Later` or `Stop` it holds the
+//! buffer, or cancels the recv, until `retry` or `resume_reading`); `write` submits one send for
+//! the chunks and answers [`Write::Later`]. What that backend adds: a `Loop::on_written` for the
+//! send's completion (`Conn::written`, then the same flush), and chunks that stay put while a
+//! send is in flight (today the queue may append to its last owned chunk).
+//!
+//! Backends: [`mio`] (the default) and, for the engine's own tests, `memory`: no sockets, a
+//! clock the test controls.
+//!
+//! [`Loop::turn`]: crate::engine::core::Loop::turn
+//! [`Loop::open`]: crate::engine::core::Loop::open
+//! [`Loop::remove`]: crate::engine::core::Loop::remove
+//! [`Loop::reading`]: crate::engine::core::Loop::reading
+//! [`Loop::on_bytes`]: crate::engine::core::Loop::on_bytes
+//! [`Loop::on_writable`]: crate::engine::core::Loop::on_writable
+//! [`Loop::is_live`]: crate::engine::core::Loop::is_live
+//! [`Reading::Later`]: crate::engine::core::Reading::Later
 
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use crate::engine::core::Loop;
+
+#[cfg(test)]
+pub(crate) mod memory;
 pub(crate) mod mio;
+
+/// What became of a [`Backend::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// The socket took this many bytes now (the core advances the queue and may write again).
+    Wrote(usize),
+    /// Nothing more this time: the socket is full (readiness: the writable event flushes again)
+    /// or the write was submitted (completion: its completion reports the bytes).
+    Later,
+    /// The socket failed: the core removes the connection.
+    Failed,
+}
+
+/// Moves one loop's bytes. See the [module documentation](self) for the contract.
+pub(crate) trait Backend: Sized {
+    /// The backend's handle on one connection's socket (a descriptor, a fixed-file index, a
+    /// test's peer). The core keeps it beside the connection, in the slot's entry, and hands it
+    /// back for every call about that connection; it never looks inside.
+    type Socket;
+
+    /// The time now, for the loop's clock.
+    fn now(&self) -> Instant;
+
+    /// Waits for I/O for at most `timeout` (`None`: until something happens), less if the
+    /// backend has work of its own pending.
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Delivers what the last poll found: accepts, reads, write readiness (or completions).
+    fn dispatch(&mut self, core: &mut Loop<Self::Socket>);
+
+    /// Runs the work the backend deferred: reads put off while `workers_caught_up` was false or
+    /// the read budget was spent, accepts paused after an error.
+    fn retry(&mut self, core: &mut Loop<Self::Socket>, workers_caught_up: bool);
+
+    /// Starts watching `socket`, the new connection in slot `index` (e.g. registers it with
+    /// the poller under that index). An error removes the connection.
+    fn attach(&mut self, index: u32, socket: &mut Self::Socket) -> io::Result<()>;
+
+    /// Writes (or submits) `chunks`, the front of slot `index`'s queue, to its socket.
+    fn write(&mut self, index: u32, socket: &Self::Socket, chunks: &[IoSlice<'_>]) -> Write;
+
+    /// Shuts the socket's write side down (sends FIN).
+    fn shutdown_write(&mut self, socket: &Self::Socket);
+
+    /// The core removed slot `index`'s connection: close its socket. The index may name a new
+    /// connection right after.
+    fn close(&mut self, index: u32, socket: Self::Socket);
+
+    /// Turns a socket another loop accepted into one of this backend's (it then goes through
+    /// [`Loop::open`](crate::engine::core::Loop::open) like an accepted one).
+    fn adopt(&mut self, socket: std::net::TcpStream) -> io::Result<Self::Socket>;
+
+    /// Reading from slot `index` (holding `generation`) was paused for a full queue and may go
+    /// on: the peer's bytes may be waiting without a new readiness edge.
+    fn resume_reading(&mut self, index: u32, generation: u32);
+
+    /// The server is shutting down: accept no more connections.
+    fn stop_accepting(&mut self);
+}
+
+/// `a` or `b`, whichever is sooner (`None`: no limit).
+pub(crate) fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

@@ -1,6 +1,25 @@
-//! The backend-independent state of one event loop: clock, timers, topics, the event backlog.
+//! The backend-independent half of one event loop: everything but moving bytes.
 //!
-//! A backend owns a [`LoopCore`] next to its sockets and hands it to the connection logic.
+//! - [`LoopCore`] (here): the state every connection's logic sees — clock, timer wheel, topics,
+//!   the dirty list, the event backlog, counters.
+//! - [`Loop`] (`conns.rs`): owns the connections ([`Slots`]: each `Conn` with its slot's
+//!   generation and the backend's socket, side by side) and the policy around them: caps at
+//!   accept, read gating, flushes, removal, timer expiry, shutdown; `commands.rs` interprets the
+//!   application's commands; `turn.rs` is the one driver loop every backend runs under.
+//!
+//! A [`Backend`](super::backend::Backend) moves bytes: its listeners, poller, read buffer and
+//! readiness bookkeeping are its own; a connection's socket it gets back from the core for
+//! every call about that connection (the core keeps it, never looks inside).
+
+mod commands;
+mod conns;
+#[cfg(test)]
+mod loop_tests;
+mod slots;
+mod turn;
+
+pub(crate) use self::conns::{Loop, Reading};
+pub(crate) use self::slots::Slots;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +29,6 @@ use std::time::Instant;
 use super::buffers::ColdPool;
 use super::config::{Config, FINE};
 use super::delivery::{Delivery, RawEvent};
-use super::ids::Generations;
 use super::stats::LoopStats;
 use super::timer::{Tick, TimerWheel};
 
@@ -34,8 +52,10 @@ pub(crate) struct LoopCore {
     subscriptions: HashMap<u32, Vec<Arc<str>>>,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
-    /// Each slot's generation, so that a stale id never reaches the slot's next connection.
-    pub(crate) generations: Generations,
+    /// The slot and generation of the connection being driven: [`Loop`] sets it before every
+    /// call into a `Conn`, so a connection learns its own generation without a table beside
+    /// the slab (see [`LoopCore::generation`]).
+    pub(crate) driving: (u32, u32),
     /// Bytes held in the assembly buffers of this loop's partial messages.
     pub(crate) assembly_bytes: usize,
     pub(crate) total_connections: Arc<AtomicUsize>,
@@ -65,7 +85,7 @@ impl LoopCore {
             topics: HashMap::new(),
             subscriptions: HashMap::new(),
             dirty: Vec::new(),
-            generations: Generations::default(),
+            driving: (0, 0),
             assembly_bytes: 0,
             total_connections,
             shutting_down: None,
@@ -73,11 +93,19 @@ impl LoopCore {
         }
     }
 
-    pub(crate) fn update_clock(&mut self) {
-        self.now = Instant::now();
+    /// Sets the loop's clock to `now`, which the backend reads (the system clock, or a test's).
+    pub(crate) fn update_clock(&mut self, now: Instant) {
+        self.now = now;
         self.now_tick = self.wheel.tick_of(self.now);
         let fine = self.now.saturating_duration_since(self.started).as_nanos() / FINE.as_nanos();
         self.now_fine = fine as u32; // wraps every ~5 days; the limiter compares wrap-safely
+    }
+
+    /// The generation of the connection in slot `index`. Only the connection being driven asks
+    /// (a connection only ever names itself), and [`Loop`] set it before calling in.
+    pub(crate) fn generation(&self, index: u32) -> u32 {
+        debug_assert_eq!(index, self.driving.0, "a connection asked for another slot's generation");
+        self.driving.1
     }
 
     /// Hands an event to the workers, or keeps it when they are behind.

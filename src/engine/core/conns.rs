@@ -1,0 +1,248 @@
+//! The loop's connections and what happens to them: accept, read, flush, timers, removal.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::{LoopCore, Slots};
+use crate::engine::backend::{Backend, Write};
+use crate::engine::conn::{Conn, Next};
+use crate::engine::mailbox::{Command, Shared};
+use crate::engine::outbound::MAX_IOVECS;
+use crate::engine::stats::LoopStats;
+use crate::engine::timer::TimerEntry;
+
+/// Whether a backend may read a connection now (see [`Loop::reading`]).
+pub(crate) enum Reading<'a, S> {
+    /// Read from `socket`: the first `spill` bytes of the buffer hold the connection's leftover
+    /// bytes; put the new ones after them.
+    Go { spill: usize, socket: &'a S },
+    /// The workers are behind: leave the socket and come back once they caught up
+    /// ([`Backend::retry`]), without waiting for a new readiness edge.
+    Later,
+    /// Leave the socket: its queue is full ([`Backend::resume_reading`] says when to go on) or
+    /// the connection is gone.
+    Stop,
+}
+
+/// One event loop minus its I/O: the connections, their generations, the commands. `S` is the
+/// backend's socket, kept beside each connection and handed back to the backend for every call
+/// about it; the core never looks inside.
+pub(crate) struct Loop<S> {
+    pub(crate) core: LoopCore,
+    slots: Slots<S>,
+    pub(super) commands: Receiver<Command>,
+    pub(super) shared: Arc<Shared>,
+    due: Vec<TimerEntry>,
+    pub(super) subscribers: Vec<u32>,
+    /// The command budget ran out with commands still queued: poll without sleeping.
+    pub(super) commands_left: bool,
+}
+
+impl<S> Loop<S> {
+    pub(crate) fn new(core: LoopCore, commands: Receiver<Command>, shared: Arc<Shared>) -> Self {
+        Self {
+            core,
+            slots: Slots::default(),
+            commands,
+            shared,
+            due: Vec::new(),
+            subscribers: Vec::new(),
+            commands_left: false,
+        }
+    }
+
+    /// The connection in slot `index`, with the loop state it is driven with. The one way in
+    /// to a connection: it tells the state which generation is being driven.
+    pub(super) fn conn(&mut self, index: u32) -> Option<(&mut Conn, &mut LoopCore)> {
+        let (conn, _, core) = self.occupant(index)?;
+        Some((conn, core))
+    }
+
+    /// [`Loop::conn`] with the connection's socket.
+    fn occupant(&mut self, index: u32) -> Option<(&mut Conn, &mut S, &mut LoopCore)> {
+        let occupant = self.slots.get_mut(index)?;
+        self.core.driving = (index, occupant.generation);
+        Some((occupant.conn, occupant.socket, &mut self.core))
+    }
+
+    /// Connections held.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The generation of the connection in slot `index`, if there is one.
+    pub(crate) fn generation(&self, index: u32) -> Option<u32> {
+        self.slots.generation(index)
+    }
+
+    /// Whether slot `index` still holds the connection of `generation`.
+    pub(crate) fn is_live(&self, index: u32, generation: u32) -> bool {
+        self.slots.is_live(index, generation)
+    }
+
+    /// A backend accepted `socket` from `peer`: the slot that names it from now on, or `None`
+    /// when a cap (or shutdown) refuses it (the socket is dropped, which closes it). The
+    /// backend's [`Backend::attach`] runs before the connection starts.
+    pub(crate) fn open<B: Backend<Socket = S>>(
+        &mut self,
+        backend: &mut B,
+        peer: SocketAddr,
+        socket: S,
+    ) -> Option<u32> {
+        let config = &self.core.config;
+        let total = self.core.total_connections.load(Ordering::Relaxed);
+        if total >= config.max_connections
+            || self.slots.len() >= config.max_connections_per_loop
+            || self.core.shutting_down.is_some()
+        {
+            LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+            return None;
+        }
+        let conn = Conn::new(&mut self.core);
+        let Ok((index, _)) = self.slots.insert(socket, conn) else {
+            LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+            return None;
+        };
+        self.core.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
+        LoopStats::add(&self.core.stats.accepted, 1);
+        let (_, socket, _) = self.occupant(index)?;
+        if let Err(e) = backend.attach(index, socket) {
+            log::warn!("loop {}: taking a socket failed: {e}", self.core.loop_id);
+            self.remove(index, backend);
+            return None;
+        }
+        let (conn, core) = self.conn(index)?;
+        conn.rearm(core, index);
+        conn.on_accepted(core, index, peer);
+        Some(index)
+    }
+
+    /// Whether to read slot `index` now; on [`Reading::Go`] its leftover bytes were copied to
+    /// the front of `buf`.
+    pub(crate) fn reading(&mut self, index: u32, buf: &mut [u8]) -> Reading<'_, S> {
+        let Some((conn, socket, core)) = self.occupant(index) else { return Reading::Stop };
+        if core.workers_behind() {
+            return Reading::Later;
+        }
+        if conn.pause_reading(core) {
+            return Reading::Stop;
+        }
+        let spill = conn.spill();
+        buf[..spill.len()].copy_from_slice(spill);
+        Reading::Go { spill: spill.len(), socket }
+    }
+
+    /// Bytes arrived for slot `index`: `data` is its leftover bytes followed by the new ones.
+    /// `peer` gives the socket's peer address, asked only when the upgrade needs it.
+    pub(crate) fn on_bytes(&mut self, index: u32, data: &mut [u8], peer: &dyn Fn(&S) -> SocketAddr) {
+        if let Some((conn, socket, core)) = self.occupant(index) {
+            let socket = &*socket;
+            conn.on_bytes(core, index, data, &|| peer(socket));
+        }
+    }
+
+    /// Slot `index`'s socket can take bytes.
+    pub(crate) fn on_writable<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        self.flush(index, backend);
+    }
+
+    /// Writes what slot `index` has queued, then sends FIN (and removes it) when it is done.
+    fn flush<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        let Some((conn, socket, core)) = self.occupant(index) else { return };
+        while let Some(outbound) = conn.outbound(core) {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = outbound.io_slices(&mut slices);
+            match backend.write(index, socket, &slices[..n]) {
+                Write::Wrote(0) | Write::Later => break,
+                Write::Wrote(written) => {
+                    if conn.written(core, written) {
+                        // Reading stopped for a full queue; the peer's bytes wait unread.
+                        backend.resume_reading(index, core.generation(index));
+                    }
+                }
+                Write::Failed => {
+                    self.remove(index, backend);
+                    return;
+                }
+            }
+        }
+        if conn.wants_fin() {
+            backend.shutdown_write(socket);
+            conn.fin_sent();
+            if conn.close_handshake_done() {
+                // Both close frames went through: nothing more may arrive, so closing now cannot
+                // turn unread data into a reset. The server closes the TCP connection first.
+                self.remove(index, backend);
+            }
+            // Otherwise (a refused upgrade, a protocol error) the peer may still be sending: wait
+            // for its FIN, discarding, so that our answer is not lost to a reset; the linger
+            // deadline bounds the wait.
+        }
+    }
+
+    /// Flushes every connection that queued bytes this turn, once.
+    pub(super) fn flush_dirty<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
+        let mut dirty = std::mem::take(&mut self.core.dirty);
+        for &index in &dirty {
+            if let Some((conn, _)) = self.conn(index) {
+                conn.flushed();
+                self.flush(index, backend);
+            }
+        }
+        dirty.clear();
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
+        }
+    }
+
+    /// Fires the timers that are due.
+    pub(super) fn expire_timers<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
+        let mut due = std::mem::take(&mut self.due);
+        self.core.wheel.expire(self.core.now, &mut due);
+        for entry in due.drain(..) {
+            if !self.slots.is_live(entry.index, entry.generation) {
+                continue; // Stale: the connection is gone.
+            }
+            let Some((conn, core)) = self.conn(entry.index) else { continue };
+            if !conn.armed_at(entry.tick) {
+                continue; // Stale: re-armed earlier.
+            }
+            if conn.on_timer(core, entry.index) == Next::Remove {
+                self.remove(entry.index, backend);
+            }
+        }
+        self.due = due;
+    }
+
+    /// Takes slot `index`'s connection out: its socket is closed and the connection reported.
+    pub(crate) fn remove<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        let Some((mut conn, socket, generation)) = self.slots.remove(index) else { return };
+        backend.close(index, socket);
+        self.core.driving = (index, generation);
+        conn.on_removed(&mut self.core, index);
+    }
+
+    /// Starts the shutdown: no more accepts, 1001 to open connections, half-open ones dropped.
+    pub(super) fn shutdown<B: Backend<Socket = S>>(&mut self, deadline: std::time::Instant, backend: &mut B) {
+        self.core.shutting_down = Some(deadline);
+        backend.stop_accepting();
+        for index in self.slots.indices() {
+            let Some((conn, core)) = self.conn(index) else { continue };
+            if conn.on_shutdown(core, index) == Next::Remove {
+                self.remove(index, backend);
+            }
+        }
+    }
+
+    /// Removes every connection (the loop is stopping).
+    pub(super) fn remove_all<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
+        for index in self.slots.indices() {
+            self.remove(index, backend);
+        }
+    }
+}
