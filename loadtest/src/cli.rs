@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// A WebSocket load generator for loopback targets.
+/// A WebSocket load generator (ws:// targets: loopback or any reachable host).
 #[derive(Parser, Debug)]
 #[command(name = "throng-load", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -73,10 +73,13 @@ impl Mode {
 /// Options shared by all modes.
 #[derive(Args, Debug)]
 pub(crate) struct Common {
-    /// Target: `ws://HOST:PORT/PATH`, HOST a loopback address (or `localhost`).
+    /// Target: `ws://HOST[:PORT][/PATH]`, HOST an IPv4 address, `[IPv6]` or a DNS name (the
+    /// first IPv4 address it resolves to, else the first); the `Host` header is HOST[:PORT].
     pub(crate) url: String,
-    /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list.
-    /// Each source reaches about 28k ports per destination.
+    /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list,
+    /// of the target's family. Loopback addresses for a loopback target; for any other target,
+    /// addresses of this machine's interfaces (others are refused before connecting). Each
+    /// source reaches about 28k ports per destination.
     #[arg(long)]
     pub(crate) sources: Option<String>,
     /// The server's process id(s), comma-separated: report their CPU time and memory (summed)
@@ -184,7 +187,7 @@ pub(crate) struct FanoutArgs {
     /// The channel to subscribe to and publish on.
     #[arg(long, default_value = "loadtest")]
     pub(crate) channel: String,
-    /// The gateway's publish endpoint, `http://HOST:PORT/v1/publish` (a loopback address).
+    /// The gateway's publish endpoint, `http://HOST[:PORT]/v1/publish` (HOST as in the URL).
     #[arg(long, required_unless_present = "publish_cmd", conflicts_with = "publish_cmd")]
     pub(crate) publish: Option<String>,
     /// Instead of `--publish`: a shell command run once per message, with the channel in

@@ -1,4 +1,5 @@
-//! `throng-load`: a WebSocket load generator for loopback targets.
+//! `throng-load`: a WebSocket load generator. Targets are `ws://` URLs to any host (an IP
+//! literal or a DNS name); the repository's own tests and scripts use loopback.
 //!
 //! Modes (one module each under `mode/`):
 //! - `connect`: open N connections, hold them idle, check a sample answers pings, close cleanly;

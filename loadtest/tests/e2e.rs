@@ -262,18 +262,21 @@ fn fanout_delivers_every_message_to_every_subscriber() {
     assert_eq!(u(&v, "latency.count"), 180);
 }
 
+/// Usage errors (exit status 2) are found before any connection is attempted: these runs name a
+/// non-loopback target (a documentation address) but are refused before contacting it.
 #[test]
-fn refuses_other_targets_without_sending() {
-    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
-        .args([
-            "fanout",
-            "ws://127.0.0.1:9/ws",
-            "--subscribers",
-            "1",
-            "--publish",
-            "http://10.0.0.1:9090/v1/publish",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+fn refuses_bad_targets_and_sources_without_sending() {
+    for args in [
+        &["echo", "ws://bad!name:9001/"][..],
+        &["echo", "wss://127.0.0.1:9/"],
+        &["echo", "ws://192.0.2.7:9001/", "--sources", "192.0.2.99"],
+        &["echo", "ws://192.0.2.7:9001/", "--sources", "127.0.0.2"],
+        &["echo", "ws://127.0.0.1:9/", "--sources", "10.0.0.1"],
+        &["fanout", "ws://127.0.0.1:9/ws", "--subscribers", "1", "--publish", "http://bad!name:9090/"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
+    }
 }
