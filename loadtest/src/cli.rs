@@ -146,9 +146,19 @@ pub(crate) struct EchoArgs {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 32)]
     pub(crate) size: usize,
-    /// Messages in flight per connection.
+    /// Closed loop (the default): messages in flight per connection; a new one is sent when an
+    /// echo comes back, so a slower server is offered less load.
     #[arg(long, default_value_t = 1)]
     pub(crate) inflight: usize,
+    /// Open loop: messages per second sent on each connection on a fixed schedule, whether or
+    /// not the echoes come back; latency counts from the scheduled send time, so queueing
+    /// behind a slow server is measured. `100` or `100/s`.
+    #[arg(long, value_parser = parse_rate, conflicts_with_all = ["inflight", "total_rate"])]
+    pub(crate) message_rate: Option<f64>,
+    /// Open loop: messages per second for the whole run, spread evenly over the connections
+    /// (the same as `--message-rate` of this divided by `--conns`).
+    #[arg(long, value_parser = parse_rate, conflicts_with = "inflight")]
+    pub(crate) total_rate: Option<f64>,
     /// Measured time (after the warm-up).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub(crate) duration: Duration,
@@ -235,6 +245,18 @@ mod tests {
         assert_eq!(parse_rate("2.5"), Ok(2.5));
         assert!(parse_rate("0").is_err() && parse_rate("x/s").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn open_loop_rates_exclude_inflight() {
+        let base = ["throng-load", "echo", "ws://127.0.0.1:8080/", "--conns", "4"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let Mode::Echo(args) = parse(&["--total-rate", "400/s"]).unwrap().mode else { panic!() };
+        assert_eq!((args.total_rate, args.message_rate, args.inflight), (Some(400.0), None, 1));
+        assert!(parse(&["--message-rate", "10", "--inflight", "2"]).is_err());
+        assert!(parse(&["--total-rate", "10", "--inflight", "2"]).is_err());
+        assert!(parse(&["--total-rate", "10", "--message-rate", "2"]).is_err());
+        assert!(parse(&["--message-rate", "0"]).is_err());
     }
 
     #[test]

@@ -6,17 +6,27 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use throng::{Event, Flow, Server};
 
 /// An echo server on 127.0.0.1:0 that lives as long as the test process.
 fn echo_server() -> SocketAddr {
+    echo_server_taking(Duration::ZERO)
+}
+
+/// An echo server (one loop) that spends `delay` on every message before echoing it: it
+/// cannot echo more than `1/delay` messages per second, whoever sends them.
+fn echo_server_taking(delay: Duration) -> SocketAddr {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .loops(1)
-        .on_message(|inline, kind, payload| {
+        .on_message(move |inline, kind, payload| {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             inline.reply(kind, payload);
             Flow::Consumed
         })
@@ -99,6 +109,33 @@ fn echo_checks_payloads_and_orders_percentiles() {
     assert_ordered(&v, "rtt");
     assert_eq!(u(&v, "rtt.count"), u(&v, "messages"));
     assert!(f(&v, "cpu.client.utilisation") > 0.0);
+}
+
+/// The coordinated-omission check: a server that can echo about 500 messages per second. The
+/// closed loop (one in flight on each of 2 connections) waits for it and sees a few ms per echo;
+/// the open loop offers 800 messages per second whatever it answers, so a queue builds up and the
+/// latency from the scheduled send times grows over the run. Only the relation is asserted.
+#[test]
+fn open_loop_measures_the_queue_a_closed_loop_hides() {
+    let url = format!("ws://{}/", echo_server_taking(Duration::from_millis(2)));
+    let common = ["--conns", "2", "--warmup", "0s", "--duration", "2s", "--drain-timeout", "20s"];
+    let closed: Vec<&str> = ["echo", &url, "--inflight", "1"].into_iter().chain(common).collect();
+    let (code, closed, text) = load(&closed);
+    assert_eq!(code, 0, "{text}");
+    assert!(closed["open_loop"].is_null(), "{closed}");
+    let open: Vec<&str> = ["echo", &url, "--total-rate", "800/s"].into_iter().chain(common).collect();
+    let (code, open, text) = load(&open);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("latency (from schedule)") && text.contains("skipped"), "{text}");
+    // 2 connections × 400/s × 2 s, whatever the server does.
+    let scheduled = u(&open, "open_loop.scheduled");
+    assert!((1590..=1610).contains(&scheduled), "{open}");
+    assert_eq!(u(&open, "open_loop.skipped"), 0, "{open}");
+    assert_eq!((u(&open, "lost"), u(&open, "payload_errors")), (0, 0), "{open}");
+    assert_eq!(f(&open, "open_loop.total_rate"), 800.0);
+    let (closed_p99, open_p99) = (f(&closed, "rtt.p99_us"), f(&open, "rtt.p99_us"));
+    assert!(open_p99 > 5.0 * closed_p99, "open-loop p99 {open_p99} µs vs closed-loop p99 {closed_p99} µs");
+    assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
 }
 
 #[test]
