@@ -104,6 +104,13 @@ pub(crate) struct Common {
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
+    /// Pass/fail check, repeatable: `p99<50ms`, `errors<0.1%`, `rate>=1000/s`, `late<1%`.
+    /// Metrics: p50 p90 p99 p999 max mean (durations in us, ms, s), errors (a count or a % of
+    /// the operations), rate (per second), late (open loop: a count or a % of the sends due);
+    /// operators < <= > >=. A failed threshold makes the exit status 4 (1 still wins when the
+    /// run itself failed its checks).
+    #[arg(long = "threshold", value_name = "CHECK", value_parser = crate::threshold::parse)]
+    pub(crate) thresholds: Vec<crate::threshold::Threshold>,
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,

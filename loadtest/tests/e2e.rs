@@ -138,6 +138,40 @@ fn open_loop_measures_the_queue_a_closed_loop_hides() {
     assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
 }
 
+/// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
+#[test]
+fn thresholds_set_the_exit_status() {
+    let url = format!("ws://{}/", echo_server());
+    let base = ["echo", &url, "--conns", "2", "--warmup", "0s", "--duration", "500ms"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    let (code, v, text) =
+        load(&with(&["--threshold", "p99<100s", "--threshold", "errors<=0", "--threshold", "rate>0"]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["thresholds_ok"], true, "{v}");
+    assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(3), "{v}");
+    assert!(text.contains("p99<100s ok ("), "{text}");
+    // No loopback echo comes near a hundred million messages per second.
+    let (code, v, text) = load(&with(&["--threshold", "p99<100s", "--threshold", "rate>=100000000/s"]));
+    assert_eq!(code, 4, "{text}");
+    assert_eq!(v["ok"], true, "the run itself met its checks: {v}");
+    assert_eq!(v["thresholds_ok"], false, "{v}");
+    let failed = &v["thresholds"][1];
+    assert_eq!(
+        (failed["threshold"].as_str(), failed["ok"].as_bool()),
+        (Some("rate>=100000000/s"), Some(false))
+    );
+    assert!(failed["value"].as_f64().is_some_and(|rate| rate > 0.0), "{v}");
+    assert!(text.contains("rate>=100000000/s FAILED ("), "{text}");
+    // A bad threshold is a usage error.
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(with(&["--threshold", "p99<fast"]))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expected a duration like 50ms"));
+}
+
 #[test]
 fn procs_2_merges_counts_and_histograms() {
     let url = format!("ws://{}/", echo_server());

@@ -31,6 +31,7 @@ use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
+use crate::threshold::Metrics;
 
 /// Bytes at the start of each payload that carry its sequence number (as hex, so text stays text).
 const STAMP: usize = 16;
@@ -263,6 +264,17 @@ impl super::Report for Report {
             ("close".into(), self.close.line()),
         ]);
         rows
+    }
+
+    fn metrics(&self) -> Metrics {
+        let skipped = self.open_loop.as_ref().map_or(0, |open| open.skipped);
+        Metrics {
+            latency: self.rtt.summary(),
+            errors: self.payload_errors + self.lost + skipped,
+            ops: self.total_sent + skipped,
+            rate: Some(self.msgs_per_s),
+            late: self.open_loop.as_ref().map(|open| (open.late, open.scheduled)),
+        }
     }
 
     fn ok(&self) -> bool {
