@@ -82,7 +82,8 @@ fn main() -> ExitCode {
     }
     raise_open_files_limit();
     watchdog(common.timeout.unwrap_or_else(|| cli.mode.default_timeout()));
-    let ctl = Ctl::new(common.child);
+    // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
+    let ctl = Ctl::new(common.child, !common.json);
     let sharded = procs > 1 && !common.child;
     match &cli.mode {
         Mode::Connect(args) => finish(common, &ctl, || {

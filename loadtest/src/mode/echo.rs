@@ -68,6 +68,8 @@ struct Rx {
     window_msgs: u64,
     payload_errors: u64,
     rtt: Latency,
+    /// The latencies since the last status line (only when it shows them).
+    recent: Option<Latency>,
 }
 
 impl Rx {
@@ -86,11 +88,16 @@ impl Rx {
             self.payload_errors += 1;
         }
         match st.sent_at.pop_front() {
-            Some(sent) if self.in_window => {
-                self.rtt.record(self.now.duration_since(sent));
-                self.window_msgs += 1;
+            Some(sent) => {
+                let latency = self.now.duration_since(sent);
+                if self.in_window {
+                    self.rtt.record(latency);
+                    self.window_msgs += 1;
+                }
+                if let Some(recent) = &mut self.recent {
+                    recent.record(latency);
+                }
             }
-            Some(_) => {}
             None => self.payload_errors += 1,
         }
         st.expect_seq += 1;
@@ -396,6 +403,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         window_msgs: 0,
         payload_errors: 0,
         rtt: Latency::new(),
+        recent: ctl.wants_latency().then(Latency::new),
     };
     let (mut sent, mut lost) = (0u64, 0u64);
     let mut dropped = Causes::new();
@@ -534,7 +542,14 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                 }
             }
         }
-        ctl.tick(driver.conns.len() as u64, rx.received);
+        match &mut rx.recent {
+            Some(recent) => {
+                let skipped = schedule.as_ref().map_or(0, |s| s.stats.skipped);
+                let errors = rx.payload_errors + lost + skipped + dropped.values().sum::<u64>();
+                ctl.tick_live(driver.conns.len() as u64, rx.received, errors, recent);
+            }
+            None => ctl.tick(driver.conns.len() as u64, rx.received),
+        }
     }
     let window_end = match window_end {
         Some(end) => end,
