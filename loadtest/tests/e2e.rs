@@ -138,6 +138,32 @@ fn open_loop_measures_the_queue_a_closed_loop_hides() {
     assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
 }
 
+/// `--total-rate` is for the whole run: with `--procs 2`, each child sends its connections'
+/// share, and the merged schedule adds up to the total.
+#[test]
+fn total_rate_is_shared_by_the_processes() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "4",
+        "--procs",
+        "2",
+        "--total-rate",
+        "400/s",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), f(&v, "open_loop.rate_per_conn")), (2, 100.0), "{v}");
+    assert_eq!(f(&v, "open_loop.total_rate"), 400.0, "{v}");
+    let scheduled = u(&v, "open_loop.scheduled");
+    assert!((396..=404).contains(&scheduled), "{v}");
+}
+
 /// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
 #[test]
 fn thresholds_set_the_exit_status() {

@@ -289,7 +289,10 @@ impl super::Report for Report {
     }
 
     fn chart(&self) -> (&'static str, &Latency) {
-        ("Round-trip latency (measured window)", &self.rtt)
+        match self.open_loop {
+            Some(_) => ("Latency from the scheduled send (measured window)", &self.rtt),
+            None => ("Round-trip latency (measured window)", &self.rtt),
+        }
     }
 
     fn ops_name(&self) -> &'static str {
