@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// A WebSocket load generator for loopback targets.
+/// A WebSocket load generator (ws:// targets: loopback or any reachable host).
 #[derive(Parser, Debug)]
 #[command(name = "throng-load", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -73,10 +73,13 @@ impl Mode {
 /// Options shared by all modes.
 #[derive(Args, Debug)]
 pub(crate) struct Common {
-    /// Target: `ws://HOST:PORT/PATH`, HOST a loopback address (or `localhost`).
+    /// Target: `ws://HOST[:PORT][/PATH]`, HOST an IPv4 address, `[IPv6]` or a DNS name (the
+    /// first IPv4 address it resolves to, else the first); the `Host` header is HOST[:PORT].
     pub(crate) url: String,
-    /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list.
-    /// Each source reaches about 28k ports per destination.
+    /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list,
+    /// of the target's family. Loopback addresses for a loopback target; for any other target,
+    /// addresses of this machine's interfaces (others are refused before connecting). Each
+    /// source reaches about 28k ports per destination.
     #[arg(long)]
     pub(crate) sources: Option<String>,
     /// The server's process id(s), comma-separated: report their CPU time and memory (summed)
@@ -101,6 +104,13 @@ pub(crate) struct Common {
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
+    /// Pass/fail check, repeatable: `p99<50ms`, `errors<0.1%`, `rate>=1000/s`, `late<1%`.
+    /// Metrics: p50 p90 p99 p999 max mean (durations in us, ms, s), errors (a count or a % of
+    /// the operations), rate (per second), late (open loop: a count or a % of the sends due);
+    /// operators < <= > >=. A failed threshold makes the exit status 4 (1 still wins when the
+    /// run itself failed its checks).
+    #[arg(long = "threshold", value_name = "CHECK", value_parser = crate::threshold::parse)]
+    pub(crate) thresholds: Vec<crate::threshold::Threshold>,
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,
@@ -143,9 +153,19 @@ pub(crate) struct EchoArgs {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 32)]
     pub(crate) size: usize,
-    /// Messages in flight per connection.
+    /// Closed loop (the default): messages in flight per connection; a new one is sent when an
+    /// echo comes back, so a slower server is offered less load.
     #[arg(long, default_value_t = 1)]
     pub(crate) inflight: usize,
+    /// Open loop: messages per second sent on each connection on a fixed schedule, whether or
+    /// not the echoes come back; latency counts from the scheduled send time, so queueing
+    /// behind a slow server is measured. `100` or `100/s`.
+    #[arg(long, value_parser = parse_rate, conflicts_with_all = ["inflight", "total_rate"])]
+    pub(crate) message_rate: Option<f64>,
+    /// Open loop: messages per second for the whole run, spread evenly over the connections
+    /// (the same as `--message-rate` of this divided by `--conns`).
+    #[arg(long, value_parser = parse_rate, conflicts_with = "inflight")]
+    pub(crate) total_rate: Option<f64>,
     /// Measured time (after the warm-up).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub(crate) duration: Duration,
@@ -184,7 +204,7 @@ pub(crate) struct FanoutArgs {
     /// The channel to subscribe to and publish on.
     #[arg(long, default_value = "loadtest")]
     pub(crate) channel: String,
-    /// The gateway's publish endpoint, `http://HOST:PORT/v1/publish` (a loopback address).
+    /// The gateway's publish endpoint, `http://HOST[:PORT]/v1/publish` (HOST as in the URL).
     #[arg(long, required_unless_present = "publish_cmd", conflicts_with = "publish_cmd")]
     pub(crate) publish: Option<String>,
     /// Instead of `--publish`: a shell command run once per message, with the channel in
@@ -232,6 +252,18 @@ mod tests {
         assert_eq!(parse_rate("2.5"), Ok(2.5));
         assert!(parse_rate("0").is_err() && parse_rate("x/s").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn open_loop_rates_exclude_inflight() {
+        let base = ["throng-load", "echo", "ws://127.0.0.1:8080/", "--conns", "4"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let Mode::Echo(args) = parse(&["--total-rate", "400/s"]).unwrap().mode else { panic!() };
+        assert_eq!((args.total_rate, args.message_rate, args.inflight), (Some(400.0), None, 1));
+        assert!(parse(&["--message-rate", "10", "--inflight", "2"]).is_err());
+        assert!(parse(&["--total-rate", "10", "--inflight", "2"]).is_err());
+        assert!(parse(&["--total-rate", "10", "--message-rate", "2"]).is_err());
+        assert!(parse(&["--message-rate", "0"]).is_err());
     }
 
     #[test]

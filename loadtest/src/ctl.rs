@@ -15,12 +15,15 @@
 //!   `stop` (finish now with a partial report). EOF on stdin counts as `stop`.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::stats::{fmt_us, Latency, Percentiles};
 
 /// `end` before the publisher has finished.
 pub(crate) const NOT_ENDED: u64 = u64::MAX;
@@ -100,14 +103,16 @@ pub(crate) struct Ctl {
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 impl Ctl {
-    /// For a run: reads the parent's commands in child mode, shows a status line otherwise.
-    pub(crate) fn new(child: bool) -> Self {
+    /// For a run: reads the parent's commands in child mode, shows a status line otherwise. The
+    /// live (rewritten) line needs stderr and stdout on a terminal and `live`; otherwise a plain
+    /// line every few seconds.
+    pub(crate) fn new(child: bool, live: bool) -> Self {
         let flags = Flags::new(child);
         stop_on_signals(&flags.stop);
         let output = if child {
             spawn_command_reader(flags.clone());
             Output::Child
-        } else if std::io::stderr().is_terminal() {
+        } else if live && std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
             Output::Terminal
         } else {
             Output::Plain
@@ -187,8 +192,24 @@ impl Ctl {
         self.progress.borrow_mut().phase = phase;
     }
 
+    /// Whether the status line shows recent latencies (feed them to [`tick_live`](Self::tick_live)
+    /// only then: they cost a second histogram record per operation).
+    pub(crate) fn wants_latency(&self) -> bool {
+        matches!(self.progress.borrow().output, Output::Terminal)
+    }
+
     /// Call every loop turn: `open` connections, `ops` operations so far. Samples once a second.
     pub(crate) fn tick(&self, open: u64, ops: u64) {
+        self.sample(open, ops, None);
+    }
+
+    /// [`tick`](Self::tick) with what the live line shows besides: `errors` so far and the
+    /// latencies recorded in `recent` since the last sample (emptied at each sample).
+    pub(crate) fn tick_live(&self, open: u64, ops: u64, errors: u64, recent: &mut Latency) {
+        self.sample(open, ops, Some((errors, recent)));
+    }
+
+    fn sample(&self, open: u64, ops: u64, live: Option<(u64, &mut Latency)>) {
         let now = Instant::now();
         let mut p = self.progress.borrow_mut();
         if now < p.next {
@@ -203,7 +224,11 @@ impl Ctl {
         match p.output {
             Output::Child => println!("{{\"progress\":{{\"open\":{open},\"ops\":{ops}}}}}"),
             Output::Terminal => {
-                let line = status_line(p.phase, t_s, open, ops, ops_per_s);
+                let mut line = status_line(p.phase, t_s, open, ops, ops_per_s);
+                if let Some((errors, recent)) = live {
+                    line.push_str(&live_suffix(errors, &recent.summary(), dt));
+                    recent.clear();
+                }
                 eprint!("\r\x1b[K{line}");
                 let _ = std::io::stderr().flush();
                 p.line_shown = true;
@@ -233,6 +258,16 @@ pub(crate) fn status_line(phase: &str, t_s: f64, open: u64, ops: u64, ops_per_s:
     format!("[{t_s:>5.0}s] {phase}: {open} open, {ops} ops ({ops_per_s:.0}/s)")
 }
 
+/// `, p50 850µs p99 2.1ms (last 1s), 0 errors` (no latencies when none were recorded).
+fn live_suffix(errors: u64, last: &Percentiles, dt: f64) -> String {
+    let mut out = String::new();
+    if last.count > 0 {
+        let _ = write!(out, ", p50 {} p99 {} (last {dt:.0}s)", fmt_us(last.p50_us), fmt_us(last.p99_us));
+    }
+    let _ = write!(out, ", {errors} errors");
+    out
+}
+
 /// Child mode: a thread turns the parent's lines on stdin into flags.
 fn spawn_command_reader(flags: Flags) {
     std::thread::spawn(move || {
@@ -250,4 +285,27 @@ fn spawn_command_reader(flags: Flags) {
         // The parent is gone or closed our stdin: finish.
         flags.stop.store(true, Ordering::Relaxed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_line_shows_the_last_seconds_latency_and_errors() {
+        let mut recent = Latency::new();
+        assert_eq!(live_suffix(3, &recent.summary(), 1.0), ", 3 errors");
+        for us in [800u64, 850, 900, 2100] {
+            recent.record(Duration::from_micros(us));
+        }
+        let line = format!(
+            "{}{}",
+            status_line("measuring", 12.0, 100, 5000, 1000.0),
+            live_suffix(0, &recent.summary(), 1.0)
+        );
+        assert_eq!(
+            line,
+            "[   12s] measuring: 100 open, 5000 ops (1000/s), p50 850µs p99 2.1ms (last 1s), 0 errors"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! `throng-load`: a WebSocket load generator for loopback targets.
+//! `throng-load`: a WebSocket load generator. Targets are `ws://` URLs to any host (an IP
+//! literal or a DNS name); the repository's own tests and scripts use loopback.
 //!
 //! Modes (one module each under `mode/`):
 //! - `connect`: open N connections, hold them idle, check a sample answers pings, close cleanly;
@@ -14,7 +15,8 @@
 //! (`shard.rs`). The final table goes to stdout, a status line to stderr; `--json` adds one
 //! JSON object as the last line of stdout, `--report FILE.html` a page with charts.
 //! Exit status: 0 when the run met its checks, 1 when it ran but did not (failed connections,
-//! corrupted or lost messages, interrupted), 2 on bad usage, 3 when the hard timeout fired.
+//! corrupted or lost messages, interrupted), 2 on bad usage, 3 when the hard timeout fired, 4
+//! when the run met its checks but a `--threshold` failed (`threshold.rs`).
 
 mod cli;
 mod conn;
@@ -29,6 +31,7 @@ mod publish;
 mod shard;
 mod stats;
 mod target;
+mod threshold;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +45,9 @@ use mode::Report;
 /// Connections one process opens at most before `--procs` is chosen automatically (the
 /// open-files limit is 20,000 here, and each connection is one descriptor).
 const CONNS_PER_PROC: usize = 15_000;
+
+/// The exit status when the run met its checks but a `--threshold` failed.
+const THRESHOLD_FAILED: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,7 +82,8 @@ fn main() -> ExitCode {
     }
     raise_open_files_limit();
     watchdog(common.timeout.unwrap_or_else(|| cli.mode.default_timeout()));
-    let ctl = Ctl::new(common.child);
+    // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
+    let ctl = Ctl::new(common.child, !common.json);
     let sharded = procs > 1 && !common.child;
     match &cli.mode {
         Mode::Connect(args) => finish(common, &ctl, || {
@@ -121,13 +128,24 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
             return ExitCode::from(1);
         }
     };
+    // The parent of a `--procs` run judges the merged report; its children do not.
+    let outcomes: Vec<threshold::Outcome> = if common.child {
+        Vec::new()
+    } else {
+        let metrics = report.metrics();
+        common.thresholds.iter().map(|t| t.evaluate(&metrics)).collect()
+    };
     if !common.child {
         report.strip();
         let info = report.run_info();
         if info.series.is_empty() {
             info.series = series;
         }
-        mode::print_table(&report.rows());
+        let mut rows = report.rows();
+        if !outcomes.is_empty() {
+            rows.push(threshold::row(&outcomes));
+        }
+        mode::print_table(&rows);
         if report.run_info().interrupted {
             println!("  (interrupted: partial figures)");
         }
@@ -138,16 +156,26 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
             }
         }
     }
+    let thresholds_ok = outcomes.iter().all(|o| o.ok);
     if common.json || common.child {
-        match serde_json::to_string(&report) {
+        let json = serde_json::to_value(&report).and_then(|mut value| {
+            if let (false, Some(object)) = (outcomes.is_empty(), value.as_object_mut()) {
+                object.insert("thresholds".into(), serde_json::to_value(&outcomes)?);
+                object.insert("thresholds_ok".into(), thresholds_ok.into());
+            }
+            serde_json::to_string(&value)
+        });
+        match json {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("throng-load: {e}"),
         }
     }
-    if report.ok() {
-        ExitCode::SUCCESS
-    } else {
+    if !report.ok() {
         ExitCode::from(1)
+    } else if !thresholds_ok {
+        ExitCode::from(THRESHOLD_FAILED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -18,8 +18,10 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    /// Parses `127.0.0.2-127.0.0.40` (IPv4 range), `a,b,c` or one address. Every source must be a
-    /// loopback address of the target's family.
+    /// Parses `127.0.0.2-127.0.0.40` (IPv4 range), `a,b,c` or one address, of the target's
+    /// family. For a loopback target every source must be a loopback address; for any other
+    /// target every source must be a non-loopback address of this machine (checked by binding
+    /// to it: the connects would fail otherwise, one by one).
     pub(crate) fn new(spec: Option<&str>, target: SocketAddr) -> Result<Self, String> {
         let Some(spec) = spec else { return Ok(Sources::default()) };
         let mut addrs = Vec::new();
@@ -41,8 +43,17 @@ impl Sources {
         if addrs.is_empty() || addrs.len() > MAX_SOURCES {
             return Err(format!("--sources: between 1 and {MAX_SOURCES} addresses"));
         }
-        if let Some(bad) = addrs.iter().find(|a| !a.is_loopback() || a.is_ipv4() != target.is_ipv4()) {
-            return Err(format!("--sources: {bad} is not a loopback address of the target's family"));
+        if let Some(bad) = addrs.iter().find(|a| a.is_ipv4() != target.is_ipv4()) {
+            return Err(format!("--sources: {bad} is not of the target's address family"));
+        }
+        if target.ip().is_loopback() {
+            if let Some(bad) = addrs.iter().find(|a| !a.is_loopback()) {
+                return Err(format!("--sources: {bad} is not a loopback address (the target is loopback)"));
+            }
+        } else if let Some(bad) = addrs.iter().find(|a| a.is_loopback() || !is_local(**a)) {
+            return Err(format!(
+                "--sources: {bad} is not an address of this machine's interfaces (the target is not loopback)"
+            ));
         }
         Ok(Sources { addrs, next: 0 })
     }
@@ -62,6 +73,11 @@ impl Sources {
         self.next = (self.next + 1) % self.addrs.len();
         Some(addr)
     }
+}
+
+/// Whether `ip` is assigned to this machine: a UDP socket binds to it (nothing is sent).
+fn is_local(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Starts a non-blocking connect to `dest` from the next source address. The port is chosen at
@@ -126,5 +142,19 @@ mod tests {
         for spec in ["10.0.0.1", "127.0.0.5-127.0.0.2", "127.0.0.1-127.1.0.0", "::1", "x", ""] {
             assert!(Sources::new(Some(spec), target()).is_err(), "{spec}");
         }
+    }
+
+    #[test]
+    fn sources_for_a_remote_target_must_be_local_and_not_loopback() {
+        // Nothing is contacted: only the checks on the source addresses run.
+        let remote: SocketAddr = "192.0.2.7:9001".parse().unwrap();
+        let err = Sources::new(Some("127.0.0.2"), remote).unwrap_err();
+        assert!(err.contains("not an address of this machine"), "{err}");
+        // 192.0.2.0/24 is reserved for documentation: no interface of a test machine has it.
+        let err = Sources::new(Some("192.0.2.99"), remote).unwrap_err();
+        assert!(err.contains("not an address of this machine"), "{err}");
+        assert!(Sources::new(Some("::1"), remote).unwrap_err().contains("family"));
+        assert!(!is_local("192.0.2.99".parse().unwrap()));
+        assert!(is_local("127.0.0.1".parse().unwrap()));
     }
 }

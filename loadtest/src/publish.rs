@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{bump, ratio, round3, Causes, Latency};
+use crate::target::Target;
 
 /// How long one publish request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +40,7 @@ pub(crate) enum Publisher {
     Command(String),
 }
 
-/// A loopback HTTP endpoint.
+/// An HTTP endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpTarget {
     pub(crate) addr: SocketAddr,
@@ -49,38 +50,12 @@ pub(crate) struct HttpTarget {
 }
 
 impl HttpTarget {
-    /// Parses `http://HOST:PORT/PATH`; only loopback addresses (or `localhost`) are accepted.
+    /// Parses `http://HOST[:PORT][/PATH]` (the path defaults to `/v1/publish`), HOST an IP
+    /// literal or a DNS name: the same rules as the `ws://` target.
     pub(crate) fn parse(url: &str, api_key: Option<String>) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("--publish {url:?}: only http:// URLs are supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(at) => (&rest[..at], &rest[at..]),
-            None => (rest, "/v1/publish"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(':') => {
-                (host, port.parse::<u16>().map_err(|_| format!("--publish {url:?}: bad port"))?)
-            }
-            _ => (authority, 80),
-        };
-        let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| format!("--publish {url:?}: the host must be an IP literal or localhost"))?
-        };
-        if !ip.is_loopback() {
-            return Err(format!("--publish {url:?}: only loopback targets are allowed"));
-        }
-        Ok(HttpTarget {
-            addr: SocketAddr::new(ip, port),
-            host: authority.to_owned(),
-            path: path.to_owned(),
-            api_key,
-        })
+        let target =
+            Target::parse_scheme(url, "http://", "/v1/publish").map_err(|e| format!("--publish {e}"))?;
+        Ok(HttpTarget { addr: target.addr, host: target.host, path: target.path, api_key })
     }
 }
 
@@ -376,14 +351,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_loopback_only() {
+    fn urls_follow_the_target_rules() {
         let t = HttpTarget::parse("http://127.0.0.1:9090/v1/publish", None).unwrap();
-        assert_eq!((t.addr.port(), t.path.as_str()), (9090, "/v1/publish"));
-        assert_eq!(HttpTarget::parse("http://localhost:9090", None).unwrap().path, "/v1/publish");
-        for bad in
-            ["https://127.0.0.1/", "http://10.1.2.3:9090/v1/publish", "http://example.com/", "127.0.0.1"]
-        {
-            assert!(HttpTarget::parse(bad, None).is_err(), "{bad}");
+        assert_eq!(
+            (t.addr.port(), t.path.as_str(), t.host.as_str()),
+            (9090, "/v1/publish", "127.0.0.1:9090")
+        );
+        let t = HttpTarget::parse("http://localhost:9090", None).unwrap();
+        assert_eq!(t.path, "/v1/publish");
+        assert!(t.addr.ip().is_loopback());
+        assert!(HttpTarget::parse("http://10.1.2.3:9090/v1/publish", None).is_ok());
+        for bad in ["https://127.0.0.1/", "http://bad!name/", "127.0.0.1", "http://127.0.0.1:x/"] {
+            let err = HttpTarget::parse(bad, None).unwrap_err();
+            assert!(err.starts_with("--publish "), "{bad}: {err}");
         }
     }
 

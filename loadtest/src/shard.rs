@@ -181,9 +181,20 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
     if connect_rate.is_some() {
         strip.push("--rate");
     }
+    // `echo --total-rate` is for all connections: every child gets the per-connection rate.
+    let message_rate = match mode {
+        Mode::Echo(args) => args.total_rate.map(|rate| rate / total.max(1) as f64),
+        _ => None,
+    };
+    if message_rate.is_some() {
+        strip.push("--total-rate");
+    }
     let mut base = strip_args(&args, &strip, &["--json", "--child"]);
     if let Some(rate) = connect_rate {
         base.extend(["--rate".into(), rate.to_string()]);
+    }
+    if let Some(rate) = message_rate {
+        base.extend(["--message-rate".into(), rate.to_string()]);
     }
     // Taken before any connection exists.
     let probe = match mode {

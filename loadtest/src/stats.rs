@@ -74,6 +74,11 @@ impl Latency {
         self.hist.saturating_record(nanos.max(1));
     }
 
+    /// Forgets every value recorded (keeps the allocation).
+    pub(crate) fn clear(&mut self) {
+        self.hist.reset();
+    }
+
     /// Adds `other`'s counts.
     pub(crate) fn add(&mut self, other: &Latency) {
         // Same bounds on both sides (V2 keeps them), so this cannot fail; saturate if it does.

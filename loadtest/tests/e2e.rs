@@ -6,17 +6,27 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use throng::{Event, Flow, Server};
 
 /// An echo server on 127.0.0.1:0 that lives as long as the test process.
 fn echo_server() -> SocketAddr {
+    echo_server_taking(Duration::ZERO)
+}
+
+/// An echo server (one loop) that spends `delay` on every message before echoing it: it
+/// cannot echo more than `1/delay` messages per second, whoever sends them.
+fn echo_server_taking(delay: Duration) -> SocketAddr {
     let server = Server::builder()
         .bind("127.0.0.1:0")
         .unwrap()
         .loops(1)
-        .on_message(|inline, kind, payload| {
+        .on_message(move |inline, kind, payload| {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             inline.reply(kind, payload);
             Flow::Consumed
         })
@@ -99,6 +109,93 @@ fn echo_checks_payloads_and_orders_percentiles() {
     assert_ordered(&v, "rtt");
     assert_eq!(u(&v, "rtt.count"), u(&v, "messages"));
     assert!(f(&v, "cpu.client.utilisation") > 0.0);
+}
+
+/// The coordinated-omission check: a server that can echo about 500 messages per second. The
+/// closed loop (one in flight on each of 2 connections) waits for it and sees a few ms per echo;
+/// the open loop offers 800 messages per second whatever it answers, so a queue builds up and the
+/// latency from the scheduled send times grows over the run. Only the relation is asserted.
+#[test]
+fn open_loop_measures_the_queue_a_closed_loop_hides() {
+    let url = format!("ws://{}/", echo_server_taking(Duration::from_millis(2)));
+    let common = ["--conns", "2", "--warmup", "0s", "--duration", "2s", "--drain-timeout", "20s"];
+    let closed: Vec<&str> = ["echo", &url, "--inflight", "1"].into_iter().chain(common).collect();
+    let (code, closed, text) = load(&closed);
+    assert_eq!(code, 0, "{text}");
+    assert!(closed["open_loop"].is_null(), "{closed}");
+    let open: Vec<&str> = ["echo", &url, "--total-rate", "800/s"].into_iter().chain(common).collect();
+    let (code, open, text) = load(&open);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("latency (from schedule)") && text.contains("skipped"), "{text}");
+    // 2 connections × 400/s × 2 s, whatever the server does.
+    let scheduled = u(&open, "open_loop.scheduled");
+    assert!((1590..=1610).contains(&scheduled), "{open}");
+    assert_eq!(u(&open, "open_loop.skipped"), 0, "{open}");
+    assert_eq!((u(&open, "lost"), u(&open, "payload_errors")), (0, 0), "{open}");
+    assert_eq!(f(&open, "open_loop.total_rate"), 800.0);
+    let (closed_p99, open_p99) = (f(&closed, "rtt.p99_us"), f(&open, "rtt.p99_us"));
+    assert!(open_p99 > 5.0 * closed_p99, "open-loop p99 {open_p99} µs vs closed-loop p99 {closed_p99} µs");
+    assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
+}
+
+/// `--total-rate` is for the whole run: with `--procs 2`, each child sends its connections'
+/// share, and the merged schedule adds up to the total.
+#[test]
+fn total_rate_is_shared_by_the_processes() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "4",
+        "--procs",
+        "2",
+        "--total-rate",
+        "400/s",
+        "--warmup",
+        "0s",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), f(&v, "open_loop.rate_per_conn")), (2, 100.0), "{v}");
+    assert_eq!(f(&v, "open_loop.total_rate"), 400.0, "{v}");
+    let scheduled = u(&v, "open_loop.scheduled");
+    assert!((396..=404).contains(&scheduled), "{v}");
+}
+
+/// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
+#[test]
+fn thresholds_set_the_exit_status() {
+    let url = format!("ws://{}/", echo_server());
+    let base = ["echo", &url, "--conns", "2", "--warmup", "0s", "--duration", "500ms"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    let (code, v, text) =
+        load(&with(&["--threshold", "p99<100s", "--threshold", "errors<=0", "--threshold", "rate>0"]));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["thresholds_ok"], true, "{v}");
+    assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(3), "{v}");
+    assert!(text.contains("p99<100s ok ("), "{text}");
+    // No loopback echo comes near a hundred million messages per second.
+    let (code, v, text) = load(&with(&["--threshold", "p99<100s", "--threshold", "rate>=100000000/s"]));
+    assert_eq!(code, 4, "{text}");
+    assert_eq!(v["ok"], true, "the run itself met its checks: {v}");
+    assert_eq!(v["thresholds_ok"], false, "{v}");
+    let failed = &v["thresholds"][1];
+    assert_eq!(
+        (failed["threshold"].as_str(), failed["ok"].as_bool()),
+        (Some("rate>=100000000/s"), Some(false))
+    );
+    assert!(failed["value"].as_f64().is_some_and(|rate| rate > 0.0), "{v}");
+    assert!(text.contains("rate>=100000000/s FAILED ("), "{text}");
+    // A bad threshold is a usage error.
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(with(&["--threshold", "p99<fast"]))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expected a duration like 50ms"));
 }
 
 #[test]
@@ -262,18 +359,21 @@ fn fanout_delivers_every_message_to_every_subscriber() {
     assert_eq!(u(&v, "latency.count"), 180);
 }
 
+/// Usage errors (exit status 2) are found before any connection is attempted: these runs name a
+/// non-loopback target (a documentation address) but are refused before contacting it.
 #[test]
-fn refuses_other_targets_without_sending() {
-    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
-        .args([
-            "fanout",
-            "ws://127.0.0.1:9/ws",
-            "--subscribers",
-            "1",
-            "--publish",
-            "http://10.0.0.1:9090/v1/publish",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+fn refuses_bad_targets_and_sources_without_sending() {
+    for args in [
+        &["echo", "ws://bad!name:9001/"][..],
+        &["echo", "wss://127.0.0.1:9/"],
+        &["echo", "ws://192.0.2.7:9001/", "--sources", "192.0.2.99"],
+        &["echo", "ws://192.0.2.7:9001/", "--sources", "127.0.0.2"],
+        &["echo", "ws://127.0.0.1:9/", "--sources", "10.0.0.1"],
+        &["fanout", "ws://127.0.0.1:9/ws", "--subscribers", "1", "--publish", "http://bad!name:9090/"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
+    }
 }

@@ -23,6 +23,7 @@ use crate::probe::{MemProbe, MemReport};
 use crate::procfs::Mem;
 use crate::stats::{merge_causes, Causes, Latency};
 use crate::target::Target;
+use crate::threshold::Metrics;
 
 /// How long pinged connections have to answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,6 +99,19 @@ impl super::Report for Report {
         rows.push(("ping".into(), format!("{}/{} answered", self.pongs_received, self.pings_sent)));
         rows.push(("close".into(), self.close.line()));
         rows
+    }
+
+    fn metrics(&self) -> Metrics {
+        let count = |causes: &Causes| causes.values().sum::<u64>();
+        Metrics {
+            latency: self.dial.handshake_latency.summary(),
+            errors: count(&self.dial.failed)
+                + count(&self.dropped_during_hold)
+                + self.pings_sent.saturating_sub(self.pongs_received),
+            ops: self.dial.attempted,
+            rate: Some(self.dial.handshakes_per_s),
+            late: None,
+        }
     }
 
     fn ok(&self) -> bool {

@@ -1,10 +1,21 @@
-//! `echo`: C connections each keep P messages of S bytes in flight; every echo is checked
-//! byte for byte and its round trip recorded. New messages for a connection are written in one
-//! batch (one `write`) per loop turn. After a warm-up, the measured window gives messages per
-//! second, RTT percentiles and CPU time per message of the client and, with `--server-pid`, of the
-//! server.
+//! `echo`: C connections each keep P messages of S bytes in flight (closed loop) or send R
+//! messages per second on a fixed schedule (open loop, `--message-rate`/`--total-rate`); every
+//! echo is checked byte for byte and its round trip recorded. New messages for a connection are
+//! written in one batch (one `write`) per loop turn. After a warm-up, the measured window gives
+//! messages per second, RTT percentiles and CPU time per message of the client and, with
+//! `--server-pid`, of the server.
+//!
+//! Open loop: each connection's sends are due every `1/R` s (the connections' schedules are
+//! staggered over one interval); due times sit in a min-heap and the poll sleeps until the
+//! earliest. An echo's latency counts from its message's *scheduled* time (as wrk2 does), so a
+//! server that falls behind shows its queueing instead of being offered less load. A send made
+//! more than one interval (and at least [`TIMER_SLACK`]) after its due time is counted `late`
+//! (the client could not keep up: its latencies then include its own delay). A connection holds
+//! at most [`MAX_OUTSTANDING`] messages not yet echoed and [`MAX_UNWRITTEN`] bytes the kernel has
+//! not taken; a send due beyond that is `skipped` (counted, not sent, not measured).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -12,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use throng::proto::{DataKind, Item, OpCode};
 
 use crate::cli::EchoArgs;
-use crate::conn::{Phase, Status};
+use crate::conn::{Conn, Phase, Status};
 use crate::ctl::Ctl;
 use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
@@ -20,13 +31,25 @@ use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
+use crate::threshold::Metrics;
 
 /// Bytes at the start of each payload that carry its sequence number (as hex, so text stays text).
 const STAMP: usize = 16;
 
+/// Open loop: the most messages a connection has sent and not yet seen echoed.
+const MAX_OUTSTANDING: usize = 1024;
+
+/// Open loop: the most bytes a connection keeps queued that the kernel has not taken yet.
+const MAX_UNWRITTEN: usize = 256 * 1024;
+
+/// Open loop: the poll's timer resolution (mio rounds timeouts up to milliseconds); a send this
+/// late is on time.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// Per connection.
 struct EchoState {
-    /// Send times of the messages in flight, oldest first (echoes come back in order).
+    /// Send times of the messages in flight, oldest first (echoes come back in order); in open
+    /// loop, their scheduled times.
     sent_at: VecDeque<Instant>,
     next_seq: u64,
     expect_seq: u64,
@@ -45,6 +68,8 @@ struct Rx {
     window_msgs: u64,
     payload_errors: u64,
     rtt: Latency,
+    /// The latencies since the last status line (only when it shows them).
+    recent: Option<Latency>,
 }
 
 impl Rx {
@@ -63,11 +88,16 @@ impl Rx {
             self.payload_errors += 1;
         }
         match st.sent_at.pop_front() {
-            Some(sent) if self.in_window => {
-                self.rtt.record(self.now.duration_since(sent));
-                self.window_msgs += 1;
+            Some(sent) => {
+                let latency = self.now.duration_since(sent);
+                if self.in_window {
+                    self.rtt.record(latency);
+                    self.window_msgs += 1;
+                }
+                if let Some(recent) = &mut self.recent {
+                    recent.record(latency);
+                }
             }
-            Some(_) => {}
             None => self.payload_errors += 1,
         }
         st.expect_seq += 1;
@@ -103,13 +133,47 @@ fn fill(msg: &mut [u8], seq: u64) {
     msg[..n].copy_from_slice(&stamp(seq)[..n]);
 }
 
+/// How an open-loop run kept its schedule. Counts cover the sends due in the measured window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct OpenLoop {
+    /// Messages per second per connection.
+    pub(crate) rate_per_conn: f64,
+    /// All connections together (the sum over the processes).
+    pub(crate) total_rate: f64,
+    /// Sends due in the measured window.
+    pub(crate) scheduled: u64,
+    /// Of those, sent more than one interval (and at least 1 ms) after their due time.
+    pub(crate) late: u64,
+    /// Of those, not sent: the connection's backlog was full.
+    pub(crate) skipped: u64,
+}
+
+impl OpenLoop {
+    fn merge(&mut self, other: &OpenLoop) {
+        self.total_rate = round3(self.total_rate + other.total_rate);
+        self.scheduled += other.scheduled;
+        self.late += other.late;
+        self.skipped += other.skipped;
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:.1} msg/s per conn ({:.0}/s in all): {} due in the window, {} late, {} skipped (backlog full)",
+            self.rate_per_conn, self.total_rate, self.scheduled, self.late, self.skipped
+        )
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Report {
     mode: String,
     url: String,
     conns: usize,
     size: usize,
+    /// Closed loop: messages in flight per connection (0 in open loop).
     inflight: usize,
+    /// Open loop: the schedule and how well it was kept (absent in closed loop).
+    open_loop: Option<OpenLoop>,
     binary: bool,
     warmup_s: f64,
     duration_s: f64,
@@ -139,6 +203,9 @@ pub(crate) struct Report {
 impl super::Report for Report {
     fn merge(&mut self, other: Self) {
         self.conns += other.conns;
+        if let (Some(open), Some(other)) = (&mut self.open_loop, &other.open_loop) {
+            open.merge(other);
+        }
         self.dial.merge(other.dial);
         self.messages += other.messages;
         self.window_s = self.window_s.max(other.window_s);
@@ -158,22 +225,30 @@ impl super::Report for Report {
     }
 
     fn rows(&self) -> Vec<(String, String)> {
-        vec![
+        let load = match &self.open_loop {
+            Some(open) => format!("open loop at {:.1} msg/s each", open.rate_per_conn),
+            None => format!("{} in flight each", self.inflight),
+        };
+        let mut rows = vec![
             (
                 "echo".into(),
                 format!(
-                    "{}: {} conns, {} B {}, {} in flight each, warm-up {}s, measure {}s, {} process(es)",
+                    "{}: {} conns, {} B {}, {load}, warm-up {}s, measure {}s, {} process(es)",
                     self.url,
                     self.conns,
                     self.size,
                     if self.binary { "binary" } else { "text" },
-                    self.inflight,
                     self.warmup_s,
                     self.duration_s,
                     self.run.procs
                 ),
             ),
             ("dial".into(), self.dial.line()),
+        ];
+        if let Some(open) = &self.open_loop {
+            rows.push(("schedule".into(), open.line()));
+        }
+        rows.extend([
             (
                 "throughput".into(),
                 format!(
@@ -181,7 +256,10 @@ impl super::Report for Report {
                     self.msgs_per_s, self.mib_per_s, self.messages, self.window_s
                 ),
             ),
-            ("rtt".into(), self.rtt.summary().line()),
+            (
+                if self.open_loop.is_some() { "latency (from schedule)" } else { "rtt" }.into(),
+                self.rtt.summary().line(),
+            ),
             ("cpu".into(), self.cpu.line("msg")),
             (
                 "checks".into(),
@@ -191,7 +269,19 @@ impl super::Report for Report {
                 ),
             ),
             ("close".into(), self.close.line()),
-        ]
+        ]);
+        rows
+    }
+
+    fn metrics(&self) -> Metrics {
+        let skipped = self.open_loop.as_ref().map_or(0, |open| open.skipped);
+        Metrics {
+            latency: self.rtt.summary(),
+            errors: self.payload_errors + self.lost + skipped,
+            ops: self.total_sent + skipped,
+            rate: Some(self.msgs_per_s),
+            late: self.open_loop.as_ref().map(|open| (open.late, open.scheduled)),
+        }
     }
 
     fn ok(&self) -> bool {
@@ -199,7 +289,10 @@ impl super::Report for Report {
     }
 
     fn chart(&self) -> (&'static str, &Latency) {
-        ("Round-trip latency (measured window)", &self.rtt)
+        match self.open_loop {
+            Some(_) => ("Latency from the scheduled send (measured window)", &self.rtt),
+            None => ("Round-trip latency (measured window)", &self.rtt),
+        }
     }
 
     fn ops_name(&self) -> &'static str {
@@ -234,9 +327,54 @@ enum Stage {
     Drain,
 }
 
+/// Open loop: when each connection's next send is due, and how well the schedule is kept.
+struct Schedule {
+    interval: Duration,
+    /// A send later than this after its due time is `late`.
+    late_after: Duration,
+    /// `(due, key)`, earliest first.
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    stats: OpenLoop,
+}
+
+impl Schedule {
+    fn new(rate_per_conn: f64, conns: usize) -> Self {
+        let interval = Duration::from_secs_f64(1.0 / rate_per_conn);
+        Schedule {
+            interval,
+            late_after: interval.max(TIMER_SLACK),
+            due: BinaryHeap::with_capacity(conns),
+            stats: OpenLoop {
+                rate_per_conn: round3(rate_per_conn),
+                total_rate: round3(rate_per_conn * conns as f64),
+                ..OpenLoop::default()
+            },
+        }
+    }
+
+    /// Connection `i` of `n` first sends at `start + i/n` of an interval (staggered, so that the
+    /// connections do not all send in the same turn).
+    fn start(&mut self, keys: &[usize], start: Instant) {
+        let n = keys.len().max(1) as u32;
+        for (i, &key) in keys.iter().enumerate() {
+            self.due.push(Reverse((start + self.interval * i as u32 / n, key)));
+        }
+    }
+
+    /// The earliest due time.
+    fn next(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+}
+
 pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
-    let inflight = args.inflight.max(1);
+    let rate_per_conn = match (args.message_rate, args.total_rate) {
+        (Some(rate), _) => Some(rate),
+        (None, Some(total)) => Some(total / args.conns.max(1) as f64),
+        (None, None) => None,
+    };
+    let inflight = if rate_per_conn.is_some() { 0 } else { args.inflight.max(1) };
     let mut driver: Driver<EchoState> = Driver::new(target, sources, (256 * 1024).max(args.size + 1024))?;
     let plan = DialPlan {
         n: args.conns,
@@ -246,7 +384,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         wait_ready: false,
     };
     let make_state = |_| EchoState {
-        sent_at: VecDeque::with_capacity(inflight),
+        sent_at: VecDeque::with_capacity(inflight.max(1)),
         next_seq: 0,
         expect_seq: 0,
         rx_pos: 0,
@@ -268,22 +406,33 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         window_msgs: 0,
         payload_errors: 0,
         rtt: Latency::new(),
+        recent: ctl.wants_latency().then(Latency::new),
     };
     let (mut sent, mut lost) = (0u64, 0u64);
     let mut dropped = Causes::new();
+    let mut schedule = rate_per_conn.map(|rate| Schedule::new(rate, driver.conns.len()));
 
-    // Tops connection `key` up to `inflight` messages and writes them in one batch.
-    let mut refill = |driver: &mut Driver<EchoState>, key: usize, now: Instant, sent: &mut u64| {
+    // Queues message `seq` of `conn`, sent (or due) at `at`.
+    let mut send = |conn: &mut Conn<EchoState>, at: Instant, sent: &mut u64| {
+        fill(&mut msg, conn.state.next_seq);
+        conn.queue(opcode, &msg);
+        conn.state.sent_at.push_back(at);
+        conn.state.next_seq += 1;
+        *sent += 1;
+    };
+
+    // Closed loop: tops connection `key` up to `inflight` messages and writes them in one batch.
+    let refill = |driver: &mut Driver<EchoState>,
+                  send: &mut dyn FnMut(&mut Conn<EchoState>, Instant, &mut u64),
+                  key: usize,
+                  now: Instant,
+                  sent: &mut u64| {
         let conn = &mut driver.conns[key];
         if conn.phase() != Phase::Open {
             return Ok(());
         }
         while conn.state.sent_at.len() < inflight {
-            fill(&mut msg, conn.state.next_seq);
-            conn.queue(opcode, &msg);
-            conn.state.sent_at.push_back(now);
-            conn.state.next_seq += 1;
-            *sent += 1;
+            send(conn, now, sent);
         }
         conn.flush()
     };
@@ -300,12 +449,17 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let measure_end = measure_start + args.duration;
     let mut drain_end = measure_end;
     let keys: Vec<usize> = driver.conns.iter().map(|(key, _)| key).collect();
-    for key in keys {
-        if let Err(cause) = refill(&mut driver, key, start, &mut sent) {
-            if let Some(conn) = driver.remove(key) {
-                lost += conn.state.sent_at.len() as u64;
+    match &mut schedule {
+        Some(schedule) => schedule.start(&keys, start),
+        None => {
+            for key in keys {
+                if let Err(cause) = refill(&mut driver, &mut send, key, start, &mut sent) {
+                    if let Some(conn) = driver.remove(key) {
+                        lost += conn.state.sent_at.len() as u64;
+                    }
+                    bump(&mut dropped, cause);
+                }
             }
-            bump(&mut dropped, cause);
         }
     }
     let pids = &common.server_pid;
@@ -335,7 +489,11 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             Stage::Measure => measure_end,
             Stage::Drain => drain_end,
         };
-        let timeout = boundary.saturating_duration_since(now).min(Duration::from_millis(100));
+        let mut wake = boundary;
+        if let Some(due) = schedule.as_ref().and_then(Schedule::next).filter(|_| stage != Stage::Drain) {
+            wake = wake.min(due);
+        }
+        let timeout = wake.saturating_duration_since(now).min(Duration::from_millis(100));
         let ready = driver.poll(timeout)?;
         rx.now = Instant::now();
         rx.in_window = stage == Stage::Measure && rx.now < measure_end;
@@ -343,8 +501,8 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             let status = driver.on_ready(key, readiness, &mut |st, item| rx.on_item(st, item));
             let result = match status {
                 Status::Done(end) => Err(end_cause(end)),
-                _ if stage == Stage::Drain => Ok(()),
-                _ => refill(&mut driver, key, rx.now, &mut sent),
+                _ if stage == Stage::Drain || schedule.is_some() => Ok(()),
+                _ => refill(&mut driver, &mut send, key, rx.now, &mut sent),
             };
             if let Err(cause) = result {
                 if let Some(conn) = driver.remove(key) {
@@ -354,7 +512,47 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             }
         }
         driver.give_back(ready);
-        ctl.tick(driver.conns.len() as u64, rx.received);
+        if let Some(schedule) = schedule.as_mut().filter(|_| stage != Stage::Drain) {
+            let window = measure_start..measure_end;
+            let now = rx.now;
+            while let Some(Reverse((mut due, key))) = schedule.due.peek().copied().filter(|r| r.0 .0 <= now) {
+                schedule.due.pop();
+                let Some(conn) = driver.conns.get_mut(key) else { continue };
+                if conn.phase() != Phase::Open {
+                    continue;
+                }
+                // Every send due by now goes out in this turn's batch (a stalled turn catches up).
+                while due <= now && due < measure_end {
+                    let in_window = window.contains(&due);
+                    schedule.stats.scheduled += u64::from(in_window);
+                    if conn.state.sent_at.len() >= MAX_OUTSTANDING || conn.pending_out() >= MAX_UNWRITTEN {
+                        schedule.stats.skipped += u64::from(in_window);
+                    } else {
+                        send(conn, due, &mut sent);
+                        schedule.stats.late += u64::from(in_window && now - due > schedule.late_after);
+                    }
+                    due += schedule.interval;
+                }
+                if let Err(cause) = conn.flush() {
+                    if let Some(conn) = driver.remove(key) {
+                        lost += conn.state.sent_at.len() as u64;
+                    }
+                    bump(&mut dropped, cause);
+                    continue;
+                }
+                if due < measure_end {
+                    schedule.due.push(Reverse((due, key)));
+                }
+            }
+        }
+        match &mut rx.recent {
+            Some(recent) => {
+                let skipped = schedule.as_ref().map_or(0, |s| s.stats.skipped);
+                let errors = rx.payload_errors + lost + skipped + dropped.values().sum::<u64>();
+                ctl.tick_live(driver.conns.len() as u64, rx.received, errors, recent);
+            }
+            None => ctl.tick(driver.conns.len() as u64, rx.received),
+        }
     }
     let window_end = match window_end {
         Some(end) => end,
@@ -373,6 +571,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         conns: args.conns,
         size: args.size,
         inflight,
+        open_loop: schedule.map(|schedule| schedule.stats),
         binary: args.binary,
         warmup_s: args.warmup.as_secs_f64(),
         duration_s: args.duration.as_secs_f64(),
@@ -399,6 +598,24 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_are_staggered_over_one_interval() {
+        let mut schedule = Schedule::new(100.0, 4);
+        assert_eq!(schedule.interval, Duration::from_millis(10));
+        assert_eq!(schedule.late_after, Duration::from_millis(10));
+        assert_eq!(Schedule::new(10_000.0, 1).late_after, TIMER_SLACK);
+        assert_eq!(schedule.stats.total_rate, 400.0);
+        let start = Instant::now();
+        schedule.start(&[7, 8, 9, 10], start);
+        let mut due = Vec::new();
+        while let Some(Reverse((at, key))) = schedule.due.pop() {
+            due.push((at.duration_since(start), key));
+        }
+        let ms = Duration::from_micros;
+        assert_eq!(due, [(ms(0), 7), (ms(2500), 8), (ms(5000), 9), (ms(7500), 10)]);
+        assert_eq!(schedule.next(), None);
+    }
 
     #[test]
     fn payload_check_accepts_any_split_and_catches_changes() {

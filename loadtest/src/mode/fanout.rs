@@ -26,6 +26,7 @@ use crate::procfs::{Snapshot, Usage};
 use crate::publish::{self, find_number, now_ns, PublishStats};
 use crate::stats::{merge_causes, ratio, Causes, Latency};
 use crate::target::Target;
+use crate::threshold::Metrics;
 
 /// A message in pieces is reassembled up to this many bytes (the fields we read come first).
 const MAX_ASSEMBLY: usize = 4096;
@@ -254,6 +255,16 @@ impl super::Report for Report {
             ),
             ("close".into(), self.close.line()),
         ]
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            latency: self.latency.summary(),
+            errors: self.expected.saturating_sub(self.deliveries),
+            ops: self.expected,
+            rate: Some(ratio(self.deliveries as f64, self.duration_s)),
+            late: None,
+        }
     }
 
     fn ok(&self) -> bool {

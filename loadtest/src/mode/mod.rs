@@ -38,6 +38,10 @@ pub(crate) trait Report: Serialize + DeserializeOwned {
     fn rows(&self) -> Vec<(String, String)>;
     /// Whether the run met its checks (exit status 0).
     fn ok(&self) -> bool;
+    /// What `--threshold` compares: the mode's main latency (echo: the round trip, from the
+    /// schedule in open loop; connect and storm's dial: connect start to 101, storm: the cycle;
+    /// fanout: publish to delivery), its failed operations and their rate.
+    fn metrics(&self) -> crate::threshold::Metrics;
     /// The latency charted in the HTML report, with its title.
     fn chart(&self) -> (&'static str, &Latency);
     /// What the operations of the time series are (`messages`, `handshakes`…).

@@ -17,6 +17,7 @@ use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
+use crate::threshold::Metrics;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Report {
@@ -79,6 +80,17 @@ impl super::Report for Report {
             ("cycle".into(), self.cycle.summary().line()),
             ("cpu".into(), self.cpu.line("cycle")),
         ]
+    }
+
+    fn metrics(&self) -> Metrics {
+        let errors = self.failed.values().sum::<u64>();
+        Metrics {
+            latency: self.cycle.summary(),
+            errors,
+            ops: self.cycles + errors,
+            rate: Some(self.cycles_per_s),
+            late: None,
+        }
     }
 
     fn ok(&self) -> bool {
