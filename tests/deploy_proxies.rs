@@ -1,8 +1,8 @@
-//! The nginx examples in `deploy/` proxy real WebSockets to the gateway: Debian's nginx on
-//! loopback, run from the shipped files with only the addresses and paths changed. Through
-//! `deploy/nginx-stream.conf` the client's address reaches the gateway in a PROXY header (the
-//! per-IP limit sees two clients, not one balancer). Skipped with a message when nginx is not
-//! installed; `scripts/test` installs it, so CI runs them.
+//! The balancer examples in `deploy/` proxy real WebSockets to the gateway: Debian's nginx and
+//! HAProxy on loopback, run from the shipped files with only the addresses and paths changed.
+//! Through `deploy/nginx-stream.conf` and `deploy/haproxy.cfg` the client's address reaches the
+//! gateway in a PROXY header (the per-IP limit sees two clients, not one balancer). Skipped with
+//! a message when a program is not installed; `scripts/test` installs them, so CI runs them.
 #![cfg(feature = "gateway")] // the binary exists only with it
 
 mod gateway_support;
@@ -17,15 +17,16 @@ use gateway_support::{temp_dir, Gateway};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+const HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// nginx in the foreground on a free loopback port, killed on drop.
-struct Nginx {
+/// A balancer in the foreground on a free loopback port, killed on drop.
+struct Proxy {
     child: Child,
     addr: SocketAddr,
     dir: PathBuf,
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -35,7 +36,15 @@ impl Drop for Nginx {
 
 /// Whether nginx (and the stream module, if `stream`) is installed; prints why not.
 fn available(stream: bool) -> bool {
-    let missing = if !Path::new(NGINX).exists() {
+    installed(NGINX, stream)
+}
+
+fn installed(program: &str, stream: bool) -> bool {
+    let missing = if !Path::new(program).exists() {
+        Some(program)
+    } else if program != NGINX {
+        None
+    } else if !Path::new(NGINX).exists() {
         Some("nginx")
     } else if stream && !Path::new(STREAM_MODULE).exists() {
         Some("nginx's stream module (libnginx-mod-stream)")
@@ -56,7 +65,7 @@ fn edit(text: String, from: &str, to: &str) -> String {
 
 /// Starts nginx from `deploy/{file}` with its listener moved to a free port, its upstream to
 /// `upstream` and its pid and log files to a temporary directory.
-fn nginx(file: &str, listen: &str, upstream: SocketAddr) -> Nginx {
+fn nginx(file: &str, listen: &str, upstream: SocketAddr) -> Proxy {
     let dir = temp_dir();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -82,18 +91,73 @@ fn nginx(file: &str, listen: &str, upstream: SocketAddr) -> Nginx {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn nginx");
-    let mut nginx = Nginx { child, addr, dir };
+    let mut nginx = Proxy { child, addr, dir };
+    wait_listening(&mut nginx, "nginx");
+    nginx
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// The text of `deploy/{file}`.
+fn example(file: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file)).unwrap()
+}
+
+/// Waits until `proxy` accepts connections on its address.
+fn wait_listening(proxy: &mut Proxy, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = nginx.child.try_wait() {
+    while TcpStream::connect(proxy.addr).is_err() {
+        if let Ok(Some(status)) = proxy.child.try_wait() {
             let mut err = String::new();
-            let _ = nginx.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("nginx exited with {status}: {err} {}", std::fs::read_to_string(&log).unwrap_or_default());
+            let _ = proxy.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("{what} exited with {status}: {err}");
         }
-        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
+        assert!(Instant::now() < deadline, "{what} did not listen on {}", proxy.addr);
         std::thread::sleep(Duration::from_millis(20));
     }
-    nginx
+}
+
+/// Starts HAProxy from `deploy/haproxy.cfg` with its frontend on a free port and its server
+/// (and health check) pointed at the gateway.
+fn haproxy(gw: &Gateway) -> Proxy {
+    let dir = temp_dir();
+    let addr = free_port();
+    let text = edit(example("haproxy.cfg"), "bind :80", &format!("bind {addr}"));
+    // The example's maxconn needs a million descriptors, more than a test process may have.
+    let text = edit(text, "maxconn 500000", "maxconn 1000");
+    let server = format!("server throng1 {} send-proxy-v2 check port {} inter 5s", gw.ws, gw.admin.port());
+    let text = edit(text, "server throng1 127.0.0.1:8080 send-proxy-v2 check port 9090 inter 5s", &server);
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(&conf, text).unwrap();
+    let child = Command::new(HAPROXY)
+        .arg("-db")
+        .arg("-f")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn haproxy");
+    let mut proxy = Proxy { child, addr, dir };
+    wait_listening(&mut proxy, "haproxy");
+    proxy
+}
+
+/// Checks, through `proxy`, that the per-IP limit of 1 counts clients by the address in the
+/// PROXY header: every socket reaches the gateway from the balancer's 127.0.0.1.
+fn the_limit_sees_each_client(proxy: &Proxy) {
+    let (client_a, client_b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let mut first = connect_from(client_a, proxy.addr);
+    assert_eq!(upgrade(&mut first, proxy.addr), 101);
+    // A second socket from the same client is over the limit...
+    let mut again = connect_from(client_a, proxy.addr);
+    assert_eq!(upgrade(&mut again, proxy.addr), 429);
+    // ...and another client is not.
+    let mut other = connect_from(client_b, proxy.addr);
+    assert_eq!(upgrade(&mut other, proxy.addr), 101);
 }
 
 /// A connection to `to` from the loopback address `from`, so clients can differ by address.
@@ -139,17 +203,7 @@ fn nginx_stream_sends_the_client_address_by_proxy_protocol() {
         &["--proxy-protocol", "true", "--proxy-trusted", "127.0.0.1", "--max-connections-per-ip", "1"],
     );
     let nginx = nginx("nginx-stream.conf", "listen 80;", gw.ws);
-    let (client_a, client_b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    let mut first = connect_from(client_a, nginx.addr);
-    assert_eq!(upgrade(&mut first, nginx.addr), 101);
-    // The limit counts the address in the PROXY header: a second socket from the same client
-    // is over it...
-    let mut again = connect_from(client_a, nginx.addr);
-    assert_eq!(upgrade(&mut again, nginx.addr), 429);
-    // ...and another client is not, although every socket reaches the gateway from nginx's
-    // 127.0.0.1.
-    let mut other = connect_from(client_b, nginx.addr);
-    assert_eq!(upgrade(&mut other, nginx.addr), 101);
+    the_limit_sees_each_client(&nginx);
 }
 
 #[test]
@@ -167,4 +221,17 @@ fn nginx_http_proxies_the_upgrade() {
     let mut answer = String::new();
     other.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[test]
+fn haproxy_sends_the_client_address_by_proxy_protocol() {
+    if !installed(HAPROXY, false) {
+        return;
+    }
+    let gw = Gateway::start(
+        None,
+        &["--proxy-protocol", "true", "--proxy-trusted", "127.0.0.1", "--max-connections-per-ip", "1"],
+    );
+    let proxy = haproxy(&gw);
+    the_limit_sees_each_client(&proxy);
 }
