@@ -170,3 +170,38 @@ pub(super) fn key_lines(text: &str) -> HashMap<String, usize> {
     let line_of = |offset: usize| text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1;
     table.into_iter().map(|(key, value)| (key, line_of(value.span().start))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn parse_args_records_flags() {
+        let cli = Cli::parse_args(["throng", "--event-capacity", "0"]).unwrap();
+        let sources = Sources::new(&cli, &Options::default(), None, &HashMap::new());
+        assert_eq!(sources.of("event_capacity"), Source::Flag("--event-capacity".into()));
+        assert_eq!(sources.of("loops"), Source::Default);
+    }
+
+    #[test]
+    fn without_recorded_sources_both_names_are_given() {
+        // A `Cli` from the derived parser does not know flag from variable.
+        let cli = Cli::try_parse_from(["throng", "--max-message-size", "0"]).unwrap();
+        let sources = Sources::new(&cli, &Options::default(), None, &HashMap::new());
+        assert_eq!(
+            sources.of("max_message_size").to_string(),
+            "set by --max-message-size or THRONG_MAX_MESSAGE_SIZE"
+        );
+    }
+
+    #[test]
+    fn the_file_names_the_line_and_the_command_line_wins() {
+        let text = "# a comment\nloops = 2\n\nworkers = 0\n";
+        let file: Options = toml::from_str(text).unwrap();
+        let cli = Cli::parse_args(["throng", "--loops", "3"]).unwrap();
+        let sources = Sources::new(&cli, &file, Some(Path::new("t.toml")), &key_lines(text));
+        assert_eq!(sources.of("workers").to_string(), "set in t.toml line 4");
+        assert_eq!(sources.of("loops"), Source::Flag("--loops".into()));
+    }
+}
