@@ -2,11 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use throng::gateway::config::Cli;
 
 fn main() -> ExitCode {
-    match throng::gateway::run(Cli::parse()) {
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        // Usage errors and --help/--version: clap prints them and exits 2 or 0.
+        Err(e) => e.exit(),
+    };
+    match throng::gateway::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("throng: error: {e}");

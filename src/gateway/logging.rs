@@ -25,6 +25,11 @@ fn parse(filter: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(filter).map_err(|e| format!("log_level {filter:?}: {e}"))
 }
 
+/// Checks a log filter without installing it, so a bad one is a configuration error.
+pub(crate) fn check_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::try_new(filter).map(drop).map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
 /// Installs the global subscriber. Fails on a bad filter.
 pub(crate) fn init(format: LogFormat, filter: &str) -> Result<LogControl, String> {
     let (filter, handle) = reload::Layer::new(parse(filter)?);

@@ -36,6 +36,10 @@ pub struct Cli {
     #[allow(missing_docs)] // flattened: the help text is on each option
     #[command(flatten)]
     pub options: Options,
+
+    /// Which options came from a flag and which from a variable; filled by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub sources: super::source::CliSources,
 }
 
 /// The options shared by flags, environment and file. `None` means "not given here".
@@ -251,13 +255,10 @@ pub struct Options {
     pub broker_raw_user_topics: Option<bool>,
 }
 
-impl Options {
-    /// Each option from `self` if given, else from `lower`.
-    pub fn or(self, lower: Options) -> Options {
-        macro_rules! pick {
-            ($($f:ident),* $(,)?) => { Options { $($f: self.$f.or(lower.$f)),* } };
-        }
-        pick!(
+/// Calls `$m!` with every option's field name: the one list `or` and `given` share.
+macro_rules! with_every_option {
+    ($m:ident) => {
+        $m!(
             listen,
             admin_listen,
             admin_max_connections,
@@ -305,6 +306,26 @@ impl Options {
             broker_max_message_size,
             broker_raw_user_topics,
         )
+    };
+}
+
+impl Options {
+    /// Each option from `self` if given, else from `lower`.
+    pub fn or(self, lower: Options) -> Options {
+        macro_rules! pick {
+            ($($f:ident),* $(,)?) => { Options { $($f: self.$f.or(lower.$f)),* } };
+        }
+        with_every_option!(pick)
+    }
+
+    /// The keys given here (those that are not `None`).
+    pub fn given(&self) -> Vec<&'static str> {
+        macro_rules! names {
+            ($($f:ident),* $(,)?) => {
+                [$((stringify!($f), self.$f.is_some())),*].into_iter().filter(|g| g.1).map(|g| g.0).collect()
+            };
+        }
+        with_every_option!(names)
     }
 }
 
