@@ -74,7 +74,7 @@ impl Mode {
 #[derive(Args, Debug)]
 pub(crate) struct Common {
     /// Target: `ws://HOST[:PORT][/PATH]`, HOST an IPv4 address, `[IPv6]` or a DNS name (the
-    /// first IPv4 address it resolves to, else the first); the `Host` header is HOST[:PORT].
+    /// first IPv4 address it resolves to, else the first); the `Host` header is `HOST[:PORT]`.
     pub(crate) url: String,
     /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list,
     /// of the target's family. Loopback addresses for a loopback target; for any other target,

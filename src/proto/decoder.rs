@@ -9,11 +9,10 @@
 //!
 //! The decoder is small (a few words) and holds no buffer: it is made to live in every connection.
 
-use super::close::{parse_close_payload, CloseCode};
+use super::close::{parse_close_payload, CloseBits, CloseCode};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode, Role, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
-use super::session::CloseBits;
 use super::utf8::Utf8Validator;
 
 /// Size limits and negotiated extension bits. Shared by all connections of a loop, so not stored

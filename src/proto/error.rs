@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::close::CloseCode;
+use super::code::CloseCode;
 
 /// A violation of RFC 6455 by the peer, or a configured limit the peer exceeded.
 ///

@@ -17,6 +17,7 @@
 //!    [`Role::send_mask`].
 
 pub mod close;
+mod code;
 pub mod decoder;
 pub mod error;
 pub mod frame;

@@ -43,7 +43,7 @@
 //! piece to an assembly buffer it owns (under whatever budget and deadline it keeps) and, at
 //! `last`, holds the whole message, which for text has been checked to be UTF-8.
 
-use super::close::{CloseCode, ClosePayload};
+use super::close::{CloseCode, ClosePayload, CLOSE_SENT, FAILED};
 use super::decoder::{Decoder, Item, Limits};
 use super::error::ProtocolError;
 use super::frame::{encode_frame, OpCode, Role};
@@ -73,19 +73,6 @@ impl Transmit for FrameWriter<'_> {
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
         encode_frame(self.out, true, opcode, self.role.send_mask(), payload);
     }
-}
-
-/// We sent our close frame (our own, or the answer to theirs).
-const CLOSE_SENT: u8 = 1 << 0;
-/// The connection was failed: nothing more is read.
-const FAILED: u8 = 1 << 1;
-
-/// The close-handshake state of a session. Kept inside its [`Decoder`] (see its `close` field).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct CloseBits {
-    flags: u8,
-    /// The close code to report (0: none yet).
-    code: u16,
 }
 
 /// One connection's protocol state: the decoder and the close handshake. The same size as a
