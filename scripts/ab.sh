@@ -69,11 +69,11 @@ measure() { # measure WHAT BIN -> one number
         memory) load connect "$URL" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD" |
             jq -r '.server.rss_bytes_per_conn | floor' ;;
         32) load echo "$URL" --conns 100 --size 32 --inflight 16 --warmup "$WARMUP" --duration "$DURATION" |
-            jq -r '.cpu.server.us_per_op' ;;
+            jq -r '"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
         512) load echo "$URL" --conns 1000 --size 512 --inflight 1 --sources 127.0.0.2-127.0.0.10 \
-            --warmup "$WARMUP" --duration "$DURATION" | jq -r '.cpu.server.us_per_op' ;;
+            --warmup "$WARMUP" --duration "$DURATION" | jq -r '"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
         64k) load echo "$URL" --conns 10 --size 65536 --inflight 4 --binary --warmup "$WARMUP" \
-            --duration "$DURATION" | jq -r '.cpu.server.us_per_op' ;;
+            --duration "$DURATION" | jq -r '"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
     esac
     stop
 }
@@ -87,18 +87,26 @@ echo "- after: $AFTER"
 echo
 echo "| measure | before, rounds | median | after, rounds | median |"
 echo "| --- | --- | ---: | --- | ---: |"
+# Cells: the server's figure, and for the echo shapes "/" the client's CPU per message in the same
+# run. The client is the same binary in every run: when its figure moves with the server's, the
+# difference is the kernel's loopback TCP path (it charges either side), not the server's code.
 for what in memory $SHAPES; do
     b="" a=""
     for _ in $(seq "$ROUNDS"); do
         b="$b $(measure "$what" "$BEFORE")"
         a="$a $(measure "$what" "$AFTER")"
     done
-    unit=$([[ $what == memory ]] && echo "B/conn" || echo "µs/msg")
     case $what in
-        memory) name="RSS per idle connection ($MEM_CONNS conns)" ;;
-        32) name="server CPU, 32 B × 100 conns, 16 in flight" ;;
-        512) name="server CPU, 512 B × 1000 conns, 1 in flight" ;;
-        64k) name="server CPU, 64 KiB × 10 conns, 4 in flight" ;;
+        memory) name="RSS per idle connection ($MEM_CONNS conns), B" ;;
+        32) name="server/client CPU µs per msg, 32 B × 100 conns, 16 in flight" ;;
+        512) name="server/client CPU µs per msg, 512 B × 1000 conns, 1 in flight" ;;
+        64k) name="server/client CPU µs per msg, 64 KiB × 10 conns, 4 in flight" ;;
     esac
-    echo "| $name | ${b# } | $(echo "$b" | median) $unit | ${a# } | $(echo "$a" | median) $unit |"
+    server() { tr ' ' '\n' | sed '/^$/d; s|/.*||' | median; }
+    ratio() { tr ' ' '\n' | sed '/^$/d' | awk -F/ '{printf "%.3f\n", $1 / $2}' | median; }
+    if [[ $what == memory ]]; then
+        echo "| $name | ${b# } | $(echo "$b" | server) | ${a# } | $(echo "$a" | server) |"
+    else
+        echo "| $name | ${b# } | $(echo "$b" | server) (server/client $(echo "$b" | ratio)) | ${a# } | $(echo "$a" | server) (server/client $(echo "$a" | ratio)) |"
+    fi
 done
