@@ -11,7 +11,8 @@
 #        -p throng --example echo) && scripts/ab.sh /tmp/before/target/release/examples/echo
 #        target/release/examples/echo
 # Settings (environment): ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s
-#   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  SHAPES="32 512 64k"
+#   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1
+#   SHAPES="memory 32 512 64k"  which measures, in this order
 # Prints one Markdown table per measure: rounds and the median for each build.
 set -euo pipefail
 
@@ -28,7 +29,7 @@ SOURCES=${SOURCES:-127.0.0.2-127.0.0.40}
 PORT=${PORT:-19101}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-SHAPES=${SHAPES:-"32 512 64k"}
+SHAPES=${SHAPES:-"memory 32 512 64k"}
 
 for tool in jq taskset timeout; do
     command -v "$tool" >/dev/null || { echo "ab.sh: needs $tool" >&2; exit 2; }
@@ -90,7 +91,7 @@ echo "| --- | --- | ---: | --- | ---: |"
 # Cells: the server's figure, and for the echo shapes "/" the client's CPU per message in the same
 # run. The client is the same binary in every run: when its figure moves with the server's, the
 # difference is the kernel's loopback TCP path (it charges either side), not the server's code.
-for what in memory $SHAPES; do
+for what in $SHAPES; do
     b="" a=""
     for _ in $(seq "$ROUNDS"); do
         b="$b $(measure "$what" "$BEFORE")"
