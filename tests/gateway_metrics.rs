@@ -1,0 +1,118 @@
+//! `/metrics` read by a real Prometheus text parser: every sample line parses, each family has
+//! its type, and the families for build, process and close codes carry what happened. Also the
+//! connection and refusal log lines.
+#![cfg(feature = "gateway")] // the binary and `throng::gateway` exist only with it
+
+mod gateway_support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gateway_support::{Gateway, Upgrade};
+use prometheus_parse::{Sample, Scrape, Value};
+
+fn scrape(gw: &Gateway) -> Scrape {
+    let text = gw.get("/metrics").body;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = Scrape::parse(lines).expect("the exposition parses");
+    // The parser skips lines it cannot read instead of failing: every sample line must be one
+    // of its samples, so none was skipped.
+    let sample_lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    assert_eq!(scrape.samples.len(), sample_lines, "{text}");
+    scrape
+}
+
+fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+}
+
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match find(scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}")).value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn every_family_parses_with_its_type() {
+    let gw = Gateway::start(None, &[]);
+    let scrape = scrape(&gw);
+    // Each family is typed: counters end in _total, and nothing is left untyped.
+    let mut kinds: HashMap<&str, &Value> = HashMap::new();
+    for s in &scrape.samples {
+        assert!(!matches!(s.value, Value::Untyped(_)), "{} has no TYPE", s.metric);
+        if matches!(s.value, Value::Counter(_)) {
+            assert!(s.metric.ends_with("_total"), "counter {}", s.metric);
+        }
+        kinds.insert(&s.metric, &s.value);
+        assert!(scrape.docs.contains_key(&s.metric), "{} has no HELP", s.metric);
+    }
+    let build = find(&scrape, "throng_build_info", &[("version", env!("CARGO_PKG_VERSION"))])
+        .expect("build_info with the crate's version");
+    assert_eq!((build.labels.get("backend"), &build.value), (Some("epoll"), &Value::Gauge(1.0)));
+
+    // Process metrics, read from /proc at scrape time.
+    assert!(value(&scrape, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(value(&scrape, "process_cpu_seconds_total", &[]) >= 0.0);
+    let (open, max) = (value(&scrape, "process_open_fds", &[]), value(&scrape, "process_max_fds", &[]));
+    assert!(open >= 3.0 && open <= max, "{open} of {max}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value(&scrape, "process_start_time_seconds", &[]);
+    assert!(started <= now + 1.0 && started > now - 3600.0, "{started} vs {now}");
+    // The fds gauge follows the process: a connection held adds its socket.
+    let _ws = gw.connect("/ws");
+    assert!(value(&self::scrape(&gw), "process_open_fds", &[]) > open);
+}
+
+#[test]
+fn closes_are_counted_by_code_and_logged() {
+    let gw = Gateway::start(None, &["--log-level", "throng=debug"]);
+    let mut normal = gw.connect("/ws");
+    normal.send_close(1000);
+    assert_eq!(normal.expect_close().0, 1000);
+    // An application code the gateway does not list: counted as other, not as a new label.
+    let mut odd = gw.connect("/ws");
+    odd.send_close(4999);
+    assert_eq!(odd.expect_close().0, 4999);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = scrape(&gw);
+        let (n1000, other) = (
+            value(&s, "throng_closes_total", &[("code", "1000")]),
+            value(&s, "throng_closes_total", &[("code", "other")]),
+        );
+        if (n1000, other) == (1.0, 1.0) {
+            assert_eq!(value(&s, "throng_closes_total", &[("code", "1001")]), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "closes 1000={n1000} other={other}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log_text();
+    assert_eq!(log.lines().filter(|l| l.contains("connection open")).count(), 2, "{log}");
+    let closed: Vec<&str> = log.lines().filter(|l| l.contains("connection closed")).collect();
+    assert_eq!(closed.len(), 2, "{log}");
+    assert!(closed.iter().any(|l| l.contains("code=1000") && l.contains("duration_ms=")), "{log}");
+    assert!(closed.iter().any(|l| l.contains("code=4999")), "{log}");
+}
+
+#[test]
+fn refusals_are_logged_at_info_with_their_reason() {
+    let gw = Gateway::start(None, &[]);
+    let refused = gw.try_connect(&Upgrade::new("/nope")).err().expect("refused");
+    assert_eq!(refused.status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log_text().contains("upgrade refused") {
+        assert!(Instant::now() < deadline, "{}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("upgrade refused")).unwrap();
+    assert!(line.contains("INFO") && line.contains("reason=\"not_found\""), "{line}");
+    assert!(line.contains("status=404") && line.contains("suppressed=0"), "{line}");
+    let started = log.lines().find(|l| l.contains("throng started")).unwrap();
+    assert!(started.contains(env!("CARGO_PKG_VERSION")), "{started}");
+}
