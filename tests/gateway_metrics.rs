@@ -8,7 +8,7 @@ mod gateway_support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use gateway_support::{Gateway, Upgrade};
+use gateway_support::{http, Gateway, Upgrade};
 use prometheus_parse::{Sample, Scrape, Value};
 
 fn scrape(gw: &Gateway) -> Scrape {
@@ -115,4 +115,31 @@ fn refusals_are_logged_at_info_with_their_reason() {
     assert!(line.contains("status=404") && line.contains("suppressed=0"), "{line}");
     let started = log.lines().find(|l| l.contains("throng started")).unwrap();
     assert!(started.contains(env!("CARGO_PKG_VERSION")), "{started}");
+}
+
+#[test]
+fn queued_outbound_bytes_rise_for_a_reader_that_stalls_and_fall_when_it_goes() {
+    let gw = Gateway::start(None, &["--max-outbound-bytes", "64MiB", "--slow-consumer", "drop"]);
+    let reader = gw.connect("/ws?channels=slow");
+    assert_eq!(value(&scrape(&gw), "throng_outbound_queued_bytes", &[]), 0.0);
+    // Far more than the loopback socket buffers hold: the rest waits in the queue.
+    let body = vec![b'x'; 1024 * 1024];
+    for _ in 0..32 {
+        assert_eq!(http(gw.admin, "POST", "/v1/channels/slow", &[], &body).status, 200);
+    }
+    let wait = |what: &str, done: &dyn Fn(f64) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let queued = value(&scrape(&gw), "throng_outbound_queued_bytes", &[]);
+            if done(queued) {
+                return queued;
+            }
+            assert!(Instant::now() < deadline, "{what}: {queued}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let queued = wait("bytes queued", &|q| q > 1024.0 * 1024.0);
+    assert!(queued <= 33.0 * 1024.0 * 1024.0, "{queued}");
+    drop(reader);
+    wait("the queue of the closed connection released", &|q| q == 0.0);
 }

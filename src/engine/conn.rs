@@ -46,6 +46,13 @@ const READ_PAUSED: u8 = 1 << 5;
 /// The most a control frame takes on the wire from the server (2-byte header, 125 payload).
 const CONTROL_FRAME_MAX: usize = 2 + MAX_CONTROL_PAYLOAD;
 
+/// A pooled box, its queue counted in the loop's `outbound_queued` gauge.
+fn take_cold(core: &mut LoopCore) -> Box<Cold> {
+    let mut cold = core.cold_pool.take();
+    cold.outbound.track(&core.stats);
+    cold
+}
+
 /// What the backend must do after a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
@@ -102,7 +109,7 @@ impl Conn {
     }
 
     fn cold(&mut self, core: &mut LoopCore) -> &mut Cold {
-        self.cold.get_or_insert_with(|| core.cold_pool.take())
+        self.cold.get_or_insert_with(|| take_cold(core))
     }
 
     fn id(&self, core: &LoopCore, index: u32) -> ConnId {
@@ -840,7 +847,7 @@ impl<'a> Queue<'a> {
 
 impl Transmit for Queue<'_> {
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
-        let cold = self.cold.get_or_insert_with(|| self.core.cold_pool.take());
+        let cold = self.cold.get_or_insert_with(|| take_cold(self.core));
         if opcode != OpCode::Pong {
             cold.outbound.push_frame(opcode, payload);
         } else if cold.pong.is_none()

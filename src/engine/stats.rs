@@ -29,6 +29,8 @@ pub(crate) struct LoopStats {
     pub(crate) admission_refused: AtomicU64,
     pub(crate) proxy_headers: AtomicU64,
     pub(crate) proxy_errors: AtomicU64,
+    /// Bytes queued to this loop's connections and not yet written (kept by `Outbound`).
+    pub(crate) outbound_queued: AtomicU64,
 }
 
 impl LoopStats {
@@ -64,6 +66,7 @@ impl LoopStats {
             admission_refused: get(&self.admission_refused),
             proxy_headers: get(&self.proxy_headers),
             proxy_errors: get(&self.proxy_errors),
+            outbound_queued: get(&self.outbound_queued),
         }
     }
 }
@@ -122,6 +125,8 @@ pub struct Stats {
     pub proxy_headers: u64,
     /// Connections from trusted proxies refused with 400 for a missing or malformed PROXY header.
     pub proxy_errors: u64,
+    /// Bytes queued to connections and not yet written to their sockets (a gauge).
+    pub outbound_queued: u64,
 }
 
 impl Stats {
@@ -150,5 +155,6 @@ impl Stats {
         self.admission_refused += other.admission_refused;
         self.proxy_headers += other.proxy_headers;
         self.proxy_errors += other.proxy_errors;
+        self.outbound_queued += other.outbound_queued;
     }
 }
