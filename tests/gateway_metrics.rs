@@ -5,7 +5,7 @@
 
 mod gateway_support;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use gateway_support::{http, Gateway, Upgrade};
@@ -16,9 +16,11 @@ fn scrape(gw: &Gateway) -> Scrape {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = Scrape::parse(lines).expect("the exposition parses");
     // The parser skips lines it cannot read instead of failing: every sample line must be one
-    // of its samples, so none was skipped.
-    let sample_lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
-    assert_eq!(scrape.samples.len(), sample_lines, "{text}");
+    // of its samples, so none was skipped (a histogram's bucket lines make one sample).
+    let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+    let unbucketed = lines.filter(|l| !l.contains("_bucket{")).count();
+    let histograms = scrape.samples.iter().filter(|s| matches!(s.value, Value::Histogram(_))).count();
+    assert_eq!(scrape.samples.len(), unbucketed + histograms, "{text}");
     scrape
 }
 
@@ -40,15 +42,25 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 fn every_family_parses_with_its_type() {
     let gw = Gateway::start(None, &[]);
     let scrape = scrape(&gw);
-    // Each family is typed: counters end in _total, and nothing is left untyped.
-    let mut kinds: HashMap<&str, &Value> = HashMap::new();
+    // Each family is typed (counters end in _total) and has its help. The parser reads a
+    // histogram's `_sum` and `_count` as untyped samples of their own: those belong to it.
+    let histograms: HashSet<&str> = (scrape.samples.iter())
+        .filter(|s| matches!(s.value, Value::Histogram(_)))
+        .map(|s| s.metric.as_str())
+        .collect();
+    assert!(histograms.contains("throng_handshake_duration_seconds"), "{histograms:?}");
     for s in &scrape.samples {
-        assert!(!matches!(s.value, Value::Untyped(_)), "{} has no TYPE", s.metric);
+        let family = ["_sum", "_count"].iter().find_map(|suffix| s.metric.strip_suffix(suffix));
+        let of_histogram = family.is_some_and(|f| histograms.contains(f));
+        assert!(of_histogram || !matches!(s.value, Value::Untyped(_)), "{} has no TYPE", s.metric);
+        if let Value::Histogram(buckets) = &s.value {
+            check_histogram(&scrape, &s.metric, buckets);
+        }
         if matches!(s.value, Value::Counter(_)) {
             assert!(s.metric.ends_with("_total"), "counter {}", s.metric);
         }
-        kinds.insert(&s.metric, &s.value);
-        assert!(scrape.docs.contains_key(&s.metric), "{} has no HELP", s.metric);
+        let name = if of_histogram { family.unwrap_or_default() } else { s.metric.as_str() };
+        assert!(scrape.docs.contains_key(name), "{} has no HELP", s.metric);
     }
     let build = find(&scrape, "throng_build_info", &[("version", env!("CARGO_PKG_VERSION"))])
         .expect("build_info with the crate's version");
@@ -65,6 +77,42 @@ fn every_family_parses_with_its_type() {
     // The fds gauge follows the process: a connection held adds its socket.
     let _ws = gw.connect("/ws");
     assert!(value(&self::scrape(&gw), "process_open_fds", &[]) > open);
+}
+
+/// Buckets cumulative, in order, ending with `+Inf` equal to `_count`.
+fn check_histogram(scrape: &Scrape, name: &str, buckets: &[prometheus_parse::HistogramCount]) {
+    assert!(
+        buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+        "{name}"
+    );
+    let last = buckets.last().expect("buckets");
+    assert!(last.less_than.is_infinite(), "{name} ends with +Inf");
+    let count = scrape.samples.iter().find(|s| s.metric == format!("{name}_count"));
+    match count.map(|s| &s.value) {
+        Some(Value::Untyped(n) | Value::Counter(n) | Value::Gauge(n)) => assert_eq!(*n, last.count, "{name}"),
+        other => panic!("{name}_count: {other:?}"),
+    }
+}
+
+fn histogram_count(scrape: &Scrape, name: &str) -> f64 {
+    match &find(scrape, name, &[]).unwrap_or_else(|| panic!("no {name}")).value {
+        Value::Histogram(buckets) => {
+            check_histogram(scrape, name, buckets);
+            buckets.last().map_or(0.0, |b| b.count)
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn handshakes_are_timed() {
+    let gw = Gateway::start(None, &[]);
+    assert_eq!(histogram_count(&scrape(&gw), "throng_handshake_duration_seconds"), 0.0);
+    let _a = gw.connect("/ws");
+    let _b = gw.connect("/ws");
+    // A refused upgrade is not timed: the histogram counts upgrades completed.
+    assert!(gw.try_connect(&Upgrade::new("/nope")).is_err());
+    assert_eq!(histogram_count(&scrape(&gw), "throng_handshake_duration_seconds"), 2.0);
 }
 
 #[test]

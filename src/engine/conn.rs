@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::buffers::Cold;
+use super::config::FINE;
 use super::core::LoopCore;
 use super::event::{Event, Flow, Inline};
 use super::ids::ConnId;
@@ -543,6 +544,9 @@ impl Conn {
         self.last_seen = core.now_tick;
         self.set(OPENED);
         LoopStats::add(&core.stats.handshakes_ok, 1);
+        // Until the upgrade the limiter's timestamp is still the accept's turn time (reads
+        // leave it alone while handshaking), so no clock is read and no field is added.
+        core.stats.handshake_duration.observe(FINE * core.now_fine.wrapping_sub(self.rate_tat));
         core.emit(open);
         self.rearm(core, index);
         Some(used)

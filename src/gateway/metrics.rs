@@ -438,10 +438,28 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             let _ = writeln!(out, "throng_{name}{labels} {value}");
         }
     }
+    histogram(
+        &mut out,
+        "handshake_duration_seconds",
+        "Upgrades completed, by time from the accept to the 101 queued (loop turn clock, 100 us).",
+        &e.handshake_duration,
+    );
     if let Some(p) = &s.process {
         process_families(&mut out, p);
     }
     out
+}
+
+/// A histogram family: cumulative `_bucket{le=...}` lines ending with `+Inf` (= `_count`),
+/// then `_sum` in seconds and `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, h: &crate::engine::Histogram) {
+    let _ = writeln!(out, "# HELP throng_{name} {help}\n# TYPE throng_{name} histogram");
+    for (bound, n) in h.cumulative() {
+        let _ = writeln!(out, "throng_{name}_bucket{{le=\"{}\"}} {n}", bound.as_secs_f64());
+    }
+    let count = h.count();
+    let _ = writeln!(out, "throng_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "throng_{name}_sum {}\nthrong_{name}_count {count}", h.sum().as_secs_f64());
 }
 
 /// The standard `process_*` families (unprefixed, as every Prometheus client library names
