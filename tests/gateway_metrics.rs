@@ -191,3 +191,39 @@ fn queued_outbound_bytes_rise_for_a_reader_that_stalls_and_fall_when_it_goes() {
     drop(reader);
     wait("the queue of the closed connection released", &|q| q == 0.0);
 }
+
+#[test]
+fn bytes_are_split_by_direction_and_kind() {
+    let gw = Gateway::start(None, &[]);
+    let bytes = |direction: &str, kind: &str| {
+        value(&scrape(&gw), "throng_bytes_total", &[("direction", direction), ("kind", kind)])
+    };
+    let mut ws = gw.connect("/ws");
+    // The welcome was read: the 101 and its frame were written.
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("the 101 and the welcome counted", &|| {
+        bytes("out", "handshake") > 0.0 && bytes("out", "frames") > 0.0
+    });
+    let request = bytes("in", "handshake");
+    assert!(request > 50.0, "{request}");
+    assert_eq!(bytes("in", "frames"), 0.0);
+    let reply = ws.command(serde_json::json!({"op": "subscribe", "channel": "news"}));
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    // A masked frame of the command: header (2 + 4 mask) plus its JSON, now frames, not handshake.
+    assert!(bytes("in", "frames") > 6.0);
+    assert_eq!(bytes("in", "handshake"), request);
+    // The split adds up to the totals.
+    let s = scrape(&gw);
+    let total_in = value(&s, "throng_bytes_in_total", &[]);
+    let split: f64 = ["handshake", "frames"]
+        .iter()
+        .map(|k| value(&s, "throng_bytes_total", &[("direction", "in"), ("kind", k)]))
+        .sum();
+    assert_eq!(split, total_in);
+}

@@ -397,7 +397,13 @@ impl Conn {
         data: &mut [u8],
         peer: &dyn Fn() -> SocketAddr,
     ) {
-        LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
+        let fresh = data.len().saturating_sub(self.spill().len()) as u64;
+        LoopStats::add(&core.stats.bytes_in, fresh);
+        // A client sends no frame before it has read the 101 (RFC 6455 §4.1), so what arrives
+        // before the upgrade is the request (and a PROXY header).
+        if self.before_upgrade() {
+            LoopStats::add(&core.stats.handshake_bytes_in, fresh);
+        }
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
         if !self.before_upgrade() {
@@ -531,6 +537,7 @@ impl Conn {
         };
         let used = request.len();
         self.user = accepted.user;
+        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
         outbound.commit(response.len());
@@ -559,6 +566,7 @@ impl Conn {
 
     /// Sends an HTTP response instead of upgrading, then closes.
     fn answer(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
+        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(response);
         outbound.commit(response.len());

@@ -117,6 +117,8 @@ pub(crate) struct LoopStats {
     pub(crate) proxy_errors: AtomicU64,
     /// Bytes queued to this loop's connections and not yet written (kept by `Outbound`).
     pub(crate) outbound_queued: AtomicU64,
+    pub(crate) handshake_bytes_in: AtomicU64,
+    pub(crate) handshake_bytes_out: AtomicU64,
     /// From the accept to the 101 queued, on the loop's turn clock.
     pub(crate) handshake_duration: AtomicHistogram,
 }
@@ -155,6 +157,8 @@ impl LoopStats {
             proxy_headers: get(&self.proxy_headers),
             proxy_errors: get(&self.proxy_errors),
             outbound_queued: get(&self.outbound_queued),
+            handshake_bytes_in: get(&self.handshake_bytes_in),
+            handshake_bytes_out: get(&self.handshake_bytes_out),
             handshake_duration: self.handshake_duration.snapshot(),
         }
     }
@@ -216,6 +220,11 @@ pub struct Stats {
     pub proxy_errors: u64,
     /// Bytes queued to connections and not yet written to their sockets (a gauge).
     pub outbound_queued: u64,
+    /// Of [`Stats::bytes_in`], those read before the upgrade: requests and PROXY headers.
+    pub handshake_bytes_in: u64,
+    /// HTTP answers queued (the 101s, refusals and pages); [`Stats::bytes_out`] counts them
+    /// once written, so the frames' share is the difference (give or take answers in flight).
+    pub handshake_bytes_out: u64,
     /// Upgrades completed, by time from the accept to the 101 queued (the loop's turn clock,
     /// to 100 µs; a PROXY header's wait included).
     pub handshake_duration: Histogram,
@@ -248,6 +257,8 @@ impl Stats {
         self.proxy_headers += other.proxy_headers;
         self.proxy_errors += other.proxy_errors;
         self.outbound_queued += other.outbound_queued;
+        self.handshake_bytes_in += other.handshake_bytes_in;
+        self.handshake_bytes_out += other.handshake_bytes_out;
         self.handshake_duration.add(&other.handshake_duration);
     }
 }

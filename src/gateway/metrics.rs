@@ -238,6 +238,20 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ),
         ("bytes_in_total", C, "Bytes read from client sockets.", one(e.bytes_in)),
         ("bytes_out_total", C, "Bytes written to client sockets.", one(e.bytes_out)),
+        (
+            "bytes_total",
+            C,
+            "Client socket bytes by direction and kind (HTTP before the upgrade, or frames).",
+            vec![
+                (r#"{direction="in",kind="handshake"}"#.into(), e.handshake_bytes_in),
+                (r#"{direction="in",kind="frames"}"#.into(), e.bytes_in.saturating_sub(e.handshake_bytes_in)),
+                (r#"{direction="out",kind="handshake"}"#.into(), e.handshake_bytes_out),
+                (
+                    r#"{direction="out",kind="frames"}"#.into(),
+                    e.bytes_out.saturating_sub(e.handshake_bytes_out),
+                ),
+            ],
+        ),
         ("closes_total", C, "Open connections closed, by close code (unlisted codes as other).", closes),
         ("protocol_errors_total", C, "Connections failed for a protocol violation.", one(e.protocol_errors)),
         (
