@@ -93,7 +93,8 @@ impl AdminLimit {
 /// expired): a peer choosing codes cannot grow the label set.
 const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 4001];
 
-/// How many `upgrade refused` lines are logged per second at most.
+/// How many `upgrade refused` (and, apart, `admin request refused`) lines are logged per
+/// second at most.
 pub(crate) const REFUSAL_LINES_PER_SECOND: u32 = 20;
 
 /// Counters bumped by the hook, the workers and the admin API.
@@ -116,6 +117,8 @@ pub(crate) struct Counters {
     pub(crate) worker_panics: AtomicU64,
     /// Caps the `info` lines for refused upgrades (a flood of them must not fill the disk).
     pub(crate) refusal_log: super::logging::LogLimiter,
+    /// The same for admin requests refused by a limit.
+    pub(crate) admin_refusal_log: super::logging::LogLimiter,
     /// Closes by code, as reported in `Event::Close`: one per [`CLOSE_CODES`], then `other`.
     pub(crate) closes: [AtomicU64; CLOSE_CODES.len() + 1],
 }
@@ -138,8 +141,16 @@ impl Counters {
         }
     }
 
+    /// Counts an admin limit hit; a refusal (all but the routine idle cut) is also logged at
+    /// `info`, under the same per-second cap as upgrade refusals (its own budget).
     pub(crate) fn admin_limit(&self, which: AdminLimit) {
         self.inc(&self.admin_limits[which as usize]);
+        if which == AdminLimit::IdleTimeout {
+            return;
+        }
+        if let Some(suppressed) = self.admin_refusal_log.allow(std::time::Instant::now()) {
+            tracing::info!(limit = which.label(), suppressed, "admin request refused");
+        }
     }
 
     /// Counts a connection's close under its code, or `other`.
