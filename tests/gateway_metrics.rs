@@ -140,7 +140,8 @@ fn closes_are_counted_by_code_and_logged() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = gw.log_text();
-    assert_eq!(log.lines().filter(|l| l.contains("connection open")).count(), 2, "{log}");
+    let opened = log.lines().filter(|l| l.contains("connection open") && l.contains("path=\"/ws\""));
+    assert_eq!(opened.count(), 2, "{log}");
     let closed: Vec<&str> = log.lines().filter(|l| l.contains("connection closed")).collect();
     assert_eq!(closed.len(), 2, "{log}");
     assert!(closed.iter().any(|l| l.contains("code=1000") && l.contains("duration_ms=")), "{log}");

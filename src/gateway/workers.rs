@@ -160,8 +160,15 @@ mod fault {
 
 fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     match event {
-        Event::Open { conn, peer, value: Opening { claims, channels }, .. } => {
-            tracing::debug!(conn = conn.as_u64(), %peer, user = claims.as_ref().map(|c| c.sub.as_str()), channels = channels.len(), "connection open");
+        Event::Open { conn, peer, path, value: Opening { claims, channels }, .. } => {
+            tracing::debug!(
+                conn = conn.as_u64(),
+                %peer,
+                path,
+                user = claims.as_ref().map(|c| c.sub.as_str()),
+                channels = channels.len(),
+                "connection open"
+            );
             let user_name = claims.as_ref().map(|c| Arc::<str>::from(c.sub.as_str()));
             let info = ConnInfo {
                 ip: peer.ip(),
