@@ -64,6 +64,10 @@ fn publishes_after_sigterm_get_503_and_the_log_counts_who_was_cut() {
     let log = gw.log_text();
     let stopped = log.lines().find(|l| l.contains("throng stopped")).unwrap_or_else(|| panic!("{log}"));
     assert!(stopped.contains("left=1"), "{stopped}");
+    // Each publish refused while draining is a refusal logged at info with its limit.
+    let refused =
+        log.lines().filter(|l| l.contains("admin request refused") && l.contains("limit=\"draining\""));
+    assert_eq!(refused.count(), 3, "{log}");
 }
 
 #[test]

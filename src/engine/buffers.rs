@@ -66,7 +66,7 @@ impl ColdPool {
             }
         }
         cold.close_reason = String::new();
-        cold.outbound = Outbound::default();
+        cold.outbound.reset();
         cold.pong = None;
         cold.message_started = None;
         cold.peer = None;

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::buffers::Cold;
+use super::config::FINE;
 use super::core::LoopCore;
 use super::event::{Event, Flow, Inline};
 use super::ids::ConnId;
@@ -45,6 +46,13 @@ const READ_PAUSED: u8 = 1 << 5;
 
 /// The most a control frame takes on the wire from the server (2-byte header, 125 payload).
 const CONTROL_FRAME_MAX: usize = 2 + MAX_CONTROL_PAYLOAD;
+
+/// A pooled box, its queue counted in the loop's `outbound_queued` gauge.
+fn take_cold(core: &mut LoopCore) -> Box<Cold> {
+    let mut cold = core.cold_pool.take();
+    cold.outbound.track(&core.stats);
+    cold
+}
 
 /// What the backend must do after a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +110,7 @@ impl Conn {
     }
 
     fn cold(&mut self, core: &mut LoopCore) -> &mut Cold {
-        self.cold.get_or_insert_with(|| core.cold_pool.take())
+        self.cold.get_or_insert_with(|| take_cold(core))
     }
 
     fn id(&self, core: &LoopCore, index: u32) -> ConnId {
@@ -389,7 +397,13 @@ impl Conn {
         data: &mut [u8],
         peer: &dyn Fn() -> SocketAddr,
     ) {
-        LoopStats::add(&core.stats.bytes_in, data.len().saturating_sub(self.spill().len()) as u64);
+        let fresh = data.len().saturating_sub(self.spill().len()) as u64;
+        LoopStats::add(&core.stats.bytes_in, fresh);
+        // A client sends no frame before it has read the 101 (RFC 6455 §4.1), so what arrives
+        // before the upgrade is the request (and a PROXY header).
+        if self.before_upgrade() {
+            LoopStats::add(&core.stats.handshake_bytes_in, fresh);
+        }
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
         if !self.before_upgrade() {
@@ -523,6 +537,7 @@ impl Conn {
         };
         let used = request.len();
         self.user = accepted.user;
+        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
         outbound.commit(response.len());
@@ -536,6 +551,9 @@ impl Conn {
         self.last_seen = core.now_tick;
         self.set(OPENED);
         LoopStats::add(&core.stats.handshakes_ok, 1);
+        // Until the upgrade the limiter's timestamp is still the accept's turn time (reads
+        // leave it alone while handshaking), so no clock is read and no field is added.
+        core.stats.handshake_duration.observe(FINE * core.now_fine.wrapping_sub(self.rate_tat));
         core.emit(open);
         self.rearm(core, index);
         Some(used)
@@ -548,6 +566,7 @@ impl Conn {
 
     /// Sends an HTTP response instead of upgrading, then closes.
     fn answer(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
+        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(response);
         outbound.commit(response.len());
@@ -840,7 +859,7 @@ impl<'a> Queue<'a> {
 
 impl Transmit for Queue<'_> {
     fn control(&mut self, opcode: OpCode, payload: &[u8]) {
-        let cold = self.cold.get_or_insert_with(|| self.core.cold_pool.take());
+        let cold = self.cold.get_or_insert_with(|| take_cold(self.core));
         if opcode != OpCode::Pong {
             cold.outbound.push_frame(opcode, payload);
         } else if cold.pong.is_none()

@@ -47,7 +47,7 @@ pub use self::mailbox::CommandError;
 use self::mailbox::{LoopMailbox, Shared};
 pub use self::outbound::Prepared;
 use self::stats::LoopStats;
-pub use self::stats::Stats;
+pub use self::stats::{Histogram, Stats, LATENCY_BUCKETS};
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 

@@ -8,8 +8,10 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::stats::LoopStats;
 use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
 use crate::proto::{Message, OpCode};
 
@@ -63,9 +65,41 @@ pub(crate) struct Outbound {
     front_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
+    /// The loop's counters, where `queued` is also summed over the loop's connections (the
+    /// `outbound_queued` gauge): kept by one add or sub where bytes are queued or written, and
+    /// by the drop of a queue still holding bytes, never by walking the connections.
+    loop_stats: Option<Arc<LoopStats>>,
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        self.untrack(self.queued);
+    }
 }
 
 impl Outbound {
+    /// Counts this queue in the loop's `outbound_queued` gauge from now on (once).
+    pub(crate) fn track(&mut self, stats: &Arc<LoopStats>) {
+        if self.loop_stats.is_none() {
+            stats.outbound_queued.fetch_add(self.queued as u64, Ordering::Relaxed);
+            self.loop_stats = Some(stats.clone());
+        }
+    }
+
+    fn untrack(&self, len: usize) {
+        if let Some(stats) = &self.loop_stats {
+            stats.outbound_queued.fetch_sub(len as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the queue, giving its memory back; the gauge link stays.
+    pub(crate) fn reset(&mut self) {
+        self.untrack(self.queued);
+        self.chunks = VecDeque::new();
+        self.front_written = 0;
+        self.queued = 0;
+    }
+
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }
@@ -96,6 +130,9 @@ impl Outbound {
     /// Records that `len` bytes were appended through [`Outbound::owned_tail`].
     pub(crate) fn commit(&mut self, len: usize) {
         self.queued += len;
+        if let Some(stats) = &self.loop_stats {
+            stats.outbound_queued.fetch_add(len as u64, Ordering::Relaxed);
+        }
     }
 
     /// Frames `payload` (server side: unmasked) onto the back of the queue; returns its wire size.
@@ -112,7 +149,7 @@ impl Outbound {
 
     /// Queues a shared frame.
     pub(crate) fn push_shared(&mut self, frame: Arc<[u8]>) {
-        self.queued += frame.len();
+        self.commit(frame.len());
         self.chunks.push_back(Chunk::Shared(frame));
     }
 
@@ -130,6 +167,7 @@ impl Outbound {
     /// Drops `written` bytes from the front.
     pub(crate) fn advance(&mut self, mut written: usize) {
         self.queued -= written;
+        self.untrack(written);
         while written > 0 {
             let Some(front) = self.chunks.front() else { break };
             let left = front.bytes().len() - self.front_written;
@@ -187,5 +225,35 @@ mod tests {
         out.advance(3);
         assert!(out.is_empty());
         assert_eq!(out.queued(), 0);
+    }
+
+    #[test]
+    fn the_loop_gauge_follows_queued_written_and_dropped_bytes() {
+        let stats = Arc::new(LoopStats::default());
+        let gauge = || stats.outbound_queued.load(Ordering::Relaxed);
+        let mut a = Outbound::default();
+        a.owned_tail().extend_from_slice(b"ab");
+        a.commit(2);
+        // Bytes queued before the link are counted when it is made, and only once.
+        a.track(&stats);
+        a.track(&stats);
+        assert_eq!(gauge(), 2);
+        a.push_frame(OpCode::Text, b"hello");
+        a.push_shared(Arc::from(&b"SHARED"[..]));
+        assert_eq!(gauge(), 2 + 7 + 6);
+        a.advance(4);
+        assert_eq!(gauge(), 11);
+        let mut b = Outbound::default();
+        b.track(&stats);
+        b.push_frame(OpCode::Binary, &[0; 200]);
+        assert_eq!(gauge(), 11 + 204);
+        // A queue dropped with bytes in it (its connection gone) takes them off.
+        drop(a);
+        assert_eq!(gauge(), 204);
+        b.reset();
+        assert_eq!((gauge(), b.queued()), (0, 0));
+        // The link survives the reset (the pool reuses the box).
+        b.push_frame(OpCode::Text, b"x");
+        assert_eq!(gauge(), 3);
     }
 }

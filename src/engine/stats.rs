@@ -1,6 +1,92 @@
 //! The loops' counters and the snapshot the application reads.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The upper bounds of the latency histograms' buckets (one more bucket counts what is above
+/// the last): fixed, so that loops' histograms add up and a scrape needs no allocation.
+pub const LATENCY_BUCKETS: [Duration; 16] = [
+    Duration::from_micros(100),
+    Duration::from_micros(250),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2500),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
+
+/// A loop's latency histogram: relaxed counters the loop bumps and any thread reads.
+#[derive(Default, Debug)]
+pub(crate) struct AtomicHistogram {
+    buckets: [AtomicU64; BUCKETS],
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub(crate) fn observe(&self, value: Duration) {
+        let i = LATENCY_BUCKETS.iter().position(|&b| value <= b).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a latency histogram over [`LATENCY_BUCKETS`], as Prometheus renders one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last counts those above every bound.
+    buckets: [u64; BUCKETS],
+    sum_nanos: u64,
+}
+
+impl Histogram {
+    /// Each bucket's upper bound with the observations at or below it (cumulative), in
+    /// [`LATENCY_BUCKETS`] order; the `+Inf` bucket is [`Histogram::count`].
+    pub fn cumulative(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        LATENCY_BUCKETS
+            .iter()
+            .zip(self.buckets.iter().scan(0, |total, n| {
+                *total += n;
+                Some(*total)
+            }))
+            .map(|(bound, n)| (*bound, n))
+    }
+
+    /// How many observations were made.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The observations added up.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_nanos)
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_nanos = self.sum_nanos.saturating_add(other.sum_nanos);
+    }
+}
 
 /// Counters of one loop, read by [`Handle::stats`](super::Handle::stats).
 #[derive(Default, Debug)]
@@ -29,6 +115,12 @@ pub(crate) struct LoopStats {
     pub(crate) admission_refused: AtomicU64,
     pub(crate) proxy_headers: AtomicU64,
     pub(crate) proxy_errors: AtomicU64,
+    /// Bytes queued to this loop's connections and not yet written (kept by `Outbound`).
+    pub(crate) outbound_queued: AtomicU64,
+    pub(crate) handshake_bytes_in: AtomicU64,
+    pub(crate) handshake_bytes_out: AtomicU64,
+    /// From the accept to the 101 queued, on the loop's turn clock.
+    pub(crate) handshake_duration: AtomicHistogram,
 }
 
 impl LoopStats {
@@ -64,6 +156,10 @@ impl LoopStats {
             admission_refused: get(&self.admission_refused),
             proxy_headers: get(&self.proxy_headers),
             proxy_errors: get(&self.proxy_errors),
+            outbound_queued: get(&self.outbound_queued),
+            handshake_bytes_in: get(&self.handshake_bytes_in),
+            handshake_bytes_out: get(&self.handshake_bytes_out),
+            handshake_duration: self.handshake_duration.snapshot(),
         }
     }
 }
@@ -122,6 +218,16 @@ pub struct Stats {
     pub proxy_headers: u64,
     /// Connections from trusted proxies refused with 400 for a missing or malformed PROXY header.
     pub proxy_errors: u64,
+    /// Bytes queued to connections and not yet written to their sockets (a gauge).
+    pub outbound_queued: u64,
+    /// Of [`Stats::bytes_in`], those read before the upgrade: requests and PROXY headers.
+    pub handshake_bytes_in: u64,
+    /// HTTP answers queued (the 101s, refusals and pages); [`Stats::bytes_out`] counts them
+    /// once written, so the frames' share is the difference (give or take answers in flight).
+    pub handshake_bytes_out: u64,
+    /// Upgrades completed, by time from the accept to the 101 queued (the loop's turn clock,
+    /// to 100 µs; a PROXY header's wait included).
+    pub handshake_duration: Histogram,
 }
 
 impl Stats {
@@ -150,5 +256,36 @@ impl Stats {
         self.admission_refused += other.admission_refused;
         self.proxy_headers += other.proxy_headers;
         self.proxy_errors += other.proxy_errors;
+        self.outbound_queued += other.outbound_queued;
+        self.handshake_bytes_in += other.handshake_bytes_in;
+        self.handshake_bytes_out += other.handshake_bytes_out;
+        self.handshake_duration.add(&other.handshake_duration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_loops_add_up() {
+        let a = AtomicHistogram::default();
+        a.observe(Duration::from_micros(50));
+        a.observe(Duration::from_micros(100)); // a bound is inclusive (Prometheus `le`)
+        a.observe(Duration::from_millis(3));
+        a.observe(Duration::from_secs(60)); // above every bound: only in +Inf
+        let b = AtomicHistogram::default();
+        b.observe(Duration::from_millis(3));
+        let mut sum = a.snapshot();
+        sum.add(&b.snapshot());
+        assert_eq!(sum.count(), 5);
+        assert_eq!(sum.sum(), Duration::from_micros(50 + 100 + 3000 + 3000) + Duration::from_secs(60));
+        let cumulative: Vec<(Duration, u64)> = sum.cumulative().collect();
+        assert_eq!(cumulative.len(), LATENCY_BUCKETS.len());
+        assert_eq!(cumulative[0], (Duration::from_micros(100), 2));
+        assert_eq!(cumulative[4], (Duration::from_micros(2500), 2));
+        assert_eq!(cumulative[5], (Duration::from_millis(5), 4));
+        assert_eq!(cumulative.last(), Some(&(Duration::from_secs(10), 4)));
+        assert!(cumulative.windows(2).all(|w| w[0].1 <= w[1].1));
     }
 }

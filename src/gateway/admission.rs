@@ -124,7 +124,7 @@ impl crate::Admission for Gate {
             Refused::Global => (Reject::GlobalLimit, 503, "server at its connection limit"),
             Refused::PerIp => (Reject::PerIpLimit, 429, "too many connections from this address"),
         };
-        front.counters.reject(why);
+        front.counters.reject(why, status, text, client);
         Err(crate::Rejection::new(status, text))
     }
 

@@ -88,6 +88,15 @@ impl AdminLimit {
     }
 }
 
+/// The close codes `throng_closes_total` names; any other is counted as `other`. These are the
+/// codes RFC 6455 defines that a peer or the engine uses, plus the gateway's own 4001 (token
+/// expired): a peer choosing codes cannot grow the label set.
+const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 4001];
+
+/// How many `upgrade refused` (and, apart, `admin request refused`) lines are logged per
+/// second at most.
+pub(crate) const REFUSAL_LINES_PER_SECOND: u32 = 20;
+
 /// Counters bumped by the hook, the workers and the admin API.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -106,6 +115,12 @@ pub(crate) struct Counters {
     pub(crate) admin_limits: [AtomicU64; AdminLimit::ALL.len()],
     pub(crate) reloads: AtomicU64,
     pub(crate) worker_panics: AtomicU64,
+    /// Caps the `info` lines for refused upgrades (a flood of them must not fill the disk).
+    pub(crate) refusal_log: super::logging::LogLimiter,
+    /// The same for admin requests refused by a limit.
+    pub(crate) admin_refusal_log: super::logging::LogLimiter,
+    /// Closes by code, as reported in `Event::Close`: one per [`CLOSE_CODES`], then `other`.
+    pub(crate) closes: [AtomicU64; CLOSE_CODES.len() + 1],
 }
 
 impl Counters {
@@ -117,12 +132,31 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn reject(&self, why: Reject) {
+    /// Counts a refused upgrade and logs it at `info`, at most
+    /// [`REFUSAL_LINES_PER_SECOND`] lines a second (the rest are counted in the next line).
+    pub(crate) fn reject(&self, why: Reject, status: u16, text: &str, peer: std::net::SocketAddr) {
         self.inc(&self.rejects[why as usize]);
+        if let Some(suppressed) = self.refusal_log.allow(std::time::Instant::now()) {
+            tracing::info!(reason = why.label(), status, %peer, detail = text, suppressed, "upgrade refused");
+        }
     }
 
+    /// Counts an admin limit hit; a refusal (all but the routine idle cut) is also logged at
+    /// `info`, under the same per-second cap as upgrade refusals (its own budget).
     pub(crate) fn admin_limit(&self, which: AdminLimit) {
         self.inc(&self.admin_limits[which as usize]);
+        if which == AdminLimit::IdleTimeout {
+            return;
+        }
+        if let Some(suppressed) = self.admin_refusal_log.allow(std::time::Instant::now()) {
+            tracing::info!(limit = which.label(), suppressed, "admin request refused");
+        }
+    }
+
+    /// Counts a connection's close under its code, or `other`.
+    pub(crate) fn close(&self, code: u16) {
+        let i = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len());
+        self.inc(&self.closes[i]);
     }
 }
 
@@ -142,6 +176,8 @@ pub(crate) struct Snapshot {
     pub(crate) token_expiry_entries: usize,
     /// Worker threads that died (each is also named by `/healthz`).
     pub(crate) workers_dead: usize,
+    /// `/proc/self` read at scrape time (`None` where there is no `/proc`).
+    pub(crate) process: Option<super::process::Process>,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -169,7 +205,18 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         Reject::ALL.iter().map(|r| (r.label(), get(&c.rejects[*r as usize]))).collect();
     let admin_limits: Vec<(&str, u64)> =
         AdminLimit::ALL.iter().map(|l| (l.label(), get(&c.admin_limits[*l as usize]))).collect();
+    let closes: Vec<(String, u64)> = (CLOSE_CODES.iter().map(|c| c.to_string()))
+        .chain(["other".to_owned()])
+        .zip(&c.closes)
+        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), get(n)))
+        .collect();
     let mut metrics: Vec<Family<'_>> = vec![
+        (
+            "build_info",
+            G,
+            "The running build: version and I/O backend, as labels; always 1.",
+            vec![(format!("{{version=\"{}\",backend=\"epoll\"}}", env!("CARGO_PKG_VERSION")), 1)],
+        ),
         ("connections", G, "TCP connections held (handshaking, open, closing).", one(e.connections as u64)),
         ("connections_open", G, "WebSocket connections open (gateway view).", one(s.open as u64)),
         ("accepted_total", C, "TCP connections accepted.", one(e.accepted)),
@@ -194,8 +241,29 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ("accept_errors_total", C, "accept() failures (EMFILE and the like).", one(e.accept_errors)),
         ("messages_in_total", C, "Data messages received from clients.", one(e.messages_in)),
         ("messages_out_total", C, "Data messages queued to clients.", one(e.messages_out)),
+        (
+            "outbound_queued_bytes",
+            G,
+            "Bytes queued to clients and not yet written to their sockets.",
+            one(e.outbound_queued),
+        ),
         ("bytes_in_total", C, "Bytes read from client sockets.", one(e.bytes_in)),
         ("bytes_out_total", C, "Bytes written to client sockets.", one(e.bytes_out)),
+        (
+            "bytes_total",
+            C,
+            "Client socket bytes by direction and kind (HTTP before the upgrade, or frames).",
+            vec![
+                (r#"{direction="in",kind="handshake"}"#.into(), e.handshake_bytes_in),
+                (r#"{direction="in",kind="frames"}"#.into(), e.bytes_in.saturating_sub(e.handshake_bytes_in)),
+                (r#"{direction="out",kind="handshake"}"#.into(), e.handshake_bytes_out),
+                (
+                    r#"{direction="out",kind="frames"}"#.into(),
+                    e.bytes_out.saturating_sub(e.handshake_bytes_out),
+                ),
+            ],
+        ),
+        ("closes_total", C, "Open connections closed, by close code (unlisted codes as other).", closes),
         ("protocol_errors_total", C, "Connections failed for a protocol violation.", one(e.protocol_errors)),
         (
             "slow_consumer_closes_total",
@@ -395,7 +463,60 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
             let _ = writeln!(out, "throng_{name}{labels} {value}");
         }
     }
+    histogram(
+        &mut out,
+        "handshake_duration_seconds",
+        "Upgrades completed, by time from the accept to the 101 queued (loop turn clock, 100 us).",
+        &e.handshake_duration,
+    );
+    if let Some(p) = &s.process {
+        process_families(&mut out, p);
+    }
     out
+}
+
+/// A histogram family: cumulative `_bucket{le=...}` lines ending with `+Inf` (= `_count`),
+/// then `_sum` in seconds and `_count`.
+fn histogram(out: &mut String, name: &str, help: &str, h: &crate::engine::Histogram) {
+    let _ = writeln!(out, "# HELP throng_{name} {help}\n# TYPE throng_{name} histogram");
+    for (bound, n) in h.cumulative() {
+        let _ = writeln!(out, "throng_{name}_bucket{{le=\"{}\"}} {n}", bound.as_secs_f64());
+    }
+    let count = h.count();
+    let _ = writeln!(out, "throng_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "throng_{name}_sum {}\nthrong_{name}_count {count}", h.sum().as_secs_f64());
+}
+
+/// The standard `process_*` families (unprefixed, as every Prometheus client library names
+/// them, so existing dashboards work). Values are floats, unlike the `throng_*` counters.
+fn process_families(out: &mut String, p: &super::process::Process) {
+    let mut families: Vec<(&str, &str, &str, f64)> = vec![
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size, in bytes.",
+            p.resident_bytes as f64,
+        ),
+        ("process_open_fds", "gauge", "Open file descriptors.", p.open_fds as f64),
+    ];
+    if let Some(max) = p.max_fds {
+        families.push(("process_max_fds", "gauge", "The open file descriptors limit (soft).", max as f64));
+    }
+    families.push((
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        p.start_time_seconds,
+    ));
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
 }
 
 /// The JSON body of `GET /v1/stats`.
@@ -432,6 +553,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "messages_out": e.messages_out,
         "bytes_in": e.bytes_in,
         "bytes_out": e.bytes_out,
+        "outbound_queued_bytes": e.outbound_queued,
         "protocol_errors": e.protocol_errors,
         "slow_consumer_closes": e.slow_consumer_closes,
         "slow_consumer_drops": e.slow_consumer_drops,

@@ -25,6 +25,7 @@ mod expiry;
 mod logging;
 mod metrics;
 mod origin;
+mod process;
 mod registry;
 mod state;
 mod upgrade;
@@ -116,6 +117,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         nofile_soft = soft,
         nofile_hard = hard,
         broker = %broker_name,
+        version = env!("CARGO_PKG_VERSION"),
         "throng started"
     );
     if settings.admin_insecure && !settings.admin_listen.ip().to_canonical().is_loopback() {

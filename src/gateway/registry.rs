@@ -24,6 +24,8 @@ pub(crate) struct ConnInfo {
     /// that joining many stays linear.
     pub(crate) channels: HashSet<Arc<str>>,
     pub(crate) user_topic: Option<Arc<str>>,
+    /// When the worker saw the Open, for the close line's duration.
+    pub(crate) opened: std::time::Instant,
 }
 
 /// Why a subscribe command failed.

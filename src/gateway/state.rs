@@ -106,6 +106,7 @@ impl Ctx {
             nofile: self.nofile,
             token_expiry_entries: self.expiry.len(),
             workers_dead: self.front.workers.dead().len(),
+            process: super::process::Process::read(),
         }
     }
 }

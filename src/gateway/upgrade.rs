@@ -26,10 +26,10 @@ pub(crate) struct Opening {
 pub(crate) fn decide(
     front: &Front,
     req: &UpgradeRequest<'_>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Result<Accepted<Opening>, Rejection> {
     let refuse = |why: Reject, status: u16, text: String| {
-        front.counters.reject(why);
+        front.counters.reject(why, status, &text, peer);
         Err(Rejection::new(status, text))
     };
     let settings = &front.settings;

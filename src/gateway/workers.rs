@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -54,7 +55,7 @@ fn orphaned(ctx: &Ctx, events: &Events<Opening>) {
             Event::Message { conn, .. } => {
                 let _ = ctx.handle.close(conn, 1011, "internal error");
             }
-            Event::Close { conn, .. } => closed(ctx, conn),
+            Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),
         }
     }
 }
@@ -159,7 +160,15 @@ mod fault {
 
 fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     match event {
-        Event::Open { conn, peer, value: Opening { claims, channels }, .. } => {
+        Event::Open { conn, peer, path, value: Opening { claims, channels }, .. } => {
+            tracing::debug!(
+                conn = conn.as_u64(),
+                %peer,
+                path,
+                user = claims.as_ref().map(|c| c.sub.as_str()),
+                channels = channels.len(),
+                "connection open"
+            );
             let user_name = claims.as_ref().map(|c| Arc::<str>::from(c.sub.as_str()));
             let info = ConnInfo {
                 ip: peer.ip(),
@@ -167,6 +176,7 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
                 allowed: claims.as_ref().and_then(|c| c.channels.clone()).map(Arc::from),
                 channels: HashSet::with_capacity(channels.len()),
                 user_topic: user_name.as_deref().map(|u| Arc::from(user_topic(u))),
+                opened: Instant::now(),
             };
             ctx.registry.open(conn, info, &channels);
             if let Some(exp) = claims.as_ref().and_then(|c| c.exp) {
@@ -183,15 +193,28 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
             let _ = ctx.handle.send(conn, welcome.to_string());
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
-        Event::Close { conn, .. } => closed(ctx, conn),
+        Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),
     }
 }
 
 /// A connection is gone: its registry entry, token expiry and admission slot go with it.
-fn closed(ctx: &Ctx, conn: ConnId) {
+/// It is counted under its code and logged at `debug`.
+fn closed(ctx: &Ctx, conn: ConnId, code: u16, reason: &str, clean: bool) {
+    ctx.counters().close(code);
     ctx.expiry.cancel(conn);
     if let Some(info) = ctx.registry.close(conn) {
         ctx.front.admission.release(info.ip);
+        tracing::debug!(
+            conn = conn.as_u64(),
+            peer = %info.ip,
+            code,
+            reason,
+            clean,
+            duration_ms = info.opened.elapsed().as_millis() as u64,
+            "connection closed"
+        );
+    } else {
+        tracing::debug!(conn = conn.as_u64(), code, reason, clean, "connection closed");
     }
 }
 

@@ -131,6 +131,7 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
                     routes::handle(ctx, &request)
                 };
                 ctx.counters().inc(&ctx.counters().admin_requests);
+                tracing::debug!(method = %request.method, path = %request.path, status = response.status, "admin request");
                 if response.status >= 400 {
                     ctx.counters().inc(&ctx.counters().admin_errors);
                 }
