@@ -104,6 +104,10 @@ pub(crate) struct Common {
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
+    /// Write the per-second series (the JSON's `series`) to this file as CSV, with a header
+    /// line: t_s, open, sent_per_s, ops_per_s, p50_us, p99_us, errors, server_cpu, client_cpu.
+    #[arg(long, value_name = "FILE.csv")]
+    pub(crate) csv: Option<std::path::PathBuf>,
     /// Pass/fail check, repeatable: `p99<50ms`, `errors<0.1%`, `rate>=1000/s`, `late<1%`.
     /// Metrics: p50 p90 p99 p999 max mean (durations in us, ms, s), errors (a count or a % of
     /// the operations), rate (per second), late (open loop: a count or a % of the sends due);

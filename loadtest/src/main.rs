@@ -85,6 +85,10 @@ fn main() -> ExitCode {
     // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
     let ctl = Ctl::new(common.child, !common.json);
     let sharded = procs > 1 && !common.child;
+    if !common.child {
+        // The parent of a `--procs` run is not where the client's work happens.
+        ctl.watch_cpu(&common.server_pid, !sharded);
+    }
     match &cli.mode {
         Mode::Connect(args) => finish(common, &ctl, || {
             if sharded {
@@ -148,6 +152,17 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
         mode::print_table(&rows);
         if report.run_info().interrupted {
             println!("  (interrupted: partial figures)");
+        }
+        if let Some(path) = &common.csv {
+            let written = std::fs::File::create(path).and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                ctl::write_csv(&mut out, &report.run_info().series)?;
+                std::io::Write::flush(&mut out)
+            });
+            match written {
+                Ok(()) => println!("  csv: {}", path.display()),
+                Err(e) => eprintln!("throng-load: writing {}: {e}", path.display()),
+            }
         }
         if let Some(path) = &common.report {
             match html::write(path, &report) {

@@ -111,6 +111,38 @@ fn echo_checks_payloads_and_orders_percentiles() {
     assert!(f(&v, "cpu.client.utilisation") > 0.0);
 }
 
+/// `--csv`: a header, then one row per second of the run, the same rows as the JSON's `series`;
+/// the server (in this process) and the client have a CPU figure in each row, and a second in
+/// which echoes came back has its latency percentiles.
+#[test]
+fn csv_has_a_row_per_second() {
+    let url = format!("ws://{}/", echo_server());
+    let path = std::env::temp_dir().join(format!("throng-load-e2e-{}.csv", std::process::id()));
+    let pid = std::process::id().to_string();
+    let csv = path.to_str().unwrap();
+    let args = ["echo", &url, "--conns", "4", "--warmup", "0s", "--duration", "3s", "--csv", csv];
+    let (code, v, text) = load(&[&args[..], &["--server-pid", &pid]].concat());
+    assert_eq!(code, 0, "{text}");
+    let written = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mut lines = written.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..4], ["t_s", "open", "sent_per_s", "ops_per_s"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 3, "3s run, {} rows:\n{written}", rows.len());
+    assert_eq!(rows.len(), v["series"].as_array().unwrap().len());
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        assert!(!row[column("server_cpu")].is_empty() && !row[column("client_cpu")].is_empty(), "{row:?}");
+    }
+    let busy = rows.iter().find(|r| r[column("ops_per_s")].parse::<f64>().unwrap() > 0.0).expect("echoes");
+    let (p50, p99): (f64, f64) =
+        (busy[column("p50_us")].parse().unwrap(), busy[column("p99_us")].parse().unwrap());
+    assert!(0.0 < p50 && p50 <= p99, "{busy:?}");
+    assert!(busy[column("sent_per_s")].parse::<f64>().unwrap() > 0.0);
+}
+
 /// The coordinated-omission check: a server that can echo about 500 messages per second. The
 /// closed loop (one in flight on each of 2 connections) waits for it and sees a few ms per echo;
 /// the open loop offers 800 messages per second whatever it answers, so a queue builds up and the
