@@ -409,3 +409,60 @@ fn refuses_bad_targets_and_sources_without_sending() {
         assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
     }
 }
+
+/// Not a test of its own: the server `compare` starts through this test binary's command line
+/// (`compare_runs_the_mode_against_each_server`). Without `$PORT` it does nothing.
+#[test]
+#[ignore = "a server for compare, started by its command line with $PORT set"]
+fn serve_echo_on_port() {
+    let Ok(port) = std::env::var("PORT") else { return };
+    let server = Server::builder()
+        .bind(format!("127.0.0.1:{port}").as_str())
+        .unwrap()
+        .loops(1)
+        .on_message(|inline, kind, payload| {
+            inline.reply(kind, payload);
+            Flow::Consumed
+        })
+        .start()
+        .unwrap();
+    // Until `compare` stops the process group.
+    for _ in server.events().iter() {}
+}
+
+/// `compare` starts each server on its own port, runs the mode against it with its pids (so
+/// the server's CPU per message is measured), stops it, and reports both; a server that exits
+/// before accepting is an error row, and the exit status says so.
+#[test]
+fn compare_runs_the_mode_against_each_server() {
+    let exe = std::env::current_exe().unwrap();
+    let serve = format!("exec '{}' serve_echo_on_port --exact --ignored --nocapture", exe.display());
+    let report = std::env::temp_dir().join(format!("throng-load-compare-{}.html", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["compare", "--server", &format!("first={serve}"), "--server", &format!("second={serve}")])
+        .args(["--server", "broken=exit 3", "--report", report.to_str().unwrap(), "--json", "--"])
+        .args(["echo", "--conns", "2", "--warmup", "0s", "--duration", "1s", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "the broken server fails the comparison:\n{text}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let servers = v["servers"].as_array().unwrap();
+    let names: Vec<&str> = servers.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "second", "broken"], "{text}");
+    for s in &servers[..2] {
+        assert_eq!((s["ok"].as_bool(), s["exit_code"].as_i64()), (Some(true), Some(0)), "{s}");
+        assert!(f(s, "rate") > 0.0 && f(s, "p50_us") > 0.0 && f(s, "p99_us") >= f(s, "p50_us"), "{s}");
+        assert!(f(s, "server_cpu_us_per_op") > 0.0, "{s}");
+        assert_eq!(u(s, "report.dial.established"), 2);
+    }
+    assert_ne!(servers[0]["port"], servers[1]["port"]);
+    assert!(servers[2]["error"].as_str().unwrap().contains("exited"), "{text}");
+    let table: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("  first") || l.starts_with("  second")).collect();
+    assert_eq!(table.len(), 2, "{text}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert!(page.contains("<td>first</td>") && page.contains("<td>second</td>") && page.contains("<svg"));
+}
