@@ -199,7 +199,7 @@ fn compare_one(args: &CompareArgs, exe: &Path, name: &str, command: &str, stop: 
             entry.p50_us = number("metrics.latency.p50_us").filter(|_| measured);
             entry.p99_us = number("metrics.latency.p99_us").filter(|_| measured);
             entry.server_cpu_us_per_op = number("cpu.server.us_per_op");
-            entry.server_rss_bytes_per_conn = number("mem.server.rss_bytes_per_conn");
+            entry.server_rss_bytes_per_conn = number("server.rss_bytes_per_conn");
             entry.ok = entry.exit_code == Some(0);
             entry.report = report;
         }

@@ -466,3 +466,21 @@ fn compare_runs_the_mode_against_each_server() {
     let _ = std::fs::remove_file(&report);
     assert!(page.contains("<td>first</td>") && page.contains("<td>second</td>") && page.contains("<svg"));
 }
+
+/// `compare -- connect`: the server's memory per connection is in the comparison.
+#[test]
+fn compare_reports_memory_per_connection_in_connect() {
+    let exe = std::env::current_exe().unwrap();
+    let serve = format!("exec '{}' serve_echo_on_port --exact --ignored --nocapture", exe.display());
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["compare", "--server", &format!("only={serve}"), "--json", "--"])
+        .args(["connect", "--conns", "200", "--hold", "500ms", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let only = &v["servers"][0];
+    assert_eq!(u(only, "report.dial.established"), 200);
+    assert!(only["server_rss_bytes_per_conn"].is_number(), "{only}");
+}
