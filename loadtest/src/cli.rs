@@ -9,7 +9,55 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "throng-load", version, about, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
-    pub(crate) mode: Mode,
+    pub(crate) command: Command,
+}
+
+/// A mode's run, or `compare`.
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    #[command(flatten)]
+    Run(Mode),
+    /// Run the same mode against several servers in turn, each started by a shell command on a
+    /// free port (`$PORT`), and compare them: rate, latency, server CPU per operation, memory
+    /// per connection.
+    Compare(CompareArgs),
+}
+
+/// `compare`.
+#[derive(Args, Debug)]
+pub(crate) struct CompareArgs {
+    /// A server, repeatable: NAME=CMD, CMD run with `sh -c` in a process group of its own,
+    /// with the port to listen on (127.0.0.1) in `$PORT`.
+    #[arg(long = "server", value_name = "NAME=CMD", required = true, value_parser = parse_server)]
+    pub(crate) servers: Vec<(String, String)>,
+    /// Write one self-contained HTML page: the table and each server's throughput over time.
+    #[arg(long, value_name = "FILE.html")]
+    pub(crate) report: Option<std::path::PathBuf>,
+    /// Print one JSON object as the last line of stdout (every run's report included).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// How long a server has to accept connections on its port.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub(crate) start_timeout: Duration,
+    /// After SIGTERM, how long a server's processes have before SIGKILL.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) stop_grace: Duration,
+    /// After `--`: MODE ARGS…, as for a single run, without the URL (`ws://127.0.0.1:PORT/` is
+    /// added) unless an argument holds `{port}`; `{name}` is replaced by the server's name.
+    #[arg(last = true, required = true, value_name = "MODE ARGS")]
+    pub(crate) run: Vec<String>,
+}
+
+/// `NAME=CMD`.
+fn parse_server(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, cmd)) if !name.trim().is_empty() && !cmd.trim().is_empty() => {
+            Ok((name.trim().to_owned(), cmd.to_owned()))
+        }
+        _ => Err(format!("{text:?}: NAME=CMD, e.g. throng='target/release/examples/echo 127.0.0.1:$PORT'")),
+    }
 }
 
 /// What to measure.
@@ -104,6 +152,10 @@ pub(crate) struct Common {
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
+    /// Write the per-second series (the JSON's `series`) to this file as CSV, with a header
+    /// line: t_s, open, sent_per_s, ops_per_s, p50_us, p99_us, errors, server_cpu, client_cpu.
+    #[arg(long, value_name = "FILE.csv")]
+    pub(crate) csv: Option<std::path::PathBuf>,
     /// Pass/fail check, repeatable: `p99<50ms`, `errors<0.1%`, `rate>=1000/s`, `late<1%`.
     /// Metrics: p50 p90 p99 p999 max mean (durations in us, ms, s), errors (a count or a % of
     /// the operations), rate (per second), late (open loop: a count or a % of the sends due);
@@ -258,7 +310,9 @@ mod tests {
     fn open_loop_rates_exclude_inflight() {
         let base = ["throng-load", "echo", "ws://127.0.0.1:8080/", "--conns", "4"];
         let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
-        let Mode::Echo(args) = parse(&["--total-rate", "400/s"]).unwrap().mode else { panic!() };
+        let Command::Run(Mode::Echo(args)) = parse(&["--total-rate", "400/s"]).unwrap().command else {
+            panic!()
+        };
         assert_eq!((args.total_rate, args.message_rate, args.inflight), (Some(400.0), None, 1));
         assert!(parse(&["--message-rate", "10", "--inflight", "2"]).is_err());
         assert!(parse(&["--total-rate", "10", "--inflight", "2"]).is_err());
@@ -277,7 +331,31 @@ mod tests {
             "1,2",
         ]))
         .unwrap();
-        assert_eq!(cli.mode.common().server_pid, [1, 2]);
-        assert_eq!(cli.mode.shard_option(), ("--subscribers", 10));
+        let Command::Run(mode) = cli.command else { panic!() };
+        assert_eq!(mode.common().server_pid, [1, 2]);
+        assert_eq!(mode.shard_option(), ("--subscribers", 10));
+    }
+
+    #[test]
+    fn compare_takes_servers_and_the_run_after_two_dashes() {
+        let cli = Cli::try_parse_from([
+            "throng-load",
+            "compare",
+            "--server",
+            "a=serve --port $PORT --x=1",
+            "--server",
+            "b=other",
+            "--",
+            "echo",
+            "--conns",
+            "4",
+        ])
+        .unwrap();
+        let Command::Compare(args) = cli.command else { panic!() };
+        assert_eq!(args.servers[0], ("a".to_owned(), "serve --port $PORT --x=1".to_owned()));
+        assert_eq!(args.servers[1].0, "b");
+        assert_eq!(args.run, ["echo", "--conns", "4"]);
+        assert!(Cli::try_parse_from(["throng-load", "compare", "--server", "=x", "--", "echo"]).is_err());
+        assert!(Cli::try_parse_from(["throng-load", "compare", "--server", "a=x"]).is_err());
     }
 }

@@ -28,15 +28,114 @@ use crate::stats::{fmt_us, Latency, Percentiles};
 /// `end` before the publisher has finished.
 pub(crate) const NOT_ENDED: u64 = u64::MAX;
 
-/// One sample of the time series (one per second).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+/// One sample of the time series (one per second). The fields that a mode does not measure,
+/// or that need `--server-pid`, are `null` (an empty CSV cell).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Sample {
     /// Seconds since the run started.
     pub(crate) t_s: f64,
     /// Connections open.
     pub(crate) open: u64,
-    /// Operations (messages, handshakes, cycles, deliveries) per second over the last interval.
+    /// Messages sent per second over the last interval (echo).
+    #[serde(default)]
+    pub(crate) sent_per_s: Option<f64>,
+    /// Operations completed per second over the last interval: echoes received (echo),
+    /// deliveries (fanout), handshakes (connect), cycles (storm).
     pub(crate) ops_per_s: f64,
+    /// Median latency of the operations completed in the interval, microseconds (echo).
+    #[serde(default)]
+    pub(crate) p50_us: Option<f64>,
+    /// 99th percentile of the same, microseconds.
+    #[serde(default)]
+    pub(crate) p99_us: Option<f64>,
+    /// Errors counted in the interval (echo: corrupted, lost, skipped, dropped).
+    #[serde(default)]
+    pub(crate) errors: Option<u64>,
+    /// The server's CPU seconds per wall second over the interval (`--server-pid`; 1.0 = one
+    /// core busy).
+    #[serde(default)]
+    pub(crate) server_cpu: Option<f64>,
+    /// The client's (this process's) CPU seconds per wall second over the interval; `null` in
+    /// the parent of a `--procs` run, whose own CPU is not the client's.
+    #[serde(default)]
+    pub(crate) client_cpu: Option<f64>,
+}
+
+/// The column names of [`write_csv`], in order: the JSON field names of [`Sample`].
+pub(crate) const CSV_HEADER: &str =
+    "t_s,open,sent_per_s,ops_per_s,p50_us,p99_us,errors,server_cpu,client_cpu";
+
+/// Writes `series` as CSV: [`CSV_HEADER`], then one row per sample; an absent figure is an
+/// empty cell.
+pub(crate) fn write_csv(out: &mut impl Write, series: &[Sample]) -> std::io::Result<()> {
+    fn cell<T: std::fmt::Display>(value: Option<T>) -> String {
+        value.map_or_else(String::new, |v| v.to_string())
+    }
+    writeln!(out, "{CSV_HEADER}")?;
+    for s in series {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            s.t_s,
+            s.open,
+            cell(s.sent_per_s),
+            s.ops_per_s,
+            cell(s.p50_us),
+            cell(s.p99_us),
+            cell(s.errors),
+            cell(s.server_cpu),
+            cell(s.client_cpu)
+        )?;
+    }
+    Ok(())
+}
+
+/// What a mode reports at each loop turn (see [`Ctl::tick_with`]).
+pub(crate) struct Tick<'a> {
+    /// Connections open.
+    pub(crate) open: u64,
+    /// Operations completed so far.
+    pub(crate) ops: u64,
+    /// Messages sent so far, when the mode sends its own (echo).
+    pub(crate) sent: Option<u64>,
+    /// Errors so far, when the mode counts them as it goes.
+    pub(crate) errors: Option<u64>,
+    /// Latencies recorded since the last sample (emptied at each sample).
+    pub(crate) recent: Option<&'a mut Latency>,
+}
+
+/// CPU samples taken at the previous series sample.
+#[derive(Default)]
+struct CpuWatch {
+    server_pids: Vec<u32>,
+    client: bool,
+    last_server: Option<crate::procfs::CpuSample>,
+    last_client: Option<crate::procfs::CpuSample>,
+}
+
+impl CpuWatch {
+    /// CPU seconds per wall second of the server and of this process since the last call.
+    fn sample(&mut self) -> (Option<f64>, Option<f64>) {
+        use crate::procfs::CpuSample;
+        let utilisation = |now: &CpuSample, last: &CpuSample| {
+            let (cpu, wall) = now.since(last);
+            crate::stats::round3(crate::stats::ratio(cpu, wall))
+        };
+        let mut server = None;
+        if !self.server_pids.is_empty() {
+            // A server that exited has no more CPU to report; the cell stays empty.
+            let now = CpuSample::take_all(&self.server_pids).ok().flatten();
+            server = now.as_ref().zip(self.last_server.as_ref()).map(|(n, l)| utilisation(n, l));
+            self.last_server = now;
+        }
+        let mut client = None;
+        if self.client {
+            let now = CpuSample::take(None).ok();
+            client = now.as_ref().zip(self.last_client.as_ref()).map(|(n, l)| utilisation(n, l));
+            self.last_client = now;
+        }
+        (server, client)
+    }
 }
 
 /// Flags shared with the signal handler, the stdin reader and helper threads.
@@ -86,7 +185,10 @@ struct Progress {
     next: Instant,
     last_print: Instant,
     last_ops: u64,
+    last_sent: u64,
+    last_errors: u64,
     last_at: Instant,
+    cpu: CpuWatch,
     phase: &'static str,
     series: Vec<Sample>,
     line_shown: bool,
@@ -131,12 +233,24 @@ impl Ctl {
                 next: now + Duration::from_secs(1),
                 last_print: now,
                 last_ops: 0,
+                last_sent: 0,
+                last_errors: 0,
                 last_at: now,
+                cpu: CpuWatch::default(),
                 phase: "starting",
                 series: Vec::new(),
                 line_shown: false,
             }),
         }
+    }
+
+    /// Adds the CPU utilisation of `server_pids` (if any) and, with `client`, of this process to
+    /// every sample of the series from now on.
+    pub(crate) fn watch_cpu(&self, server_pids: &[u32], client: bool) {
+        let mut p = self.progress.borrow_mut();
+        p.cpu = CpuWatch { server_pids: server_pids.to_vec(), client, ..CpuWatch::default() };
+        // The first sample's figures count from here.
+        let _ = p.cpu.sample();
     }
 
     /// The shared flags (for helper threads).
@@ -192,42 +306,57 @@ impl Ctl {
         self.progress.borrow_mut().phase = phase;
     }
 
-    /// Whether the status line shows recent latencies (feed them to [`tick_live`](Self::tick_live)
-    /// only then: they cost a second histogram record per operation).
-    pub(crate) fn wants_latency(&self) -> bool {
-        matches!(self.progress.borrow().output, Output::Terminal)
-    }
-
     /// Call every loop turn: `open` connections, `ops` operations so far. Samples once a second.
     pub(crate) fn tick(&self, open: u64, ops: u64) {
-        self.sample(open, ops, None);
+        self.tick_with(Tick { open, ops, sent: None, errors: None, recent: None });
     }
 
-    /// [`tick`](Self::tick) with what the live line shows besides: `errors` so far and the
-    /// latencies recorded in `recent` since the last sample (emptied at each sample).
-    pub(crate) fn tick_live(&self, open: u64, ops: u64, errors: u64, recent: &mut Latency) {
-        self.sample(open, ops, Some((errors, recent)));
-    }
-
-    fn sample(&self, open: u64, ops: u64, live: Option<(u64, &mut Latency)>) {
+    /// [`tick`](Self::tick) with what the series and the live line show besides: messages sent
+    /// and errors so far, and the latencies recorded in `recent` since the last sample.
+    pub(crate) fn tick_with(&self, tick: Tick<'_>) {
         let now = Instant::now();
         let mut p = self.progress.borrow_mut();
         if now < p.next {
             return;
         }
+        let Tick { open, ops, sent, errors, recent } = tick;
         p.next = now + Duration::from_secs(1);
         let dt = now.duration_since(p.last_at).as_secs_f64();
-        let ops_per_s = if dt > 0.0 { ops.saturating_sub(p.last_ops) as f64 / dt } else { 0.0 };
+        let per_s =
+            |n: u64, last: u64| if dt > 0.0 { (n.saturating_sub(last) as f64 / dt).round() } else { 0.0 };
+        let ops_per_s = per_s(ops, p.last_ops);
+        let sent_per_s = sent.map(|n| per_s(n, p.last_sent));
+        let errors_in = errors.map(|n| n.saturating_sub(p.last_errors));
         let t_s = now.duration_since(p.start).as_secs_f64();
         (p.last_ops, p.last_at) = (ops, now);
-        p.series.push(Sample { t_s: crate::stats::round3(t_s), open, ops_per_s: ops_per_s.round() });
+        p.last_sent = sent.unwrap_or(0);
+        p.last_errors = errors.unwrap_or(0);
+        let last = recent.as_ref().map(|r| r.summary());
+        if let Some(recent) = recent {
+            recent.clear();
+        }
+        let (p50_us, p99_us) = match last {
+            Some(l) if l.count > 0 => (Some(l.p50_us), Some(l.p99_us)),
+            _ => (None, None),
+        };
+        let (server_cpu, client_cpu) = p.cpu.sample();
+        p.series.push(Sample {
+            t_s: crate::stats::round3(t_s),
+            open,
+            sent_per_s,
+            ops_per_s,
+            p50_us,
+            p99_us,
+            errors: errors_in,
+            server_cpu,
+            client_cpu,
+        });
         match p.output {
             Output::Child => println!("{{\"progress\":{{\"open\":{open},\"ops\":{ops}}}}}"),
             Output::Terminal => {
                 let mut line = status_line(p.phase, t_s, open, ops, ops_per_s);
-                if let Some((errors, recent)) = live {
-                    line.push_str(&live_suffix(errors, &recent.summary(), dt));
-                    recent.clear();
+                if let (Some(errors), Some(last)) = (errors, last) {
+                    line.push_str(&live_suffix(errors, &last, dt));
                 }
                 eprint!("\r\x1b[K{line}");
                 let _ = std::io::stderr().flush();
@@ -290,6 +419,37 @@ fn spawn_command_reader(flags: Flags) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_has_a_header_and_one_row_per_sample_with_empty_cells_for_absent_figures() {
+        let series = [
+            Sample { t_s: 1.001, open: 10, ops_per_s: 500.0, ..Sample::default() },
+            Sample {
+                t_s: 2.0,
+                open: 10,
+                sent_per_s: Some(510.0),
+                ops_per_s: 505.0,
+                p50_us: Some(85.5),
+                p99_us: Some(210.0),
+                errors: Some(2),
+                server_cpu: Some(0.25),
+                client_cpu: Some(0.5),
+            },
+        ];
+        let mut out = Vec::new();
+        write_csv(&mut out, &series).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, [CSV_HEADER, "1.001,10,,500,,,,,", "2,10,510,505,85.5,210,2,0.25,0.5"]);
+        // The header names the JSON fields, in the same order.
+        let json = serde_json::to_value(series[1]).unwrap();
+        let fields: Vec<&String> = json.as_object().unwrap().keys().collect();
+        let mut header: Vec<&str> = CSV_HEADER.split(',').collect();
+        header.sort_unstable();
+        let mut fields: Vec<&str> = fields.iter().map(|s| s.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(header, fields);
+    }
 
     #[test]
     fn live_line_shows_the_last_seconds_latency_and_errors() {

@@ -64,6 +64,46 @@ pub(crate) fn write<R: Report>(path: &Path, report: &R) -> io::Result<()> {
     std::fs::write(path, page)
 }
 
+/// `compare --report FILE.html`: the comparison table (`rows`, the first one the header), then
+/// each server's throughput over time (`charts`: name, points).
+pub(crate) fn write_compare(
+    path: &Path,
+    run: &str,
+    rows: &[Vec<String>],
+    charts: &[(String, Vec<(f64, f64)>)],
+) -> io::Result<()> {
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let mut page = String::with_capacity(32 * 1024);
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>throng-load compare</title>\n<style>{STYLE}</style></head><body>\n<h1>throng-load compare: {}</h1>\n",
+        esc(run)
+    );
+    let _ = writeln!(
+        page,
+        "<p class=\"meta\"><code>{}</code><br>{} · {}</p>",
+        esc(&command.join(" ")),
+        esc(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        esc(&machine())
+    );
+    page.push_str("<table>\n");
+    for (i, row) in rows.iter().enumerate() {
+        let tag = if i == 0 { "th" } else { "td" };
+        page.push_str("<tr>");
+        for cell in row {
+            let _ = write!(page, "<{tag}>{}</{tag}>", esc(cell));
+        }
+        page.push_str("</tr>\n");
+    }
+    page.push_str("</table>\n");
+    for (name, points) in charts {
+        let _ =
+            write!(page, "<h2>{}: operations per second</h2>\n{}\n", esc(name), line_svg(points, "#2060c0"));
+    }
+    page.push_str("</body></html>\n");
+    std::fs::write(path, page)
+}
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:820px;color:#222}\
 h1{font-size:22px}h2{font-size:16px;margin-top:1.6em}.ok{color:#1a7f37}.bad{color:#c0262d}\
 .meta{color:#555}code{font-size:12px;word-break:break-all}table{border-collapse:collapse;margin:.5em 0}\

@@ -19,6 +19,7 @@
 //! when the run met its checks but a `--threshold` failed (`threshold.rs`).
 
 mod cli;
+mod compare;
 mod conn;
 mod ctl;
 mod driver;
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Common, Mode};
+use cli::{Cli, Command, Common, Mode};
 use ctl::Ctl;
 use mode::Report;
 
@@ -50,8 +51,11 @@ const CONNS_PER_PROC: usize = 15_000;
 const THRESHOLD_FAILED: u8 = 4;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let common = cli.mode.common();
+    let mode = match Cli::parse().command {
+        Command::Run(mode) => mode,
+        Command::Compare(args) => return compare::main(&args),
+    };
+    let common = mode.common();
     let target = match target::Target::parse(&common.url) {
         Ok(target) => target,
         Err(message) => return usage_error(&message),
@@ -65,51 +69,55 @@ fn main() -> ExitCode {
             return usage_error(&format!("--server-pid {pid}: no such process"));
         }
     }
-    if let Mode::Fanout(args) = &cli.mode {
+    if let Mode::Fanout(args) = &mode {
         if let Err(message) = mode::fanout::plan(args) {
             return usage_error(&message);
         }
     }
-    let (_, conns) = cli.mode.shard_option();
+    let (_, conns) = mode.shard_option();
     let procs = match common.procs {
         Some(0) => return usage_error("--procs: at least 1"),
         Some(k) => k,
-        None if matches!(cli.mode, Mode::Storm(_)) => 1,
+        None if matches!(mode, Mode::Storm(_)) => 1,
         None => conns.div_ceil(CONNS_PER_PROC).max(1),
     };
     if common.child {
         stats::export_histograms();
     }
     raise_open_files_limit();
-    watchdog(common.timeout.unwrap_or_else(|| cli.mode.default_timeout()));
+    watchdog(common.timeout.unwrap_or_else(|| mode.default_timeout()));
     // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
     let ctl = Ctl::new(common.child, !common.json);
     let sharded = procs > 1 && !common.child;
-    match &cli.mode {
+    if !common.child {
+        // The parent of a `--procs` run is not where the client's work happens.
+        ctl.watch_cpu(&common.server_pid, !sharded);
+    }
+    match &mode {
         Mode::Connect(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&cli.mode, procs, &ctl)
+                shard::run(&mode, procs, &ctl)
             } else {
                 mode::connect::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Echo(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&cli.mode, procs, &ctl)
+                shard::run(&mode, procs, &ctl)
             } else {
                 mode::echo::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Storm(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&cli.mode, procs, &ctl)
+                shard::run(&mode, procs, &ctl)
             } else {
                 mode::storm::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Fanout(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&cli.mode, procs, &ctl)
+                shard::run(&mode, procs, &ctl)
             } else {
                 mode::fanout::run(args, &target, sources, &ctl)
             }
@@ -149,6 +157,17 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
         if report.run_info().interrupted {
             println!("  (interrupted: partial figures)");
         }
+        if let Some(path) = &common.csv {
+            let written = std::fs::File::create(path).and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                ctl::write_csv(&mut out, &report.run_info().series)?;
+                std::io::Write::flush(&mut out)
+            });
+            match written {
+                Ok(()) => println!("  csv: {}", path.display()),
+                Err(e) => eprintln!("throng-load: writing {}: {e}", path.display()),
+            }
+        }
         if let Some(path) = &common.report {
             match html::write(path, &report) {
                 Ok(()) => println!("  report: {}", path.display()),
@@ -159,6 +178,10 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
     let thresholds_ok = outcomes.iter().all(|o| o.ok);
     if common.json || common.child {
         let json = serde_json::to_value(&report).and_then(|mut value| {
+            if let (false, Some(object)) = (common.child, value.as_object_mut()) {
+                // The mode's main figures under one name for every mode (`compare` reads them).
+                object.insert("metrics".into(), serde_json::to_value(report.metrics())?);
+            }
             if let (false, Some(object)) = (outcomes.is_empty(), value.as_object_mut()) {
                 object.insert("thresholds".into(), serde_json::to_value(&outcomes)?);
                 object.insert("thresholds_ok".into(), thresholds_ok.into());

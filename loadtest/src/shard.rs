@@ -172,7 +172,7 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
     let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
     let (shard_option, total) = mode.shard_option();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut strip = vec!["--procs", "--report", "--server-pid", "--sources", shard_option];
+    let mut strip = vec!["--procs", "--report", "--csv", "--server-pid", "--sources", shard_option];
     // `connect --rate` is the total: each child starts its share.
     let connect_rate = match mode {
         Mode::Connect(args) => args.rate.map(|rate| rate / procs as f64),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::stats::{fmt_us, Percentiles};
 
 /// What a run measured, as far as thresholds can see.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct Metrics {
     /// The mode's main latency.
     pub(crate) latency: Percentiles,

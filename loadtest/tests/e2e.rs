@@ -111,6 +111,38 @@ fn echo_checks_payloads_and_orders_percentiles() {
     assert!(f(&v, "cpu.client.utilisation") > 0.0);
 }
 
+/// `--csv`: a header, then one row per second of the run, the same rows as the JSON's `series`;
+/// the server (in this process) and the client have a CPU figure in each row, and a second in
+/// which echoes came back has its latency percentiles.
+#[test]
+fn csv_has_a_row_per_second() {
+    let url = format!("ws://{}/", echo_server());
+    let path = std::env::temp_dir().join(format!("throng-load-e2e-{}.csv", std::process::id()));
+    let pid = std::process::id().to_string();
+    let csv = path.to_str().unwrap();
+    let args = ["echo", &url, "--conns", "4", "--warmup", "0s", "--duration", "3s", "--csv", csv];
+    let (code, v, text) = load(&[&args[..], &["--server-pid", &pid]].concat());
+    assert_eq!(code, 0, "{text}");
+    let written = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mut lines = written.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..4], ["t_s", "open", "sent_per_s", "ops_per_s"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 3, "3s run, {} rows:\n{written}", rows.len());
+    assert_eq!(rows.len(), v["series"].as_array().unwrap().len());
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        assert!(!row[column("server_cpu")].is_empty() && !row[column("client_cpu")].is_empty(), "{row:?}");
+    }
+    let busy = rows.iter().find(|r| r[column("ops_per_s")].parse::<f64>().unwrap() > 0.0).expect("echoes");
+    let (p50, p99): (f64, f64) =
+        (busy[column("p50_us")].parse().unwrap(), busy[column("p99_us")].parse().unwrap());
+    assert!(0.0 < p50 && p50 <= p99, "{busy:?}");
+    assert!(busy[column("sent_per_s")].parse::<f64>().unwrap() > 0.0);
+}
+
 /// The coordinated-omission check: a server that can echo about 500 messages per second. The
 /// closed loop (one in flight on each of 2 connections) waits for it and sees a few ms per echo;
 /// the open loop offers 800 messages per second whatever it answers, so a queue builds up and the
@@ -376,4 +408,79 @@ fn refuses_bad_targets_and_sources_without_sending() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
     }
+}
+
+/// Not a test of its own: the server `compare` starts through this test binary's command line
+/// (`compare_runs_the_mode_against_each_server`). Without `$PORT` it does nothing.
+#[test]
+#[ignore = "a server for compare, started by its command line with $PORT set"]
+fn serve_echo_on_port() {
+    let Ok(port) = std::env::var("PORT") else { return };
+    let server = Server::builder()
+        .bind(format!("127.0.0.1:{port}").as_str())
+        .unwrap()
+        .loops(1)
+        .on_message(|inline, kind, payload| {
+            inline.reply(kind, payload);
+            Flow::Consumed
+        })
+        .start()
+        .unwrap();
+    // Until `compare` stops the process group.
+    for _ in server.events().iter() {}
+}
+
+/// `compare` starts each server on its own port, runs the mode against it with its pids (so
+/// the server's CPU per message is measured), stops it, and reports both; a server that exits
+/// before accepting is an error row, and the exit status says so.
+#[test]
+fn compare_runs_the_mode_against_each_server() {
+    let exe = std::env::current_exe().unwrap();
+    let serve = format!("exec '{}' serve_echo_on_port --exact --ignored --nocapture", exe.display());
+    let report = std::env::temp_dir().join(format!("throng-load-compare-{}.html", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["compare", "--server", &format!("first={serve}"), "--server", &format!("second={serve}")])
+        .args(["--server", "broken=exit 3", "--report", report.to_str().unwrap(), "--json", "--"])
+        .args(["echo", "--conns", "2", "--warmup", "0s", "--duration", "1s", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "the broken server fails the comparison:\n{text}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let servers = v["servers"].as_array().unwrap();
+    let names: Vec<&str> = servers.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "second", "broken"], "{text}");
+    for s in &servers[..2] {
+        assert_eq!((s["ok"].as_bool(), s["exit_code"].as_i64()), (Some(true), Some(0)), "{s}");
+        assert!(f(s, "rate") > 0.0 && f(s, "p50_us") > 0.0 && f(s, "p99_us") >= f(s, "p50_us"), "{s}");
+        assert!(f(s, "server_cpu_us_per_op") > 0.0, "{s}");
+        assert_eq!(u(s, "report.dial.established"), 2);
+    }
+    assert_ne!(servers[0]["port"], servers[1]["port"]);
+    assert!(servers[2]["error"].as_str().unwrap().contains("exited"), "{text}");
+    let table: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("  first") || l.starts_with("  second")).collect();
+    assert_eq!(table.len(), 2, "{text}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert!(page.contains("<td>first</td>") && page.contains("<td>second</td>") && page.contains("<svg"));
+}
+
+/// `compare -- connect`: the server's memory per connection is in the comparison.
+#[test]
+fn compare_reports_memory_per_connection_in_connect() {
+    let exe = std::env::current_exe().unwrap();
+    let serve = format!("exec '{}' serve_echo_on_port --exact --ignored --nocapture", exe.display());
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["compare", "--server", &format!("only={serve}"), "--json", "--"])
+        .args(["connect", "--conns", "200", "--hold", "500ms", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let only = &v["servers"][0];
+    assert_eq!(u(only, "report.dial.established"), 200);
+    assert!(only["server_rss_bytes_per_conn"].is_number(), "{only}");
 }

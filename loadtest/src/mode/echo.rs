@@ -24,7 +24,7 @@ use throng::proto::{DataKind, Item, OpCode};
 
 use crate::cli::EchoArgs;
 use crate::conn::{Conn, Phase, Status};
-use crate::ctl::Ctl;
+use crate::ctl::{Ctl, Tick};
 use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
@@ -68,8 +68,8 @@ struct Rx {
     window_msgs: u64,
     payload_errors: u64,
     rtt: Latency,
-    /// The latencies since the last status line (only when it shows them).
-    recent: Option<Latency>,
+    /// The latencies since the last per-second sample (the series and the status line).
+    recent: Latency,
 }
 
 impl Rx {
@@ -94,9 +94,7 @@ impl Rx {
                     self.rtt.record(latency);
                     self.window_msgs += 1;
                 }
-                if let Some(recent) = &mut self.recent {
-                    recent.record(latency);
-                }
+                self.recent.record(latency);
             }
             None => self.payload_errors += 1,
         }
@@ -406,7 +404,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         window_msgs: 0,
         payload_errors: 0,
         rtt: Latency::new(),
-        recent: ctl.wants_latency().then(Latency::new),
+        recent: Latency::new(),
     };
     let (mut sent, mut lost) = (0u64, 0u64);
     let mut dropped = Causes::new();
@@ -545,14 +543,15 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                 }
             }
         }
-        match &mut rx.recent {
-            Some(recent) => {
-                let skipped = schedule.as_ref().map_or(0, |s| s.stats.skipped);
-                let errors = rx.payload_errors + lost + skipped + dropped.values().sum::<u64>();
-                ctl.tick_live(driver.conns.len() as u64, rx.received, errors, recent);
-            }
-            None => ctl.tick(driver.conns.len() as u64, rx.received),
-        }
+        let skipped = schedule.as_ref().map_or(0, |s| s.stats.skipped);
+        let errors = rx.payload_errors + lost + skipped + dropped.values().sum::<u64>();
+        ctl.tick_with(Tick {
+            open: driver.conns.len() as u64,
+            ops: rx.received,
+            sent: Some(sent),
+            errors: Some(errors),
+            recent: Some(&mut rx.recent),
+        });
     }
     let window_end = match window_end {
         Some(end) => end,
