@@ -76,7 +76,9 @@ pub(crate) struct Conn {
     /// When the ping went out, or when the wait for the peer's close (or lingering) gives up.
     phase_tick: Tick,
     /// The message-rate limiter's theoretical arrival time (GCRA), in [`super::core::FINE`]
-    /// units of the loop clock.
+    /// units of the loop clock. The limiter only runs once the connection is open, so until
+    /// the upgrade this is the accept's time: the handshake duration is measured from it
+    /// (one field, two uses, so that measuring costs an idle connection nothing).
     rate_tat: u32,
     pub(crate) phase: Phase,
     flags: u8,
