@@ -24,7 +24,6 @@ pub(crate) fn write<R: Report>(path: &Path, report: &R) -> io::Result<()> {
     let (title, latency) = report.chart();
     let series: Vec<Sample> =
         json.get("series").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default();
-    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
     let mut page = String::with_capacity(64 * 1024);
     let _ = write!(
         page,
@@ -32,13 +31,7 @@ pub(crate) fn write<R: Report>(path: &Path, report: &R) -> io::Result<()> {
         if ok { "ok" } else { "bad" },
         if ok { "checks passed" } else { "checks failed" }
     );
-    let _ = writeln!(
-        page,
-        "<p class=\"meta\"><code>{}</code><br>{} · {}</p>",
-        esc(&command.join(" ")),
-        esc(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
-        esc(&machine())
-    );
+    meta(&mut page);
     page.push_str("<table>\n");
     for (key, value) in &rows {
         let _ = writeln!(page, "<tr><th>{}</th><td>{}</td></tr>", esc(key.trim()), esc(value));
@@ -72,20 +65,13 @@ pub(crate) fn write_compare(
     rows: &[Vec<String>],
     charts: &[(String, Vec<(f64, f64)>)],
 ) -> io::Result<()> {
-    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
     let mut page = String::with_capacity(32 * 1024);
     let _ = write!(
         page,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>throng-load compare</title>\n<style>{STYLE}</style></head><body>\n<h1>throng-load compare: {}</h1>\n",
         esc(run)
     );
-    let _ = writeln!(
-        page,
-        "<p class=\"meta\"><code>{}</code><br>{} · {}</p>",
-        esc(&command.join(" ")),
-        esc(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
-        esc(&machine())
-    );
+    meta(&mut page);
     page.push_str("<table>\n");
     for (i, row) in rows.iter().enumerate() {
         let tag = if i == 0 { "th" } else { "td" };
@@ -110,6 +96,18 @@ h1{font-size:22px}h2{font-size:16px;margin-top:1.6em}.ok{color:#1a7f37}.bad{colo
 th,td{text-align:left;padding:3px 10px 3px 0;vertical-align:top}th{white-space:nowrap;color:#444}\
 td{font-family:ui-monospace,monospace;font-size:12px}svg{background:#fafafa;border:1px solid #ddd}\
 svg text{font:11px sans-serif;fill:#444}pre{font-size:11px;overflow:auto;background:#f4f4f4;padding:8px}";
+
+/// The line under a report's title: the command that made it, when, and on what machine.
+fn meta(page: &mut String) {
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let _ = writeln!(
+        page,
+        "<p class=\"meta\"><code>{}</code><br>{} · {}</p>",
+        esc(&command.join(" ")),
+        esc(&humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        esc(&machine())
+    );
+}
 
 /// `2 cores, Intel(R) Xeon(R) …, Linux 6.1`.
 fn machine() -> String {
