@@ -29,6 +29,7 @@ mod net;
 mod probe;
 mod procfs;
 mod publish;
+mod ramp;
 mod shard;
 mod stats;
 mod target;

@@ -196,6 +196,25 @@ fn total_rate_is_shared_by_the_processes() {
     assert!((396..=404).contains(&scheduled), "{v}");
 }
 
+/// `--ramp`: from 10 to 400 messages per second per connection over the run, so the series'
+/// sent rate rises from its first to its last whole second (the relation only, not the values).
+#[test]
+fn a_ramp_raises_the_sent_rate_over_the_run() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) =
+        load(&["echo", &url, "--conns", "2", "--ramp", "10:400/s:3s", "--warmup", "0s", "--duration", "3s"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(f(&v, "open_loop.rate_per_conn"), 400.0, "{v}");
+    // Due in the window: 2 connections × the ramp's area (3 s × (10 + 400)/2 = 615).
+    let scheduled = u(&v, "open_loop.scheduled");
+    assert!((1200..=1260).contains(&scheduled), "{v}");
+    let sent: Vec<f64> =
+        v["series"].as_array().unwrap().iter().filter_map(|row| row["sent_per_s"].as_f64()).collect();
+    assert!(sent.len() >= 3, "{v}");
+    // The first second averages about 2 × 75/s, the third about 2 × 335/s.
+    assert!(sent[2] > 2.0 * sent[0], "sent per second {sent:?}");
+}
+
 /// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
 #[test]
 fn thresholds_set_the_exit_status() {
