@@ -149,6 +149,10 @@ pub(crate) struct Common {
     /// Spread the connections over K processes (default: one per 15,000 connections).
     #[arg(long)]
     pub(crate) procs: Option<usize>,
+    /// Run K loops (threads) in this one process, the connections split among them as with
+    /// `--procs`, their reports merged the same way; not with `--procs` above 1.
+    #[arg(long, value_name = "K")]
+    pub(crate) threads: Option<usize>,
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
