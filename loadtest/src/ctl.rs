@@ -13,6 +13,9 @@
 //!   having said).
 //! - parent → child: `go` (pass the barrier), `end N` (fanout: N messages were published),
 //!   `stop` (finish now with a partial report). EOF on stdin counts as `stop`.
+//!
+//! A loop of `--threads` speaks the same protocol inside the process: its lines go through a
+//! channel ([`Ctl::for_thread`]) and the parent sets its [`Flags`] instead of writing commands.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

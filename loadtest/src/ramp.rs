@@ -25,6 +25,8 @@ struct Phase {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Ramp {
     phases: Vec<Phase>,
+    /// As written (for the report).
+    text: String,
 }
 
 /// `FROM:TO:DURATION` or `hold:DURATION`, comma-separated; see the module's documentation.
@@ -59,7 +61,7 @@ pub(crate) fn parse(text: &str) -> Result<Ramp, String> {
     if phases.iter().all(|phase| phase.from == 0.0 && phase.to == 0.0) {
         return Err(format!("{text:?}: the rate is 0 throughout, nothing would be sent"));
     }
-    Ok(Ramp { phases })
+    Ok(Ramp { phases, text: text.trim().to_owned() })
 }
 
 fn phase_duration(n: usize, part: &str, text: &str) -> Result<f64, String> {
@@ -79,6 +81,11 @@ pub(crate) fn rate(text: &str) -> Result<f64, String> {
 }
 
 impl Ramp {
+    /// The phases as written.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The highest rate the ramp reaches (what the report gives as the rate per connection).
     pub(crate) fn peak(&self) -> f64 {
         self.phases.iter().map(|phase| phase.from.max(phase.to)).fold(0.0, f64::max)

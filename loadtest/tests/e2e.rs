@@ -205,6 +205,8 @@ fn a_ramp_raises_the_sent_rate_over_the_run() {
         load(&["echo", &url, "--conns", "2", "--ramp", "10:400/s:4s", "--warmup", "0s", "--duration", "4s"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(f(&v, "open_loop.rate_per_conn"), 400.0, "{v}");
+    assert_eq!(v["open_loop"]["ramp"], "10:400/s:4s", "{v}");
+    assert!(text.contains("open loop ramping 10:400/s:4s"), "{text}");
     // Due in the window: 2 connections × the ramp's area (4 s × (10 + 400)/2 = 820).
     let scheduled = u(&v, "open_loop.scheduled");
     assert!((1610..=1670).contains(&scheduled), "{v}");
@@ -453,6 +455,27 @@ fn fanout_delivers_every_message_to_every_subscriber() {
     assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
     assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
     assert_eq!(u(&v, "latency.count"), 180);
+
+    // And over two threads of one process (the `end N` command goes through the loops' flags).
+    let (code, v, text) = load(&[
+        "fanout",
+        &url,
+        "--subscribers",
+        "20",
+        "--channel",
+        "e2e3",
+        "--publish",
+        &publish,
+        "--rate",
+        "20/s",
+        "--duration",
+        "300ms",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 20, 6));
+    assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (120, 6));
 }
 
 /// Usage errors (exit status 2) are found before any connection is attempted: these runs name a

@@ -145,6 +145,9 @@ pub(crate) struct OpenLoop {
     pub(crate) late: u64,
     /// Of those, not sent: the connection's backlog was full.
     pub(crate) skipped: u64,
+    /// `--ramp`, as written (then the rates above are its peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ramp: Option<String>,
 }
 
 impl OpenLoop {
@@ -156,8 +159,9 @@ impl OpenLoop {
     }
 
     fn line(&self) -> String {
+        let ramp = self.ramp.as_ref().map_or_else(String::new, |ramp| format!("ramp {ramp}, peak "));
         format!(
-            "{:.1} msg/s per conn ({:.0}/s in all): {} due in the window, {} late, {} skipped (backlog full)",
+            "{ramp}{:.1} msg/s per conn ({:.0}/s in all): {} due in the window, {} late, {} skipped (backlog full)",
             self.rate_per_conn, self.total_rate, self.scheduled, self.late, self.skipped
         )
     }
@@ -225,6 +229,7 @@ impl super::Report for Report {
 
     fn rows(&self) -> Vec<(String, String)> {
         let load = match &self.open_loop {
+            Some(OpenLoop { ramp: Some(ramp), .. }) => format!("open loop ramping {ramp}"),
             Some(open) => format!("open loop at {:.1} msg/s each", open.rate_per_conn),
             None => format!("{} in flight each", self.inflight),
         };
@@ -343,6 +348,7 @@ impl Schedule {
     /// `rate_per_conn` at a fixed rate; with a ramp, its peak.
     fn new(rate_per_conn: f64, ramp: Option<Ramp>, conns: usize) -> Self {
         let interval = Duration::from_secs_f64(1.0 / rate_per_conn);
+        let label = ramp.as_ref().map(|ramp| ramp.text().to_owned());
         Schedule {
             interval,
             ramp,
@@ -351,6 +357,7 @@ impl Schedule {
             stats: OpenLoop {
                 rate_per_conn: round3(rate_per_conn),
                 total_rate: round3(rate_per_conn * conns as f64),
+                ramp: label,
                 ..OpenLoop::default()
             },
         }
