@@ -485,6 +485,9 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let measure_start = start + args.warmup;
     let measure_end = measure_start + args.duration;
     let mut drain_end = measure_end;
+    // Open loop: sends due before this are made, even in the turn that ends the window late (a
+    // loaded client wakes after `measure_end` with sends still due before it); a stop cuts it.
+    let mut sends_until = measure_end;
     let keys: Vec<usize> = driver.conns.iter().map(|(key, _)| key).collect();
     match &mut schedule {
         Some(schedule) => schedule.start(&keys, start),
@@ -516,9 +519,13 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             window_end = Some(Snapshot::take(pids)?);
             ctl.measured(rx.window_msgs);
             drain_end = now + args.drain_timeout;
+            sends_until = now.min(measure_end);
         }
         let outstanding = sent - rx.received - lost;
-        if stage == Stage::Drain && (outstanding == 0 || now >= drain_end || driver.conns.is_empty()) {
+        let sends_left = schedule.as_ref().and_then(Schedule::next).is_some_and(|due| due < sends_until);
+        if stage == Stage::Drain
+            && ((outstanding == 0 && !sends_left) || now >= drain_end || driver.conns.is_empty())
+        {
             break;
         }
         let boundary = match stage {
@@ -527,7 +534,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             Stage::Drain => drain_end,
         };
         let mut wake = boundary;
-        if let Some(due) = schedule.as_ref().and_then(Schedule::next).filter(|_| stage != Stage::Drain) {
+        if let Some(due) = schedule.as_ref().and_then(Schedule::next).filter(|&due| due < sends_until) {
             wake = wake.min(due);
         }
         let timeout = wake.saturating_duration_since(now).min(Duration::from_millis(100));
@@ -549,7 +556,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             }
         }
         driver.give_back(ready);
-        if let Some(schedule) = schedule.as_mut().filter(|_| stage != Stage::Drain) {
+        if let Some(schedule) = schedule.as_mut() {
             let window = measure_start..measure_end;
             let now = rx.now;
             while let Some(Reverse((first, key))) = schedule.due.peek().copied().filter(|r| r.0 .0 <= now) {
@@ -560,7 +567,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                 }
                 // Every send due by now goes out in this turn's batch (a stalled turn catches up).
                 let mut next_due = Some(first);
-                while let Some(due) = next_due.filter(|&due| due <= now && due < measure_end) {
+                while let Some(due) = next_due.filter(|&due| due <= now && due < sends_until) {
                     next_due = schedule.after(due);
                     let in_window = window.contains(&due);
                     schedule.stats.scheduled += u64::from(in_window);
@@ -578,7 +585,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                     bump(&mut dropped, cause);
                     continue;
                 }
-                if let Some(due) = next_due.filter(|&due| due < measure_end) {
+                if let Some(due) = next_due.filter(|&due| due < sends_until) {
                     schedule.due.push(Reverse((due, key)));
                 }
             }
