@@ -355,7 +355,12 @@ impl Ctl {
             return;
         }
         let Tick { open, ops, sent, errors, recent } = tick;
-        p.next = now + Duration::from_secs(1);
+        // On a one-second grid from the start, so that a run of N seconds has its N samples
+        // however late each turn comes (after a stall of more than a second, from now on).
+        p.next += Duration::from_secs(1);
+        if p.next <= now {
+            p.next = now + Duration::from_secs(1);
+        }
         let dt = now.duration_since(p.last_at).as_secs_f64();
         let per_s =
             |n: u64, last: u64| if dt > 0.0 { (n.saturating_sub(last) as f64 / dt).round() } else { 0.0 };
