@@ -149,6 +149,10 @@ pub(crate) struct Common {
     /// Spread the connections over K processes (default: one per 15,000 connections).
     #[arg(long)]
     pub(crate) procs: Option<usize>,
+    /// Run K loops (threads) in this one process, the connections split among them as with
+    /// `--procs`, their reports merged the same way; not with `--procs` above 1.
+    #[arg(long, value_name = "K")]
+    pub(crate) threads: Option<usize>,
     /// Write a self-contained HTML report (charts as inline SVG) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
@@ -218,6 +222,12 @@ pub(crate) struct EchoArgs {
     /// (the same as `--message-rate` of this divided by `--conns`).
     #[arg(long, value_parser = parse_rate, conflicts_with = "inflight")]
     pub(crate) total_rate: Option<f64>,
+    /// Open loop with a rate per connection that changes over the run, from the start of the
+    /// warm-up: phases `FROM:TO:DURATION` (linear, messages/s per connection) or
+    /// `hold:DURATION`, comma-separated, e.g. `0:100/s:30s,hold:60s`; after the last phase its
+    /// final rate holds. Latency counts from the scheduled send time, as with `--message-rate`.
+    #[arg(long, value_parser = crate::ramp::parse, conflicts_with_all = ["inflight", "message_rate", "total_rate"])]
+    pub(crate) ramp: Option<crate::ramp::Ramp>,
     /// Measured time (after the warm-up).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub(crate) duration: Duration,
@@ -283,14 +293,14 @@ pub(crate) struct FanoutArgs {
 
 /// `100`, `100/s`, `2.5/s`: a positive rate per second.
 fn parse_rate(text: &str) -> Result<f64, String> {
-    let number = text.trim().trim_end_matches("/s");
-    match number.parse::<f64>() {
-        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+    match crate::ramp::rate(text) {
+        Ok(rate) if rate > 0.0 => Ok(rate),
         _ => Err(format!("{text:?}: a positive rate per second, e.g. 100 or 100/s")),
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `500ms`, `30s`, `2m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 30s, 500ms, 2m)"))
 }
 
@@ -318,6 +328,14 @@ mod tests {
         assert!(parse(&["--total-rate", "10", "--inflight", "2"]).is_err());
         assert!(parse(&["--total-rate", "10", "--message-rate", "2"]).is_err());
         assert!(parse(&["--message-rate", "0"]).is_err());
+        let Command::Run(Mode::Echo(args)) = parse(&["--ramp", "0:10:1s,hold:1s"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(args.ramp.map(|ramp| ramp.peak()), Some(10.0));
+        for other in [["--inflight", "2"], ["--message-rate", "2"], ["--total-rate", "2"]] {
+            assert!(parse(&[&["--ramp", "1:2:1s"][..], &other[..]].concat()).is_err(), "{other:?}");
+        }
+        assert!(parse(&["--ramp", "hold:1s"]).is_err());
     }
 
     #[test]

@@ -13,11 +13,15 @@
 //!   having said).
 //! - parent → child: `go` (pass the barrier), `end N` (fanout: N messages were published),
 //!   `stop` (finish now with a partial report). EOF on stdin counts as `stop`.
+//!
+//! A loop of `--threads` speaks the same protocol inside the process: its lines go through a
+//! channel ([`Ctl::for_thread`]) and the parent sets its [`Flags`] instead of writing commands.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +202,8 @@ struct Progress {
 pub(crate) struct Ctl {
     flags: Flags,
     child: bool,
+    /// A loop of `--threads`: where its protocol lines go (a child process prints them).
+    lines: Option<Sender<String>>,
     progress: RefCell<Progress>,
 }
 
@@ -227,6 +233,7 @@ impl Ctl {
         Ctl {
             flags,
             child,
+            lines: None,
             progress: RefCell::new(Progress {
                 output,
                 start: now,
@@ -242,6 +249,34 @@ impl Ctl {
                 line_shown: false,
             }),
         }
+    }
+
+    /// For one loop of `--threads`: a child whose protocol lines go to `lines` and whose
+    /// commands arrive as `flags` set by the parent (no signal handler, no stdin).
+    pub(crate) fn for_thread(flags: Flags, lines: Sender<String>) -> Self {
+        let mut ctl = Ctl::with(flags, true, Output::Child);
+        ctl.lines = Some(lines);
+        ctl
+    }
+
+    /// Flags for a loop of `--threads`, before the barrier.
+    pub(crate) fn thread_flags() -> Flags {
+        Flags::new(true)
+    }
+
+    /// One line of the child protocol to the parent: stdout, or the channel of a thread.
+    fn say(&self, line: &str) {
+        match &self.lines {
+            Some(lines) => {
+                let _ = lines.send(line.to_owned());
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    /// A child's report, the protocol's last line.
+    pub(crate) fn report(&self, json: &str) {
+        self.say(json);
     }
 
     /// Adds the CPU utilisation of `server_pids` (if any) and, with `client`, of this process to
@@ -281,7 +316,7 @@ impl Ctl {
     /// Tells the parent this child's `open` connections are set up (nothing outside child mode).
     pub(crate) fn ready(&self, open: u64) {
         if self.child {
-            println!("{{\"ready\":{open}}}");
+            self.say(&format!("{{\"ready\":{open}}}"));
         }
     }
 
@@ -289,7 +324,7 @@ impl Ctl {
     /// outside child mode).
     pub(crate) fn measuring(&self, open: u64) {
         if self.child {
-            println!("{{\"measuring\":{open}}}");
+            self.say(&format!("{{\"measuring\":{open}}}"));
         }
     }
 
@@ -297,7 +332,7 @@ impl Ctl {
     /// (nothing outside child mode). Call it right when the window ends, before closing.
     pub(crate) fn measured(&self, ops: u64) {
         if self.child {
-            println!("{{\"measured\":{ops}}}");
+            self.say(&format!("{{\"measured\":{ops}}}"));
         }
     }
 
@@ -320,7 +355,12 @@ impl Ctl {
             return;
         }
         let Tick { open, ops, sent, errors, recent } = tick;
-        p.next = now + Duration::from_secs(1);
+        // On a one-second grid from the start, so that a run of N seconds has its N samples
+        // however late each turn comes (after a stall of more than a second, from now on).
+        p.next += Duration::from_secs(1);
+        if p.next <= now {
+            p.next = now + Duration::from_secs(1);
+        }
         let dt = now.duration_since(p.last_at).as_secs_f64();
         let per_s =
             |n: u64, last: u64| if dt > 0.0 { (n.saturating_sub(last) as f64 / dt).round() } else { 0.0 };
@@ -352,7 +392,10 @@ impl Ctl {
             client_cpu,
         });
         match p.output {
-            Output::Child => println!("{{\"progress\":{{\"open\":{open},\"ops\":{ops}}}}}"),
+            Output::Child => {
+                let line = format!("{{\"progress\":{{\"open\":{open},\"ops\":{ops}}}}}");
+                self.say(&line);
+            }
             Output::Terminal => {
                 let mut line = status_line(p.phase, t_s, open, ops, ops_per_s);
                 if let (Some(errors), Some(last)) = (errors, last) {

@@ -29,6 +29,7 @@ mod net;
 mod probe;
 mod procfs;
 mod publish;
+mod ramp;
 mod shard;
 mod stats;
 mod target;
@@ -75,7 +76,16 @@ fn main() -> ExitCode {
         }
     }
     let (_, conns) = mode.shard_option();
+    let threads = match common.threads {
+        Some(0) => return usage_error("--threads: at least 1"),
+        Some(k) if k > 1 && common.procs.is_some_and(|p| p > 1) => {
+            return usage_error("--threads and --procs: give one of them (each splits the connections)")
+        }
+        Some(k) => k,
+        None => 1,
+    };
     let procs = match common.procs {
+        _ if threads > 1 => 1,
         Some(0) => return usage_error("--procs: at least 1"),
         Some(k) => k,
         None if matches!(mode, Mode::Storm(_)) => 1,
@@ -88,7 +98,7 @@ fn main() -> ExitCode {
     watchdog(common.timeout.unwrap_or_else(|| mode.default_timeout()));
     // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
     let ctl = Ctl::new(common.child, !common.json);
-    let sharded = procs > 1 && !common.child;
+    let sharded = (procs > 1 || threads > 1) && !common.child;
     if !common.child {
         // The parent of a `--procs` run is not where the client's work happens.
         ctl.watch_cpu(&common.server_pid, !sharded);
@@ -96,28 +106,28 @@ fn main() -> ExitCode {
     match &mode {
         Mode::Connect(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&mode, procs, &ctl)
+                shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::connect::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Echo(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&mode, procs, &ctl)
+                shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::echo::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Storm(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&mode, procs, &ctl)
+                shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::storm::run(args, &target, sources, &ctl)
             }
         }),
         Mode::Fanout(args) => finish(common, &ctl, || {
             if sharded {
-                shard::run(&mode, procs, &ctl)
+                shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::fanout::run(args, &target, sources, &ctl)
             }

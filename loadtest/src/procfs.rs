@@ -24,6 +24,18 @@ pub(crate) fn page_size() -> u64 {
     }
 }
 
+thread_local! {
+    /// Whether "this process" means this thread (a loop of `--threads`).
+    static CLIENT_IS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on, the client's CPU time sampled on this thread is this thread's alone
+/// (`/proc/thread-self/stat`): each loop of `--threads` reports its own, and the merged report
+/// adds them up.
+pub(crate) fn client_is_this_thread() {
+    CLIENT_IS_THREAD.with(|own| own.set(true));
+}
+
 /// A process's user + system CPU time at an instant.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CpuSample {
@@ -32,9 +44,14 @@ pub(crate) struct CpuSample {
 }
 
 impl CpuSample {
-    /// Samples `pid` (`None`: this process).
+    /// Samples `pid` (`None`: this process, or only this thread after [`client_is_this_thread`]).
     pub(crate) fn take(pid: Option<u32>) -> io::Result<Self> {
-        let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |pid| format!("/proc/{pid}/stat"));
+        let own = if CLIENT_IS_THREAD.with(std::cell::Cell::get) {
+            "/proc/thread-self/stat"
+        } else {
+            "/proc/self/stat"
+        };
+        let path = pid.map_or_else(|| own.to_owned(), |pid| format!("/proc/{pid}/stat"));
         let stat = fs::read_to_string(path)?;
         // Fields after the command name, which is in parentheses and may hold spaces.
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();

@@ -14,8 +14,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cli::Mode;
-use crate::ctl::Ctl;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Mode};
+use crate::ctl::{Ctl, Flags};
 use crate::mode::{Extra, Report};
 use crate::net::Sources;
 use crate::probe::MemProbe;
@@ -101,9 +105,14 @@ pub(crate) fn source_slice(sources: &Sources, i: usize, k: usize) -> Option<Stri
     Some(slice.join(","))
 }
 
+/// How the parent reaches one child: a process (`--procs`) or a thread (`--threads`).
+enum Link {
+    Process { process: Child, stdin: Option<ChildStdin> },
+    Thread { flags: Flags, handle: Option<std::thread::JoinHandle<()>> },
+}
+
 struct Kid {
-    process: Child,
-    stdin: Option<ChildStdin>,
+    link: Link,
     heard: Heard,
 }
 
@@ -156,23 +165,92 @@ fn window_begun<'a>(heard: impl IntoIterator<Item = &'a Heard>) -> bool {
 }
 
 impl Kid {
+    /// A command of the child protocol: written to a process's stdin, or set in a thread's
+    /// flags (what a child process's stdin reader would do).
     fn say(&mut self, line: &str) {
-        if let Some(stdin) = &mut self.stdin {
-            if writeln!(stdin, "{line}").and_then(|()| stdin.flush()).is_err() {
-                self.stdin = None;
+        match &mut self.link {
+            Link::Process { stdin: Some(stdin), .. } => {
+                if writeln!(stdin, "{line}").and_then(|()| stdin.flush()).is_err() {
+                    self.link_lost();
+                }
+            }
+            Link::Process { stdin: None, .. } => {}
+            Link::Thread { flags, .. } => {
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) {
+                    (Some("go"), _) => flags.go.store(true, Ordering::Relaxed),
+                    (Some("end"), Some(n)) => flags.end.store(n, Ordering::Release),
+                    (Some("stop"), _) => flags.stop.store(true, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn link_lost(&mut self) {
+        if let Link::Process { stdin, .. } = &mut self.link {
+            *stdin = None;
+        }
+    }
+
+    /// Closes the command channel (a child process then stops) and waits for the child.
+    fn wait(&mut self) {
+        match &mut self.link {
+            Link::Process { process, stdin } => {
+                *stdin = None;
+                let _ = process.wait();
+            }
+            Link::Thread { flags, handle } => {
+                flags.stop.store(true, Ordering::Relaxed);
+                if let Some(handle) = handle.take() {
+                    let _ = handle.join();
+                }
             }
         }
     }
 }
 
-/// Runs `mode` over `procs` child processes and merges their reports.
-pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result<R> {
+/// Sends each protocol line of child `i` to the parent's loop, then its end.
+fn forward(i: usize, lines: impl Iterator<Item = String>, tx: &mpsc::Sender<(usize, Line)>) {
+    for line in lines {
+        if let Some(parsed) = parse_line(&line) {
+            if tx.send((i, parsed)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send((i, Line::Eof));
+}
+
+/// One loop of `--threads`: runs `mode` (a child's arguments) with its own [`Ctl`] and sends
+/// its report as the protocol's last line, as a child process would print it.
+fn run_thread(mode: &Mode, ctl: &Ctl) -> io::Result<String> {
+    crate::stats::export_histograms();
+    crate::procfs::client_is_this_thread();
+    let common = mode.common();
+    let target = Target::parse(&common.url).map_err(io::Error::other)?;
+    let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
+    let json = match mode {
+        Mode::Connect(args) => {
+            serde_json::to_string(&crate::mode::connect::run(args, &target, sources, ctl)?)
+        }
+        Mode::Echo(args) => serde_json::to_string(&crate::mode::echo::run(args, &target, sources, ctl)?),
+        Mode::Storm(args) => serde_json::to_string(&crate::mode::storm::run(args, &target, sources, ctl)?),
+        Mode::Fanout(args) => serde_json::to_string(&crate::mode::fanout::run(args, &target, sources, ctl)?),
+    };
+    json.map_err(io::Error::other)
+}
+
+/// Runs `mode` over `procs` children, processes or (with `threads`) threads of this process,
+/// and merges their reports.
+pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, threads: bool, ctl: &Ctl) -> io::Result<R> {
     let common = mode.common();
     let target = Target::parse(&common.url).map_err(io::Error::other)?;
     let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
     let (shard_option, total) = mode.shard_option();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut strip = vec!["--procs", "--report", "--csv", "--server-pid", "--sources", shard_option];
+    let mut strip =
+        vec!["--procs", "--threads", "--report", "--csv", "--server-pid", "--sources", shard_option];
     // `connect --rate` is the total: each child starts its share.
     let connect_rate = match mode {
         Mode::Connect(args) => args.rate.map(|rate| rate / procs as f64),
@@ -210,6 +288,28 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
         if let Some(slice) = source_slice(&sources, i, procs) {
             child_args.extend(["--sources".into(), slice]);
         }
+        if threads {
+            let argv = std::iter::once("throng-load".to_owned()).chain(child_args);
+            let child_mode =
+                match Cli::try_parse_from(argv).map_err(|e| io::Error::other(e.to_string()))?.command {
+                    crate::cli::Command::Run(mode) => mode,
+                    crate::cli::Command::Compare(_) => return Err(io::Error::other("not a mode")),
+                };
+            let flags = Ctl::thread_flags();
+            let (lines_tx, lines_rx) = mpsc::channel::<String>();
+            let tx = tx.clone();
+            std::thread::spawn(move || forward(i, lines_rx.into_iter(), &tx));
+            let thread_flags = flags.clone();
+            let handle = std::thread::Builder::new().name(format!("loop-{i}")).spawn(move || {
+                let ctl = Ctl::for_thread(thread_flags, lines_tx);
+                match run_thread(&child_mode, &ctl) {
+                    Ok(json) => ctl.report(&json),
+                    Err(e) => eprintln!("throng-load: loop {i}: {e}"),
+                }
+            })?;
+            kids.push(Kid { link: Link::Thread { flags, handle: Some(handle) }, heard: Heard::default() });
+            continue;
+        }
         let mut process = Command::new(&exe)
             .args(&child_args)
             .stdin(Stdio::piped())
@@ -218,19 +318,9 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
             .spawn()?;
         let stdout = process.stdout.take().ok_or_else(|| io::Error::other("no child stdout"))?;
         let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(parsed) = parse_line(&line) {
-                    if tx.send((i, parsed)).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send((i, Line::Eof));
-        });
+        std::thread::spawn(move || forward(i, BufReader::new(stdout).lines().map_while(Result::ok), &tx));
         let stdin = process.stdin.take();
-        kids.push(Kid { process, stdin, heard: Heard::default() });
+        kids.push(Kid { link: Link::Process { process, stdin }, heard: Heard::default() });
     }
     drop(tx);
 
@@ -309,8 +399,7 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, ctl: &Ctl) -> io::Result
         ctl.tick(open, ops);
     }
     for kid in &mut kids {
-        kid.stdin = None;
-        let _ = kid.process.wait();
+        kid.wait();
     }
 
     let mut merged: Option<R> = None;

@@ -5,7 +5,6 @@
 //! compute exact percentiles over every process.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -33,12 +32,16 @@ pub(crate) fn merge_causes(into: &mut Causes, other: Causes) {
     }
 }
 
-/// Whether [`Latency`] values serialise their whole histogram (set in child processes).
-static EXPORT_HISTOGRAMS: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether [`Latency`] values serialised by this thread carry their whole histogram (set
+    /// where a child of `--procs` or `--threads` writes its report; per thread, so that the
+    /// parent's own report, written by another thread of the same process, stays a summary).
+    static EXPORT_HISTOGRAMS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
-/// Makes every [`Latency`] serialised from now on carry its histogram.
+/// Makes every [`Latency`] this thread serialises from now on carry its histogram.
 pub(crate) fn export_histograms() {
-    EXPORT_HISTOGRAMS.store(true, Ordering::Relaxed);
+    EXPORT_HISTOGRAMS.with(|export| export.set(true));
 }
 
 /// A latency histogram in nanoseconds, 1 ns to 100 s, three significant digits.
@@ -144,7 +147,7 @@ struct LatencyIn {
 
 impl Serialize for Latency {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let hist = EXPORT_HISTOGRAMS.load(Ordering::Relaxed).then(|| self.encode());
+        let hist = EXPORT_HISTOGRAMS.with(std::cell::Cell::get).then(|| self.encode());
         LatencyOut { summary: self.summary(), hist }.serialize(serializer)
     }
 }

@@ -196,6 +196,28 @@ fn total_rate_is_shared_by_the_processes() {
     assert!((396..=404).contains(&scheduled), "{v}");
 }
 
+/// `--ramp`: from 10 to 400 messages per second per connection over the run, so the series'
+/// sent rate rises from its first to its third second (the relation only, not the values).
+#[test]
+fn a_ramp_raises_the_sent_rate_over_the_run() {
+    let url = format!("ws://{}/", echo_server());
+    let (code, v, text) =
+        load(&["echo", &url, "--conns", "2", "--ramp", "10:400/s:4s", "--warmup", "0s", "--duration", "4s"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(f(&v, "open_loop.rate_per_conn"), 400.0, "{v}");
+    assert_eq!(v["open_loop"]["ramp"], "10:400/s:4s", "{v}");
+    assert!(text.contains("open loop ramping 10:400/s:4s"), "{text}");
+    // Due in the window: 2 connections × the ramp's area (4 s × (10 + 400)/2 = 820).
+    let scheduled = u(&v, "open_loop.scheduled");
+    assert!((1610..=1670).contains(&scheduled), "{v}");
+    let sent: Vec<f64> =
+        v["series"].as_array().unwrap().iter().filter_map(|row| row["sent_per_s"].as_f64()).collect();
+    assert!(sent.len() >= 3, "{v}");
+    // A row per second of a 4 s run: the first second averages about 2 × 59/s, the third
+    // (the last sure to be whole) about 2 × 254/s.
+    assert!(sent[2] > 2.0 * sent[0], "sent per second {sent:?}");
+}
+
 /// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
 #[test]
 fn thresholds_set_the_exit_status() {
@@ -273,6 +295,50 @@ fn procs_2_merges_counts_and_histograms() {
     assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
     assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the processes");
     assert_ordered(&v, "rtt");
+}
+
+/// `--threads 2`: two loops in one process, merged as `--procs` merges: counts add up, the
+/// histograms are merged exactly and stay out of the parent's report, and each loop's client CPU
+/// is its own thread's.
+#[test]
+fn threads_2_split_the_connections_and_merge_like_procs() {
+    let url = format!("ws://{}/", echo_server());
+    let pid = std::process::id().to_string();
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "5",
+        "--threads",
+        "2",
+        "--total-rate",
+        "500/s",
+        "--warmup",
+        "100ms",
+        "--duration",
+        "700ms",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 5, 5), "{v}");
+    assert_eq!(f(&v, "open_loop.total_rate"), 500.0, "{v}");
+    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
+    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+    assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the loops: {v}");
+    assert!(v["cpu"]["server"].is_object(), "{v}");
+    assert!(f(&v, "cpu.client.cpu_s") > 0.0, "{v}");
+    let (code, v, text) = load(&["connect", &url, "--conns", "31", "--hold", "200ms", "--threads", "3"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "close.clean")), (3, 31, 31), "{v}");
+    assert_eq!(u(&v, "dial.handshake_latency.count"), 31);
+    // One way of splitting at a time.
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["connect", &url, "--conns", "4", "--threads", "2", "--procs", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--threads and --procs"));
 }
 
 /// A miniature gateway: `?channels=C` subscribes, a welcome is sent once subscribed, and
@@ -389,6 +455,27 @@ fn fanout_delivers_every_message_to_every_subscriber() {
     assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
     assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
     assert_eq!(u(&v, "latency.count"), 180);
+
+    // And over two threads of one process (the `end N` command goes through the loops' flags).
+    let (code, v, text) = load(&[
+        "fanout",
+        &url,
+        "--subscribers",
+        "20",
+        "--channel",
+        "e2e3",
+        "--publish",
+        &publish,
+        "--rate",
+        "20/s",
+        "--duration",
+        "300ms",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 20, 6));
+    assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (120, 6));
 }
 
 /// Usage errors (exit status 2) are found before any connection is attempted: these runs name a

@@ -29,6 +29,7 @@ use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
+use crate::ramp::Ramp;
 use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
 use crate::target::Target;
 use crate::threshold::Metrics;
@@ -144,6 +145,9 @@ pub(crate) struct OpenLoop {
     pub(crate) late: u64,
     /// Of those, not sent: the connection's backlog was full.
     pub(crate) skipped: u64,
+    /// `--ramp`, as written (then the rates above are its peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ramp: Option<String>,
 }
 
 impl OpenLoop {
@@ -155,8 +159,9 @@ impl OpenLoop {
     }
 
     fn line(&self) -> String {
+        let ramp = self.ramp.as_ref().map_or_else(String::new, |ramp| format!("ramp {ramp}, peak "));
         format!(
-            "{:.1} msg/s per conn ({:.0}/s in all): {} due in the window, {} late, {} skipped (backlog full)",
+            "{ramp}{:.1} msg/s per conn ({:.0}/s in all): {} due in the window, {} late, {} skipped (backlog full)",
             self.rate_per_conn, self.total_rate, self.scheduled, self.late, self.skipped
         )
     }
@@ -224,6 +229,7 @@ impl super::Report for Report {
 
     fn rows(&self) -> Vec<(String, String)> {
         let load = match &self.open_loop {
+            Some(OpenLoop { ramp: Some(ramp), .. }) => format!("open loop ramping {ramp}"),
             Some(open) => format!("open loop at {:.1} msg/s each", open.rate_per_conn),
             None => format!("{} in flight each", self.inflight),
         };
@@ -327,35 +333,52 @@ enum Stage {
 
 /// Open loop: when each connection's next send is due, and how well the schedule is kept.
 struct Schedule {
+    /// At a fixed rate, the time between two sends of a connection.
     interval: Duration,
-    /// A send later than this after its due time is `late`.
-    late_after: Duration,
+    /// With `--ramp`, the changing rate (then `interval` is that of the peak rate).
+    ramp: Option<Ramp>,
+    /// Where the ramp's time starts (the start of the warm-up).
+    start: Instant,
     /// `(due, key)`, earliest first.
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     stats: OpenLoop,
 }
 
 impl Schedule {
-    fn new(rate_per_conn: f64, conns: usize) -> Self {
+    /// `rate_per_conn` at a fixed rate; with a ramp, its peak.
+    fn new(rate_per_conn: f64, ramp: Option<Ramp>, conns: usize) -> Self {
         let interval = Duration::from_secs_f64(1.0 / rate_per_conn);
+        let label = ramp.as_ref().map(|ramp| ramp.text().to_owned());
         Schedule {
             interval,
-            late_after: interval.max(TIMER_SLACK),
+            ramp,
+            start: Instant::now(),
             due: BinaryHeap::with_capacity(conns),
             stats: OpenLoop {
                 rate_per_conn: round3(rate_per_conn),
                 total_rate: round3(rate_per_conn * conns as f64),
+                ramp: label,
                 ..OpenLoop::default()
             },
         }
     }
 
     /// Connection `i` of `n` first sends at `start + i/n` of an interval (staggered, so that the
-    /// connections do not all send in the same turn).
+    /// connections do not all send in the same turn); with a ramp, when `(i + 1)/n` of a message
+    /// is due (a ramp from 0 sends nothing at its very start).
     fn start(&mut self, keys: &[usize], start: Instant) {
+        self.start = start;
         let n = keys.len().max(1) as u32;
         for (i, &key) in keys.iter().enumerate() {
-            self.due.push(Reverse((start + self.interval * i as u32 / n, key)));
+            let first = match &self.ramp {
+                None => Some(start + self.interval * i as u32 / n),
+                Some(ramp) => ramp
+                    .after_duration(Duration::ZERO, f64::from(i as u32 + 1) / f64::from(n))
+                    .map(|at| start + at),
+            };
+            if let Some(first) = first {
+                self.due.push(Reverse((first, key)));
+            }
         }
     }
 
@@ -363,14 +386,30 @@ impl Schedule {
     fn next(&self) -> Option<Instant> {
         self.due.peek().map(|Reverse((at, _))| *at)
     }
+
+    /// A connection's send after the one due at `due` (`None`: the ramp ends at rate 0).
+    fn after(&self, due: Instant) -> Option<Instant> {
+        match &self.ramp {
+            None => Some(due + self.interval),
+            Some(ramp) => ramp.after_duration(due.duration_since(self.start), 1.0).map(|at| self.start + at),
+        }
+    }
+
+    /// Whether a send due at `due`, followed by one at `next`, made at `now` is late: more than
+    /// one interval (and at least [`TIMER_SLACK`]) after its due time.
+    fn is_late(due: Instant, next: Option<Instant>, now: Instant) -> bool {
+        let interval = next.map_or(Duration::MAX, |next| next.duration_since(due));
+        now.duration_since(due) > interval.max(TIMER_SLACK)
+    }
 }
 
 pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
-    let rate_per_conn = match (args.message_rate, args.total_rate) {
-        (Some(rate), _) => Some(rate),
-        (None, Some(total)) => Some(total / args.conns.max(1) as f64),
-        (None, None) => None,
+    let rate_per_conn = match (args.message_rate, args.total_rate, &args.ramp) {
+        (Some(rate), _, _) => Some(rate),
+        (None, Some(total), _) => Some(total / args.conns.max(1) as f64),
+        (None, None, Some(ramp)) => Some(ramp.peak()),
+        (None, None, None) => None,
     };
     let inflight = if rate_per_conn.is_some() { 0 } else { args.inflight.max(1) };
     let mut driver: Driver<EchoState> = Driver::new(target, sources, (256 * 1024).max(args.size + 1024))?;
@@ -408,7 +447,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     };
     let (mut sent, mut lost) = (0u64, 0u64);
     let mut dropped = Causes::new();
-    let mut schedule = rate_per_conn.map(|rate| Schedule::new(rate, driver.conns.len()));
+    let mut schedule = rate_per_conn.map(|rate| Schedule::new(rate, args.ramp.clone(), driver.conns.len()));
 
     // Queues message `seq` of `conn`, sent (or due) at `at`.
     let mut send = |conn: &mut Conn<EchoState>, at: Instant, sent: &mut u64| {
@@ -446,6 +485,9 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let measure_start = start + args.warmup;
     let measure_end = measure_start + args.duration;
     let mut drain_end = measure_end;
+    // Open loop: sends due before this are made, even in the turn that ends the window late (a
+    // loaded client wakes after `measure_end` with sends still due before it); a stop cuts it.
+    let mut sends_until = measure_end;
     let keys: Vec<usize> = driver.conns.iter().map(|(key, _)| key).collect();
     match &mut schedule {
         Some(schedule) => schedule.start(&keys, start),
@@ -477,9 +519,13 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             window_end = Some(Snapshot::take(pids)?);
             ctl.measured(rx.window_msgs);
             drain_end = now + args.drain_timeout;
+            sends_until = now.min(measure_end);
         }
         let outstanding = sent - rx.received - lost;
-        if stage == Stage::Drain && (outstanding == 0 || now >= drain_end || driver.conns.is_empty()) {
+        let sends_left = schedule.as_ref().and_then(Schedule::next).is_some_and(|due| due < sends_until);
+        if stage == Stage::Drain
+            && ((outstanding == 0 && !sends_left) || now >= drain_end || driver.conns.is_empty())
+        {
             break;
         }
         let boundary = match stage {
@@ -488,7 +534,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             Stage::Drain => drain_end,
         };
         let mut wake = boundary;
-        if let Some(due) = schedule.as_ref().and_then(Schedule::next).filter(|_| stage != Stage::Drain) {
+        if let Some(due) = schedule.as_ref().and_then(Schedule::next).filter(|&due| due < sends_until) {
             wake = wake.min(due);
         }
         let timeout = wake.saturating_duration_since(now).min(Duration::from_millis(100));
@@ -510,26 +556,27 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
             }
         }
         driver.give_back(ready);
-        if let Some(schedule) = schedule.as_mut().filter(|_| stage != Stage::Drain) {
+        if let Some(schedule) = schedule.as_mut() {
             let window = measure_start..measure_end;
             let now = rx.now;
-            while let Some(Reverse((mut due, key))) = schedule.due.peek().copied().filter(|r| r.0 .0 <= now) {
+            while let Some(Reverse((first, key))) = schedule.due.peek().copied().filter(|r| r.0 .0 <= now) {
                 schedule.due.pop();
                 let Some(conn) = driver.conns.get_mut(key) else { continue };
                 if conn.phase() != Phase::Open {
                     continue;
                 }
                 // Every send due by now goes out in this turn's batch (a stalled turn catches up).
-                while due <= now && due < measure_end {
+                let mut next_due = Some(first);
+                while let Some(due) = next_due.filter(|&due| due <= now && due < sends_until) {
+                    next_due = schedule.after(due);
                     let in_window = window.contains(&due);
                     schedule.stats.scheduled += u64::from(in_window);
                     if conn.state.sent_at.len() >= MAX_OUTSTANDING || conn.pending_out() >= MAX_UNWRITTEN {
                         schedule.stats.skipped += u64::from(in_window);
                     } else {
                         send(conn, due, &mut sent);
-                        schedule.stats.late += u64::from(in_window && now - due > schedule.late_after);
+                        schedule.stats.late += u64::from(in_window && Schedule::is_late(due, next_due, now));
                     }
-                    due += schedule.interval;
                 }
                 if let Err(cause) = conn.flush() {
                     if let Some(conn) = driver.remove(key) {
@@ -538,7 +585,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                     bump(&mut dropped, cause);
                     continue;
                 }
-                if due < measure_end {
+                if let Some(due) = next_due.filter(|&due| due < sends_until) {
                     schedule.due.push(Reverse((due, key)));
                 }
             }
@@ -600,10 +647,8 @@ mod tests {
 
     #[test]
     fn schedules_are_staggered_over_one_interval() {
-        let mut schedule = Schedule::new(100.0, 4);
+        let mut schedule = Schedule::new(100.0, None, 4);
         assert_eq!(schedule.interval, Duration::from_millis(10));
-        assert_eq!(schedule.late_after, Duration::from_millis(10));
-        assert_eq!(Schedule::new(10_000.0, 1).late_after, TIMER_SLACK);
         assert_eq!(schedule.stats.total_rate, 400.0);
         let start = Instant::now();
         schedule.start(&[7, 8, 9, 10], start);
@@ -614,6 +659,35 @@ mod tests {
         let ms = Duration::from_micros;
         assert_eq!(due, [(ms(0), 7), (ms(2500), 8), (ms(5000), 9), (ms(7500), 10)]);
         assert_eq!(schedule.next(), None);
+        assert_eq!(schedule.after(start), Some(start + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn late_means_more_than_one_interval_and_the_timer_slack() {
+        let (due, ms) = (Instant::now(), Duration::from_millis);
+        assert!(!Schedule::is_late(due, Some(due + ms(10)), due + ms(10)));
+        assert!(Schedule::is_late(due, Some(due + ms(10)), due + ms(11)));
+        // At 10,000/s the interval is below the poll's resolution: 1 ms is still on time.
+        assert!(!Schedule::is_late(due, Some(due + Duration::from_micros(100)), due + ms(1)));
+        assert!(!Schedule::is_late(due, None, due + ms(1000)));
+    }
+
+    #[test]
+    fn a_ramp_spaces_the_sends_by_its_rate() {
+        // 0 → 100/s per connection over 10 s: message n of a connection is due at sqrt(n/5) s.
+        let ramp = crate::ramp::parse("0:100:10s").unwrap();
+        let mut schedule = Schedule::new(ramp.peak(), Some(ramp), 2);
+        assert_eq!(schedule.stats.total_rate, 200.0);
+        let start = Instant::now();
+        schedule.start(&[0, 1], start);
+        let firsts: Vec<_> = std::iter::from_fn(|| schedule.due.pop()).map(|r| r.0 .0 - start).collect();
+        let near = |a: Duration, secs: f64| (a.as_secs_f64() - secs).abs() < 1e-6;
+        assert!(
+            near(firsts[0], (0.5f64 / 5.0).sqrt()) && near(firsts[1], (1.0f64 / 5.0).sqrt()),
+            "{firsts:?}"
+        );
+        let second = schedule.after(start + firsts[1]).unwrap() - start;
+        assert!(near(second, (2.0f64 / 5.0).sqrt()), "{second:?}");
     }
 
     #[test]
