@@ -116,6 +116,20 @@ fn handshakes_are_timed() {
 }
 
 #[test]
+fn client_messages_are_timed_from_decode_to_worker() {
+    let gw = Gateway::start(None, &[]);
+    assert_eq!(histogram_count(&scrape(&gw), "throng_event_delay_seconds"), 0.0);
+    let mut ws = gw.connect("/ws");
+    const N: usize = 7;
+    for i in 0..N {
+        let reply = ws.command(serde_json::json!({"op": "subscribe", "channel": format!("c{i}")}));
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+    }
+    // Every command is a client message a worker took (its reply proves it); the open is not one.
+    assert_eq!(histogram_count(&scrape(&gw), "throng_event_delay_seconds"), N as f64);
+}
+
+#[test]
 fn closes_are_counted_by_code_and_logged() {
     let gw = Gateway::start(None, &["--log-level", "throng=debug"]);
     let mut normal = gw.connect("/ws");

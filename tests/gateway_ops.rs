@@ -62,32 +62,100 @@ fn bad_config_names_the_key() {
     assert!(err.contains("/nonexistent/throng.toml"), "{err}");
 }
 
+/// The options table of docs/configuration.md: `(key, default)` for each row, the key without
+/// its backticks and the default cell as written.
+fn documented_options() -> Vec<(String, String)> {
+    let doc = include_str!("../docs/configuration.md");
+    let table = doc.split("\n## Options\n").nth(1).expect("an Options section");
+    let rows: Vec<(String, String)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| key |"))
+        .skip(2) // the header and the `| --- |` line
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let key = cells[0].trim_start_matches("| ").trim_matches('`').to_owned();
+            (key, cells[1].trim().to_owned())
+        })
+        .collect();
+    assert!(rows.len() > 40, "the options table has {} rows", rows.len());
+    rows
+}
+
 #[test]
 fn help_lists_every_option() {
     let out = command(&["--help"], &[]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--listen",
-        "--admin-listen",
-        "--config",
-        "--loops",
-        "--jwt-secret",
-        "--api-key",
-        "--allowed-origins",
-        "--log-format",
-        "--max-message-size",
-        "--ping-interval",
-        "--idle-timeout",
-        "--max-connections-per-ip",
-        "--max-connections",
-        "--slow-consumer",
-        "--client-messages",
-        "--drain-timeout",
-        "--demo",
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
+    for (key, _) in documented_options() {
+        let flag = format!("--{} ", key.replace('_', "-"));
+        assert!(help.contains(&flag), "--help lacks {flag}");
+        let var = format!("THRONG_{}", key.to_uppercase());
+        assert!(help.contains(&var), "--help lacks {var}");
     }
-    assert!(help.contains("THRONG_LISTEN"));
+    assert!(help.contains("--config") && help.contains("THRONG_CONFIG"));
+}
+
+/// Each documented default against what the binary uses. Every default written as a value
+/// (`` `64KiB` ``, `256`, `` `["throng.v1"]` ``) is given back to it through its variable in one
+/// `--print-config` run: where the document is wrong, that key's output differs from the run
+/// with nothing set, each value read by the gateway's own parsers. A default written in words
+/// is compared through the table below.
+#[test]
+fn documented_defaults_match_print_config() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let words = |key: &str, cell: &str| -> Value {
+        // The words before a parenthesis: "none (unchecked)" is "none".
+        match cell.split(" (").next().unwrap() {
+            "any" => json!([]),
+            "none" => Value::Null,
+            "cores" => json!(cores),
+            // No config file in these runs.
+            "on without a config file, off with one" => json!(true),
+            other => panic!("{key}: teach this test what the default {other:?} means"),
+        }
+    };
+    let defaults = print_config(&[], &[], None).unwrap();
+    let rows = documented_options();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut in_words = Vec::new();
+    for (key, cell) in &rows {
+        let value = match cell.strip_prefix('`') {
+            Some(rest) => rest.split('`').next().unwrap().to_owned(),
+            None if cell.bytes().all(|b| b.is_ascii_digit()) => cell.clone(),
+            None => {
+                in_words.push((key, words(key, cell)));
+                continue;
+            }
+        };
+        // Lists are comma-separated in variables.
+        let value = match serde_json::from_str::<Vec<String>>(&value) {
+            Ok(list) => list.join(","),
+            Err(_) => value,
+        };
+        env.push((format!("THRONG_{}", key.to_uppercase()), value));
+    }
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let given =
+        print_config(&[], &env_refs, None).unwrap_or_else(|e| panic!("documented defaults refused: {e}"));
+    for (var, value) in &env {
+        let key = var.trim_start_matches("THRONG_").to_lowercase();
+        assert_eq!(
+            given[&key], defaults[&key],
+            "{key}: documented default {value:?}, but the default is {}",
+            defaults[&key]
+        );
+    }
+    assert_eq!(given, defaults, "setting the documented defaults changed nothing else");
+    for (key, expected) in in_words {
+        assert_eq!(defaults[key], expected, "{key}: the documented default against --print-config");
+    }
+    // Key for key: every option printed is documented and the other way round.
+    let mut printed: Vec<&str> =
+        defaults.as_object().unwrap().keys().map(String::as_str).filter(|k| *k != "config_file").collect();
+    let mut documented: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+    printed.sort();
+    documented.sort();
+    assert_eq!(documented, printed, "the options table against --print-config");
 }
 
 #[test]

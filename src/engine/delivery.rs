@@ -24,8 +24,26 @@ use super::ids::ConnId;
 /// loop, connection or channel is generic over it. [`Events`] gives it back its type.
 pub(crate) type Erased = Box<dyn Any + Send>;
 
-/// An event as it travels from a loop to a shard.
-pub(crate) type RawEvent = Event<Erased>;
+/// An event as it travels from a loop to a shard, stamped with the turn time of the loop turn
+/// that emitted it (the loop's clock, read once a turn: no clock read per event).
+pub(crate) struct RawEvent {
+    pub(crate) event: Event<Erased>,
+    pub(crate) at: Instant,
+}
+
+/// An event with the time the engine produced it, from [`Events::recv_timed`].
+///
+/// `decoded_at` is the loop's turn time of the turn that emitted the event: for a
+/// [`Event::Message`], the turn that decoded its last frame. The loop reads its clock once a
+/// turn, so it is at most one turn early; `decoded_at.elapsed()` on receipt is the time the event
+/// spent in the loop's backlog and the shard's channel (how far the workers are behind).
+#[derive(Debug)]
+pub struct Delivered<T = ()> {
+    /// The event, as [`Events::recv`] gives it.
+    pub event: Event<T>,
+    /// When the loop emitted it (its turn time).
+    pub decoded_at: Instant,
+}
 
 /// The most shards a server may have.
 pub const MAX_SHARDS: usize = 1024;
@@ -58,7 +76,7 @@ impl Delivery {
     /// Sends an event to its connection's shard, or keeps it behind the shard's backlog.
     /// Returns whether it was kept (the backlog grew).
     pub(crate) fn emit(&mut self, event: RawEvent) -> bool {
-        let shard = shard_of(event.conn(), self.shards.len());
+        let shard = shard_of(event.event.conn(), self.shards.len());
         let backlog = &mut self.backlogs[shard];
         if backlog.is_empty() {
             match self.shards[shard].try_send(event) {
@@ -150,12 +168,22 @@ impl<T> Events<T> {
 impl<T: Send + 'static> Events<T> {
     /// Waits for the next event; fails once the server is gone and every event was read.
     pub fn recv(&self) -> Result<Event<T>, RecvError> {
+        self.recv_timed().map(|d| d.event)
+    }
+
+    /// As [`Events::recv`], with the time the loop emitted the event ([`Delivered`]).
+    pub fn recv_timed(&self) -> Result<Delivered<T>, RecvError> {
         self.next(None).map_err(|_| RecvError)
+    }
+
+    /// Blocks for each event in turn, with its time, until the server is gone.
+    pub fn iter_timed(&self) -> impl Iterator<Item = Delivered<T>> + '_ {
+        std::iter::from_fn(|| self.recv_timed().ok())
     }
 
     /// Waits at most `timeout` for the next event.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Event<T>, RecvTimeoutError> {
-        self.next(Some(Instant::now() + timeout))
+        self.next(Some(Instant::now() + timeout)).map(|d| d.event)
     }
 
     /// The next event if one is waiting.
@@ -163,7 +191,7 @@ impl<T: Send + 'static> Events<T> {
         let mut gone = 0;
         for receiver in &self.receivers {
             match receiver.try_recv() {
-                Ok(event) => return Ok(typed(event)),
+                Ok(event) => return Ok(typed(event).event),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => gone += 1,
             }
@@ -181,7 +209,7 @@ impl<T: Send + 'static> Events<T> {
         std::iter::from_fn(|| self.try_recv().ok())
     }
 
-    fn next(&self, deadline: Option<Instant>) -> Result<Event<T>, RecvTimeoutError> {
+    fn next(&self, deadline: Option<Instant>) -> Result<Delivered<T>, RecvTimeoutError> {
         let raw = match (&self.receivers[..], deadline) {
             // One shard (the default, or a worker's own): the channel itself.
             ([only], None) => only.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -220,12 +248,13 @@ fn merged(receivers: &[Receiver<RawEvent>], deadline: Option<Instant>) -> Result
 }
 
 /// Gives the upgrade hook's value back its type.
-fn typed<T: Send + 'static>(event: RawEvent) -> Event<T> {
-    event.map_value(|value| match value.downcast::<T>() {
+fn typed<T: Send + 'static>(raw: RawEvent) -> Delivered<T> {
+    let event = raw.event.map_value(|value| match value.downcast::<T>() {
         Ok(value) => *value,
         // The builder that typed the hook typed these receivers: another type cannot arrive.
         Err(_) => unreachable!("an upgrade value of another type than the server's"),
-    })
+    });
+    Delivered { event, decoded_at: raw.at }
 }
 
 impl<T: Send + 'static> IntoIterator for Events<T> {
@@ -252,7 +281,10 @@ mod tests {
 
     fn message(loop_id: usize, index: usize, n: u8) -> RawEvent {
         let conn = ConnId::new(loop_id, index, 1);
-        Event::Message { conn, message: crate::Message::Binary(vec![n]) }
+        RawEvent {
+            event: Event::Message { conn, message: crate::Message::Binary(vec![n]) },
+            at: Instant::now(),
+        }
     }
 
     fn payload(event: Event) -> (ConnId, u8) {
@@ -305,6 +337,24 @@ mod tests {
         }
         assert_eq!(seen.iter().filter(|(c, _)| c.index() == a).map(|&(_, n)| n).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(seen.iter().filter(|(c, _)| c.index() == b).map(|&(_, n)| n).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn the_loops_stamp_travels_with_the_event() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut delivery = Delivery::from(tx);
+        let at = Instant::now() - Duration::from_secs(3);
+        let conn = ConnId::new(0, 1, 1);
+        let first = RawEvent { event: Event::Message { conn, message: crate::Message::Binary(vec![1]) }, at };
+        assert!(!delivery.emit(first));
+        // Kept in the backlog, it keeps its stamp: the wait there is part of the delay.
+        assert!(delivery.emit(message(0, 1, 2)));
+        let events = Events::<()>::new(vec![rx]);
+        let got = events.recv_timed().unwrap();
+        assert_eq!((payload(got.event), got.decoded_at), ((conn, 1), at));
+        assert!(delivery.drain());
+        let second = events.recv_timed().unwrap();
+        assert!(second.decoded_at > at, "each event keeps its own stamp");
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub(crate) struct Counters {
     pub(crate) admin_refusal_log: super::logging::LogLimiter,
     /// Closes by code, as reported in `Event::Close`: one per [`CLOSE_CODES`], then `other`.
     pub(crate) closes: [AtomicU64; CLOSE_CODES.len() + 1],
+    /// Client messages, by time from the loop turn that decoded them to a worker taking them.
+    pub(crate) event_delay: crate::engine::AtomicHistogram,
 }
 
 impl Counters {
@@ -468,6 +470,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         "handshake_duration_seconds",
         "Upgrades completed, by time from the accept to the 101 queued (loop turn clock, 100 us).",
         &e.handshake_duration,
+    );
+    histogram(
+        &mut out,
+        "event_delay_seconds",
+        "Client messages, by time from the loop turn that decoded them to a worker taking them (queueing in the loop's backlog and the worker's shard).",
+        &c.event_delay.snapshot(),
     );
     if let Some(p) = &s.process {
         process_families(&mut out, p);

@@ -66,7 +66,11 @@ fn work(ctx: &Ctx, worker: usize, events: &Events<Opening>) {
     let _watch = DeathWatch { health: &ctx.front.workers, worker };
     #[cfg(debug_assertions)]
     fault::die_at_start(worker);
-    for event in events {
+    for crate::Delivered { event, decoded_at } in events.iter_timed() {
+        if let Event::Message { .. } = event {
+            // Measured before handling: how long the message queued, not how long it takes.
+            ctx.counters().event_delay.observe(decoded_at.elapsed());
+        }
         let conn = event.conn();
         if let Err(message) = catch(|| handle_event(ctx, event)) {
             let counters = ctx.counters();

@@ -82,14 +82,14 @@ impl Harness {
         self.turn();
         let response = self.mem.take_written(peer);
         assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
-        match self.events.try_recv() {
+        match self.events.try_recv().map(|r| r.event) {
             Ok(Event::Open { conn, .. }) => (peer, conn),
             other => panic!("expected Open, got {other:?}"),
         }
     }
 
     fn close_event(&mut self) -> (ConnId, u16) {
-        match self.events.try_recv() {
+        match self.events.try_recv().map(|r| r.event) {
             Ok(Event::Close { conn, code, .. }) => (conn, code),
             other => panic!("expected Close, got {other:?}"),
         }
@@ -176,7 +176,7 @@ fn the_idle_timeout_sends_1001_at_the_deadline_not_before() {
     h.run_to(ms(500));
     h.mem.push(peer, &client_frame(0x81, b"hi")); // activity moves the deadline to 2.5 s
     h.turn();
-    assert!(matches!(h.events.try_recv(), Ok(Event::Message { .. })));
+    assert!(matches!(h.events.try_recv().map(|r| r.event), Ok(Event::Message { .. })));
     h.run_to(ms(2490));
     assert!(h.mem.take_written(peer).is_empty(), "closed before the idle timeout");
     h.run_to(ms(2500));
@@ -285,7 +285,7 @@ fn reading_waits_while_the_workers_are_behind_and_resumes_once_they_caught_up() 
     h.turn();
     h.turn();
     assert_eq!(h.lp.core.stats.snapshot().messages_in, 2, "read while the workers were behind");
-    assert!(matches!(h.events.try_recv(), Ok(Event::Message { .. })));
+    assert!(matches!(h.events.try_recv().map(|r| r.event), Ok(Event::Message { .. })));
     h.turn(); // the backlog moves into the channel
     assert!(!h.lp.core.workers_behind());
     h.turn(); // and the socket is read again

@@ -28,7 +28,8 @@ use std::time::Instant;
 
 use super::buffers::ColdPool;
 use super::config::{Config, FINE};
-use super::delivery::{Delivery, RawEvent};
+use super::delivery::{Delivery, Erased, RawEvent};
+use super::event::Event;
 use super::stats::LoopStats;
 use super::timer::{Tick, TimerWheel};
 
@@ -108,9 +109,10 @@ impl LoopCore {
         self.driving.1
     }
 
-    /// Hands an event to the workers, or keeps it when they are behind.
-    pub(crate) fn emit(&mut self, event: RawEvent) {
-        if self.delivery.emit(event) {
+    /// Hands an event to the workers, or keeps it when they are behind; stamped with this
+    /// turn's time.
+    pub(crate) fn emit(&mut self, event: Event<Erased>) {
+        if self.delivery.emit(RawEvent { event, at: self.now }) {
             self.stats.queued_events.store(self.delivery.queued(), Ordering::Relaxed);
         }
     }

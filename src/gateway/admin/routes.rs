@@ -445,6 +445,68 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
 mod tests {
     use super::*;
 
+    /// Each route's path as `docs/admin-api.json` names it. The match is exhaustive: a new
+    /// route does not compile without its documented path.
+    fn documented_path(r: &Route<'_>) -> &'static str {
+        match r {
+            Route::Demo => "/",
+            Route::Health => "/healthz",
+            Route::Ready => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Stats => "/v1/stats",
+            Route::Channels => "/v1/channels",
+            Route::Publish => "/v1/publish",
+            Route::PublishBatch => "/v1/publish/batch",
+            Route::Channel(_) => "/v1/channels/{name}",
+            Route::User(_) => "/v1/users/{id}",
+            Route::CloseConnection(_) => "/v1/connections/{id}/close",
+        }
+    }
+
+    /// The router against the admin API's OpenAPI document (tests/gateway_openapi.rs checks the
+    /// answers). `route` is a match, not a table, so one request path per route is listed here:
+    /// a new route needs one (and `documented_path` above makes it need a documented path).
+    #[test]
+    fn every_route_is_in_the_openapi_document_with_its_methods() {
+        let doc: Value = serde_json::from_str(include_str!("../../../docs/admin-api.json")).unwrap();
+        let paths = doc["paths"].as_object().expect("paths");
+        let served = [
+            "/",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/stats",
+            "/v1/channels",
+            "/v1/publish",
+            "/v1/publish/batch",
+            "/v1/channels/news",
+            "/v1/users/alice",
+            "/v1/connections/7/close",
+        ];
+        let mut seen = Vec::new();
+        for path in served {
+            let r = route(path).unwrap_or_else(|| panic!("{path} is not routed"));
+            let documented = documented_path(&r);
+            let item = paths.get(documented).unwrap_or_else(|| panic!("{documented} is not documented"));
+            let mut methods: Vec<String> =
+                item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+            let mut served: Vec<&str> = r.methods().split(", ").collect();
+            methods.sort();
+            served.sort();
+            assert_eq!(methods, served, "{documented}: documented methods against served ones");
+            for method in &methods {
+                let security = item[method.to_lowercase()].get("security").and_then(Value::as_array);
+                let open = security.is_some_and(|s| s.is_empty());
+                assert_eq!(open, r.is_open(), "{method} {documented}: documented auth");
+            }
+            seen.push(documented);
+        }
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        documented.sort();
+        seen.sort();
+        assert_eq!(seen, documented, "a documented path the router does not serve, or one served twice");
+    }
+
     #[test]
     fn hosts_match_with_or_without_the_port() {
         let allowed = ["localhost".to_owned(), "admin.test:7000".to_owned(), "[::1]".to_owned()];
