@@ -161,6 +161,18 @@ impl Flags {
             end: Arc::new(AtomicU64::new(NOT_ENDED)),
         }
     }
+
+    /// Applies one line of the child protocol (`go`, `end N`, `stop`; anything else is
+    /// ignored), whether it came on a child process's stdin or from the parent to a thread.
+    pub(crate) fn apply(&self, line: &str) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) {
+            (Some("go"), _) => self.go.store(true, Ordering::Relaxed),
+            (Some("end"), Some(n)) => self.end.store(n, Ordering::Release),
+            (Some("stop"), _) => self.stop.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+    }
 }
 
 /// Registers SIGINT and SIGTERM to set `stop`; a second one ends the process at once.
@@ -446,13 +458,7 @@ fn spawn_command_reader(flags: Flags) {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let Ok(line) = line else { break };
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) {
-                (Some("go"), _) => flags.go.store(true, Ordering::Relaxed),
-                (Some("end"), Some(n)) => flags.end.store(n, Ordering::Release),
-                (Some("stop"), _) => flags.stop.store(true, Ordering::Relaxed),
-                _ => {}
-            }
+            flags.apply(&line);
         }
         // The parent is gone or closed our stdin: finish.
         flags.stop.store(true, Ordering::Relaxed);

@@ -175,15 +175,7 @@ impl Kid {
                 }
             }
             Link::Process { stdin: None, .. } => {}
-            Link::Thread { flags, .. } => {
-                let mut words = line.split_whitespace();
-                match (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) {
-                    (Some("go"), _) => flags.go.store(true, Ordering::Relaxed),
-                    (Some("end"), Some(n)) => flags.end.store(n, Ordering::Release),
-                    (Some("stop"), _) => flags.stop.store(true, Ordering::Relaxed),
-                    _ => {}
-                }
-            }
+            Link::Thread { flags, .. } => flags.apply(line),
         }
     }
 
