@@ -10,11 +10,10 @@
 
 mod gateway_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use gateway_support::{parse_response, Gateway, Resp, TIMEOUT};
+use gateway_support::{Gateway, Resp};
 use serde_json::Value;
 
 const DOC: &str = include_str!("../docs/admin-api.json");
@@ -116,28 +115,10 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
     Ok(())
 }
 
-/// One request on a fresh connection. `Host` and `Content-Length` are the real ones unless
-/// `headers` names them.
+/// One request on a fresh connection, with exactly the headers given (see
+/// [`gateway_support::request`]).
 fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    let mut stream = TcpStream::connect(addr).expect("connect admin");
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !has("host") {
-        request.push_str(&format!("Host: {addr}\r\n"));
-    }
-    if !has("content-length") {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_response(&raw)
+    gateway_support::request(addr, method, path, headers, body)
 }
 
 /// Which gateway a request goes to: `Main` has the API key, the demo and `admin_allowed_hosts`;

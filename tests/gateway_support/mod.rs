@@ -461,18 +461,35 @@ pub(crate) fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
+    // The admin API takes POST bodies declared as JSON only; tests of that rule name their own.
+    let mut all = headers.to_vec();
+    if method == "POST" && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        all.push(("Content-Type", "application/json"));
+    }
+    request(addr, method, path, &all, body)
+}
+
+/// One request on a fresh connection (`Connection: close`), with `headers` as given: `Host`
+/// and `Content-Length` are the real ones unless `headers` names them.
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     let mut stream = TcpStream::connect(addr).expect("connect admin");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !has("host") {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if !has("content-length") {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    // The admin API takes POST bodies declared as JSON only; tests of that rule name their own.
-    if method == "POST" && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
-        request.push_str("Content-Type: application/json\r\n");
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
