@@ -20,6 +20,52 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// How a server's loops move bytes ([`ServerBuilder::backend`](super::ServerBuilder::backend)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// io_uring where the kernel offers what the engine needs, epoll otherwise (with one log
+    /// line saying why). The environment variable `THRONG_BACKEND` (`auto`, `epoll` or
+    /// `io_uring`) overrides it, so that a deployment or a test run can choose without a code
+    /// change; an explicit choice in code is never overridden.
+    #[default]
+    Auto,
+    /// Readiness with edge-triggered epoll (kqueue elsewhere), through `mio`.
+    Epoll,
+    /// A completion ring per loop (Linux, the `io-uring` feature). A kernel that cannot run it
+    /// (disabled by sysctl, refused by a seccomp profile, too old) is an error at start.
+    IoUring,
+}
+
+impl Backend {
+    /// The name used in configuration, flags and metrics: `auto`, `epoll` or `io_uring`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Epoll => "epoll",
+            Backend::IoUring => "io_uring",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "epoll" => Ok(Backend::Epoll),
+            "io_uring" | "io-uring" | "iouring" => Ok(Backend::IoUring),
+            other => Err(format!("unknown backend {other:?} (expected auto, epoll or io_uring)")),
+        }
+    }
+}
+
 /// Everything a server runs with. Built by [`ServerBuilder`](super::ServerBuilder).
 #[derive(Clone)]
 pub struct Config {
@@ -53,6 +99,9 @@ pub struct Config {
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
     pub(crate) reuse_port: bool,
+    pub(crate) backend: Backend,
+    /// io_uring: the provided receive buffers of each loop (count, bytes each).
+    pub(crate) recv_buffers: (u16, u32),
 }
 
 impl Default for Config {
@@ -87,6 +136,8 @@ impl Default for Config {
             message_hook: None,
             http_hook: None,
             reuse_port: true,
+            backend: Backend::Auto,
+            recv_buffers: (512, 16 * 1024),
         }
     }
 }

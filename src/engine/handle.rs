@@ -72,6 +72,7 @@ impl Handle {
             total.add(&s.snapshot());
         }
         total.channel_len = self.shared.channel_len();
+        total.backend = self.shared.backend;
         total
     }
 
@@ -79,7 +80,8 @@ impl Handle {
     /// loops share).
     pub fn loop_stats(&self) -> Vec<Stats> {
         let channel_len = self.shared.channel_len();
-        self.shared.stats.iter().map(|s| Stats { channel_len, ..s.snapshot() }).collect()
+        let backend = self.shared.backend;
+        self.shared.stats.iter().map(|s| Stats { channel_len, backend, ..s.snapshot() }).collect()
     }
 
     pub(crate) fn shutdown_all(&self, deadline: std::time::Instant) {

@@ -48,10 +48,23 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+/// Wakes a loop blocked in its backend's poll: each backend brings its own (mio's waker, an
+/// eventfd the ring reads).
+pub(crate) trait Wake: Send + Sync {
+    /// Makes the loop's next (or current) poll return.
+    fn wake(&self) -> std::io::Result<()>;
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) -> std::io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
+
 /// The sending side of one loop's command queue (bounded).
 pub(crate) struct LoopMailbox {
     pub(crate) commands: Sender<Command>,
-    pub(crate) waker: Arc<mio::Waker>,
+    pub(crate) waker: Arc<dyn Wake>,
     /// Set while a wake-up is on its way, so that a burst of commands wakes the loop once.
     pub(crate) wake_pending: AtomicBool,
     /// A shutdown request: outside the queue, so that a full queue cannot hold it up.
@@ -60,7 +73,7 @@ pub(crate) struct LoopMailbox {
 }
 
 impl LoopMailbox {
-    pub(crate) fn new(commands: Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+    pub(crate) fn new(commands: Sender<Command>, waker: Arc<dyn Wake>) -> Self {
         Self {
             commands,
             waker,
@@ -118,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) events: Vec<Receiver<RawEvent>>,
     /// How long a [`Handle`] call waits for room in a full command queue.
     pub(crate) command_timeout: std::time::Duration,
+    /// The backend the loops run on.
+    pub(crate) backend: super::config::Backend,
 }
 
 impl Shared {

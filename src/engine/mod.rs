@@ -34,9 +34,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Waker};
 
-use self::backend::mio::{Acceptor, Mio, WAKER};
+use self::mailbox::{Command, Wake};
+
+use self::backend::mio::{Mio, WAKER};
+use self::backend::Acceptor;
 use self::config::RateLimit;
-pub use self::config::{Config, SlowConsumerPolicy};
+pub use self::config::{Backend, Config, SlowConsumerPolicy};
 use self::core::{Loop, LoopCore};
 use self::delivery::{shard_of, Delivery, Erased, RawEvent};
 pub use self::delivery::{Delivered, Events, MAX_SHARDS};
@@ -268,6 +271,21 @@ impl<T> ServerBuilder<T> {
         self
     }
 
+    /// How the loops move bytes (default [`Backend::Auto`]: io_uring where the kernel can run
+    /// it, epoll otherwise; `THRONG_BACKEND` in the environment overrides `Auto`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// io_uring: how many receive buffers each loop lends the kernel and their size (default
+    /// 512 of 16 KiB; the count is rounded up to a power of two, at most 32768). Only a few
+    /// sit in the kernel's ring while connections are idle, so the pages touched stay few.
+    pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
+        self.config.recv_buffers = (count, size.max(512));
+        self
+    }
+
     /// Binds, spawns the loops and returns the running server.
     pub fn start(self) -> io::Result<Server<T>> {
         Server::start(self.config)
@@ -296,6 +314,112 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::Tcp
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+/// Resolves [`Backend::Auto`] (and `THRONG_BACKEND`) to the backend the loops run on; an
+/// explicit io_uring the kernel cannot run is an error.
+fn choose_backend(asked: Backend) -> io::Result<Backend> {
+    let asked = match (asked, std::env::var("THRONG_BACKEND")) {
+        (Backend::Auto, Ok(value)) if !value.is_empty() => value.parse().map_err(|e: String| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("THRONG_BACKEND: {e}"))
+        })?,
+        (asked, _) => asked,
+    };
+    let uring = io_uring_usable();
+    match (asked, uring) {
+        (Backend::Epoll, _) => Ok(Backend::Epoll),
+        (Backend::IoUring, Ok(())) | (Backend::Auto, Ok(())) => Ok(Backend::IoUring),
+        (Backend::IoUring, Err(why)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the io_uring backend cannot start: {why}"),
+        )),
+        (Backend::Auto, Err(why)) => {
+            log::info!("io_uring unavailable ({why}): using epoll");
+            Ok(Backend::Epoll)
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+fn io_uring_usable() -> Result<(), String> {
+    backend::uring::probe()
+}
+
+#[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+fn io_uring_usable() -> Result<(), String> {
+    Err("built without the io-uring feature (or not on Linux)".into())
+}
+
+/// What one loop's backend needs before its thread starts: the poller (epoll) or the wake-up
+/// (io_uring, whose ring is made on the loop's own thread).
+enum LoopIo {
+    Mio(Poll),
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    Uring(Arc<backend::uring::EventFd>),
+}
+
+impl LoopIo {
+    fn new(backend: Backend) -> io::Result<(Arc<dyn Wake>, Self)> {
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        if backend == Backend::IoUring {
+            let waker = Arc::new(backend::uring::EventFd::new()?);
+            return Ok((waker.clone(), LoopIo::Uring(waker)));
+        }
+        let _ = backend;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok((waker, LoopIo::Mio(poll)))
+    }
+
+    /// Starts loop `loop_id`'s thread; an error setting up its backend is returned here.
+    fn spawn(
+        self,
+        loop_id: usize,
+        acceptor: Acceptor<std::net::TcpListener>,
+        core: LoopCore,
+        commands: Receiver<Command>,
+        shared: Arc<Shared>,
+        config: &Arc<Config>,
+    ) -> io::Result<JoinHandle<()>> {
+        let thread = std::thread::Builder::new().name(format!("throng-loop-{loop_id}"));
+        match self {
+            LoopIo::Mio(poll) => {
+                let acceptor = match acceptor {
+                    Acceptor::Own(l) => Acceptor::Own(l.map(mio::net::TcpListener::from_std)),
+                    Acceptor::Distributing { listener, next } => {
+                        Acceptor::Distributing { listener: mio::net::TcpListener::from_std(listener), next }
+                    }
+                };
+                let backend = Mio::new(poll, acceptor, shared.clone(), config)?;
+                let event_loop = Loop::new(core, commands, shared);
+                thread.spawn(move || event_loop.run(backend))
+            }
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            LoopIo::Uring(waker) => {
+                let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+                let config = config.clone();
+                let handle = thread.spawn(move || {
+                    match backend::uring::Uring::new(acceptor, waker, shared.clone(), &config) {
+                        Ok(backend) => {
+                            let _ = ready_tx.send(Ok(()));
+                            Loop::new(core, commands, shared).run(backend);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                })?;
+                match ready_rx.recv() {
+                    Ok(Ok(())) => Ok(handle),
+                    Ok(Err(e)) => {
+                        let _ = handle.join();
+                        Err(io::Error::new(e.kind(), format!("loop {loop_id}: io_uring setup failed: {e}")))
+                    }
+                    Err(_) => Err(io::Error::other(format!("loop {loop_id} died during setup"))),
+                }
+            }
+        }
+    }
 }
 
 impl Server {
@@ -344,22 +468,22 @@ impl<T> Server<T> {
             }
         }
 
-        let config = Arc::new(Config { loops, ..config });
+        let backend = choose_backend(config.backend)?;
+        let config = Arc::new(Config { loops, backend, ..config });
         let per_shard = config.event_capacity.div_ceil(config.event_shards.max(1)).max(1);
         let (shard_tx, shard_rx): (Vec<_>, Vec<_>) =
             (0..config.event_shards.max(1)).map(|_| crossbeam_channel::bounded(per_shard)).unzip();
         let total_connections = Arc::new(AtomicUsize::new(0));
-        let mut polls = Vec::with_capacity(loops);
+        let mut io = Vec::with_capacity(loops);
         let mut mailboxes = Vec::with_capacity(loops);
         let mut receivers = Vec::with_capacity(loops);
         let mut stats = Vec::with_capacity(loops);
         for _ in 0..loops {
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (waker, loop_io) = LoopIo::new(backend)?;
             let (tx, rx) = crossbeam_channel::bounded(config.command_capacity);
             mailboxes.push(LoopMailbox::new(tx, waker));
             receivers.push(rx);
-            polls.push(poll);
+            io.push(loop_io);
             stats.push(Arc::new(LoopStats::default()));
         }
         let shared = Arc::new(Shared {
@@ -367,13 +491,14 @@ impl<T> Server<T> {
             stats: stats.clone(),
             events: shard_rx.clone(),
             command_timeout: config.command_timeout,
+            backend,
         });
 
         let mut listeners = listeners.into_iter();
         let mut threads = Vec::with_capacity(loops);
-        for (loop_id, (poll, commands)) in polls.into_iter().zip(receivers).enumerate() {
-            let listener = listeners.next().map(mio::net::TcpListener::from_std);
-            let acceptor = match listener {
+        let mut started = Ok(());
+        for (loop_id, (loop_io, commands)) in io.into_iter().zip(receivers).enumerate() {
+            let acceptor = match listeners.next() {
                 Some(listener) if distributing => Acceptor::Distributing { listener, next: 0 },
                 other => Acceptor::Own(other),
             };
@@ -384,12 +509,22 @@ impl<T> Server<T> {
                 Delivery::new(shard_tx.clone()),
                 total_connections.clone(),
             );
-            let backend = Mio::new(poll, acceptor, shared.clone(), &config)?;
-            let event_loop = Loop::new(core, commands, shared.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("throng-loop-{loop_id}"))
-                .spawn(move || event_loop.run(backend))?;
-            threads.push(thread);
+            match loop_io.spawn(loop_id, acceptor, core, commands, shared.clone(), &config) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    started = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = started {
+            // The loops that did start stop again; the error is the caller's.
+            let handle = Handle { shared };
+            handle.shutdown_all(Instant::now());
+            for thread in threads {
+                let _ = thread.join();
+            }
+            return Err(e);
         }
         Ok(Self {
             handle: Handle { shared },
@@ -399,6 +534,11 @@ impl<T> Server<T> {
             nofile,
             value: PhantomData,
         })
+    }
+
+    /// The backend the loops run on (never [`Backend::Auto`]).
+    pub fn backend(&self) -> Backend {
+        self.handle.shared.backend
     }
 
     /// The address the loops listen on.

@@ -43,13 +43,17 @@ impl Prepared {
 /// How many chunks one `writev` takes at most.
 pub(crate) const MAX_IOVECS: usize = 64;
 
-enum Chunk {
+/// One piece of a queue: frames coalesced into an owned buffer, or a broadcast frame shared with
+/// other connections.
+pub(crate) enum Chunk {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    /// The chunk's bytes; their address does not change when the chunk is moved (both kinds
+    /// live on the heap), which is what lets a completion backend send from them in flight.
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(a) => a,
@@ -65,6 +69,9 @@ pub(crate) struct Outbound {
     front_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
+    /// Of `queued`, the front bytes a completion backend holds for a send in flight
+    /// ([`Outbound::hand_off`]): no longer in `chunks`, still counted against the cap.
+    handed: usize,
     /// The loop's counters, where `queued` is also summed over the loop's connections (the
     /// `outbound_queued` gauge): kept by one add or sub where bytes are queued or written, and
     /// by the drop of a queue still holding bytes, never by walking the connections.
@@ -98,6 +105,7 @@ impl Outbound {
         self.chunks = VecDeque::new();
         self.front_written = 0;
         self.queued = 0;
+        self.handed = 0;
     }
 
     pub(crate) fn queued(&self) -> usize {
@@ -164,10 +172,40 @@ impl Outbound {
         n
     }
 
-    /// Drops `written` bytes from the front.
+    /// Bytes a completion backend holds in flight ([`Outbound::hand_off`]).
+    pub(crate) fn handed(&self) -> usize {
+        self.handed
+    }
+
+    /// Moves the front chunks (at most [`MAX_IOVECS`]) into `into` for a completion backend,
+    /// which keeps them alive until the kernel is done with them: the queue may grow and be
+    /// dropped meanwhile without touching memory a send reads. Returns the bytes handed over
+    /// and how many of the first chunk's bytes were already written (to skip). They stay
+    /// counted in [`Outbound::queued`] (and so against the cap) until [`Outbound::advance`]
+    /// reports them written.
+    pub(crate) fn hand_off(&mut self, into: &mut Vec<Chunk>) -> (usize, usize) {
+        let skip = std::mem::take(&mut self.front_written);
+        let mut bytes = 0;
+        while into.len() < MAX_IOVECS {
+            let Some(chunk) = self.chunks.pop_front() else { break };
+            bytes += chunk.bytes().len();
+            into.push(chunk);
+        }
+        let bytes = bytes - skip;
+        self.handed += bytes;
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        (bytes, skip)
+    }
+
+    /// Drops `written` bytes from the front (first those handed to a backend).
     pub(crate) fn advance(&mut self, mut written: usize) {
         self.queued -= written;
         self.untrack(written);
+        let from_handed = written.min(self.handed);
+        self.handed -= from_handed;
+        written -= from_handed;
         while written > 0 {
             let Some(front) = self.chunks.front() else { break };
             let left = front.bytes().len() - self.front_written;

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::config::Backend;
+
 /// The upper bounds of the latency histograms' buckets (one more bucket counts what is above
 /// the last): fixed, so that loops' histograms add up and a scrape needs no allocation.
 pub const LATENCY_BUCKETS: [Duration; 16] = [
@@ -121,6 +123,7 @@ pub(crate) struct LoopStats {
     pub(crate) handshake_bytes_out: AtomicU64,
     /// From the accept to the 101 queued, on the loop's turn clock.
     pub(crate) handshake_duration: AtomicHistogram,
+    pub(crate) recv_buffers_exhausted: AtomicU64,
 }
 
 impl LoopStats {
@@ -160,6 +163,8 @@ impl LoopStats {
             handshake_bytes_in: get(&self.handshake_bytes_in),
             handshake_bytes_out: get(&self.handshake_bytes_out),
             handshake_duration: self.handshake_duration.snapshot(),
+            backend: Backend::Auto,
+            recv_buffers_exhausted: get(&self.recv_buffers_exhausted),
         }
     }
 }
@@ -228,6 +233,12 @@ pub struct Stats {
     /// Upgrades completed, by time from the accept to the 101 queued (the loop's turn clock,
     /// to 100 µs; a PROXY header's wait included).
     pub handshake_duration: Histogram,
+    /// The backend the loops run on (io_uring or epoll once started; [`Backend::Auto`] only in
+    /// a `Stats` that did not come from a server).
+    pub backend: Backend,
+    /// io_uring: receives that found the loop's provided buffers all in use (`ENOBUFS`) and
+    /// were armed again once buffers came back.
+    pub recv_buffers_exhausted: u64,
 }
 
 impl Stats {
@@ -260,6 +271,7 @@ impl Stats {
         self.handshake_bytes_in += other.handshake_bytes_in;
         self.handshake_bytes_out += other.handshake_bytes_out;
         self.handshake_duration.add(&other.handshake_duration);
+        self.recv_buffers_exhausted += other.recv_buffers_exhausted;
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{Backend, Write};
 use crate::engine::core::{Loop, Reading};
+use crate::engine::outbound::{Outbound, MAX_IOVECS};
 
 /// A fake connection, by the order the test opened it.
 pub(crate) type PeerId = usize;
@@ -166,7 +167,7 @@ impl Backend for Memory {
         // Nothing deferred: `dispatch` offers every pending byte on every turn.
     }
 
-    fn attach(&mut self, index: u32, id: &mut PeerId) -> io::Result<()> {
+    fn attach(&mut self, index: u32, _generation: u32, id: &mut PeerId) -> io::Result<()> {
         let at = index as usize;
         if self.by_slot.len() <= at {
             self.by_slot.resize(at + 1, None);
@@ -176,10 +177,12 @@ impl Backend for Memory {
         Ok(())
     }
 
-    fn write(&mut self, _index: u32, id: &PeerId, chunks: &[IoSlice<'_>]) -> Write {
+    fn write(&mut self, _index: u32, _generation: u32, id: &PeerId, queue: &mut Outbound) -> Write {
+        let mut chunks = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = queue.io_slices(&mut chunks);
         let peer = &mut self.peers[*id];
         let before = peer.written.len();
-        for chunk in chunks {
+        for chunk in &chunks[..n] {
             peer.written.extend_from_slice(chunk);
         }
         Write::Wrote(peer.written.len() - before)
@@ -189,7 +192,7 @@ impl Backend for Memory {
         self.peers[*id].fin = true;
     }
 
-    fn close(&mut self, index: u32, id: PeerId) {
+    fn close(&mut self, index: u32, _generation: u32, id: PeerId) {
         self.peers[id].state = State::Closed;
         if let Some(slot) = self.by_slot.get_mut(index as usize) {
             *slot = None;

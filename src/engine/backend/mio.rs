@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{sooner, Backend, Write};
+use super::{sooner, Acceptor, Backend, Write};
 use crate::engine::core::{Loop, Reading};
-use crate::engine::mailbox::{Command, Shared};
+use crate::engine::mailbox::Shared;
+use crate::engine::outbound::{Outbound, MAX_IOVECS};
 use crate::engine::stats::LoopStats;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -24,29 +25,12 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 /// the loop at 100 % CPU while existing connections carry on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Where accepted sockets go when there is no `SO_REUSEPORT`: loop 0 accepts for everyone.
-pub(crate) enum Acceptor {
-    /// This loop has its own listener (or none, when another loop accepts for it).
-    Own(Option<TcpListener>),
-    /// This loop accepts and hands every n-th socket to loop n.
-    Distributing { listener: TcpListener, next: usize },
-}
-
-impl Acceptor {
-    fn listener_mut(&mut self) -> Option<&mut TcpListener> {
-        match self {
-            Acceptor::Own(listener) => listener.as_mut(),
-            Acceptor::Distributing { listener, .. } => Some(listener),
-        }
-    }
-}
-
 /// One loop's sockets and readiness bookkeeping.
 pub(crate) struct Mio {
     poll: Poll,
     /// `None` only while `dispatch` walks it.
     events: Option<Events>,
-    acceptor: Acceptor,
+    acceptor: Acceptor<TcpListener>,
     scratch: Vec<u8>,
     shared: Arc<Shared>,
     /// Sockets that may have unread bytes: over their read budget, left while the workers were
@@ -60,7 +44,7 @@ pub(crate) struct Mio {
 impl Mio {
     pub(crate) fn new(
         poll: Poll,
-        mut acceptor: Acceptor,
+        mut acceptor: Acceptor<TcpListener>,
         shared: Arc<Shared>,
         config: &crate::engine::Config,
     ) -> io::Result<Self> {
@@ -110,20 +94,11 @@ impl Mio {
 
     /// Keeps the socket, or hands it to the loop whose turn it is (distributing acceptor).
     fn route(&mut self, core: &mut Loop<TcpStream>, socket: TcpStream, peer: SocketAddr) {
-        if let Acceptor::Distributing { next, .. } = &mut self.acceptor {
-            let target = *next % self.shared.mailboxes.len();
-            *next = next.wrapping_add(1);
-            if target != core.core.loop_id {
-                // Never block a loop on another loop's queue: a full one costs this connection.
-                let command = Command::Adopt(socket.into(), peer);
-                if self.shared.try_post(target, command).is_err() {
-                    LoopStats::add(&core.core.stats.rejected_over_limit, 1);
-                }
-                return;
-            }
+        let loop_id = core.core.loop_id;
+        if let Some(socket) = self.acceptor.hand_over(&self.shared, loop_id, socket.into(), peer) {
+            // Over a cap the socket is dropped, which closes it.
+            core.open(self, peer, TcpStream::from_std(socket));
         }
-        // Over a cap the socket is dropped, which closes it.
-        core.open(self, peer, socket);
     }
 
     /// Reads what the socket holds. `to_the_end`: keep reading after a short read, because the
@@ -228,16 +203,18 @@ impl Backend for Mio {
         }
     }
 
-    fn attach(&mut self, index: u32, socket: &mut TcpStream) -> io::Result<()> {
+    fn attach(&mut self, index: u32, _generation: u32, socket: &mut TcpStream) -> io::Result<()> {
         // Small frames must not wait for Nagle; failure only costs latency.
         let _ = socket.set_nodelay(true);
         let token = Token(index as usize);
         self.poll.registry().register(socket, token, Interest::READABLE | Interest::WRITABLE)
     }
 
-    fn write(&mut self, _index: u32, socket: &TcpStream, chunks: &[IoSlice<'_>]) -> Write {
+    fn write(&mut self, _index: u32, _generation: u32, socket: &TcpStream, queue: &mut Outbound) -> Write {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = queue.io_slices(&mut slices);
         loop {
-            return match (&*socket).write_vectored(chunks) {
+            return match (&*socket).write_vectored(&slices[..n]) {
                 Ok(n) => Write::Wrote(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Write::Later,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -250,7 +227,7 @@ impl Backend for Mio {
         let _ = socket.shutdown(Shutdown::Write);
     }
 
-    fn close(&mut self, _index: u32, mut socket: TcpStream) {
+    fn close(&mut self, _index: u32, _generation: u32, mut socket: TcpStream) {
         // Dropping the socket closes it.
         let _ = self.poll.registry().deregister(&mut socket);
     }

@@ -69,14 +69,20 @@
 //! [`Loop::is_live`]: crate::engine::core::Loop::is_live
 //! [`Reading::Later`]: crate::engine::core::Reading::Later
 
-use std::io::{self, IoSlice};
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::engine::core::Loop;
+use crate::engine::mailbox::{Command, Shared};
+use crate::engine::outbound::Outbound;
+use crate::engine::stats::LoopStats;
 
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) mod mio;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(crate) mod uring;
 
 /// What became of a [`Backend::write`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,17 +119,20 @@ pub(crate) trait Backend: Sized {
 
     /// Starts watching `socket`, the new connection in slot `index` (e.g. registers it with
     /// the poller under that index). An error removes the connection.
-    fn attach(&mut self, index: u32, socket: &mut Self::Socket) -> io::Result<()>;
+    fn attach(&mut self, index: u32, generation: u32, socket: &mut Self::Socket) -> io::Result<()>;
 
-    /// Writes (or submits) `chunks`, the front of slot `index`'s queue, to its socket.
-    fn write(&mut self, index: u32, socket: &Self::Socket, chunks: &[IoSlice<'_>]) -> Write;
+    /// Writes slot `index`'s queue to its socket: a readiness backend writes the front chunks
+    /// (`Outbound::io_slices`) and answers the bytes taken, leaving the queue to the core; a
+    /// completion backend takes the front chunks over (`Outbound::hand_off`), submits them and
+    /// answers [`Write::Later`] (and `Later` again while that send is in flight).
+    fn write(&mut self, index: u32, generation: u32, socket: &Self::Socket, queue: &mut Outbound) -> Write;
 
     /// Shuts the socket's write side down (sends FIN).
     fn shutdown_write(&mut self, socket: &Self::Socket);
 
     /// The core removed slot `index`'s connection: close its socket. The index may name a new
     /// connection right after.
-    fn close(&mut self, index: u32, socket: Self::Socket);
+    fn close(&mut self, index: u32, generation: u32, socket: Self::Socket);
 
     /// Turns a socket another loop accepted into one of this backend's (it then goes through
     /// [`Loop::open`](crate::engine::core::Loop::open) like an accepted one).
@@ -135,6 +144,47 @@ pub(crate) trait Backend: Sized {
 
     /// The server is shutting down: accept no more connections.
     fn stop_accepting(&mut self);
+}
+
+/// A loop's listening socket: its own, or (without `SO_REUSEPORT`) loop 0's, which accepts for
+/// every loop and hands every n-th socket to loop n.
+pub(crate) enum Acceptor<L> {
+    /// This loop has its own listener (or none, when another loop accepts for it).
+    Own(Option<L>),
+    /// This loop accepts and hands every n-th socket to loop n.
+    Distributing { listener: L, next: usize },
+}
+
+impl<L> Acceptor<L> {
+    pub(crate) fn listener_mut(&mut self) -> Option<&mut L> {
+        match self {
+            Acceptor::Own(listener) => listener.as_mut(),
+            Acceptor::Distributing { listener, .. } => Some(listener),
+        }
+    }
+
+    /// A socket this loop accepted: gives it back when it is this loop's to open, or posts it
+    /// to the loop whose turn it is (distributing acceptor). A loop never blocks on another
+    /// loop's queue: a full one costs this connection, counted as refused over a limit.
+    pub(crate) fn hand_over(
+        &mut self,
+        shared: &Shared,
+        loop_id: usize,
+        socket: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<std::net::TcpStream> {
+        if let Acceptor::Distributing { next, .. } = self {
+            let target = *next % shared.mailboxes.len();
+            *next = next.wrapping_add(1);
+            if target != loop_id {
+                if shared.try_post(target, Command::Adopt(socket, peer)).is_err() {
+                    LoopStats::add(&shared.stats[loop_id].rejected_over_limit, 1);
+                }
+                return None;
+            }
+        }
+        Some(socket)
+    }
 }
 
 /// `a` or `b`, whichever is sooner (`None`: no limit).

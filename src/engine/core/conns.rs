@@ -1,6 +1,5 @@
 //! The loop's connections and what happens to them: accept, read, flush, timers, removal.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use super::{LoopCore, Slots};
 use crate::engine::backend::{Backend, Write};
 use crate::engine::conn::{Conn, Next};
 use crate::engine::mailbox::{Command, Shared};
-use crate::engine::outbound::MAX_IOVECS;
 use crate::engine::stats::LoopStats;
 use crate::engine::timer::TimerEntry;
 
@@ -69,6 +67,13 @@ impl<S> Loop<S> {
         Some((occupant.conn, occupant.socket, &mut self.core))
     }
 
+    /// Slot `index`'s socket, while it holds the connection of `generation` (a completion
+    /// backend arms a receive again with it).
+    pub(crate) fn socket(&mut self, index: u32, generation: u32) -> Option<&S> {
+        let occupant = self.slots.get_mut(index)?;
+        (occupant.generation == generation).then_some(&*occupant.socket)
+    }
+
     /// Connections held.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
@@ -103,7 +108,7 @@ impl<S> Loop<S> {
             return None;
         }
         let conn = Conn::new(&mut self.core);
-        let Ok((index, _)) = self.slots.insert(socket, conn) else {
+        let Ok((index, generation)) = self.slots.insert(socket, conn) else {
             LoopStats::add(&self.core.stats.rejected_over_limit, 1);
             return None;
         };
@@ -111,7 +116,7 @@ impl<S> Loop<S> {
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
         LoopStats::add(&self.core.stats.accepted, 1);
         let (_, socket, _) = self.occupant(index)?;
-        if let Err(e) = backend.attach(index, socket) {
+        if let Err(e) = backend.attach(index, generation, socket) {
             log::warn!("loop {}: taking a socket failed: {e}", self.core.loop_id);
             self.remove(index, backend);
             return None;
@@ -151,26 +156,53 @@ impl<S> Loop<S> {
         self.flush(index, backend);
     }
 
+    /// A completion backend's send for slot `index` (holding `generation`) finished: `Some(n)`
+    /// bytes went out (a backend sends the rest of a short send itself), or `None`: it failed.
+    /// The queue flushes again: its next chunks, or the FIN.
+    pub(crate) fn on_written<B: Backend<Socket = S>>(
+        &mut self,
+        index: u32,
+        generation: u32,
+        written: Option<usize>,
+        backend: &mut B,
+    ) {
+        if !self.is_live(index, generation) {
+            return; // The connection went while its bytes were in flight.
+        }
+        match written {
+            Some(n) => {
+                self.written(index, n, backend);
+                self.flush(index, backend);
+            }
+            None => self.remove(index, backend),
+        }
+    }
+
+    /// `n` bytes of slot `index`'s queue reached the socket.
+    fn written<B: Backend<Socket = S>>(&mut self, index: u32, n: usize, backend: &mut B) {
+        let Some((conn, core)) = self.conn(index) else { return };
+        if conn.written(core, n) {
+            // Reading stopped for a full queue; the peer's bytes wait unread.
+            backend.resume_reading(index, core.generation(index));
+        }
+    }
+
     /// Writes what slot `index` has queued, then sends FIN (and removes it) when it is done.
     fn flush<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
-        let Some((conn, socket, core)) = self.occupant(index) else { return };
-        while let Some(outbound) = conn.outbound(core) {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = outbound.io_slices(&mut slices);
-            match backend.write(index, socket, &slices[..n]) {
+        loop {
+            let Some((conn, socket, core)) = self.occupant(index) else { return };
+            let generation = core.generation(index);
+            let Some(queue) = conn.outbound(core) else { break };
+            match backend.write(index, generation, socket, queue) {
                 Write::Wrote(0) | Write::Later => break,
-                Write::Wrote(written) => {
-                    if conn.written(core, written) {
-                        // Reading stopped for a full queue; the peer's bytes wait unread.
-                        backend.resume_reading(index, core.generation(index));
-                    }
-                }
+                Write::Wrote(n) => self.written(index, n, backend),
                 Write::Failed => {
                     self.remove(index, backend);
                     return;
                 }
             }
         }
+        let Some((conn, socket, _)) = self.occupant(index) else { return };
         if conn.wants_fin() {
             backend.shutdown_write(socket);
             conn.fin_sent();
@@ -222,7 +254,7 @@ impl<S> Loop<S> {
     /// Takes slot `index`'s connection out: its socket is closed and the connection reported.
     pub(crate) fn remove<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
         let Some((mut conn, socket, generation)) = self.slots.remove(index) else { return };
-        backend.close(index, socket);
+        backend.close(index, generation, socket);
         self.core.driving = (index, generation);
         conn.on_removed(&mut self.core, index);
     }

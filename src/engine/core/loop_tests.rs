@@ -27,17 +27,24 @@ struct Harness {
     handle: Handle,
     events: Receiver<RawEvent>,
     /// Only for the mailbox's waker: the memory backend never polls it.
-    _poll: mio::Poll,
     /// How far the test clock is past the loop's start.
     elapsed: Duration,
+}
+
+/// The test turns the loop itself: a wake-up has nothing to do.
+struct TestWaker;
+
+impl crate::engine::mailbox::Wake for TestWaker {
+    fn wake(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Harness {
     fn new(builder: ServerBuilder) -> Self {
         let config = Arc::new(builder.config);
         let (events_tx, events) = crossbeam_channel::bounded(config.event_capacity);
-        let poll = mio::Poll::new().expect("poll");
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let waker = Arc::new(TestWaker);
         let (commands_tx, commands) = crossbeam_channel::bounded(config.command_capacity);
         let stats = Arc::new(LoopStats::default());
         let shared = Arc::new(Shared {
@@ -45,12 +52,13 @@ impl Harness {
             stats: vec![stats.clone()],
             events: vec![events.clone()],
             command_timeout: config.command_timeout,
+            backend: crate::engine::Backend::Epoll,
         });
         let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default());
         // The test clock starts where the loop's did, so that ticks fall on whole milliseconds.
         let mem = Memory::new(core.now, config.scratch_size);
         let lp = Loop::new(core, commands, shared.clone());
-        Self { lp, mem, handle: Handle { shared }, events, _poll: poll, elapsed: Duration::ZERO }
+        Self { lp, mem, handle: Handle { shared }, events, elapsed: Duration::ZERO }
     }
 
     fn turn(&mut self) {

@@ -1,0 +1,920 @@
+//! The completion backend on io_uring: one ring per loop thread, created on it
+//! (`SINGLE_ISSUER` + `DEFER_TASKRUN`, so completions are reaped only when the loop enters the
+//! kernel: one `io_uring_enter` per turn submits the turn's sends and waits for the next
+//! completions, with the core's timer as its timeout).
+//!
+//! - **Accept**: one multishot accept on the loop's listener.
+//! - **Receive**: one multishot receive per connection, with buffers the kernel picks from the
+//!   loop's provided-buffer ring ([`Bufs`]), so an idle connection holds no buffer. A buffer is
+//!   handed to the core in place (copied behind the connection's leftover bytes only when it has
+//!   some) and given back at once; when the core says wait ([`Reading::Later`], workers behind)
+//!   or stop ([`Reading::Stop`], queue full: the receive is cancelled so the peer is pushed back
+//!   by TCP, as on epoll), the buffer is held, in arrival order, until it can go on.
+//! - **Send**: one `sendmsg` in flight per connection, over chunks the queue handed over
+//!   ([`Outbound::hand_off`]), which this backend keeps alive until the completion (shared
+//!   broadcast frames included); a short send is sent on from where it stopped.
+//! - **Wake-up**: an eventfd the ring reads; **close**: the connection's receive (and send) are
+//!   cancelled, which lets the kernel drop its hold on the socket.
+//!
+//! `unsafe` is confined to this module: pushing submission entries (whose buffers must outlive
+//! the operation) and the provided-buffer memory shared with the kernel. Each use says why it
+//! holds.
+#![allow(unsafe_code)]
+
+use std::alloc::{self, Layout};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use super::{sooner, Acceptor, Backend, Write};
+use crate::engine::core::{Loop, Reading};
+use crate::engine::mailbox::{Shared, Wake};
+use crate::engine::outbound::{Chunk, Outbound};
+use crate::engine::stats::LoopStats;
+
+/// How long accepting pauses after EMFILE/ENFILE (as on epoll).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Submission queue entries per ring; a turn with more to submit submits in batches.
+const SQ_ENTRIES: u32 = 4096;
+/// Completion queue entries: room for a fan-out's sends and the receives of a busy turn (the
+/// kernel keeps any overflow and hands it over on the next enter).
+const CQ_ENTRIES: u32 = 32 * 1024;
+/// No SIGPIPE for a peer that went; MSG_WAITALL: the kernel sends on after a short send itself
+/// rather than completing early.
+const SEND_FLAGS: u32 = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
+/// The buffer group of the loop's receive buffers (one group per ring).
+const BUF_GROUP: u16 = 0;
+
+// What a completion is about: the top 4 bits of its `user_data`.
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_WAKE: u64 = 4;
+/// Cancellations: their completions say nothing the backend needs.
+const OP_IGNORE: u64 = 5;
+/// The generation bits a receive's `user_data` carries (28): a stale completion of a slot's
+/// predecessor 2^28 generations back would be taken for current, which cannot happen in practice.
+const GEN_BITS: u32 = 28;
+const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+
+fn user_data(op: u64, generation: u32, index: u32) -> u64 {
+    (op << 60) | (u64::from(generation & GEN_MASK) << 32) | u64::from(index)
+}
+
+fn decode(user_data: u64) -> (u64, u32, u32) {
+    (user_data >> 60, ((user_data >> 32) as u32) & GEN_MASK, user_data as u32)
+}
+
+/// The loop's wake-up: an eventfd the ring keeps a read on.
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        // Blocking on purpose: the ring waits for it; a non-blocking file would fail with EAGAIN.
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+impl Wake for EventFd {
+    fn wake(&self) -> io::Result<()> {
+        let one = 1u64.to_ne_bytes();
+        // An eventfd's counter saturates far beyond any burst of wake-ups: the write never blocks.
+        // SAFETY: writes the 8 bytes of a live buffer to a descriptor this value owns.
+        let n = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Why io_uring cannot run here (for the `auto` fallback's log line and the `io_uring` error).
+pub(crate) fn probe() -> Result<(), String> {
+    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBED.get_or_init(probe_once).clone()
+}
+
+fn probe_once() -> Result<(), String> {
+    let release = kernel_release();
+    let ring = build_ring(8).map_err(|e| refusal(&e))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).map_err(|e| format!("the opcode probe failed: {e}"))?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::AsyncCancel::CODE, "async cancel"),
+        (opcode::Read::CODE, "read"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("kernel {release} lacks the {name} opcode"));
+        }
+    }
+    if !ring.params().is_feature_ext_arg() {
+        return Err(format!("kernel {release} lacks timed waits (IORING_FEAT_EXT_ARG, 5.11)"));
+    }
+    // Multishot receive with provided-buffer rings arrived in 6.0; nothing to probe it by but
+    // trying, so go by the version.
+    if kernel_version() < (6, 0) {
+        return Err(format!("kernel {release} is older than 6.0 (multishot receive)"));
+    }
+    let bufs = Bufs::new(2, 64).map_err(|e| format!("provided buffers: {e}"))?;
+    bufs.register(&ring).map_err(|e| format!("registering a provided-buffer ring failed: {e}"))?;
+    Ok(())
+}
+
+fn refusal(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel has no io_uring (ENOSYS)".into(),
+        Some(libc::EPERM) => match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+            Ok(v) if v.trim() == "2" => "disabled by the sysctl kernel.io_uring_disabled = 2".into(),
+            Ok(v) if v.trim() == "1" => {
+                "restricted by kernel.io_uring_disabled = 1 to the group kernel.io_uring_group".into()
+            }
+            _ => "refused (EPERM): a seccomp profile (as in default container runtimes) blocks it".into(),
+        },
+        _ => format!("ring setup failed: {e}"),
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".into(), |s| s.trim().into())
+}
+
+fn kernel_version() -> (u32, u32) {
+    let release = kernel_release();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// A ring with the cheapest task-work mode the kernel has: deferred to our own enter (6.1),
+/// else cooperative (5.19), else the default.
+fn build_ring(entries: u32) -> io::Result<IoUring> {
+    let cq = (entries * 8).max(CQ_ENTRIES.min(entries * 8));
+    let deferred = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_clamp()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(entries);
+    match deferred {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        other => return other,
+    }
+    let cooperative = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_clamp()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(entries);
+    match cooperative {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        other => return other,
+    }
+    IoUring::builder().setup_cqsize(cq).setup_clamp().build(entries)
+}
+
+/// The loop's receive buffers, lent to the kernel through a provided-buffer ring.
+///
+/// The kernel takes buffers from the ring in the order they were added. So that a loop of idle
+/// connections touches few pages, only `target` buffers sit in the ring at a time, refilled from
+/// a stack of free ones, the most recently used first; a receive that found the ring empty
+/// (`ENOBUFS`) doubles `target`, up to all of them.
+struct Bufs {
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    memory: NonNull<u8>,
+    memory_layout: Layout,
+    size: u32,
+    count: u16,
+    /// Our tail of the ring (the kernel's head follows it).
+    tail: u16,
+    /// Buffers neither in the ring nor held: the last given back on top.
+    free: Vec<u16>,
+    /// Buffers in the ring and not yet used by a completion.
+    in_ring: usize,
+    target: usize,
+}
+
+impl Bufs {
+    fn new(count: u16, size: u32) -> io::Result<Self> {
+        let count = count.clamp(2, 1 << 15).next_power_of_two();
+        let invalid = |_| io::Error::new(io::ErrorKind::InvalidInput, "provided buffers too large");
+        // The ring must be page aligned (io_uring_register_buf_ring(3)).
+        let entries_layout =
+            Layout::from_size_align(usize::from(count) * std::mem::size_of::<BufRingEntry>(), 4096)
+                .map_err(invalid)?;
+        let memory_layout =
+            Layout::from_size_align(usize::from(count) * size as usize, 4096).map_err(invalid)?;
+        // SAFETY: both layouts have a non-zero size (count >= 2, size >= 1 checked by callers'
+        // config: a zero size gives a null pointer, refused below).
+        let entries = NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout) }.cast::<BufRingEntry>());
+        // SAFETY: as above.
+        let memory = NonNull::new(unsafe { alloc::alloc(memory_layout) });
+        let (Some(entries), Some(memory)) = (entries, memory) else {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "provided buffers"));
+        };
+        let target = usize::from(count).min(32);
+        Ok(Self {
+            entries,
+            entries_layout,
+            memory,
+            memory_layout,
+            size,
+            count,
+            tail: 0,
+            free: (0..count).rev().collect(),
+            in_ring: 0,
+            target,
+        })
+    }
+
+    fn register(&self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the ring memory is ours, page aligned and `count` entries long, and stays
+        // allocated until this `Bufs` drops, which the backend orders after the ring.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries.as_ptr() as u64,
+                self.count,
+                BUF_GROUP,
+                0,
+            )
+        }
+    }
+
+    /// Bytes of memory the buffers and their ring take.
+    fn footprint(&self) -> usize {
+        self.entries_layout.size() + self.memory_layout.size()
+    }
+
+    /// A completion used one of the ring's buffers.
+    fn taken(&mut self) {
+        self.in_ring = self.in_ring.saturating_sub(1);
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion handed to us.
+    fn data(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        let len = len.min(self.size as usize);
+        let at = usize::from(bid % self.count) * self.size as usize;
+        // SAFETY: buffer `bid` lies inside the allocation; between its completion and
+        // `give_back` the kernel does not touch it (it is out of the ring), and the `&mut self`
+        // borrow keeps a second slice of it from being made.
+        unsafe { std::slice::from_raw_parts_mut(self.memory.as_ptr().add(at), len) }
+    }
+
+    fn give_back(&mut self, bid: u16) {
+        self.free.push(bid);
+    }
+
+    /// Tops the ring up to `target` from the free stack; returns whether it holds any buffer.
+    fn refill(&mut self) -> bool {
+        let mask = self.count - 1;
+        let mut added = false;
+        while self.in_ring < self.target {
+            let Some(bid) = self.free.pop() else { break };
+            let at = usize::from(self.tail & mask);
+            // SAFETY: `at` < count; entries past the kernel's head are ours to write until the
+            // tail is published below.
+            let entry = unsafe { &mut *self.entries.as_ptr().add(at) };
+            let offset = usize::from(bid) * self.size as usize;
+            // SAFETY: the offset stays inside the allocation (bid < count).
+            entry.set_addr(unsafe { self.memory.as_ptr().add(offset) } as u64);
+            entry.set_len(self.size);
+            entry.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            self.in_ring += 1;
+            added = true;
+        }
+        if added {
+            // SAFETY: the tail field lives in the first entry's reserved bytes; the kernel reads
+            // it, so it is published with release ordering after the entries.
+            let tail = unsafe { &*BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>() };
+            tail.store(self.tail, Ordering::Release);
+        }
+        self.in_ring > 0
+    }
+
+    /// A receive found the ring empty: keep more buffers in it from now on.
+    fn starved(&mut self) {
+        self.target = (self.target * 2).min(usize::from(self.count));
+    }
+}
+
+impl Drop for Bufs {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone.
+        unsafe {
+            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            alloc::dealloc(self.memory.as_ptr(), self.memory_layout);
+        }
+    }
+}
+
+/// One `sendmsg` in flight and the chunks it reads, kept until its completion.
+struct SendOp {
+    index: u32,
+    generation: u32,
+    fd: RawFd,
+    chunks: Vec<Chunk>,
+    iov: Vec<libc::iovec>,
+    /// Where in `iov` the unsent bytes start (after a short send).
+    first: usize,
+    left: usize,
+    msg: libc::msghdr,
+}
+
+impl SendOp {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            index: 0,
+            generation: 0,
+            fd: -1,
+            chunks: Vec::new(),
+            iov: Vec::new(),
+            first: 0,
+            left: 0,
+            // SAFETY: msghdr is a plain C struct for which all zeroes is the empty header.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    /// Points the header at the unsent iovecs (the op is boxed: the header does not move).
+    fn aim(&mut self) {
+        let rest = &mut self.iov[self.first..];
+        self.msg.msg_iov = rest.as_mut_ptr();
+        self.msg.msg_iovlen = rest.len() as _;
+    }
+
+    /// `n` bytes went: skips them.
+    fn advance(&mut self, mut n: usize) {
+        self.left -= n.min(self.left);
+        while n > 0 && self.first < self.iov.len() {
+            let iov = &mut self.iov[self.first];
+            if n >= iov.iov_len {
+                n -= iov.iov_len;
+                self.first += 1;
+            } else {
+                // SAFETY: `n` < the iovec's length: the new base stays inside the same chunk.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n) }.cast();
+                iov.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+
+    fn recycle(&mut self) {
+        self.chunks.clear();
+        self.iov.clear();
+        self.first = 0;
+        self.left = 0;
+    }
+}
+
+/// Received bytes (or the end of the stream) the core could not take yet.
+struct Held {
+    index: u32,
+    generation: u32,
+    /// `Some((buffer, length))`, or `None`: the peer closed or the socket failed.
+    data: Option<(u16, u32)>,
+}
+
+/// Why a connection has no receive armed (connections not listed have one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unarmed {
+    /// Cancelled for a full queue; `resume`: arm again once the cancellation completed.
+    Cancelling { resume: bool },
+    /// Cancelled for a full queue, and done.
+    Paused,
+    /// Ended for want of buffers: armed again when some come back.
+    Starved,
+}
+
+/// One loop's ring, buffers and in-flight operations.
+pub(crate) struct Uring {
+    // Declared first so that it drops first: nothing may use the buffers below after the ring.
+    ring: IoUring,
+    bufs: Bufs,
+    sends: slab::Slab<Box<SendOp>>,
+    /// Ops kept for reuse: the boxes themselves (their headers must not move while in flight).
+    #[allow(clippy::vec_box)]
+    send_pool: Vec<Box<SendOp>>,
+    /// Slot index → its send in flight, to cancel at close.
+    sending: HashMap<u32, usize>,
+    acceptor: Acceptor<TcpListener>,
+    accept_armed: bool,
+    accept_paused_until: Option<Instant>,
+    waker: Arc<EventFd>,
+    wake_buf: Box<[u8; 8]>,
+    held: VecDeque<Held>,
+    /// Slot index → how many `held` entries it has: its new bytes queue behind them.
+    held_count: HashMap<u32, u32>,
+    unarmed: HashMap<u32, Unarmed>,
+    /// Receives to arm at the end of the turn (ended multishots, resumed connections).
+    rearm: Vec<(u32, u32)>,
+    starved: Vec<(u32, u32)>,
+    resumed: Vec<(u32, u32)>,
+    scratch: Vec<u8>,
+    completions: Vec<(u64, i32, u32)>,
+    shared: Arc<Shared>,
+    stopping: bool,
+}
+
+impl Uring {
+    /// Sets up a loop's ring; call it on the loop's own thread (the ring is single-issuer).
+    pub(crate) fn new(
+        acceptor: Acceptor<TcpListener>,
+        waker: Arc<EventFd>,
+        shared: Arc<Shared>,
+        config: &crate::engine::Config,
+    ) -> io::Result<Self> {
+        let ring = build_ring(SQ_ENTRIES)?;
+        let (count, size) = config.recv_buffers;
+        let bufs = Bufs::new(count, size.max(512))?;
+        bufs.register(&ring)?;
+        let mut acceptor = acceptor;
+        if let Some(listener) = acceptor.listener_mut() {
+            // The ring waits on it; a non-blocking listener would fail its accept with EAGAIN.
+            listener.set_nonblocking(false)?;
+        }
+        log::debug!(
+            "io_uring ring: {} SQ / {} CQ entries, {} receive buffers of {} B ({} KiB with their ring)",
+            ring.params().sq_entries(),
+            ring.params().cq_entries(),
+            bufs.count,
+            bufs.size,
+            bufs.footprint() / 1024
+        );
+        let mut backend = Self {
+            ring,
+            bufs,
+            sends: slab::Slab::new(),
+            send_pool: Vec::new(),
+            sending: HashMap::new(),
+            acceptor,
+            accept_armed: false,
+            accept_paused_until: None,
+            waker,
+            wake_buf: Box::new([0; 8]),
+            held: VecDeque::new(),
+            held_count: HashMap::new(),
+            unarmed: HashMap::new(),
+            rearm: Vec::new(),
+            starved: Vec::new(),
+            resumed: Vec::new(),
+            scratch: vec![0; config.scratch_size.max(2 * size as usize)],
+            completions: Vec::with_capacity(1024),
+            shared,
+            stopping: false,
+        };
+        backend.bufs.refill();
+        backend.arm_accept();
+        backend.arm_wake();
+        Ok(backend)
+    }
+
+    /// Queues a submission, submitting what is queued first when the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer and header `entry` points at must stay valid and unmoved until its
+    /// completion arrives (or the ring is gone).
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller vouches for the entry's buffers.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("io_uring submit failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues a cancellation of the operation with `target` as its `user_data`.
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target).build().user_data(OP_IGNORE << 60);
+        // SAFETY: a cancellation points at no memory.
+        unsafe { self.push(&entry) };
+    }
+
+    fn arm_accept(&mut self) {
+        if self.accept_armed || self.stopping {
+            return;
+        }
+        let Some(listener) = self.acceptor.listener_mut() else { return };
+        let fd = listener.as_raw_fd();
+        let entry = opcode::AcceptMulti::new(Fd(fd)).build().user_data(OP_ACCEPT << 60);
+        // SAFETY: no address buffer is given; the listener outlives the operation (it is
+        // cancelled before the listener is dropped in `stop_accepting`).
+        unsafe { self.push(&entry) };
+        self.accept_armed = true;
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = self.waker.0.as_raw_fd();
+        let entry = opcode::Read::new(Fd(fd), self.wake_buf.as_mut_ptr(), 8).build().user_data(OP_WAKE << 60);
+        // SAFETY: `wake_buf` is boxed and lives as long as the backend, and so the ring.
+        unsafe { self.push(&entry) };
+    }
+
+    fn arm_recv(&mut self, index: u32, generation: u32, fd: RawFd) {
+        self.unarmed.remove(&index);
+        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(user_data(OP_RECV, generation, index));
+        // SAFETY: the buffers come from the registered ring, which outlives every operation.
+        unsafe { self.push(&entry) };
+    }
+
+    /// The full generation of slot `index` when it holds the connection a completion's
+    /// truncated generation names.
+    fn live(core: &Loop<TcpStream>, index: u32, generation: u32) -> Option<u32> {
+        core.generation(index).filter(|g| g & GEN_MASK == generation)
+    }
+
+    fn on_accept(&mut self, core: &mut Loop<TcpStream>, res: i32, more: bool) {
+        if !more {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            // SAFETY: the kernel just created this descriptor for us and nothing else owns it.
+            let socket = unsafe { TcpStream::from_raw_fd(res) };
+            let peer = socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let loop_id = core.core.loop_id;
+            if let Some(socket) = self.acceptor.hand_over(&self.shared, loop_id, socket, peer) {
+                // Over a cap the socket is dropped, which closes it.
+                core.open(self, peer, socket);
+            }
+        } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
+            LoopStats::add(&core.core.stats.accept_errors, 1);
+            let e = io::Error::from_raw_os_error(-res);
+            log::warn!(
+                "loop {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}",
+                core.core.loop_id
+            );
+            self.accept_paused_until = Some(core.core.now + ACCEPT_BACKOFF);
+            if self.accept_armed {
+                self.cancel(OP_ACCEPT << 60);
+            }
+            return;
+        }
+        if !self.accept_armed && self.accept_paused_until.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    fn on_recv(&mut self, core: &mut Loop<TcpStream>, generation: u32, index: u32, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.bufs.taken();
+        }
+        let Some(generation) = Self::live(core, index, generation) else {
+            if let Some(bid) = bid {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            self.recv_ended(core, index, generation, res);
+        }
+        let data = match (res, bid) {
+            (n, Some(bid)) if n > 0 => Some((bid, n as u32)),
+            (n, _) if n == -libc::ENOBUFS || n == -libc::ECANCELED => return,
+            _ => None, // 0: the peer's FIN; another error: the socket failed.
+        };
+        let held = Held { index, generation, data };
+        if (!self.held.is_empty() && self.held_count.contains_key(&index)) || !self.deliver(core, &held) {
+            self.hold(held);
+        }
+    }
+
+    /// Slot `index`'s multishot receive ended (result `res`): arm it again, or not, and when.
+    fn recv_ended(&mut self, core: &Loop<TcpStream>, index: u32, generation: u32, res: i32) {
+        match self.unarmed.get(&index).copied() {
+            Some(Unarmed::Cancelling { resume: true }) => self.rearm.push((index, generation)),
+            Some(Unarmed::Cancelling { resume: false }) => {
+                self.unarmed.insert(index, Unarmed::Paused);
+            }
+            _ if res == -libc::ENOBUFS => {
+                LoopStats::add(&core.core.stats.recv_buffers_exhausted, 1);
+                self.bufs.starved();
+                self.unarmed.insert(index, Unarmed::Starved);
+                self.starved.push((index, generation));
+            }
+            // The kernel ended it with data (or a cancellation we did not ask for): go on.
+            _ if res > 0 || res == -libc::ECANCELED => self.rearm.push((index, generation)),
+            _ => {} // The stream ended or failed: the connection goes.
+        }
+    }
+
+    fn hold(&mut self, held: Held) {
+        *self.held_count.entry(held.index).or_insert(0) += 1;
+        self.held.push_back(held);
+    }
+
+    /// Hands received bytes (or the end) to the core. Returns false when they must be held:
+    /// the workers are behind, or the connection's queue is full (its receive is cancelled).
+    fn deliver(&mut self, core: &mut Loop<TcpStream>, held: &Held) -> bool {
+        let Some((bid, len)) = held.data else {
+            core.remove(held.index, self);
+            return true;
+        };
+        let len = len as usize;
+        let spill = match core.reading(held.index, &mut self.scratch) {
+            Reading::Go { spill, .. } => Some(spill),
+            Reading::Later => return false,
+            Reading::Stop => None,
+        };
+        let spill = match spill {
+            Some(spill) => spill,
+            None if core.is_live(held.index, held.generation) => {
+                self.pause(held.index, held.generation);
+                return false;
+            }
+            None => {
+                self.bufs.give_back(bid);
+                return true;
+            }
+        };
+        if spill == 0 {
+            core.on_bytes(held.index, self.bufs.data(bid, len), &peer_addr);
+        } else {
+            // The connection's leftover bytes are in front: the new ones go right after them.
+            if self.scratch.len() < spill + len {
+                self.scratch.resize(spill + len, 0);
+            }
+            let data = self.bufs.data(bid, len);
+            let len = data.len();
+            self.scratch[spill..spill + len].copy_from_slice(data);
+            core.on_bytes(held.index, &mut self.scratch[..spill + len], &peer_addr);
+        }
+        self.bufs.give_back(bid);
+        true
+    }
+
+    /// Stops receiving for slot `index` (its queue is full): the peer's bytes wait in the kernel.
+    fn pause(&mut self, index: u32, generation: u32) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.unarmed.entry(index) {
+            entry.insert(Unarmed::Cancelling { resume: false });
+            self.cancel(user_data(OP_RECV, generation, index));
+        }
+    }
+
+    /// Offers the held bytes again, in order; a connection still blocked keeps its own.
+    fn offer_held(&mut self, core: &mut Loop<TcpStream>) {
+        let mut blocked: Vec<u32> = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(held) = self.held.pop_front() {
+            if !core.is_live(held.index, held.generation) {
+                if let Some((bid, _)) = held.data {
+                    self.bufs.give_back(bid);
+                }
+                continue;
+            }
+            if blocked.contains(&held.index) {
+                kept.push_back(held);
+                continue;
+            }
+            if self.deliver(core, &held) {
+                if let Some(n) = self.held_count.get_mut(&held.index) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held_count.remove(&held.index);
+                    }
+                }
+            } else if core.core.workers_behind() {
+                kept.push_back(held);
+                kept.extend(self.held.drain(..));
+                break;
+            } else {
+                blocked.push(held.index);
+                kept.push_back(held);
+            }
+        }
+        self.held = kept;
+    }
+
+    fn on_send(&mut self, core: &mut Loop<TcpStream>, key: u32, res: i32) {
+        let key = key as usize;
+        let Some(op) = self.sends.get_mut(key) else { return };
+        let (index, generation) = (op.index, op.generation);
+        if res > 0 && (res as usize) < op.left {
+            // A short send: the rest goes from where it stopped, in the same op.
+            op.advance(res as usize);
+            op.aim();
+            let entry = opcode::SendMsg::new(Fd(op.fd), &op.msg)
+                .flags(SEND_FLAGS)
+                .build()
+                .user_data(user_data(OP_SEND, 0, key as u32));
+            // SAFETY: the op is boxed in `sends` and keeps its chunks until its completion.
+            unsafe { self.push(&entry) };
+            core.on_written(index, generation, Some(res as usize), self);
+            return;
+        }
+        let mut op = self.sends.remove(key);
+        if self.sending.get(&index) == Some(&key) {
+            self.sending.remove(&index);
+        }
+        op.recycle();
+        if self.send_pool.len() < 1024 {
+            self.send_pool.push(op);
+        }
+        core.on_written(index, generation, (res > 0).then_some(res as usize), self);
+    }
+
+    /// Arms what the turn left to arm: receives that ended, resumed connections, receives
+    /// that found no buffer (once buffers are back), the accept after a pause.
+    fn arm_pending(&mut self, core: &mut Loop<TcpStream>) {
+        let has_buffers = self.bufs.refill();
+        if has_buffers && !self.starved.is_empty() {
+            let starved = std::mem::take(&mut self.starved);
+            self.rearm.extend(starved);
+        }
+        for (index, generation) in std::mem::take(&mut self.rearm) {
+            if let Some(socket) = core.socket(index, generation) {
+                let fd = socket.as_raw_fd();
+                self.arm_recv(index, generation, fd);
+            }
+        }
+    }
+}
+
+fn peer_addr(socket: &TcpStream) -> SocketAddr {
+    socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl Backend for Uring {
+    type Socket = TcpStream;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let own = if !self.rearm.is_empty() || !self.resumed.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            self.accept_paused_until.map(|until| until.saturating_duration_since(Instant::now()))
+        };
+        let result = match sooner(timeout, own) {
+            None => self.ring.submit_and_wait(1),
+            Some(wait) => {
+                let ts = Timespec::from(wait);
+                self.ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dispatch(&mut self, core: &mut Loop<TcpStream>) {
+        let mut completions = std::mem::take(&mut self.completions);
+        loop {
+            completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            if completions.is_empty() {
+                break;
+            }
+            for &(data, res, flags) in &completions {
+                let (op, generation, index) = decode(data);
+                match op {
+                    OP_RECV => self.on_recv(core, generation, index, res, flags),
+                    OP_SEND => self.on_send(core, index, res),
+                    OP_ACCEPT => self.on_accept(core, res, cqueue::more(flags)),
+                    OP_WAKE => self.arm_wake(),
+                    _ => {}
+                }
+            }
+            completions.clear();
+        }
+        self.completions = completions;
+        self.arm_pending(core);
+    }
+
+    fn retry(&mut self, core: &mut Loop<TcpStream>, workers_caught_up: bool) {
+        for (index, generation) in std::mem::take(&mut self.resumed) {
+            if !core.is_live(index, generation) {
+                continue;
+            }
+            match self.unarmed.get(&index).copied() {
+                Some(Unarmed::Cancelling { .. }) => {
+                    self.unarmed.insert(index, Unarmed::Cancelling { resume: true });
+                }
+                Some(Unarmed::Paused) => self.rearm.push((index, generation)),
+                _ => {}
+            }
+        }
+        if workers_caught_up && !self.held.is_empty() {
+            self.offer_held(core);
+        }
+        if self.accept_paused_until.is_some_and(|until| core.core.now >= until) {
+            self.accept_paused_until = None;
+            self.arm_accept();
+        }
+        self.arm_pending(core);
+    }
+
+    fn attach(&mut self, index: u32, generation: u32, socket: &mut TcpStream) -> io::Result<()> {
+        // Small frames must not wait for Nagle; failure only costs latency.
+        let _ = socket.set_nodelay(true);
+        // The ring waits on the socket; a non-blocking one would fail receives with EAGAIN.
+        socket.set_nonblocking(false)?;
+        self.held_count.remove(&index);
+        self.arm_recv(index, generation, socket.as_raw_fd());
+        Ok(())
+    }
+
+    fn write(&mut self, index: u32, generation: u32, socket: &TcpStream, queue: &mut Outbound) -> Write {
+        if queue.handed() > 0 {
+            return Write::Later; // One send in flight per connection keeps the bytes in order.
+        }
+        let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
+        let (bytes, skip) = queue.hand_off(&mut op.chunks);
+        for (i, chunk) in op.chunks.iter().enumerate() {
+            let bytes = chunk.bytes();
+            let bytes = if i == 0 { &bytes[skip.min(bytes.len())..] } else { bytes };
+            op.iov.push(libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() });
+        }
+        op.index = index;
+        op.generation = generation;
+        op.fd = socket.as_raw_fd();
+        op.left = bytes;
+        op.first = 0;
+        op.aim();
+        let key = self.sends.insert(op);
+        let op = &self.sends[key];
+        let entry = opcode::SendMsg::new(Fd(op.fd), &op.msg)
+            .flags(SEND_FLAGS)
+            .build()
+            .user_data(user_data(OP_SEND, 0, key as u32));
+        // SAFETY: the header, iovecs and chunks live in the boxed op, which stays in `sends`
+        // (unmoved: only the box pointer moves) until the completion.
+        unsafe { self.push(&entry) };
+        self.sending.insert(index, key);
+        Write::Later
+    }
+
+    fn shutdown_write(&mut self, socket: &TcpStream) {
+        let _ = socket.shutdown(Shutdown::Write);
+    }
+
+    fn close(&mut self, index: u32, generation: u32, socket: TcpStream) {
+        // The kernel holds the socket while an operation on it is pending: cancel them so that
+        // closing the descriptor closes the connection.
+        if self.unarmed.remove(&index) != Some(Unarmed::Paused) {
+            self.cancel(user_data(OP_RECV, generation, index));
+        }
+        if let Some(key) = self.sending.remove(&index) {
+            self.cancel(user_data(OP_SEND, 0, key as u32));
+        }
+        self.held_count.remove(&index);
+        drop(socket);
+    }
+
+    fn adopt(&mut self, socket: TcpStream) -> io::Result<TcpStream> {
+        Ok(socket)
+    }
+
+    fn resume_reading(&mut self, index: u32, generation: u32) {
+        self.resumed.push((index, generation));
+    }
+
+    fn stop_accepting(&mut self) {
+        self.stopping = true;
+        if self.accept_armed {
+            self.cancel(OP_ACCEPT << 60);
+            self.accept_armed = false;
+        }
+        // The cancellation holds no reference to the listener: drop it now.
+        self.acceptor = Acceptor::Own(None);
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Nothing may be in flight on memory this backend frees: cancel everything and wait.
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(Timespec::from(Duration::from_millis(500))), CancelBuilder::any());
+    }
+}
