@@ -11,6 +11,7 @@ fn main() -> std::io::Result<()> {
     let server = Server::builder()
         .bind(args.addr)?
         .loops(args.loops)
+        .backend(args.backend)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)
@@ -22,7 +23,12 @@ fn main() -> std::io::Result<()> {
     if let Some((soft, hard)) = server.nofile_limits() {
         eprintln!("open files: soft limit was {soft}, raised to hard limit {hard}");
     }
-    eprintln!("echo: listening on ws://{} with {} loop(s)", server.local_addr(), args.loops);
+    eprintln!(
+        "echo: listening on ws://{} with {} loop(s) on {}",
+        server.local_addr(),
+        args.loops,
+        server.backend()
+    );
     // Events (open/close) are not needed here; drain them so the loops never wait.
     let events = server.events();
     for _ in events.iter() {}

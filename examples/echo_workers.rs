@@ -13,6 +13,7 @@ fn main() -> std::io::Result<()> {
     let server = Server::builder()
         .bind(args.addr)?
         .loops(args.loops)
+        .backend(args.backend)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)

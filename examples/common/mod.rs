@@ -1,4 +1,5 @@
-//! Command-line handling shared by the echo examples: `[ADDR] [--loops N] [--workers N]`.
+//! Command-line handling shared by the echo examples:
+//! `[ADDR] [--loops N] [--workers N] [--backend auto|epoll|io_uring]`.
 
 use std::net::SocketAddr;
 
@@ -9,12 +10,15 @@ pub(crate) struct Args {
     /// Worker threads, for the examples that have them (default 2).
     #[allow(dead_code)] // echo.rs answers on the loops and has none
     pub(crate) workers: usize,
+    /// How the loops move bytes (default `auto`, which `THRONG_BACKEND` can override).
+    pub(crate) backend: throng::Backend,
 }
 
 pub(crate) fn parse() -> Args {
     let mut addr: SocketAddr = "127.0.0.1:9001".parse().expect("valid default address");
     let mut loops = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut workers = 2;
+    let mut backend = throng::Backend::Auto;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -24,16 +28,21 @@ pub(crate) fn parse() -> Args {
                     value.parse().unwrap_or_else(|_| fail(&format!("{flag} wants a number, got {value:?}")));
                 *(if flag == "--loops" { &mut loops } else { &mut workers }) = n;
             }
+            "--backend" => {
+                let value = args.next().unwrap_or_default();
+                backend = value.parse().unwrap_or_else(|e: String| fail(&format!("--backend: {e}")));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: [ADDR (default 127.0.0.1:9001)] [--loops N (default: cores)] [--workers N (default 2)]"
+                    "usage: [ADDR (default 127.0.0.1:9001)] [--loops N (default: cores)] [--workers N (default 2)] \
+                     [--backend auto|epoll|io_uring (default auto)]"
                 );
                 std::process::exit(0);
             }
             other => addr = other.parse().unwrap_or_else(|_| fail(&format!("not an address: {other:?}"))),
         }
     }
-    Args { addr, loops, workers }
+    Args { addr, loops, workers, backend }
 }
 
 fn fail(message: &str) -> ! {
