@@ -130,8 +130,8 @@ pub mod proto;
 mod sys;
 
 pub use engine::{
-    Accepted, Admission, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline, Prepared,
-    Server, ServerBuilder, SlowConsumerPolicy, Stats,
+    Accepted, Admission, Backend, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline,
+    Prepared, Server, ServerBuilder, SlowConsumerPolicy, Stats,
 };
 pub use proto::handshake::Rejection;
 pub use proto::Message;
