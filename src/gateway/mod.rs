@@ -111,6 +111,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         admin = %admin_addr,
         ws_path = %settings.ws_path,
         loops = settings.loops,
+        backend = %server.backend(),
         workers = settings.workers,
         auth = settings.jwt_secret.is_some(),
         demo = settings.demo,
@@ -140,6 +141,7 @@ fn start_engine(
         .bind(s.listen)
         .map_err(|e| format!("listen {}: {e}", s.listen))?
         .loops(s.loops)
+        .backend(s.backend.into())
         .max_message_size(s.max_message_size)
         .max_frame_size(s.max_message_size)
         .handshake_timeout(s.handshake_timeout)

@@ -160,6 +160,12 @@ impl TestClient {
         self.send_frame(true, OpCode::Binary, payload);
     }
 
+    /// [`TestClient::send_binary`] for a peer that may have closed: a failed write is an error,
+    /// not a panic.
+    pub(crate) fn try_send_binary(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.stream.write_all(&frame(true, OpCode::Binary, payload))
+    }
+
     pub(crate) fn send_close(&mut self, code: u16, reason: &str) {
         self.send_raw(&close_frame(code, reason));
     }

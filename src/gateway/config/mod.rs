@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use self::options::{Cli, ClientMessages, List, LogFormat, Options, SlowConsumer};
+pub use self::options::{Cli, ClientMessages, IoBackend, List, LogFormat, Options, SlowConsumer};
 pub use self::source::{CliSources, Source, Sources};
 pub use self::units::{Size, Span};
 
@@ -39,6 +39,8 @@ pub struct Settings {
     pub admin_insecure: bool,
     /// Resolved from [`Options::loops`].
     pub loops: usize,
+    /// Resolved from [`Options::backend`].
+    pub backend: IoBackend,
     /// Resolved from [`Options::workers`].
     pub workers: usize,
     /// Resolved from [`Options::ws_path`].
@@ -181,6 +183,7 @@ impl Settings {
             admin_allowed_hosts: o.admin_allowed_hosts.map(|l| l.0).unwrap_or_default(),
             admin_insecure: o.admin_insecure.unwrap_or(false),
             loops: o.loops.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            backend: o.backend.unwrap_or(IoBackend::Auto),
             workers: o.workers.unwrap_or(2),
             ws_path: o.ws_path.unwrap_or_else(|| "/ws".into()),
             jwt_secret: nonempty(o.jwt_secret),
@@ -234,6 +237,7 @@ impl Settings {
             "admin_allowed_hosts": self.admin_allowed_hosts,
             "admin_insecure": self.admin_insecure,
             "loops": self.loops,
+            "backend": self.backend.to_string(),
             "workers": self.workers,
             "ws_path": self.ws_path,
             "jwt_secret": redacted(&self.jwt_secret),

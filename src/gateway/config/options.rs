@@ -86,6 +86,12 @@ pub struct Options {
     #[arg(long, env = "THRONG_LOOPS", value_name = "N")]
     pub loops: Option<usize>,
 
+    /// How the event loops move bytes: `auto` (io_uring where the kernel allows it, epoll
+    /// otherwise, with a log line saying why), `epoll` or `io_uring` (an error at start when the
+    /// kernel cannot run it) [default: auto].
+    #[arg(long, env = "THRONG_BACKEND", value_name = "BACKEND")]
+    pub backend: Option<IoBackend>,
+
     /// Worker threads handling opens, closes and client commands, each with its own share of
     /// the connections [default: 2].
     #[arg(long, env = "THRONG_WORKERS", value_name = "N")]
@@ -268,6 +274,7 @@ macro_rules! with_every_option {
             admin_allowed_hosts,
             admin_insecure,
             loops,
+            backend,
             workers,
             ws_path,
             jwt_secret,
@@ -365,6 +372,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the event loops move bytes (`throng::Backend`).
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// io_uring where the kernel allows it, epoll otherwise.
+    Auto,
+    /// Edge-triggered epoll.
+    Epoll,
+    /// A completion ring per loop.
+    #[value(name = "io_uring")]
+    IoUring,
+}
+
+impl From<IoBackend> for crate::engine::Backend {
+    fn from(backend: IoBackend) -> Self {
+        match backend {
+            IoBackend::Auto => Self::Auto,
+            IoBackend::Epoll => Self::Epoll,
+            IoBackend::IoUring => Self::IoUring,
+        }
+    }
+}
+
 /// What happens to a client whose outbound queue is over the cap.
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -397,4 +427,4 @@ macro_rules! display_as_value_enum {
         }
     )*};
 }
-display_as_value_enum!(LogFormat, SlowConsumer, ClientMessages);
+display_as_value_enum!(IoBackend, LogFormat, SlowConsumer, ClientMessages);
