@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Autobahn conformance of the server engine: runs wstest's fuzzingclient (cases 1–7, 9, 10)
-# against the echo example with 1 loop and with 2 loops, and fails unless every case is OK or
-# INFORMATIONAL (NON-STRICT counts as a failure). Tables go to target/autobahn/summary-*.md;
-# docs/conformance.md holds a committed copy.
+# against the echo example with 1 loop and with 2 loops, on each backend, and fails unless every
+# case is OK or INFORMATIONAL (NON-STRICT counts as a failure). Tables go to
+# target/autobahn/summary-*.md; docs/conformance.md holds a committed copy.
+#   CONFORMANCE_BACKENDS="epoll io_uring"  the backends to run the server on
 #   CONFORMANCE_WRITE_DOC=1  also rewrite docs/conformance.md from this run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,21 +27,27 @@ wait_for_port() { # PORT TRIES
 }
 
 status=0
+backends=${CONFORMANCE_BACKENDS:-epoll io_uring}
+port=9100
+for backend in $backends; do
 for loops in 1 2; do
-    port=$((9100 + loops))
-    ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" >"$out/echo-$loops.log" 2>&1 &
+    port=$((port + 1))
+    run="$backend-$loops"
+    ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" --backend "$backend" \
+        >"$out/echo-$run.log" 2>&1 &
     server_pid=$!
     wait_for_port "$port" 50
-    echo "==> Autobahn against the echo example, $loops loop(s)"
+    echo "==> Autobahn against the echo example on $backend, $loops loop(s)"
     if ! AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server --url "ws://127.0.0.1:$port" \
-        --agent "throng-$loops-loop" --out "$out/loops-$loops" --markdown "$out/summary-$loops.md" \
-        >"$out/wstest-$loops.log" 2>&1; then
+        --agent "throng-$backend-$loops-loop" --out "$out/$run" --markdown "$out/summary-$run.md" \
+        >"$out/wstest-$run.log" 2>&1; then
         status=1
     fi
-    tail -n 20 "$out/wstest-$loops.log"
+    tail -n 20 "$out/wstest-$run.log"
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
     server_pid=""
+done
 done
 
 # Client conformance: wstest's fuzzingserver (cases 1–7, 9, 10) against examples/autobahn_client.rs
@@ -75,16 +82,18 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
         echo "# Conformance"
         echo
         echo "Autobahn|Testsuite 0.8.2 fuzzingclient, cases 1.* to 7.*, 9.*, 10.*, \`failByDrop: false\`,"
-        echo "against \`examples/echo.rs\` (the mio engine). Reproduce with \`bash scripts/conformance.sh\`"
+        echo "against \`examples/echo.rs\` on each backend. Reproduce with \`bash scripts/conformance.sh\`"
         echo "(it installs python2.7 and wstest); CI runs it on every change and fails on anything"
         echo "but OK or INFORMATIONAL. NON-STRICT counts as a failure."
         echo
         echo "Run on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr)."
-        for loops in 1 2; do
-            echo
-            echo "## epoll engine, $loops loop(s)"
-            echo
-            sed -n '/^|/p' "$out/summary-$loops.md"
+        for backend in $backends; do
+            for loops in 1 2; do
+                echo
+                echo "## $backend backend, $loops loop(s)"
+                echo
+                sed -n '/^|/p' "$out/summary-$backend-$loops.md"
+            done
         done
         if [ -f "$out/summary-client.md" ]; then
             echo

@@ -20,6 +20,8 @@
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19001  SERVER_CPU=0  CLIENT_CPU=1
 #   MAX_SECONDS=900   the script stops itself after this long, whatever it is doing
 #   SKIP_BUILD=1      use the binaries already built
+#   BACKEND=auto      the backend of throng's echo example and gateway: auto, epoll or io_uring
+#   OUT=target/measure  where the results go
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,7 +45,8 @@ PORT=${PORT:-19001}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 MAX_SECONDS=${MAX_SECONDS:-900}
-OUT=target/measure
+OUT=${OUT:-target/measure}
+BACKEND=${BACKEND:-auto}
 LOAD=$ROOT/target/release/throng-load
 ECHO_BIN=$ROOT/target/release/examples/echo
 TOKIO_BIN=$ROOT/target/peers/release/tokio-echo
@@ -90,11 +93,11 @@ start_server() {
     local name=$1 port=$2
     local -a cmd
     case $name in
-        throng) cmd=("$ECHO_BIN" "127.0.0.1:$port" --loops 1) ;;
+        throng) cmd=("$ECHO_BIN" "127.0.0.1:$port" --loops 1 --backend "$BACKEND") ;;
         tokio) cmd=("$TOKIO_BIN" "127.0.0.1:$port" --threads 1) ;;
         # The gateway with its default configuration (one loop per core), on all cores.
         gateway) cmd=(taskset -c "0-$(($(nproc) - 1))" "$GATEWAY_BIN" --listen "127.0.0.1:$port"
-            --admin-listen "127.0.0.1:$((port + 1000))" --log-level warn) ;;
+            --admin-listen "127.0.0.1:$((port + 1000))" --log-level warn --backend "$BACKEND") ;;
         *) echo "measure.sh: unknown server $name" >&2; exit 2 ;;
     esac
     taskset -c "$SERVER_CPU" "${cmd[@]}" >>"$OUT/$name.server.log" 2>&1 &
@@ -173,6 +176,7 @@ RESULTS=$OUT/results.md
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- load average at start / end: $LOADAVG_START / $LOADAVG_END (other processes compete for the 2 cores: see 'other cores')"
     echo "- server pinned to core $SERVER_CPU, client (throng-load, one thread) to core $CLIENT_CPU; loopback"
+    echo "- throng backend: $BACKEND (\`BACKEND=\`); the echo example's start line says which ran: $(grep -ho 'on [a-z_]*$' "$OUT/throng.server.log" 2>/dev/null | tail -1)"
     echo
     echo "## (a) Memory: $MEM_CONNS idle connections (held $HOLD)"
     echo

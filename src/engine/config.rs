@@ -137,7 +137,7 @@ impl Default for Config {
             http_hook: None,
             reuse_port: true,
             backend: Backend::Auto,
-            recv_buffers: (512, 16 * 1024),
+            recv_buffers: (256, 128 * 1024),
         }
     }
 }

@@ -49,6 +49,7 @@ pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
 pub use self::mailbox::CommandError;
 use self::mailbox::{LoopMailbox, Shared};
 pub use self::outbound::Prepared;
+#[cfg(feature = "gateway")]
 pub(crate) use self::stats::AtomicHistogram;
 use self::stats::LoopStats;
 pub use self::stats::{Histogram, Stats, LATENCY_BUCKETS};
@@ -279,8 +280,11 @@ impl<T> ServerBuilder<T> {
     }
 
     /// io_uring: how many receive buffers each loop lends the kernel and their size (default
-    /// 512 of 16 KiB; the count is rounded up to a power of two, at most 32768). Only a few
-    /// sit in the kernel's ring while connections are idle, so the pages touched stay few.
+    /// 256 of 128 KiB, reserved address space; the count is rounded up to a power of two, at
+    /// most 32768). A buffer is resident only for the pages receives wrote, only a few sit in
+    /// the kernel's ring while connections are idle, and the pages of buffers not needed for a
+    /// second are given back: an idle loop holds little of it. A receive takes at most one
+    /// buffer, so its size bounds what one receive reads.
     pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
         self.config.recv_buffers = (count, size.max(512));
         self

@@ -173,6 +173,7 @@ impl Outbound {
     }
 
     /// Bytes a completion backend holds in flight ([`Outbound::hand_off`]).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))] // completion backends only
     pub(crate) fn handed(&self) -> usize {
         self.handed
     }
@@ -183,6 +184,7 @@ impl Outbound {
     /// and how many of the first chunk's bytes were already written (to skip). They stay
     /// counted in [`Outbound::queued`] (and so against the cap) until [`Outbound::advance`]
     /// reports them written.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))] // completion backends only
     pub(crate) fn hand_off(&mut self, into: &mut Vec<Chunk>) -> (usize, usize) {
         let skip = std::mem::take(&mut self.front_written);
         let mut bytes = 0;

@@ -50,6 +50,8 @@ const CQ_ENTRIES: u32 = 32 * 1024;
 /// No SIGPIPE for a peer that went; MSG_WAITALL: the kernel sends on after a short send itself
 /// rather than completing early.
 const SEND_FLAGS: u32 = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
+/// Send ops kept for reuse (a handshake storm must not leave thousands cached).
+const SEND_POOL_MAX: usize = 64;
 /// The buffer group of the loop's receive buffers (one group per ring).
 const BUF_GROUP: u16 = 0;
 
@@ -191,10 +193,14 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 
 /// The loop's receive buffers, lent to the kernel through a provided-buffer ring.
 ///
-/// The kernel takes buffers from the ring in the order they were added. So that a loop of idle
-/// connections touches few pages, only `target` buffers sit in the ring at a time, refilled from
-/// a stack of free ones, the most recently used first; a receive that found the ring empty
-/// (`ENOBUFS`) doubles `target`, up to all of them.
+/// The kernel takes buffers from the ring in the order they were added, and writes only the
+/// bytes it receives: a buffer costs resident memory for the pages a receive touched. So that a
+/// loop touches few pages, only `target` buffers sit in the ring at a time, refilled from a stack
+/// of free ones, the most recently used first; a receive that found the ring empty (`ENOBUFS`)
+/// doubles `target`, up to all of them, and a quiet second halves it again. Once a second the
+/// pages of the free buffers beyond the next refill's share are given back to the kernel
+/// (`MADV_DONTNEED`), so that a burst of receives (a reconnect storm) does not leave an idle
+/// loop holding the whole pool.
 struct Bufs {
     entries: NonNull<BufRingEntry>,
     entries_layout: Layout,
@@ -209,7 +215,16 @@ struct Bufs {
     /// Buffers in the ring and not yet used by a completion.
     in_ring: usize,
     target: usize,
+    /// Buffers written since their pages were last given back.
+    dirty: Vec<bool>,
+    starved_since_trim: bool,
+    next_trim: Option<Instant>,
 }
+
+/// The fewest buffers kept in the ring.
+const MIN_TARGET: usize = 16;
+/// How often cold buffers' pages go back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 impl Bufs {
     fn new(count: u16, size: u32) -> io::Result<Self> {
@@ -229,7 +244,7 @@ impl Bufs {
         let (Some(entries), Some(memory)) = (entries, memory) else {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "provided buffers"));
         };
-        let target = usize::from(count).min(32);
+        let target = usize::from(count).min(MIN_TARGET);
         Ok(Self {
             entries,
             entries_layout,
@@ -241,6 +256,9 @@ impl Bufs {
             free: (0..count).rev().collect(),
             in_ring: 0,
             target,
+            dirty: vec![false; usize::from(count)],
+            starved_since_trim: false,
+            next_trim: None,
         })
     }
 
@@ -270,7 +288,9 @@ impl Bufs {
     /// The first `len` bytes of buffer `bid`, which a completion handed to us.
     fn data(&mut self, bid: u16, len: usize) -> &mut [u8] {
         let len = len.min(self.size as usize);
-        let at = usize::from(bid % self.count) * self.size as usize;
+        let bid = bid % self.count;
+        self.dirty[usize::from(bid)] = true;
+        let at = usize::from(bid) * self.size as usize;
         // SAFETY: buffer `bid` lies inside the allocation; between its completion and
         // `give_back` the kernel does not touch it (it is out of the ring), and the `&mut self`
         // borrow keeps a second slice of it from being made.
@@ -312,6 +332,44 @@ impl Bufs {
     /// A receive found the ring empty: keep more buffers in it from now on.
     fn starved(&mut self) {
         self.target = (self.target * 2).min(usize::from(self.count));
+        self.starved_since_trim = true;
+    }
+
+    /// Once a second: a quiet second halves `target`, and the written pages of the free buffers
+    /// the next refills will not reach go back to the kernel (zero-filled if used again).
+    fn trim(&mut self, now: Instant) {
+        match self.next_trim {
+            Some(at) if now < at => return,
+            None => {
+                self.next_trim = Some(now + TRIM_EVERY);
+                return;
+            }
+            Some(_) => self.next_trim = Some(now + TRIM_EVERY),
+        }
+        if !std::mem::take(&mut self.starved_since_trim) {
+            self.target = (self.target / 2).max(MIN_TARGET.min(usize::from(self.count)));
+        }
+        // The stack's top `target` are the next refill's; the ones below are cold.
+        let cold = self.free.len().saturating_sub(self.target);
+        for i in 0..cold {
+            let bid = usize::from(self.free[i]);
+            if std::mem::take(&mut self.dirty[bid]) {
+                let at = bid * self.size as usize;
+                // SAFETY: the range is buffer `bid`, inside the allocation; a free buffer is
+                // neither in the ring nor held, so no one reads or writes it, and its contents
+                // are garbage anyway: the kernel may drop its pages.
+                let r = unsafe {
+                    libc::madvise(
+                        self.memory.as_ptr().add(at).cast(),
+                        self.size as usize,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                if r != 0 {
+                    self.dirty[bid] = true; // keep trying next time; nothing is lost
+                }
+            }
+        }
     }
 }
 
@@ -733,7 +791,7 @@ impl Uring {
             self.sending.remove(&index);
         }
         op.recycle();
-        if self.send_pool.len() < 1024 {
+        if self.send_pool.len() < SEND_POOL_MAX {
             self.send_pool.push(op);
         }
         core.on_written(index, generation, (res > 0).then_some(res as usize), self);
@@ -831,6 +889,7 @@ impl Backend for Uring {
             self.arm_accept();
         }
         self.arm_pending(core);
+        self.bufs.trim(core.core.now);
     }
 
     fn attach(&mut self, index: u32, generation: u32, socket: &mut TcpStream) -> io::Result<()> {

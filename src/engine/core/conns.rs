@@ -69,6 +69,7 @@ impl<S> Loop<S> {
 
     /// Slot `index`'s socket, while it holds the connection of `generation` (a completion
     /// backend arms a receive again with it).
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))] // completion backends only
     pub(crate) fn socket(&mut self, index: u32, generation: u32) -> Option<&S> {
         let occupant = self.slots.get_mut(index)?;
         (occupant.generation == generation).then_some(&*occupant.socket)
@@ -159,6 +160,7 @@ impl<S> Loop<S> {
     /// A completion backend's send for slot `index` (holding `generation`) finished: `Some(n)`
     /// bytes went out (a backend sends the rest of a short send itself), or `None`: it failed.
     /// The queue flushes again: its next chunks, or the FIN.
+    #[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))] // completion backends only
     pub(crate) fn on_written<B: Backend<Socket = S>>(
         &mut self,
         index: u32,
