@@ -17,6 +17,8 @@
 #   ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s  STORM_PARALLEL=16
 #   INFLIGHT_32=1  INFLIGHT_512=4  INFLIGHT_64K=4  SHAPES="fresh ring memory 32 512 64k storm"
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19301  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
+#   PERF="record -e cpu-clock -g" (or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf:
+#   a perf of the server during each throng-load run, one file per server, shape and round
 # Prints one Markdown table: each server's rounds and median, io_uring/epoll and epoll/NAME.
 set -euo pipefail
 

@@ -25,6 +25,9 @@
 #   ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s  STORM_PARALLEL=16
 #   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  SHAPES="memory 32 512 64k"
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
+#   PERF=""  (e.g. "record -e cpu-clock -g", or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf
+#   (PERF profiles the server during each throng-load run; its own CPU then counts on the
+#   client's side of the machine, so leave it out of runs whose figures are compared)
 #
 # API: bench_init SCRIPT LOAD; bench_server NAME CMD (repeat); bench_run; bench_table RATIOS,
 # RATIOS being "A/B ..." pairs of names (the ratio of their medians gets a column).
@@ -44,6 +47,10 @@ PORT=${PORT:-19101}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 MAX_SECONDS=${MAX_SECONDS:-1800}
+PERF=${PERF:-}
+PERF_SECONDS=${PERF_SECONDS:-4}
+PERF_DIR=${PERF_DIR:-${ROOT:-.}/target/perf}
+BENCH_TAG=run
 
 BENCH_NAMES=()
 BENCH_CMDS=()
@@ -61,6 +68,9 @@ bench_init() {
     for tool in jq taskset timeout ss awk; do
         command -v "$tool" >/dev/null || bench_die "needs $tool"
     done
+    if [[ -n $PERF ]]; then
+        command -v perf >/dev/null || bench_die "PERF is set: needs perf"
+    fi
     [[ -x $LOAD ]] || bench_die "$LOAD is not an executable (cargo build --release -p throng-loadtest)"
     BENCH_LOG=$(mktemp "${TMPDIR:-/tmp}/bench-server.XXXXXX")
     trap bench_cleanup EXIT
@@ -124,9 +134,36 @@ bench_stop() {
 }
 
 # bench_load ARGS...: one throng-load run against the running server; prints its JSON report.
+# With PERF set, `perf PERF -o FILE -p SERVER_PID -- sleep PERF_SECONDS` also runs on the server,
+# from one second after the warm-up, FILE being PERF_DIR/NAME.SHAPE.ROUND (BENCH_TAG) .data for
+# record, .txt for stat: a profile (or event counts) of the very run measured.
 bench_load() {
+    local perf_pid=""
+    if [[ -n ${PERF:-} ]]; then
+        local out ext=data
+        [[ $PERF == stat* ]] && ext=txt
+        out="$PERF_DIR/$BENCH_TAG.$ext"
+        mkdir -p "$PERF_DIR"
+        # shellcheck disable=SC2086 # PERF is a perf command line: its words are separate arguments
+        (sleep "$(($(bench_seconds "$WARMUP") + 1))" && exec timeout 60 perf $PERF -o "$out" -p "$SERVER_PID" \
+            -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" --server-pid "$SERVER_PID" --json \
         2>/dev/null | tail -n 1 || true
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || echo "$BENCH_SCRIPT: perf did not finish ($BENCH_TAG); is PERF_SECONDS within DURATION?" >&2
+    fi
+}
+
+# bench_seconds 1s|500ms|2m -> whole seconds (rounded up), for sleep arithmetic.
+bench_seconds() {
+    case $1 in
+        *ms) echo $((((${1%ms}) + 999) / 1000)) ;;
+        *m) echo $((${1%m} * 60)) ;;
+        *s) echo "${1%s}" ;;
+        *) echo "$1" ;;
+    esac
 }
 
 # bench_measure SHAPE CMD -> one cell: a number, "server/client" for the CPU shapes, "?" when the
@@ -176,6 +213,7 @@ bench_run() {
                 i=$(((k + round - 1) % n))
                 echo "== $what, round $round: ${BENCH_NAMES[i]}" >&2
                 # A measure runs in a subshell (it prints its cell): its failure must end the script.
+                BENCH_TAG="${BENCH_NAMES[i]}.$what.$round"
                 cell=$(bench_measure "$what" "${BENCH_CMDS[i]}") || exit 1
                 BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" $cell"
             done
