@@ -1,0 +1,292 @@
+# shellcheck shell=bash
+# Shared by scripts/ab.sh and scripts/backends.sh (sourced, not run): echo servers measured in
+# alternating rounds on the same machine, one table of rounds, medians and ratios. Runs vary by
+# ±15 % here, so one run of each server proves nothing; compare medians of alternating rounds.
+#
+# Each server is a NAME and a command with `{port}` in it (run as `sh -c "exec CMD"`, so it must
+# be one program: its pid is the one measured), started on a fresh loopback port for every
+# single measure, pinned to SERVER_CPU; the client (throng-load, one thread) runs on CLIENT_CPU.
+# Every run is bounded in time (each throng-load run, and the whole script by MAX_SECONDS).
+#
+# Measures (the SHAPES list, in that order):
+#   fresh    server RSS in KiB right after it listens, no connection ever made
+#   ring     of that, the KiB resident in io_uring's ring mappings (anon_inode:[io_uring] in
+#            /proc/PID/smaps; 0 for a server without a ring)
+#   memory   RSS growth per idle connection, B (MEM_CONNS connections held HOLD)
+#   32       server CPU µs per echoed message, 32 B × 100 conns, INFLIGHT_32 in flight
+#   512      the same, 512 B × 1000 conns, INFLIGHT_512 in flight (sources 127.0.0.2-127.0.0.10)
+#   64k      the same, 64 KiB binary × 10 conns, INFLIGHT_64K in flight
+#   storm    server CPU µs per connect–upgrade–close cycle, STORM_PARALLEL in parallel
+# The echo and storm cells are "server/client": the client's CPU per operation in the same run.
+# The client is the same binary in every run: when its figure moves with the server's, the
+# difference is the kernel's loopback TCP path (it charges either side), not the server's code.
+#
+# Settings (environment; a script sets its own defaults for INFLIGHT_* and SHAPES first):
+#   ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s  STORM_PARALLEL=16
+#   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  SHAPES="memory 32 512 64k"
+#   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
+#   PERF=""  (e.g. "record -e cpu-clock -g", or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf
+#   (PERF profiles the server during each throng-load run; its own CPU then counts on the
+#   client's side of the machine, so leave it out of runs whose figures are compared)
+#
+# API: bench_init SCRIPT LOAD; bench_server NAME CMD (repeat); bench_run; bench_table RATIOS,
+# RATIOS being "A/B ..." pairs of names (the ratio of their medians gets a column).
+
+ROUNDS=${ROUNDS:-3}
+MEM_CONNS=${MEM_CONNS:-15000}
+HOLD=${HOLD:-3s}
+DURATION=${DURATION:-6s}
+WARMUP=${WARMUP:-1s}
+STORM_PARALLEL=${STORM_PARALLEL:-16}
+INFLIGHT_32=${INFLIGHT_32:-16}
+INFLIGHT_512=${INFLIGHT_512:-1}
+INFLIGHT_64K=${INFLIGHT_64K:-4}
+SHAPES=${SHAPES:-"memory 32 512 64k"}
+SOURCES=${SOURCES:-127.0.0.2-127.0.0.40}
+PORT=${PORT:-19101}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+MAX_SECONDS=${MAX_SECONDS:-1800}
+PERF=${PERF:-}
+PERF_SECONDS=${PERF_SECONDS:-4}
+PERF_DIR=${PERF_DIR:-${ROOT:-.}/target/perf}
+BENCH_TAG=run
+
+BENCH_NAMES=()
+BENCH_CMDS=()
+declare -A BENCH_CELLS=() # "SHAPE NAME" -> the rounds' cells, space-separated
+SERVER_PID=""
+WATCHDOG_PID=""
+
+bench_die() { echo "$BENCH_SCRIPT: $*" >&2; exit 2; }
+
+# bench_init SCRIPT LOAD: checks the tools, arms the cleanup and the watchdog.
+bench_init() {
+    BENCH_SCRIPT=$1
+    LOAD=$2
+    local tool
+    for tool in jq taskset timeout ss awk; do
+        command -v "$tool" >/dev/null || bench_die "needs $tool"
+    done
+    if [[ -n $PERF ]]; then
+        command -v perf >/dev/null || bench_die "PERF is set: needs perf"
+    fi
+    [[ -x $LOAD ]] || bench_die "$LOAD is not an executable (cargo build --release -p throng-loadtest)"
+    BENCH_LOG=$(mktemp "${TMPDIR:-/tmp}/bench-server.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'echo "$BENCH_SCRIPT: interrupted" >&2; exit 130' INT TERM
+    # Ends the whole script (and through the EXIT trap, the server) if it runs too long.
+    (
+        sleep "$MAX_SECONDS" &
+        s=$!
+        trap 'kill $s 2>/dev/null; exit 0' TERM
+        wait $s
+        echo "$BENCH_SCRIPT: over ${MAX_SECONDS}s, stopping" >&2
+        kill -TERM $$
+    ) &
+    WATCHDOG_PID=$!
+}
+
+bench_cleanup() {
+    bench_stop
+    if [[ -n $WATCHDOG_PID ]]; then
+        kill "$WATCHDOG_PID" 2>/dev/null || true
+        wait "$WATCHDOG_PID" 2>/dev/null || true
+    fi
+    rm -f "$BENCH_LOG"
+}
+
+# bench_server NAME CMD: one more server to measure; CMD has {port} where its port goes.
+bench_server() {
+    [[ $2 == *"{port}"* ]] || bench_die "the command of $1 has no {port}: $2"
+    BENCH_NAMES+=("$1")
+    BENCH_CMDS+=("$2")
+}
+
+# bench_start CMD: the server on a fresh port, pinned; waits until it listens (without connecting
+# to it, so "fresh" is a server that never saw a connection); sets SERVER_PID and URL.
+bench_start() {
+    PORT=$((PORT + 1))
+    local cmd=${1//\{port\}/$PORT}
+    : >"$BENCH_LOG"
+    taskset -c "$SERVER_CPU" sh -c "exec $cmd" >>"$BENCH_LOG" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 200); do
+        if [[ -n $(ss -Hltn "sport = :$PORT") ]]; then
+            URL="ws://127.0.0.1:$PORT/"
+            sleep 0.3 # let it settle before the "before" readings
+            return
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "$BENCH_SCRIPT: '$cmd' did not listen on port $PORT; its output:" >&2
+    sed 's/^/   /' "$BENCH_LOG" >&2
+    bench_stop
+    exit 1
+}
+
+bench_stop() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+# bench_load ARGS...: one throng-load run against the running server; prints its JSON report.
+# With PERF set, `perf PERF -o FILE -p SERVER_PID -- sleep PERF_SECONDS` also runs on the server,
+# from one second after the warm-up, FILE being PERF_DIR/NAME.SHAPE.ROUND (BENCH_TAG) .data for
+# record, .txt for stat: a profile (or event counts) of the very run measured.
+bench_load() {
+    local perf_pid=""
+    if [[ -n ${PERF:-} ]]; then
+        local out ext=data
+        [[ $PERF == stat* ]] && ext=txt
+        out="$PERF_DIR/$BENCH_TAG.$ext"
+        mkdir -p "$PERF_DIR"
+        # shellcheck disable=SC2086 # PERF is a perf command line: its words are separate arguments
+        (sleep "$(($(bench_seconds "$WARMUP") + 1))" && exec timeout 60 perf $PERF -o "$out" -p "$SERVER_PID" \
+            -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
+    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" --server-pid "$SERVER_PID" --json \
+        2>/dev/null | tail -n 1 || true
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || echo "$BENCH_SCRIPT: perf did not finish ($BENCH_TAG); is PERF_SECONDS within DURATION?" >&2
+    fi
+}
+
+# bench_seconds 1s|500ms|2m -> whole seconds (rounded up), for sleep arithmetic.
+bench_seconds() {
+    case $1 in
+        *ms) echo $((((${1%ms}) + 999) / 1000)) ;;
+        *m) echo $((${1%m} * 60)) ;;
+        *s) echo "${1%s}" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# bench_measure SHAPE CMD -> one cell: a number, "server/client" for the CPU shapes, "?" when the
+# run gave no figure; "!" appended when throng-load reported a failed check in that run.
+bench_measure() {
+    local what=$1 json filter
+    bench_start "$2"
+    case $what in
+        fresh)
+            awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"
+            bench_stop
+            return ;;
+        ring)
+            awk '/^[0-9a-f]+-[0-9a-f]+ / {ring = ($6 == "anon_inode:[io_uring]")} ring && /^Rss:/ {kib += $2}
+                END {print kib + 0}' "/proc/$SERVER_PID/smaps"
+            bench_stop
+            return ;;
+        memory) json=$(bench_load connect "$URL" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD") ;;
+        32) json=$(bench_load echo "$URL" --conns 100 --size 32 --inflight "$INFLIGHT_32" \
+            --warmup "$WARMUP" --duration "$DURATION") ;;
+        512) json=$(bench_load echo "$URL" --conns 1000 --size 512 --inflight "$INFLIGHT_512" \
+            --sources 127.0.0.2-127.0.0.10 --warmup "$WARMUP" --duration "$DURATION") ;;
+        64k) json=$(bench_load echo "$URL" --conns 10 --size 65536 --inflight "$INFLIGHT_64K" --binary \
+            --warmup "$WARMUP" --duration "$DURATION") ;;
+        storm) json=$(bench_load storm "$URL" --parallel "$STORM_PARALLEL" --duration "$DURATION" \
+            --sources "$SOURCES") ;;
+        *) bench_die "unknown shape $what" ;;
+    esac
+    bench_stop
+    case $what in
+        memory) filter='.server.rss_bytes_per_conn | floor | tostring' ;;
+        *) filter='"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
+    esac
+    jq -r "($filter) + (if .ok == true then \"\" else \"!\" end)" <<<"$json" 2>/dev/null || echo "?"
+}
+
+# bench_run: every SHAPE, ROUNDS rounds, every server once a round; the order of the servers turns
+# by one each round, so none always runs first (after a fresh port's quiet) or last.
+bench_run() {
+    local what round i k cell n=${#BENCH_NAMES[@]}
+    for what in $SHAPES; do
+        [[ -n $(bench_label "$what") ]] || bench_die "unknown shape $what (SHAPES=\"$SHAPES\")"
+    done
+    for what in $SHAPES; do
+        for round in $(seq "$ROUNDS"); do
+            for ((k = 0; k < n; k++)); do
+                i=$(((k + round - 1) % n))
+                echo "== $what, round $round: ${BENCH_NAMES[i]}" >&2
+                # A measure runs in a subshell (it prints its cell): its failure must end the script.
+                BENCH_TAG="${BENCH_NAMES[i]}.$what.$round"
+                cell=$(bench_measure "$what" "${BENCH_CMDS[i]}") || exit 1
+                BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" $cell"
+            done
+        done
+    done
+}
+
+# The median of the numbers on stdin (one or more per line, separated by spaces).
+bench_median() {
+    tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "?"; else print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+
+# bench_median_of SHAPE NAME: the median of the server's figure over the rounds (failed cells,
+# "?", left out; flagged ones counted).
+bench_median_of() {
+    echo "${BENCH_CELLS["$1 $2"]:-}" | tr ' ' '\n' | sed -n 's|!$||; s|/.*||; /^[0-9.]\{1,\}$/p' | bench_median
+}
+
+# bench_sc_of SHAPE NAME: the median over the rounds of the server/client ratio.
+bench_sc_of() {
+    echo "${BENCH_CELLS["$1 $2"]:-}" | tr ' ' '\n' | sed 's|!$||' | awk -F/ '$2 > 0 {printf "%.3f\n", $1 / $2}' |
+        bench_median
+}
+
+bench_label() {
+    case $1 in
+        fresh) echo "RSS of a fresh server (no connection yet), KiB" ;;
+        ring) echo "of which io_uring ring mappings, KiB" ;;
+        memory) echo "RSS per idle connection ($MEM_CONNS conns), B" ;;
+        32) echo "server/client CPU µs per msg, 32 B × 100 conns, $INFLIGHT_32 in flight" ;;
+        512) echo "server/client CPU µs per msg, 512 B × 1000 conns, $INFLIGHT_512 in flight" ;;
+        64k) echo "server/client CPU µs per msg, 64 KiB × 10 conns, $INFLIGHT_64K in flight" ;;
+        storm) echo "server/client CPU µs per connect–upgrade–close cycle, $STORM_PARALLEL in parallel" ;;
+    esac
+}
+
+# bench_table RATIOS: the header lines and one Markdown table row per shape: each server's rounds
+# and median (with the server/client ratio's median for the CPU shapes), then one column per
+# "A/B" pair of RATIOS: median of A / median of B.
+bench_table() {
+    local ratios=$1 what name pair a b ma mb row med cells i
+    echo "# $BENCH_SCRIPT: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), ROUNDS=$ROUNDS DURATION=$DURATION"
+    echo
+    for ((i = 0; i < ${#BENCH_NAMES[@]}; i++)); do
+        echo "- ${BENCH_NAMES[i]}: \`${BENCH_CMDS[i]}\`"
+    done
+    echo "- server on CPU $SERVER_CPU, throng-load on CPU $CLIENT_CPU; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    row="| measure |"
+    for name in "${BENCH_NAMES[@]}"; do row+=" $name, rounds | median |"; done
+    for pair in $ratios; do row+=" $pair |"; done
+    echo "$row"
+    row="| --- |"
+    for _ in "${BENCH_NAMES[@]}"; do row+=" --- | ---: |"; done
+    for _ in $ratios; do row+=" ---: |"; done
+    echo "$row"
+    for what in $SHAPES; do
+        row="| $(bench_label "$what") |"
+        for name in "${BENCH_NAMES[@]}"; do
+            med=$(bench_median_of "$what" "$name")
+            case $what in
+                32 | 512 | 64k | storm) med+=" (server/client $(bench_sc_of "$what" "$name"))" ;;
+            esac
+            cells=${BENCH_CELLS["$what $name"]:-}
+            row+=" ${cells# } | $med |"
+        done
+        for pair in $ratios; do
+            a=${pair%%/*} b=${pair#*/}
+            ma=$(bench_median_of "$what" "$a") mb=$(bench_median_of "$what" "$b")
+            row+=" $(awk -v a="$ma" -v b="$mb" 'BEGIN {if (a ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else print "–"}') |"
+        done
+        echo "$row"
+    done
+    echo
+    echo "Cells marked ! come from a run in which throng-load reported a failed check; ? a run with no figure."
+}
