@@ -34,6 +34,8 @@ mod shard;
 mod stats;
 mod target;
 mod threshold;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,6 +93,14 @@ fn main() -> ExitCode {
         None if matches!(mode, Mode::Storm(_)) => 1,
         None => conns.div_ceil(CONNS_PER_PROC).max(1),
     };
+    match common.backend.resolve() {
+        Err(why) => return usage_error(&format!("--backend io_uring: {why}")),
+        // Said once, by the process the user started.
+        Ok((_, Some(why))) if !common.child => {
+            eprintln!("throng-load: io_uring unavailable ({why}); using epoll")
+        }
+        Ok(_) => {}
+    }
     if common.child {
         stats::export_histograms();
     }
