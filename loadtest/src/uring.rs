@@ -20,7 +20,6 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
@@ -299,10 +298,14 @@ struct Watch {
     polling: bool,
     /// A multishot receive is armed.
     receiving: bool,
+    /// The send in flight (its key in `sends`).
+    sending: Option<usize>,
 }
 
 /// A send in flight: the ring owns its bytes until the completion.
 struct SendOp {
+    key: u32,
+    generation: u32,
     bytes: Vec<u8>,
     /// Bytes of `bytes` already sent (after a short send).
     sent: usize,
@@ -318,10 +321,11 @@ pub(crate) struct Ring {
     turn: u64,
     /// Buffers handed out by the last `wait`, back into the ring at the next.
     lent: Vec<u16>,
-    watches: HashMap<u32, Watch>,
-    /// By `user_data`: at most one per connection, and kept after the connection went until
-    /// the kernel is done with the bytes.
-    sends: HashMap<u64, SendOp>,
+    /// By connection key (the driver's slab keys: dense).
+    watches: Vec<Option<Watch>>,
+    /// At most one per connection, kept after the connection went until the kernel is done
+    /// with the bytes; the slab key is in the send's `user_data`.
+    sends: slab::Slab<SendOp>,
     pool: Vec<Vec<u8>>,
     /// Connections whose multishot receive ended with more to come, to arm again.
     rearm: Vec<u32>,
@@ -343,13 +347,17 @@ impl Ring {
             bufs,
             turn: 0,
             lent: Vec::new(),
-            watches: HashMap::new(),
-            sends: HashMap::new(),
+            watches: Vec::new(),
+            sends: slab::Slab::new(),
             pool: Vec::new(),
             rearm: Vec::new(),
             starved: Vec::new(),
             reaped: Vec::with_capacity(1024),
         })
+    }
+
+    fn watch_mut(&mut self, key: u32) -> Option<&mut Watch> {
+        self.watches.get_mut(key as usize)?.as_mut()
     }
 
     /// Queues a submission, submitting what is queued first when the queue is full.
@@ -385,7 +393,11 @@ impl Ring {
     /// (reported as [`Completion::Connected`]); call it again if the connect was not over yet.
     pub(crate) fn watch_connect(&mut self, key: usize, generation: u32, stream: &TcpStream) {
         let fd = stream.as_raw_fd();
-        self.watches.insert(key as u32, Watch { generation, fd, polling: true, receiving: false });
+        if self.watches.len() <= key {
+            self.watches.resize_with(key + 1, || None);
+        }
+        // Nothing is sent before the connect is over: no send to carry over.
+        self.watches[key] = Some(Watch { generation, fd, polling: true, receiving: false, sending: None });
         let entry = opcode::PollAdd::new(Fd(fd), libc::POLLOUT as u32)
             .build()
             .user_data(user_data(OP_CONNECT, key as u32, generation));
@@ -403,7 +415,7 @@ impl Ring {
     }
 
     fn arm_recv(&mut self, key: u32) {
-        let Some(watch) = self.watches.get_mut(&key) else { return };
+        let Some(watch) = self.watch_mut(key) else { return };
         if watch.receiving {
             return;
         }
@@ -425,18 +437,21 @@ impl Ring {
     /// Sends `bytes` on connection `key` (one send at a time per connection: the next waits
     /// for [`Completion::Sent`]). The ring keeps them until the kernel is done with them.
     pub(crate) fn send(&mut self, key: usize, generation: u32, stream: &TcpStream, bytes: Vec<u8>) {
-        let data = user_data(OP_SEND, key as u32, generation);
-        let op = SendOp { bytes, sent: 0, fd: stream.as_raw_fd() };
-        if let Some(old) = self.sends.insert(data, op) {
-            // Cannot happen (one send at a time); keeping the older bytes alive is what matters.
-            self.sends.insert(data, old);
-            return;
+        let fd = stream.as_raw_fd();
+        let Some(watch) = self.watch_mut(key as u32).filter(|w| w.generation == generation) else { return };
+        if watch.sending.is_some() {
+            return; // One at a time (the driver sees to it): the bytes would go out of order.
         }
-        self.submit_send(data);
+        let index = self.sends.insert(SendOp { key: key as u32, generation, bytes, sent: 0, fd });
+        if let Some(watch) = self.watch_mut(key as u32) {
+            watch.sending = Some(index);
+        }
+        self.submit_send(index);
     }
 
-    fn submit_send(&mut self, data: u64) {
-        let Some(op) = self.sends.get(&data) else { return };
+    fn submit_send(&mut self, index: usize) {
+        let data = user_data(OP_SEND, index as u32, 0);
+        let Some(op) = self.sends.get(index) else { return };
         let rest = &op.bytes[op.sent..];
         let entry = opcode::Send::new(Fd(op.fd), rest.as_ptr(), rest.len() as u32)
             .flags(SEND_FLAGS)
@@ -452,16 +467,15 @@ impl Ring {
     /// until then).
     pub(crate) fn forget(&mut self, key: usize) {
         let key = key as u32;
-        let Some(watch) = self.watches.remove(&key) else { return };
+        let Some(watch) = self.watches.get_mut(key as usize).and_then(Option::take) else { return };
         if watch.polling {
             self.cancel(user_data(OP_CONNECT, key, watch.generation));
         }
         if watch.receiving {
             self.cancel(user_data(OP_RECV, key, watch.generation));
         }
-        let send = user_data(OP_SEND, key, watch.generation);
-        if self.sends.contains_key(&send) {
-            self.cancel(send);
+        if let Some(index) = watch.sending {
+            self.cancel(user_data(OP_SEND, index as u32, 0));
         }
     }
 
@@ -516,13 +530,14 @@ impl Ring {
 
     fn complete(&mut self, data: u64, res: i32, flags: u32, out: &mut Vec<(usize, u32, Completion)>) {
         let (op, key, generation) = decode(data);
-        let live = |watches: &HashMap<u32, Watch>| {
-            watches.get(&key).filter(|w| w.generation & GEN_MASK == generation).map(|w| w.generation)
+        let live = |watches: &[Option<Watch>], key: u32, generation: u32| {
+            let watch = watches.get(key as usize)?.as_ref()?;
+            (watch.generation & GEN_MASK == generation & GEN_MASK).then_some(watch.generation)
         };
         match op {
             OP_CONNECT => {
-                let Some(generation) = live(&self.watches) else { return };
-                if let Some(watch) = self.watches.get_mut(&key) {
+                let Some(generation) = live(&self.watches, key, generation) else { return };
+                if let Some(watch) = self.watch_mut(key) {
                     watch.polling = false;
                 }
                 out.push((key as usize, generation, Completion::Connected));
@@ -532,12 +547,12 @@ impl Ring {
                 if bid.is_some() {
                     self.bufs.in_ring = self.bufs.in_ring.saturating_sub(1);
                 }
-                let Some(generation) = live(&self.watches) else {
+                let Some(generation) = live(&self.watches, key, generation) else {
                     self.bufs.free.extend(bid);
                     return;
                 };
                 if !cqueue::more(flags) {
-                    if let Some(watch) = self.watches.get_mut(&key) {
+                    if let Some(watch) = self.watch_mut(key) {
                         watch.receiving = false;
                     }
                     if res == -libc::ENOBUFS {
@@ -569,19 +584,23 @@ impl Ring {
                 out.push((key as usize, generation, what));
             }
             OP_SEND => {
-                let Some(op) = self.sends.get_mut(&data) else { return };
-                let live = live(&self.watches);
+                // For a send, `key` is its index in `sends`.
+                let index = key as usize;
+                let Some(op) = self.sends.get_mut(index) else { return };
+                let (key, generation) = (op.key, op.generation);
+                let live = live(&self.watches, key, generation).filter(|&g| g == generation);
                 if res > 0 && op.sent + (res as usize) < op.bytes.len() && live.is_some() {
                     op.sent += res as usize;
-                    self.submit_send(data);
+                    self.submit_send(index);
                     return;
                 }
-                let Some(mut op) = self.sends.remove(&data) else { return };
+                let mut op = self.sends.remove(index);
                 if self.pool.len() < POOL {
                     op.bytes.clear();
                     self.pool.push(op.bytes);
                 }
-                let Some(generation) = live else { return };
+                let Some(watch) = live.and_then(|_| self.watch_mut(key)) else { return };
+                watch.sending = None;
                 let what = if res < 0 { Completion::Failed(-res) } else { Completion::Sent };
                 out.push((key as usize, generation, what));
             }
