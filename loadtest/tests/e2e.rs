@@ -556,6 +556,19 @@ fn refuses_bad_targets_and_sources_without_sending() {
     }
 }
 
+/// `storm`: connect–upgrade–close cycles, each ended by a clean close handshake.
+#[test]
+fn storm_cycles_close_cleanly() {
+    let url = format!("ws://{}/", echo_server());
+    for backend in BACKENDS {
+        let (code, v, text) = load_on(backend, &["storm", &url, "--parallel", "4", "--duration", "500ms"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(u(&v, "cycles") > 0, "{v}");
+        assert_eq!(v["failed"], serde_json::json!({}), "{v}");
+        assert_eq!(u(&v, "cycle.count"), u(&v, "cycles"), "{v}");
+    }
+}
+
 /// `--backend` takes auto, epoll or io_uring; anything else is a usage error that names the
 /// choices, before any connection is attempted (the target is a documentation address).
 #[test]
