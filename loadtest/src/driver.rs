@@ -37,10 +37,19 @@ impl Backend {
     /// The backend to run: `Err` (why) when io_uring was asked for and cannot run; with
     /// `Auto`, epoll and why io_uring cannot run when it cannot.
     pub(crate) fn resolve(self) -> Result<(Backend, Option<String>), String> {
+        self.resolve_with(uring_probe)
+    }
+
+    /// [`resolve`](Self::resolve) with `probe` saying whether io_uring can run (asked only
+    /// when it matters).
+    fn resolve_with(
+        self,
+        probe: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(Backend, Option<String>), String> {
         match self {
             Backend::Epoll => Ok((Backend::Epoll, None)),
-            Backend::IoUring => uring_probe().map(|()| (Backend::IoUring, None)),
-            Backend::Auto => Ok(match uring_probe() {
+            Backend::IoUring => probe().map(|()| (Backend::IoUring, None)),
+            Backend::Auto => Ok(match probe() {
                 Ok(()) => (Backend::IoUring, None),
                 Err(why) => (Backend::Epoll, Some(why)),
             }),
@@ -611,5 +620,21 @@ impl CloseStats {
 
     pub(crate) fn all_clean(&self) -> bool {
         self.failed.is_empty() && self.timed_out == 0 && self.server_closed == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_saying_why_and_an_explicit_io_uring_refuses() {
+        let refused = || Err::<(), _>("disabled".to_owned());
+        assert_eq!(Backend::Auto.resolve_with(refused), Ok((Backend::Epoll, Some("disabled".into()))));
+        assert_eq!(Backend::IoUring.resolve_with(refused), Err("disabled".into()));
+        assert_eq!(Backend::Auto.resolve_with(|| Ok(())), Ok((Backend::IoUring, None)));
+        assert_eq!(Backend::IoUring.resolve_with(|| Ok(())), Ok((Backend::IoUring, None)));
+        let never = || -> Result<(), String> { panic!("epoll needs no probe") };
+        assert_eq!(Backend::Epoll.resolve_with(never), Ok((Backend::Epoll, None)));
     }
 }

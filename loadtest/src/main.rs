@@ -9,7 +9,8 @@
 //! - `fanout`: N subscribers of a channel, messages published through the gateway's admin API;
 //!   delivery ratio and publish-to-delivery latency.
 //!
-//! A process runs on one thread with one `mio::Poll` (the measurements pin the client to one
+//! A process runs on one thread with one loop (`driver.rs`: epoll through `mio`, or io_uring
+//! through `uring.rs`, `--backend`; the measurements pin the client to one
 //! core); `--procs K` (automatic above 15,000 connections) runs K copies of itself, each with a
 //! share of the connections and of the source addresses, and merges their reports
 //! (`shard.rs`). The final table goes to stdout, a status line to stderr; `--json` adds one
