@@ -167,6 +167,12 @@ pub(crate) struct Common {
     /// run itself failed its checks).
     #[arg(long = "threshold", value_name = "CHECK", value_parser = crate::threshold::parse)]
     pub(crate) thresholds: Vec<crate::threshold::Threshold>,
+    /// The client loop's kernel interface: `auto` (io_uring when the kernel allows it, else
+    /// epoll, saying why on stderr), `epoll`, or `io_uring` (an error when it cannot start).
+    /// io_uring receives and sends through the ring (no `read`/`write` per message, one
+    /// `io_uring_enter` per turn), so the client spends less CPU per message.
+    #[arg(long, value_enum, default_value_t = crate::driver::Backend::Auto)]
+    pub(crate) backend: crate::driver::Backend,
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,

@@ -2,9 +2,14 @@
 //!
 //! The protocol work is throng's sans-IO core ([`ClientRequest`], [`Session`], [`encode_frame`]):
 //! the session answers pings and the server's close and fails on protocol errors, as throng's
-//! own client and server do; this file only moves bytes. Reads go through a scratch buffer shared by all connections, so an
-//! idle connection keeps at most a partial frame header; writes are queued in `out` and flushed
-//! with one `write` per call (what the kernel refuses waits for the next writable event).
+//! own client and server do; this file only moves bytes. Reads go through a scratch buffer
+//! shared by all connections, so an idle connection keeps at most a partial frame header.
+//!
+//! The bytes move one of two ways, chosen by the driver's backend ([`Writes`], [`Source`]): on a
+//! readiness backend (epoll) the connection reads and writes its socket itself, with one
+//! `write` per flush (what the kernel refuses waits for the next writable event); on a
+//! completion backend (io_uring) it is handed the bytes received and hands over what it queued,
+//! and never touches the socket's data itself.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -44,6 +49,48 @@ pub(crate) struct Readiness {
     pub(crate) read_closed: bool,
 }
 
+/// Where a readiness event's bytes come from.
+#[derive(Debug)]
+pub(crate) enum Source<'a> {
+    /// The socket: read it until it would block.
+    Socket,
+    /// Bytes a completion backend received (none: the event carries no data).
+    Bytes(&'a [u8]),
+    /// The server's FIN, as a completion backend received it.
+    Eof,
+    /// The socket failed with this errno, as a completion backend learnt.
+    Failed(i32),
+}
+
+impl Source<'_> {
+    /// Reads as `read(2)` on a non-blocking socket would: bytes, then `WouldBlock` (or the 0 of
+    /// the FIN, or the error).
+    fn read(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Socket => (&*stream).read(buf),
+            Source::Bytes([]) => Err(io::ErrorKind::WouldBlock.into()),
+            Source::Bytes(bytes) => {
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                *bytes = &bytes[n..];
+                Ok(n)
+            }
+            Source::Eof => Ok(0),
+            Source::Failed(errno) => Err(io::Error::from_raw_os_error(*errno)),
+        }
+    }
+}
+
+/// Who writes a connection's queued bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// [`Conn::flush`] writes them to the (non-blocking) socket.
+    Direct,
+    /// The driver takes them ([`Conn::hand_over`]) for a completion backend to send; flushing
+    /// leaves them queued.
+    Handed,
+}
+
 /// What a readiness event did to a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -77,6 +124,9 @@ pub(crate) struct Conn<S> {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
+    writes: Writes,
+    /// Bytes handed over and not yet reported sent ([`Writes::Handed`]).
+    in_flight: usize,
     /// We started the close handshake (as opposed to answering the server's).
     we_closed: bool,
     /// When the connect started.
@@ -96,6 +146,7 @@ impl<S> Conn<S> {
         host: &str,
         path: &str,
         generation: u32,
+        writes: Writes,
         state: S,
     ) -> Result<Self, HandshakeError> {
         let mut out = Vec::with_capacity(256);
@@ -111,6 +162,8 @@ impl<S> Conn<S> {
             inbuf: Vec::new(),
             out,
             out_pos: 0,
+            writes,
+            in_flight: 0,
             we_closed: false,
             started: Instant::now(),
             generation,
@@ -124,14 +177,43 @@ impl<S> Conn<S> {
         &mut self.stream
     }
 
+    /// The socket, for a completion backend's operations.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Where the connection is.
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
-    /// Bytes queued and not yet accepted by the kernel.
+    /// Bytes queued (or handed over) and not yet accepted by the kernel.
     pub(crate) fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len() - self.out_pos + self.in_flight
+    }
+
+    /// [`Writes::Handed`]: whether there are queued bytes to hand over now (connected, and
+    /// nothing in flight: one send at a time keeps the bytes in order).
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.writes == Writes::Handed
+            && self.phase != Phase::Connecting
+            && self.in_flight == 0
+            && self.out.len() > self.out_pos
+    }
+
+    /// Hands the queued bytes over (see [`has_unsent`](Self::has_unsent)); `spare`, an empty
+    /// buffer, takes their place.
+    pub(crate) fn hand_over(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        let mut bytes = std::mem::replace(&mut self.out, spare);
+        bytes.drain(..self.out_pos);
+        self.out_pos = 0;
+        self.in_flight = bytes.len();
+        bytes
+    }
+
+    /// What was handed over went out.
+    pub(crate) fn sent(&mut self) {
+        self.in_flight = 0;
     }
 
     /// Queues a masked data frame or ping (call [`flush`](Self::flush) after a batch). Dropped
@@ -155,9 +237,10 @@ impl<S> Conn<S> {
     }
 
     /// Writes what is queued with one `write` (a short write means the kernel buffer is full:
-    /// the rest goes out on the next writable event).
+    /// the rest goes out on the next writable event). With [`Writes::Handed`], does nothing:
+    /// the driver hands the bytes over after each call into the connection.
     pub(crate) fn flush(&mut self) -> Result<(), &'static str> {
-        if self.phase == Phase::Connecting {
+        if self.phase == Phase::Connecting || self.writes == Writes::Handed {
             return Ok(());
         }
         while self.out_pos < self.out.len() {
@@ -180,16 +263,17 @@ impl<S> Conn<S> {
         Ok(())
     }
 
-    /// Handles a readiness event. `on_item` sees every frame received (pings are answered and
-    /// close frames completed here as well).
+    /// Handles a readiness event, reading from `source`. `on_item` sees every frame received
+    /// (pings are answered and close frames completed here as well).
     pub(crate) fn on_ready(
         &mut self,
         ready: Readiness,
+        mut source: Source<'_>,
         scratch: &mut [u8],
         limits: &Limits,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> Status {
-        match self.drive(ready, scratch, limits, on_item) {
+        match self.drive(ready, &mut source, scratch, limits, on_item) {
             Ok(status) => status,
             Err(cause) => Status::Done(End::Failed(cause)),
         }
@@ -198,6 +282,7 @@ impl<S> Conn<S> {
     fn drive(
         &mut self,
         ready: Readiness,
+        source: &mut Source<'_>,
         scratch: &mut [u8],
         limits: &Limits,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
@@ -223,7 +308,7 @@ impl<S> Conn<S> {
         let mut status = Status::Busy;
         let mut may_read = true;
         if self.phase == Phase::Handshaking {
-            match self.read_head(ready.read_closed)? {
+            match self.read_head(source, ready.read_closed)? {
                 None => return Ok(Status::Busy),
                 Some(drained) => {
                     status = Status::Opened;
@@ -231,7 +316,7 @@ impl<S> Conn<S> {
                 }
             }
         }
-        if let Some(end) = self.read_frames(scratch, limits, may_read, ready.read_closed, on_item)? {
+        if let Some(end) = self.read_frames(source, scratch, limits, may_read, ready.read_closed, on_item)? {
             return Ok(Status::Done(end));
         }
         Ok(status)
@@ -239,12 +324,16 @@ impl<S> Conn<S> {
 
     /// Reads the response head. `Some(drained)` once upgraded (frame bytes after the head are
     /// left in `inbuf`); `None` while incomplete.
-    fn read_head(&mut self, read_closed: bool) -> Result<Option<bool>, &'static str> {
+    fn read_head(
+        &mut self,
+        source: &mut Source<'_>,
+        read_closed: bool,
+    ) -> Result<Option<bool>, &'static str> {
         loop {
             let filled = self.inbuf.len();
             let room = 1024.min(MAX_HEAD + 1 - filled);
             self.inbuf.resize(filled + room, 0);
-            let result = (&self.stream).read(&mut self.inbuf[filled..]);
+            let result = source.read(&self.stream, &mut self.inbuf[filled..]);
             let n = match result {
                 Ok(0) => return Err("eof_in_handshake"),
                 Ok(n) => n,
@@ -283,6 +372,7 @@ impl<S> Conn<S> {
     /// (`read_closed`): then reading goes on to the 0. `Some(end)` when the connection is over.
     fn read_frames(
         &mut self,
+        source: &mut Source<'_>,
         scratch: &mut [u8],
         limits: &Limits,
         may_read: bool,
@@ -298,7 +388,7 @@ impl<S> Conn<S> {
         loop {
             let mut drained = !may_read;
             if may_read {
-                match (&self.stream).read(&mut scratch[filled..]) {
+                match source.read(&self.stream, &mut scratch[filled..]) {
                     Ok(0) => {
                         eof = true;
                         drained = true;

@@ -1,6 +1,9 @@
-//! The client loop every mode runs on: one `mio::Poll`, a slab of connections, a shared read
-//! buffer. Modes call [`Driver::dial`], [`Driver::poll`] and [`Driver::on_ready`] in their own
-//! loops; [`Driver::establish`] and [`Driver::close_all`] are the phases they share.
+//! The client loop every mode runs on: a slab of connections, a shared read buffer and one
+//! backend ([`Backend`]): a `mio::Poll` (epoll: readiness, the connections read and write their
+//! sockets) or an io_uring ring (completions: the ring receives and sends, `uring.rs`). Modes
+//! call [`Driver::dial`], [`Driver::poll`], [`Driver::on_ready`], [`Driver::flush`] and
+//! [`Driver::close`] in their own loops, the same calls on either backend;
+//! [`Driver::establish`] and [`Driver::close_all`] are the phases they share.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -10,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use slab::Slab;
 use throng::proto::{Item, Limits};
 
-use crate::conn::{Conn, End, Phase, Readiness, Status};
+use crate::conn::{Conn, End, Phase, Readiness, Source, Status, Writes};
 use crate::ctl::Ctl;
 use crate::net::{self, Sources};
 use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
@@ -19,11 +22,102 @@ use crate::target::Target;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(50);
 
+/// `--backend`: which kernel interface the client loop runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    Epoll,
+    #[value(name = "io_uring")]
+    IoUring,
+}
+
+impl Backend {
+    /// The backend to run: `Err` (why) when io_uring was asked for and cannot run; with
+    /// `Auto`, epoll and why io_uring cannot run when it cannot.
+    pub(crate) fn resolve(self) -> Result<(Backend, Option<String>), String> {
+        self.resolve_with(uring_probe)
+    }
+
+    /// [`resolve`](Self::resolve) with `probe` saying whether io_uring can run (asked only
+    /// when it matters).
+    fn resolve_with(
+        self,
+        probe: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(Backend, Option<String>), String> {
+        match self {
+            Backend::Epoll => Ok((Backend::Epoll, None)),
+            Backend::IoUring => probe().map(|()| (Backend::IoUring, None)),
+            Backend::Auto => Ok(match probe() {
+                Ok(()) => (Backend::IoUring, None),
+                Err(why) => (Backend::Epoll, Some(why)),
+            }),
+        }
+    }
+
+    /// The name `--backend` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Epoll => "epoll",
+            Backend::IoUring => "io_uring",
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_probe() -> Result<(), String> {
+    crate::uring::probe()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_probe() -> Result<(), String> {
+    Err("io_uring is Linux only".into())
+}
+
+/// What a poll reported for a connection; hand it to [`Driver::on_ready`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Event {
+    readiness: Readiness,
+    input: Input,
+}
+
+/// Where an [`Event`]'s bytes are.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    /// In the socket (epoll).
+    Socket,
+    /// None (a connect finished, or a send failed or went).
+    Nothing,
+    /// In a ring buffer, lent until the next poll.
+    #[cfg(target_os = "linux")]
+    Buffer {
+        turn: u64,
+        bid: u16,
+        len: u32,
+    },
+    Eof,
+    Failed(i32),
+}
+
+/// The kernel interface under the loop.
+enum Io {
+    Epoll {
+        poll: Poll,
+        events: Events,
+    },
+    #[cfg(target_os = "linux")]
+    Uring {
+        ring: Box<crate::uring::Ring>,
+        completions: Vec<(usize, u32, crate::uring::Completion)>,
+    },
+}
+
 /// The client's event loop and its connections.
 pub(crate) struct Driver<S> {
-    poll: Poll,
-    events: Events,
-    ready: Vec<(usize, Readiness)>,
+    io: Io,
+    ready: Vec<(usize, Event)>,
     /// The connections, keyed by slab index (the low 32 bits of their token).
     pub(crate) conns: Slab<Conn<S>>,
     scratch: Vec<u8>,
@@ -34,11 +128,28 @@ pub(crate) struct Driver<S> {
 }
 
 impl<S> Driver<S> {
-    /// A driver for `target`; `scratch` bytes of shared read buffer (at least 4 KiB).
-    pub(crate) fn new(target: &Target, sources: Sources, scratch: usize) -> io::Result<Self> {
+    /// A driver for `target` on `backend` ([`Backend::resolve`]d); `scratch` bytes of shared
+    /// read buffer (at least 4 KiB).
+    pub(crate) fn new(
+        target: &Target,
+        sources: Sources,
+        scratch: usize,
+        backend: Backend,
+    ) -> io::Result<Self> {
+        let io = match backend
+            .resolve()
+            .map_err(|why| io::Error::other(format!("--backend io_uring: {why}")))?
+            .0
+        {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring => Io::Uring {
+                ring: Box::new(crate::uring::Ring::new()?),
+                completions: Vec::with_capacity(4096),
+            },
+            _ => Io::Epoll { poll: Poll::new()?, events: Events::with_capacity(4096) },
+        };
         Ok(Driver {
-            poll: Poll::new()?,
-            events: Events::with_capacity(4096),
+            io,
             ready: Vec::with_capacity(4096),
             conns: Slab::new(),
             scratch: vec![0; scratch.max(4096)],
@@ -49,67 +160,175 @@ impl<S> Driver<S> {
         })
     }
 
+    /// The backend this driver runs on (`Epoll` or `IoUring`).
+    pub(crate) fn backend(&self) -> Backend {
+        match self.io {
+            Io::Epoll { .. } => Backend::Epoll,
+            #[cfg(target_os = "linux")]
+            Io::Uring { .. } => Backend::IoUring,
+        }
+    }
+
     /// Starts a connection; returns its key, or the failure cause.
     pub(crate) fn dial(&mut self, state: S) -> Result<usize, &'static str> {
         let stream = net::connect(&mut self.sources, self.target.addr).map_err(|e| net::cause(&e))?;
         self.generation = self.generation.wrapping_add(1);
-        let mut conn = Conn::new(stream, &self.target.host, &self.target.path, self.generation, state)
-            .map_err(|_| "bad_request")?;
+        let writes = match self.io {
+            Io::Epoll { .. } => Writes::Direct,
+            #[cfg(target_os = "linux")]
+            Io::Uring { .. } => Writes::Handed,
+        };
+        let mut conn =
+            Conn::new(stream, &self.target.host, &self.target.path, self.generation, writes, state)
+                .map_err(|_| "bad_request")?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let token = Token(((self.generation as usize) << 32) | key);
-        self.poll
-            .registry()
-            .register(conn.stream_mut(), token, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| net::cause(&e))?;
+        match &mut self.io {
+            Io::Epoll { poll, .. } => {
+                let token = Token(((self.generation as usize) << 32) | key);
+                poll.registry()
+                    .register(conn.stream_mut(), token, Interest::READABLE | Interest::WRITABLE)
+                    .map_err(|e| net::cause(&e))?;
+            }
+            #[cfg(target_os = "linux")]
+            Io::Uring { ring, .. } => ring.watch_connect(key, self.generation, conn.stream()),
+        }
         entry.insert(conn);
         Ok(key)
     }
 
-    /// Waits for readiness; returns `(key, readiness)` of live connections. Take the
-    /// list with `std::mem::take` and hand it back with [`give_back`](Self::give_back).
-    pub(crate) fn poll(&mut self, timeout: Duration) -> io::Result<Vec<(usize, Readiness)>> {
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    /// Waits for events; returns `(key, event)` of live connections (a connection may have
+    /// several). Take the list with `std::mem::take` and hand it back with
+    /// [`give_back`](Self::give_back); its events are good until the next poll.
+    pub(crate) fn poll(&mut self, timeout: Duration) -> io::Result<Vec<(usize, Event)>> {
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        for event in &self.events {
-            let key = event.token().0 & 0xffff_ffff;
-            let generation = (event.token().0 >> 32) as u32;
-            if self.conns.get(key).is_some_and(|c| c.generation == generation) {
-                let read_closed = event.is_read_closed() || event.is_error();
-                ready.push((
-                    key,
-                    Readiness {
-                        readable: event.is_readable() || read_closed,
-                        writable: event.is_writable() || event.is_error(),
-                        read_closed,
-                    },
-                ));
+        match &mut self.io {
+            Io::Epoll { poll, events } => {
+                match poll.poll(events, Some(timeout)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                for event in events.iter() {
+                    let key = event.token().0 & 0xffff_ffff;
+                    let generation = (event.token().0 >> 32) as u32;
+                    if self.conns.get(key).is_some_and(|c| c.generation == generation) {
+                        let read_closed = event.is_read_closed() || event.is_error();
+                        let readiness = Readiness {
+                            readable: event.is_readable() || read_closed,
+                            writable: event.is_writable() || event.is_error(),
+                            read_closed,
+                        };
+                        ready.push((key, Event { readiness, input: Input::Socket }));
+                    }
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Io::Uring { ring, completions } => {
+                use crate::uring::Completion;
+                completions.clear();
+                ring.wait(timeout, completions)?;
+                let turn = ring.turn();
+                for &(key, generation, what) in completions.iter() {
+                    let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) else {
+                        continue;
+                    };
+                    let readable = Readiness { readable: true, ..Readiness::default() };
+                    let event = match what {
+                        Completion::Connected => Event {
+                            readiness: Readiness { writable: true, ..Readiness::default() },
+                            input: Input::Nothing,
+                        },
+                        Completion::Received { bid, len } => {
+                            Event { readiness: readable, input: Input::Buffer { turn, bid, len } }
+                        }
+                        Completion::Eof => Event {
+                            readiness: Readiness { read_closed: true, ..readable },
+                            input: Input::Eof,
+                        },
+                        Completion::Failed(errno) => {
+                            Event { readiness: readable, input: Input::Failed(errno) }
+                        }
+                        Completion::Sent => {
+                            conn.sent();
+                            hand_over(ring, key, conn);
+                            continue;
+                        }
+                    };
+                    ready.push((key, event));
+                }
             }
         }
         Ok(ready)
     }
 
     /// Returns the list [`poll`](Self::poll) handed out, to reuse its allocation.
-    pub(crate) fn give_back(&mut self, ready: Vec<(usize, Readiness)>) {
+    pub(crate) fn give_back(&mut self, ready: Vec<(usize, Event)>) {
         self.ready = ready;
     }
 
-    /// Lets connection `key` handle its readiness.
+    /// Lets connection `key` handle an event of the last [`poll`](Self::poll).
     pub(crate) fn on_ready(
         &mut self,
         key: usize,
-        ready: Readiness,
+        event: Event,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> Status {
-        match self.conns.get_mut(key) {
-            Some(conn) => conn.on_ready(ready, &mut self.scratch, &self.limits, on_item),
-            None => Status::Busy,
+        let Some(conn) = self.conns.get_mut(key) else { return Status::Busy };
+        let source = match event.input {
+            Input::Socket => Source::Socket,
+            Input::Nothing => Source::Bytes(&[]),
+            #[cfg(target_os = "linux")]
+            Input::Buffer { turn, bid, len } => match &self.io {
+                // A stale event (from before the last poll) has nothing left to read.
+                Io::Uring { ring, .. } => Source::Bytes(ring.data(turn, bid, len).unwrap_or_default()),
+                Io::Epoll { .. } => Source::Bytes(&[]),
+            },
+            Input::Eof => Source::Eof,
+            Input::Failed(errno) => Source::Failed(errno),
+        };
+        let connecting = conn.phase() == Phase::Connecting;
+        let status = conn.on_ready(event.readiness, source, &mut self.scratch, &self.limits, on_item);
+        #[cfg(target_os = "linux")]
+        if let (Io::Uring { ring, .. }, Status::Busy | Status::Opened) = (&mut self.io, status) {
+            if connecting && conn.phase() == Phase::Connecting {
+                // Not connected yet after all: watch on.
+                ring.watch_connect(key, conn.generation, conn.stream());
+            } else if connecting {
+                if let Err(e) = ring.start_receiving(key, conn.stream()) {
+                    return Status::Done(End::Failed(net::cause(&e)));
+                }
+            }
+            hand_over(ring, key, conn);
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = connecting;
+        status
+    }
+
+    /// Sends what connection `key` has queued (on epoll, one `write` now; on io_uring, with the
+    /// next poll). `Err` when the connection failed: remove it.
+    pub(crate) fn flush(&mut self, key: usize) -> Result<(), &'static str> {
+        let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
+        conn.flush()?;
+        #[cfg(target_os = "linux")]
+        if let Io::Uring { ring, .. } = &mut self.io {
+            hand_over(ring, key, conn);
+        }
+        Ok(())
+    }
+
+    /// Starts connection `key`'s close handshake with 1000 (nothing unless it is open). `Err`
+    /// when the connection failed: remove it.
+    pub(crate) fn close(&mut self, key: usize) -> Result<(), &'static str> {
+        let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
+        conn.close()?;
+        #[cfg(target_os = "linux")]
+        if let Io::Uring { ring, .. } = &mut self.io {
+            hand_over(ring, key, conn);
+        }
+        Ok(())
     }
 
     /// One turn of a loop that sends nothing of its own (waiting for `go`, holding, collecting
@@ -132,9 +351,23 @@ impl<S> Driver<S> {
         Ok(())
     }
 
-    /// Drops connection `key` (closing the socket removes it from the poll).
+    /// Drops connection `key` (closing the socket removes it from the poll; the ring's
+    /// operations on it are cancelled).
     pub(crate) fn remove(&mut self, key: usize) -> Option<Conn<S>> {
-        self.conns.try_remove(key)
+        let conn = self.conns.try_remove(key)?;
+        #[cfg(target_os = "linux")]
+        if let Io::Uring { ring, .. } = &mut self.io {
+            ring.forget(key);
+        }
+        Some(conn)
+    }
+
+    /// Drops every connection.
+    pub(crate) fn clear(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.remove(key);
+        }
     }
 
     /// Opens `n` connections, at most `concurrency` being set up at once and, with `rate`, at
@@ -250,11 +483,10 @@ impl<S> Driver<S> {
         let mut stats = CloseStats::default();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let conn = &mut self.conns[key];
-            if conn.phase() != Phase::Open {
+            if self.conns[key].phase() != Phase::Open {
                 continue;
             }
-            if let Err(cause) = conn.close() {
+            if let Err(cause) = self.close(key) {
                 self.remove(key);
                 bump(&mut stats.failed, cause);
             }
@@ -279,8 +511,17 @@ impl<S> Driver<S> {
             ctl.tick(self.conns.len() as u64, stats.clean);
         }
         stats.timed_out = self.conns.len() as u64;
-        self.conns.clear();
+        self.clear();
         Ok(stats)
+    }
+}
+
+/// Hands connection `key`'s queued bytes to the ring, if it has any to send now.
+#[cfg(target_os = "linux")]
+fn hand_over<S>(ring: &mut crate::uring::Ring, key: usize, conn: &mut Conn<S>) {
+    if conn.has_unsent() {
+        let bytes = conn.hand_over(ring.spare());
+        ring.send(key, conn.generation, conn.stream(), bytes);
     }
 }
 
@@ -379,5 +620,21 @@ impl CloseStats {
 
     pub(crate) fn all_clean(&self) -> bool {
         self.failed.is_empty() && self.timed_out == 0 && self.server_closed == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_saying_why_and_an_explicit_io_uring_refuses() {
+        let refused = || Err::<(), _>("disabled".to_owned());
+        assert_eq!(Backend::Auto.resolve_with(refused), Ok((Backend::Epoll, Some("disabled".into()))));
+        assert_eq!(Backend::IoUring.resolve_with(refused), Err("disabled".into()));
+        assert_eq!(Backend::Auto.resolve_with(|| Ok(())), Ok((Backend::IoUring, None)));
+        assert_eq!(Backend::IoUring.resolve_with(|| Ok(())), Ok((Backend::IoUring, None)));
+        let never = || -> Result<(), String> { panic!("epoll needs no probe") };
+        assert_eq!(Backend::Epoll.resolve_with(never), Ok((Backend::Epoll, None)));
     }
 }

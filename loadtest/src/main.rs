@@ -9,7 +9,8 @@
 //! - `fanout`: N subscribers of a channel, messages published through the gateway's admin API;
 //!   delivery ratio and publish-to-delivery latency.
 //!
-//! A process runs on one thread with one `mio::Poll` (the measurements pin the client to one
+//! A process runs on one thread with one loop (`driver.rs`: epoll through `mio`, or io_uring
+//! through `uring.rs`, `--backend`; the measurements pin the client to one
 //! core); `--procs K` (automatic above 15,000 connections) runs K copies of itself, each with a
 //! share of the connections and of the source addresses, and merges their reports
 //! (`shard.rs`). The final table goes to stdout, a status line to stderr; `--json` adds one
@@ -34,6 +35,8 @@ mod shard;
 mod stats;
 mod target;
 mod threshold;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,6 +94,14 @@ fn main() -> ExitCode {
         None if matches!(mode, Mode::Storm(_)) => 1,
         None => conns.div_ceil(CONNS_PER_PROC).max(1),
     };
+    match common.backend.resolve() {
+        Err(why) => return usage_error(&format!("--backend io_uring: {why}")),
+        // Said once, by the process the user started.
+        Ok((_, Some(why))) if !common.child => {
+            eprintln!("throng-load: io_uring unavailable ({why}); using epoll")
+        }
+        Ok(_) => {}
+    }
     if common.child {
         stats::export_histograms();
     }

@@ -39,6 +39,17 @@ fn echo_server_taking(delay: Duration) -> SocketAddr {
     addr
 }
 
+/// The client loop's backends (`--backend`): the tests that run the loop run on each.
+const BACKENDS: [&str; 2] = ["epoll", "io_uring"];
+
+/// [`load`] with `--backend BACKEND`; checks that the report says that backend ran.
+fn load_on(backend: &str, args: &[&str]) -> (i32, Value, String) {
+    let args: Vec<&str> = args.iter().copied().chain(["--backend", backend]).collect();
+    let (code, v, text) = load(&args);
+    assert_eq!(v["backend"], backend, "{text}");
+    (code, v, text)
+}
+
 /// Runs `throng-load ARGS --json`; returns the exit code, the parsed last line and the output.
 fn load(args: &[&str]) -> (i32, Value, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
@@ -73,42 +84,50 @@ fn assert_ordered(v: &Value, latency: &str) {
 
 #[test]
 fn connect_holds_500_and_checks_them() {
-    let url = format!("ws://{}/", echo_server());
-    let (code, v, text) = load(&["connect", &url, "--conns", "500", "--hold", "2s", "--ping-sample", "100"]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!(v["mode"], "connect");
-    assert_eq!(u(&v, "dial.established"), 500);
-    assert_eq!(u(&v, "open_at_measure"), 500);
-    assert_eq!((u(&v, "pings_sent"), u(&v, "pongs_received")), (100, 100));
-    assert_eq!(u(&v, "close.clean"), 500);
-    assert_ordered(&v, "dial.handshake_latency");
-    assert_eq!(v["ok"], true);
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let (code, v, text) =
+            load_on(backend, &["connect", &url, "--conns", "500", "--hold", "2s", "--ping-sample", "100"]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(v["mode"], "connect");
+        assert_eq!(u(&v, "dial.established"), 500);
+        assert_eq!(u(&v, "open_at_measure"), 500);
+        assert_eq!((u(&v, "pings_sent"), u(&v, "pongs_received")), (100, 100));
+        assert_eq!(u(&v, "close.clean"), 500);
+        assert_ordered(&v, "dial.handshake_latency");
+        assert_eq!(v["ok"], true);
+    }
 }
 
 #[test]
 fn echo_checks_payloads_and_orders_percentiles() {
-    let url = format!("ws://{}/", echo_server());
-    let (code, v, text) = load(&[
-        "echo",
-        &url,
-        "--conns",
-        "8",
-        "--size",
-        "100",
-        "--inflight",
-        "4",
-        "--warmup",
-        "200ms",
-        "--duration",
-        "1s",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!(u(&v, "dial.established"), 8);
-    assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0));
-    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
-    assert_ordered(&v, "rtt");
-    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"));
-    assert!(f(&v, "cpu.client.utilisation") > 0.0);
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "echo",
+                &url,
+                "--conns",
+                "8",
+                "--size",
+                "100",
+                "--inflight",
+                "4",
+                "--warmup",
+                "200ms",
+                "--duration",
+                "1s",
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(u(&v, "dial.established"), 8);
+        assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0));
+        assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+        assert_ordered(&v, "rtt");
+        assert_eq!(u(&v, "rtt.count"), u(&v, "messages"));
+        assert!(f(&v, "cpu.client.utilisation") > 0.0);
+    }
 }
 
 /// `--csv`: a header, then one row per second of the run, the same rows as the JSON's `series`;
@@ -116,31 +135,37 @@ fn echo_checks_payloads_and_orders_percentiles() {
 /// which echoes came back has its latency percentiles.
 #[test]
 fn csv_has_a_row_per_second() {
-    let url = format!("ws://{}/", echo_server());
-    let path = std::env::temp_dir().join(format!("throng-load-e2e-{}.csv", std::process::id()));
-    let pid = std::process::id().to_string();
-    let csv = path.to_str().unwrap();
-    let args = ["echo", &url, "--conns", "4", "--warmup", "0s", "--duration", "3s", "--csv", csv];
-    let (code, v, text) = load(&[&args[..], &["--server-pid", &pid]].concat());
-    assert_eq!(code, 0, "{text}");
-    let written = std::fs::read_to_string(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
-    let mut lines = written.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header[..4], ["t_s", "open", "sent_per_s", "ops_per_s"]);
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert!(rows.len() >= 3, "3s run, {} rows:\n{written}", rows.len());
-    assert_eq!(rows.len(), v["series"].as_array().unwrap().len());
-    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    for row in &rows {
-        assert_eq!(row.len(), header.len(), "{row:?}");
-        assert!(!row[column("server_cpu")].is_empty() && !row[column("client_cpu")].is_empty(), "{row:?}");
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let path = std::env::temp_dir().join(format!("throng-load-e2e-{}.csv", std::process::id()));
+        let pid = std::process::id().to_string();
+        let csv = path.to_str().unwrap();
+        let args = ["echo", &url, "--conns", "4", "--warmup", "0s", "--duration", "3s", "--csv", csv];
+        let (code, v, text) = load_on(backend, &[&args[..], &["--server-pid", &pid]].concat());
+        assert_eq!(code, 0, "{text}");
+        let written = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut lines = written.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header[..4], ["t_s", "open", "sent_per_s", "ops_per_s"]);
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert!(rows.len() >= 3, "3s run, {} rows:\n{written}", rows.len());
+        assert_eq!(rows.len(), v["series"].as_array().unwrap().len());
+        let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        for row in &rows {
+            assert_eq!(row.len(), header.len(), "{row:?}");
+            assert!(
+                !row[column("server_cpu")].is_empty() && !row[column("client_cpu")].is_empty(),
+                "{row:?}"
+            );
+        }
+        let busy =
+            rows.iter().find(|r| r[column("ops_per_s")].parse::<f64>().unwrap() > 0.0).expect("echoes");
+        let (p50, p99): (f64, f64) =
+            (busy[column("p50_us")].parse().unwrap(), busy[column("p99_us")].parse().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{busy:?}");
+        assert!(busy[column("sent_per_s")].parse::<f64>().unwrap() > 0.0);
     }
-    let busy = rows.iter().find(|r| r[column("ops_per_s")].parse::<f64>().unwrap() > 0.0).expect("echoes");
-    let (p50, p99): (f64, f64) =
-        (busy[column("p50_us")].parse().unwrap(), busy[column("p99_us")].parse().unwrap());
-    assert!(0.0 < p50 && p50 <= p99, "{busy:?}");
-    assert!(busy[column("sent_per_s")].parse::<f64>().unwrap() > 0.0);
 }
 
 /// The coordinated-omission check: a server that can echo about 500 messages per second. The
@@ -149,152 +174,169 @@ fn csv_has_a_row_per_second() {
 /// latency from the scheduled send times grows over the run. Only the relation is asserted.
 #[test]
 fn open_loop_measures_the_queue_a_closed_loop_hides() {
-    let url = format!("ws://{}/", echo_server_taking(Duration::from_millis(2)));
-    let common = ["--conns", "2", "--warmup", "0s", "--duration", "2s", "--drain-timeout", "20s"];
-    let closed: Vec<&str> = ["echo", &url, "--inflight", "1"].into_iter().chain(common).collect();
-    let (code, closed, text) = load(&closed);
-    assert_eq!(code, 0, "{text}");
-    assert!(closed["open_loop"].is_null(), "{closed}");
-    let open: Vec<&str> = ["echo", &url, "--total-rate", "800/s"].into_iter().chain(common).collect();
-    let (code, open, text) = load(&open);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains("latency (from schedule)") && text.contains("skipped"), "{text}");
-    // 2 connections × 400/s × 2 s, whatever the server does.
-    let scheduled = u(&open, "open_loop.scheduled");
-    assert!((1590..=1610).contains(&scheduled), "{open}");
-    assert_eq!(u(&open, "open_loop.skipped"), 0, "{open}");
-    assert_eq!((u(&open, "lost"), u(&open, "payload_errors")), (0, 0), "{open}");
-    assert_eq!(f(&open, "open_loop.total_rate"), 800.0);
-    let (closed_p99, open_p99) = (f(&closed, "rtt.p99_us"), f(&open, "rtt.p99_us"));
-    assert!(open_p99 > 5.0 * closed_p99, "open-loop p99 {open_p99} µs vs closed-loop p99 {closed_p99} µs");
-    assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server_taking(Duration::from_millis(2)));
+        let common = ["--conns", "2", "--warmup", "0s", "--duration", "2s", "--drain-timeout", "20s"];
+        let closed: Vec<&str> = ["echo", &url, "--inflight", "1"].into_iter().chain(common).collect();
+        let (code, closed, text) = load_on(backend, &closed);
+        assert_eq!(code, 0, "{text}");
+        assert!(closed["open_loop"].is_null(), "{closed}");
+        let open: Vec<&str> = ["echo", &url, "--total-rate", "800/s"].into_iter().chain(common).collect();
+        let (code, open, text) = load_on(backend, &open);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("latency (from schedule)") && text.contains("skipped"), "{text}");
+        // 2 connections × 400/s × 2 s, whatever the server does.
+        let scheduled = u(&open, "open_loop.scheduled");
+        assert!((1590..=1610).contains(&scheduled), "{open}");
+        assert_eq!(u(&open, "open_loop.skipped"), 0, "{open}");
+        assert_eq!((u(&open, "lost"), u(&open, "payload_errors")), (0, 0), "{open}");
+        assert_eq!(f(&open, "open_loop.total_rate"), 800.0);
+        let (closed_p99, open_p99) = (f(&closed, "rtt.p99_us"), f(&open, "rtt.p99_us"));
+        assert!(
+            open_p99 > 5.0 * closed_p99,
+            "open-loop p99 {open_p99} µs vs closed-loop p99 {closed_p99} µs"
+        );
+        assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
+    }
 }
 
 /// `--total-rate` is for the whole run: with `--procs 2`, each child sends its connections'
 /// share, and the merged schedule adds up to the total.
 #[test]
 fn total_rate_is_shared_by_the_processes() {
-    let url = format!("ws://{}/", echo_server());
-    let (code, v, text) = load(&[
-        "echo",
-        &url,
-        "--conns",
-        "4",
-        "--procs",
-        "2",
-        "--total-rate",
-        "400/s",
-        "--warmup",
-        "0s",
-        "--duration",
-        "1s",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "procs"), f(&v, "open_loop.rate_per_conn")), (2, 100.0), "{v}");
-    assert_eq!(f(&v, "open_loop.total_rate"), 400.0, "{v}");
-    let scheduled = u(&v, "open_loop.scheduled");
-    assert!((396..=404).contains(&scheduled), "{v}");
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "echo",
+                &url,
+                "--conns",
+                "4",
+                "--procs",
+                "2",
+                "--total-rate",
+                "400/s",
+                "--warmup",
+                "0s",
+                "--duration",
+                "1s",
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "procs"), f(&v, "open_loop.rate_per_conn")), (2, 100.0), "{v}");
+        assert_eq!(f(&v, "open_loop.total_rate"), 400.0, "{v}");
+        let scheduled = u(&v, "open_loop.scheduled");
+        assert!((396..=404).contains(&scheduled), "{v}");
+    }
 }
 
 /// `--ramp`: from 10 to 400 messages per second per connection over the run, so the series'
 /// sent rate rises from its first to its third second (the relation only, not the values).
 #[test]
 fn a_ramp_raises_the_sent_rate_over_the_run() {
-    let url = format!("ws://{}/", echo_server());
-    let (code, v, text) =
-        load(&["echo", &url, "--conns", "2", "--ramp", "10:400/s:4s", "--warmup", "0s", "--duration", "4s"]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!(f(&v, "open_loop.rate_per_conn"), 400.0, "{v}");
-    assert_eq!(v["open_loop"]["ramp"], "10:400/s:4s", "{v}");
-    assert!(text.contains("open loop ramping 10:400/s:4s"), "{text}");
-    // Due in the window: 2 connections × the ramp's area (4 s × (10 + 400)/2 = 820).
-    let scheduled = u(&v, "open_loop.scheduled");
-    assert!((1610..=1670).contains(&scheduled), "{v}");
-    let sent: Vec<f64> =
-        v["series"].as_array().unwrap().iter().filter_map(|row| row["sent_per_s"].as_f64()).collect();
-    assert!(sent.len() >= 3, "{v}");
-    // A row per second of a 4 s run: the first second averages about 2 × 59/s, the third
-    // (the last sure to be whole) about 2 × 254/s.
-    assert!(sent[2] > 2.0 * sent[0], "sent per second {sent:?}");
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let (code, v, text) = load_on(
+            backend,
+            &["echo", &url, "--conns", "2", "--ramp", "10:400/s:4s", "--warmup", "0s", "--duration", "4s"],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(f(&v, "open_loop.rate_per_conn"), 400.0, "{v}");
+        assert_eq!(v["open_loop"]["ramp"], "10:400/s:4s", "{v}");
+        assert!(text.contains("open loop ramping 10:400/s:4s"), "{text}");
+        // Due in the window: 2 connections × the ramp's area (4 s × (10 + 400)/2 = 820).
+        let scheduled = u(&v, "open_loop.scheduled");
+        assert!((1610..=1670).contains(&scheduled), "{v}");
+        let sent: Vec<f64> =
+            v["series"].as_array().unwrap().iter().filter_map(|row| row["sent_per_s"].as_f64()).collect();
+        assert!(sent.len() >= 3, "{v}");
+        // A row per second of a 4 s run: the first second averages about 2 × 59/s, the third
+        // (the last sure to be whole) about 2 × 254/s.
+        assert!(sent[2] > 2.0 * sent[0], "sent per second {sent:?}");
+    }
 }
 
 /// Thresholds judge the run: all passing gives 0, one failing gives 4 and says which and why.
 #[test]
 fn thresholds_set_the_exit_status() {
-    let url = format!("ws://{}/", echo_server());
-    let base = ["echo", &url, "--conns", "2", "--warmup", "0s", "--duration", "500ms"];
-    let with =
-        |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
-    let (code, v, text) =
-        load(&with(&["--threshold", "p99<100s", "--threshold", "errors<=0", "--threshold", "rate>0"]));
-    assert_eq!(code, 0, "{text}");
-    assert_eq!(v["thresholds_ok"], true, "{v}");
-    assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(3), "{v}");
-    assert!(text.contains("p99<100s ok ("), "{text}");
-    // No loopback echo comes near a hundred million messages per second.
-    let (code, v, text) = load(&with(&["--threshold", "p99<100s", "--threshold", "rate>=100000000/s"]));
-    assert_eq!(code, 4, "{text}");
-    assert_eq!(v["ok"], true, "the run itself met its checks: {v}");
-    assert_eq!(v["thresholds_ok"], false, "{v}");
-    let failed = &v["thresholds"][1];
-    assert_eq!(
-        (failed["threshold"].as_str(), failed["ok"].as_bool()),
-        (Some("rate>=100000000/s"), Some(false))
-    );
-    assert!(failed["value"].as_f64().is_some_and(|rate| rate > 0.0), "{v}");
-    assert!(text.contains("rate>=100000000/s FAILED ("), "{text}");
-    // A bad threshold is a usage error.
-    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
-        .args(with(&["--threshold", "p99<fast"]))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("expected a duration like 50ms"));
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let base = ["echo", &url, "--conns", "2", "--warmup", "0s", "--duration", "500ms"];
+        let with = |extra: &[&'static str]| -> Vec<&str> {
+            base.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        let (code, v, text) = load_on(
+            backend,
+            &with(&["--threshold", "p99<100s", "--threshold", "errors<=0", "--threshold", "rate>0"]),
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(v["thresholds_ok"], true, "{v}");
+        assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(3), "{v}");
+        assert!(text.contains("p99<100s ok ("), "{text}");
+        // No loopback echo comes near a hundred million messages per second.
+        let (code, v, text) =
+            load_on(backend, &with(&["--threshold", "p99<100s", "--threshold", "rate>=100000000/s"]));
+        assert_eq!(code, 4, "{text}");
+        assert_eq!(v["ok"], true, "the run itself met its checks: {v}");
+        assert_eq!(v["thresholds_ok"], false, "{v}");
+        let failed = &v["thresholds"][1];
+        assert_eq!(
+            (failed["threshold"].as_str(), failed["ok"].as_bool()),
+            (Some("rate>=100000000/s"), Some(false))
+        );
+        assert!(failed["value"].as_f64().is_some_and(|rate| rate > 0.0), "{v}");
+        assert!(text.contains("rate>=100000000/s FAILED ("), "{text}");
+        // A bad threshold is a usage error.
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(with(&["--threshold", "p99<fast"]))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("expected a duration like 50ms"));
+    }
 }
 
 #[test]
 fn procs_2_merges_counts_and_histograms() {
-    let url = format!("ws://{}/", echo_server());
-    let (code, v, text) = load(&[
-        "connect",
-        &url,
-        "--conns",
-        "301",
-        "--hold",
-        "300ms",
-        "--procs",
-        "2",
-        "--report",
-        "/dev/null",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 301, 301));
-    assert_eq!(u(&v, "dial.handshake_latency.count"), 301, "merged histogram counts every handshake");
-    assert_eq!(u(&v, "close.clean"), 301);
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let (code, v, text) = load_on(
+            backend,
+            &["connect", &url, "--conns", "301", "--hold", "300ms", "--procs", "2", "--report", "/dev/null"],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 301, 301));
+        assert_eq!(u(&v, "dial.handshake_latency.count"), 301, "merged histogram counts every handshake");
+        assert_eq!(u(&v, "close.clean"), 301);
 
-    // The server runs in this process: the parent measures its CPU over the children's window.
-    let pid = std::process::id().to_string();
-    let (code, v, text) = load(&[
-        "echo",
-        &url,
-        "--conns",
-        "6",
-        "--procs",
-        "2",
-        "--warmup",
-        "100ms",
-        "--duration",
-        "700ms",
-        "--server-pid",
-        &pid,
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
-    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 6, 6));
-    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
-    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
-    assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the processes");
-    assert_ordered(&v, "rtt");
+        // The server runs in this process: the parent measures its CPU over the children's window.
+        let pid = std::process::id().to_string();
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "echo",
+                &url,
+                "--conns",
+                "6",
+                "--procs",
+                "2",
+                "--warmup",
+                "100ms",
+                "--duration",
+                "700ms",
+                "--server-pid",
+                &pid,
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
+        assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 6, 6));
+        assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
+        assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+        assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the processes");
+        assert_ordered(&v, "rtt");
+    }
 }
 
 /// `--threads 2`: two loops in one process, merged as `--procs` merges: counts add up, the
@@ -302,43 +344,49 @@ fn procs_2_merges_counts_and_histograms() {
 /// is its own thread's.
 #[test]
 fn threads_2_split_the_connections_and_merge_like_procs() {
-    let url = format!("ws://{}/", echo_server());
-    let pid = std::process::id().to_string();
-    let (code, v, text) = load(&[
-        "echo",
-        &url,
-        "--conns",
-        "5",
-        "--threads",
-        "2",
-        "--total-rate",
-        "500/s",
-        "--warmup",
-        "100ms",
-        "--duration",
-        "700ms",
-        "--server-pid",
-        &pid,
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 5, 5), "{v}");
-    assert_eq!(f(&v, "open_loop.total_rate"), 500.0, "{v}");
-    assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
-    assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
-    assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the loops: {v}");
-    assert!(v["cpu"]["server"].is_object(), "{v}");
-    assert!(f(&v, "cpu.client.cpu_s") > 0.0, "{v}");
-    let (code, v, text) = load(&["connect", &url, "--conns", "31", "--hold", "200ms", "--threads", "3"]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "close.clean")), (3, 31, 31), "{v}");
-    assert_eq!(u(&v, "dial.handshake_latency.count"), 31);
-    // One way of splitting at a time.
-    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
-        .args(["connect", &url, "--conns", "4", "--threads", "2", "--procs", "2"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--threads and --procs"));
+    for backend in BACKENDS {
+        let url = format!("ws://{}/", echo_server());
+        let pid = std::process::id().to_string();
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "echo",
+                &url,
+                "--conns",
+                "5",
+                "--threads",
+                "2",
+                "--total-rate",
+                "500/s",
+                "--warmup",
+                "100ms",
+                "--duration",
+                "700ms",
+                "--server-pid",
+                &pid,
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "procs"), u(&v, "conns"), u(&v, "dial.established")), (2, 5, 5), "{v}");
+        assert_eq!(f(&v, "open_loop.total_rate"), 500.0, "{v}");
+        assert_eq!(u(&v, "rtt.count"), u(&v, "messages"), "exact merge: one latency per measured echo");
+        assert_eq!(u(&v, "total_sent"), u(&v, "total_received"));
+        assert!(v["rtt"].get("hist").is_none(), "the histograms stay between the loops: {v}");
+        assert!(v["cpu"]["server"].is_object(), "{v}");
+        assert!(f(&v, "cpu.client.cpu_s") > 0.0, "{v}");
+        let (code, v, text) =
+            load_on(backend, &["connect", &url, "--conns", "31", "--hold", "200ms", "--threads", "3"]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "close.clean")), (3, 31, 31), "{v}");
+        assert_eq!(u(&v, "dial.handshake_latency.count"), 31);
+        // One way of splitting at a time.
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(["connect", &url, "--conns", "4", "--threads", "2", "--procs", "2"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--threads and --procs"));
+    }
 }
 
 /// A miniature gateway: `?channels=C` subscribes, a welcome is sent once subscribed, and
@@ -405,77 +453,88 @@ fn serve_admin(stream: &mut TcpStream, handle: &throng::Handle) {
 
 #[test]
 fn fanout_delivers_every_message_to_every_subscriber() {
-    let (ws, admin) = mini_gateway();
-    let url = format!("ws://{ws}/ws");
-    let publish = format!("http://{admin}/v1/publish");
-    let (code, v, text) = load(&[
-        "fanout",
-        &url,
-        "--subscribers",
-        "50",
-        "--channel",
-        "e2e",
-        "--publish",
-        &publish,
-        "--rate",
-        "20/s",
-        "--duration",
-        "500ms",
-        "--drain-timeout",
-        "3s",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "dial.established"), u(&v, "publish.accepted"), u(&v, "published")), (50, 10, 10));
-    assert_eq!((u(&v, "deliveries"), u(&v, "expected")), (500, 500));
-    assert_eq!((f(&v, "delivery_ratio"), f(&v, "min_client_ratio")), (1.0, 1.0));
-    assert_eq!(u(&v, "time_to_last_delivery.count"), 10);
-    assert_ordered(&v, "latency");
+    for backend in BACKENDS {
+        let (ws, admin) = mini_gateway();
+        let url = format!("ws://{ws}/ws");
+        let publish = format!("http://{admin}/v1/publish");
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "fanout",
+                &url,
+                "--subscribers",
+                "50",
+                "--channel",
+                "e2e",
+                "--publish",
+                &publish,
+                "--rate",
+                "20/s",
+                "--duration",
+                "500ms",
+                "--drain-timeout",
+                "3s",
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "dial.established"), u(&v, "publish.accepted"), u(&v, "published")), (50, 10, 10));
+        assert_eq!((u(&v, "deliveries"), u(&v, "expected")), (500, 500));
+        assert_eq!((f(&v, "delivery_ratio"), f(&v, "min_client_ratio")), (1.0, 1.0));
+        assert_eq!(u(&v, "time_to_last_delivery.count"), 10);
+        assert_ordered(&v, "latency");
 
-    // The same over two processes: the parent publishes, the children subscribe.
-    let (code, v, text) = load(&[
-        "fanout",
-        &url,
-        "--subscribers",
-        "30",
-        "--channel",
-        "e2e2",
-        "--publish",
-        &publish,
-        "--rate",
-        "20/s",
-        "--duration",
-        "300ms",
-        "--procs",
-        "2",
-        "--server-pid",
-        &std::process::id().to_string(),
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
-    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
-    assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
-    assert_eq!(u(&v, "latency.count"), 180);
+        // The same over two processes: the parent publishes, the children subscribe.
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "fanout",
+                &url,
+                "--subscribers",
+                "30",
+                "--channel",
+                "e2e2",
+                "--publish",
+                &publish,
+                "--rate",
+                "20/s",
+                "--duration",
+                "300ms",
+                "--procs",
+                "2",
+                "--server-pid",
+                &std::process::id().to_string(),
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert!(v["cpu"]["server"].is_object(), "the window closed on the children's `measured`: {v}");
+        assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 30, 6));
+        assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (180, 6));
+        assert_eq!(u(&v, "latency.count"), 180);
 
-    // And over two threads of one process (the `end N` command goes through the loops' flags).
-    let (code, v, text) = load(&[
-        "fanout",
-        &url,
-        "--subscribers",
-        "20",
-        "--channel",
-        "e2e3",
-        "--publish",
-        &publish,
-        "--rate",
-        "20/s",
-        "--duration",
-        "300ms",
-        "--threads",
-        "2",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 20, 6));
-    assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (120, 6));
+        // And over two threads of one process (the `end N` command goes through the loops' flags).
+        let (code, v, text) = load_on(
+            backend,
+            &[
+                "fanout",
+                &url,
+                "--subscribers",
+                "20",
+                "--channel",
+                "e2e3",
+                "--publish",
+                &publish,
+                "--rate",
+                "20/s",
+                "--duration",
+                "300ms",
+                "--threads",
+                "2",
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!((u(&v, "procs"), u(&v, "dial.established"), u(&v, "published")), (2, 20, 6));
+        assert_eq!((u(&v, "deliveries"), u(&v, "publishes_fully_delivered")), (120, 6));
+    }
 }
 
 /// Usage errors (exit status 2) are found before any connection is attempted: these runs name a
@@ -495,6 +554,33 @@ fn refuses_bad_targets_and_sources_without_sending() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
     }
+}
+
+/// `storm`: connect–upgrade–close cycles, each ended by a clean close handshake.
+#[test]
+fn storm_cycles_close_cleanly() {
+    let url = format!("ws://{}/", echo_server());
+    for backend in BACKENDS {
+        let (code, v, text) = load_on(backend, &["storm", &url, "--parallel", "4", "--duration", "500ms"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(u(&v, "cycles") > 0, "{v}");
+        assert_eq!(v["failed"], serde_json::json!({}), "{v}");
+        assert_eq!(u(&v, "cycle.count"), u(&v, "cycles"), "{v}");
+    }
+}
+
+/// `--backend` takes auto, epoll or io_uring; anything else is a usage error that names the
+/// choices, before any connection is attempted (the target is a documentation address).
+#[test]
+fn refuses_an_unknown_backend() {
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["echo", "ws://192.0.2.7:9001/", "--backend", "kqueue"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid value 'kqueue' for '--backend"), "{stderr}");
+    assert!(stderr.contains("[possible values: auto, epoll, io_uring]"), "{stderr}");
 }
 
 /// Not a test of its own: the server `compare` starts through this test binary's command line

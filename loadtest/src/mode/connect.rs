@@ -155,7 +155,7 @@ impl Report {
 pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
     let n_sources = sources.len();
-    let mut driver: Driver<PingState> = Driver::new(target, sources, 64 * 1024)?;
+    let mut driver: Driver<PingState> = Driver::new(target, sources, 64 * 1024, args.common.backend)?;
     // A child leaves the memory readings to its parent.
     let probe = if ctl.is_child() { None } else { Some(MemProbe::before(&common.server_pid)?) };
     let plan = DialPlan {
@@ -205,7 +205,7 @@ pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &C
         pongs_received,
         close,
         ok: false,
-        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
+        run: RunInfo::new(ctl.stopped(), driver.backend()),
     };
     report.finish();
     Ok(report)
@@ -224,7 +224,7 @@ fn ping_sample(driver: &mut Driver<PingState>, sample: usize, ctl: &Ctl) -> io::
         let conn = &mut driver.conns[key];
         conn.state.expect = Some(payload);
         conn.queue(OpCode::Ping, &payload);
-        if conn.flush().is_ok() {
+        if driver.flush(key).is_ok() {
             sent += 1;
         }
     }

@@ -412,7 +412,8 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         (None, None, None) => None,
     };
     let inflight = if rate_per_conn.is_some() { 0 } else { args.inflight.max(1) };
-    let mut driver: Driver<EchoState> = Driver::new(target, sources, (256 * 1024).max(args.size + 1024))?;
+    let mut driver: Driver<EchoState> =
+        Driver::new(target, sources, (256 * 1024).max(args.size + 1024), args.common.backend)?;
     let plan = DialPlan {
         n: args.conns,
         rate: None,
@@ -471,7 +472,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         while conn.state.sent_at.len() < inflight {
             send(conn, now, sent);
         }
-        conn.flush()
+        driver.flush(key)
     };
 
     // A child waits for the parent's `go`, so that every process measures the same window.
@@ -578,7 +579,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                         schedule.stats.late += u64::from(in_window && Schedule::is_late(due, next_due, now));
                     }
                 }
-                if let Err(cause) = conn.flush() {
+                if let Err(cause) = driver.flush(key) {
                     if let Some(conn) = driver.remove(key) {
                         lost += conn.state.sent_at.len() as u64;
                     }
@@ -635,7 +636,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         cpu: window_end.usage_since(&window_start, rx.window_msgs),
         close,
         ok: false,
-        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
+        run: RunInfo::new(ctl.stopped(), driver.backend()),
     };
     report.finish();
     Ok(report)

@@ -381,7 +381,7 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
     let common = &args.common;
     let plan = plan(args).map_err(io::Error::other)?;
     let sub_target = subscribe_target(target, &args.channel);
-    let mut driver: Driver<Sub> = Driver::new(&sub_target, sources, 256 * 1024)?;
+    let mut driver: Driver<Sub> = Driver::new(&sub_target, sources, 256 * 1024, args.common.backend)?;
     let planned = plan.planned() as usize;
     let mut rx = Rx::new(planned);
     let dial_plan = DialPlan {
@@ -488,7 +488,7 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
         cpu: window_end.usage_since(&window_start, rx.deliveries),
         close,
         ok: false,
-        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
+        run: RunInfo::new(ctl.stopped(), driver.backend()),
         t_ns: rx.t_ns,
         last_ns: rx.last_ns,
         count: rx.count,
@@ -559,7 +559,7 @@ mod tests {
                 cpu: Usage::default(),
                 close: CloseStats::default(),
                 ok: false,
-                run: RunInfo { interrupted: false, procs: 1, series: Vec::new() },
+                run: RunInfo::new(false, crate::driver::Backend::Epoll),
                 t_ns: vec![base, base + 1_000_000_000],
                 last_ns: last,
                 count,

@@ -21,12 +21,23 @@ pub(crate) struct RunInfo {
     pub(crate) procs: usize,
     /// One sample per second: connections open and operations per second.
     pub(crate) series: Vec<Sample>,
+    /// The client loop's backend (`epoll`, `io_uring`; `--backend`).
+    #[serde(default)]
+    pub(crate) backend: String,
 }
 
 impl RunInfo {
+    /// A single process's run on `backend`.
+    pub(crate) fn new(interrupted: bool, backend: crate::driver::Backend) -> Self {
+        RunInfo { interrupted, procs: 1, series: Vec::new(), backend: backend.name().into() }
+    }
+
     pub(crate) fn merge(&mut self, other: &RunInfo) {
         self.interrupted |= other.interrupted;
         self.procs += other.procs;
+        if self.backend.is_empty() {
+            self.backend.clone_from(&other.backend);
+        }
     }
 }
 

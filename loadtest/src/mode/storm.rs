@@ -124,7 +124,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
     let common = &args.common;
     let parallel = args.parallel.max(1);
     let n_sources = sources.len();
-    let mut driver: Driver<()> = Driver::new(target, sources, 16 * 1024)?;
+    let mut driver: Driver<()> = Driver::new(target, sources, 16 * 1024, args.common.backend)?;
     let (mut handshake, mut cycle) = (Latency::new(), Latency::new());
     let mut failed = Causes::new();
     let mut cycles = 0u64;
@@ -160,9 +160,8 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
             let outcome = match status {
                 Status::Busy => Ok(()),
                 Status::Opened => {
-                    let conn = &mut driver.conns[key];
-                    handshake.record(now.duration_since(conn.started));
-                    conn.close()
+                    handshake.record(now.duration_since(driver.conns[key].started));
+                    driver.close(key)
                 }
                 Status::Done(End::Clean) => {
                     if let Some(conn) = driver.remove(key) {
@@ -199,7 +198,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
     for _ in 0..driver.conns.len() {
         bump(&mut failed, "unfinished");
     }
-    driver.conns.clear();
+    driver.clear();
 
     let elapsed_s = window_end.wall_s(&window_start);
     let mut report = Report {
@@ -216,7 +215,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
         cycle,
         cpu: window_end.usage_since(&window_start, cycles),
         ok: false,
-        run: RunInfo { interrupted: ctl.stopped(), procs: 1, series: Vec::new() },
+        run: RunInfo::new(ctl.stopped(), driver.backend()),
     };
     report.finish();
     Ok(report)
