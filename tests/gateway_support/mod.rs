@@ -39,11 +39,12 @@ pub(crate) fn temp_dir() -> PathBuf {
     dir
 }
 
-/// The binary with `args`, `THRONG_*` variables from this environment removed.
+/// The binary with `args`, `THRONG_*` variables from this environment removed but
+/// `THRONG_BACKEND`: the backend the test run asked for (scripts/test runs every test on each).
 pub(crate) fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_throng"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("THRONG_") {
+        if key.starts_with("THRONG_") && key != "THRONG_BACKEND" {
             cmd.env_remove(key);
         }
     }

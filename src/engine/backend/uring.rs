@@ -895,8 +895,6 @@ impl Backend for Uring {
     fn attach(&mut self, index: u32, generation: u32, socket: &mut TcpStream) -> io::Result<()> {
         // Small frames must not wait for Nagle; failure only costs latency.
         let _ = socket.set_nodelay(true);
-        // The ring waits on the socket; a non-blocking one would fail receives with EAGAIN.
-        socket.set_nonblocking(false)?;
         self.held_count.remove(&index);
         self.arm_recv(index, generation, socket.as_raw_fd());
         Ok(())
@@ -950,6 +948,9 @@ impl Backend for Uring {
     }
 
     fn adopt(&mut self, socket: TcpStream) -> io::Result<TcpStream> {
+        // Another loop accepted it non-blocking; the ring waits on the socket, and a
+        // non-blocking one would fail receives with EAGAIN. (The ring's own accepts are blocking.)
+        socket.set_nonblocking(false)?;
         Ok(socket)
     }
 
