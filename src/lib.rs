@@ -133,6 +133,13 @@ pub use engine::{
     Accepted, Admission, Backend, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline,
     Prepared, Server, ServerBuilder, SlowConsumerPolicy, Stats,
 };
+/// The io_uring probe and ring set-up the engine's backend uses, shared with `throng-load`'s
+/// client loop so that both decide alike (not part of the stable API).
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+#[doc(hidden)]
+pub mod uring {
+    pub use crate::engine::backend::uring::{build_ring, probe};
+}
 pub use proto::handshake::Rejection;
 pub use proto::Message;
 pub use proto::{CloseCode, DataKind};

@@ -24,7 +24,6 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -83,84 +82,9 @@ pub(crate) enum Completion {
     Sent,
 }
 
-/// Why io_uring cannot run here, or `Ok` (probed once per process).
+/// Why io_uring cannot run here, or `Ok`: the engine's own probe (probed once per process).
 pub(crate) fn probe() -> Result<(), String> {
-    static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBED.get_or_init(probe_once).clone()
-}
-
-fn probe_once() -> Result<(), String> {
-    let release = kernel_release();
-    let ring = build_ring(8).map_err(|e| refusal(&e))?;
-    let mut probe = io_uring::Probe::new();
-    ring.submitter().register_probe(&mut probe).map_err(|e| format!("the opcode probe failed: {e}"))?;
-    for (code, name) in [
-        (opcode::PollAdd::CODE, "poll"),
-        (opcode::RecvMulti::CODE, "recv"),
-        (opcode::Send::CODE, "send"),
-        (opcode::AsyncCancel::CODE, "async cancel"),
-    ] {
-        if !probe.is_supported(code) {
-            return Err(format!("kernel {release} lacks the {name} opcode"));
-        }
-    }
-    if !ring.params().is_feature_ext_arg() {
-        return Err(format!("kernel {release} lacks timed waits (IORING_FEAT_EXT_ARG, 5.11)"));
-    }
-    // Multishot receive over provided-buffer rings arrived in 6.0; nothing to probe it by but
-    // trying, so go by the version.
-    if kernel_version() < (6, 0) {
-        return Err(format!("kernel {release} is older than 6.0 (multishot receive)"));
-    }
-    let bufs = Bufs::new(2, 64).map_err(|e| format!("provided buffers: {e}"))?;
-    bufs.register(&ring).map_err(|e| format!("registering a provided-buffer ring failed: {e}"))?;
-    Ok(())
-}
-
-fn refusal(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ENOSYS) => "this kernel has no io_uring (ENOSYS)".into(),
-        Some(libc::EPERM) => match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-            Ok(v) if v.trim() == "2" => "disabled by the sysctl kernel.io_uring_disabled = 2".into(),
-            Ok(v) if v.trim() == "1" => {
-                "restricted by kernel.io_uring_disabled = 1 to the group kernel.io_uring_group".into()
-            }
-            _ => "refused (EPERM): a seccomp profile (as in default container runtimes) blocks it".into(),
-        },
-        _ => format!("ring setup failed: {e}"),
-    }
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "?".into(), |s| s.trim().into())
-}
-
-fn kernel_version() -> (u32, u32) {
-    let release = kernel_release();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// A ring with the cheapest task-work mode the kernel has: deferred to our own enter (6.1),
-/// else cooperative (5.19), else the default.
-fn build_ring(entries: u32) -> io::Result<IoUring> {
-    let cq = CQ_ENTRIES.min(entries * 8);
-    let deferred = IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_clamp()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(entries);
-    match deferred {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        other => return other,
-    }
-    let cooperative = IoUring::builder().setup_cqsize(cq).setup_clamp().setup_coop_taskrun().build(entries);
-    match cooperative {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        other => return other,
-    }
-    IoUring::builder().setup_cqsize(cq).setup_clamp().build(entries)
+    throng::uring::probe()
 }
 
 /// The receive buffers, lent to the kernel through a provided-buffer ring.
@@ -338,7 +262,7 @@ pub(crate) struct Ring {
 impl Ring {
     /// A ring, on the thread that will use it (the ring is single-issuer).
     pub(crate) fn new() -> io::Result<Self> {
-        let ring = build_ring(SQ_ENTRIES)?;
+        let ring = throng::uring::build_ring(SQ_ENTRIES, CQ_ENTRIES)?;
         let mut bufs = Bufs::new(BUF_COUNT, BUF_SIZE)?;
         bufs.register(&ring)?;
         bufs.refill();

@@ -104,21 +104,25 @@ impl Wake for EventFd {
     }
 }
 
-/// Why io_uring cannot run here (for the `auto` fallback's log line and the `io_uring` error).
-pub(crate) fn probe() -> Result<(), String> {
+/// Why io_uring cannot run here (for the `auto` fallback's log line and the `io_uring` error),
+/// or `Ok`; probed once per process. `throng-load` asks the same question through
+/// [`crate::uring`].
+pub fn probe() -> Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED.get_or_init(probe_once).clone()
 }
 
 fn probe_once() -> Result<(), String> {
     let release = kernel_release();
-    let ring = build_ring(8).map_err(|e| refusal(&e))?;
+    let ring = build_ring(8, 64).map_err(|e| refusal(&e))?;
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe).map_err(|e| format!("the opcode probe failed: {e}"))?;
     for (code, name) in [
         (opcode::AcceptMulti::CODE, "accept"),
         (opcode::RecvMulti::CODE, "recv"),
         (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::Send::CODE, "send"),
+        (opcode::PollAdd::CODE, "poll"),
         (opcode::AsyncCancel::CODE, "async cancel"),
         (opcode::Read::CODE, "read"),
     ] {
@@ -163,10 +167,11 @@ fn kernel_version() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// A ring with the cheapest task-work mode the kernel has: deferred to our own enter (6.1),
-/// else cooperative (5.19), else the default.
-fn build_ring(entries: u32) -> io::Result<IoUring> {
-    let cq = (entries * 8).max(CQ_ENTRIES.min(entries * 8));
+/// A ring of `entries` submission and `cq_entries` completion entries with the cheapest
+/// task-work mode the kernel has: deferred to our own enter (6.1), else cooperative (5.19), else
+/// the default. Single issuer: make it on the thread that uses it.
+pub fn build_ring(entries: u32, cq_entries: u32) -> io::Result<IoUring> {
+    let cq = cq_entries.max(entries);
     let deferred = IoUring::builder()
         .setup_cqsize(cq)
         .setup_clamp()
@@ -500,7 +505,7 @@ impl Uring {
         shared: Arc<Shared>,
         config: &crate::engine::Config,
     ) -> io::Result<Self> {
-        let ring = build_ring(SQ_ENTRIES)?;
+        let ring = build_ring(SQ_ENTRIES, CQ_ENTRIES)?;
         let (count, size) = config.recv_buffers;
         let bufs = Bufs::new(count, size.max(512))?;
         bufs.register(&ring)?;
