@@ -329,8 +329,10 @@ fn choose_backend(asked: Backend) -> io::Result<Backend> {
         })?,
         (asked, _) => asked,
     };
-    let uring = io_uring_usable();
-    match (asked, uring) {
+    if asked == Backend::Epoll {
+        return Ok(Backend::Epoll); // No probe: nothing of io_uring is touched.
+    }
+    match (asked, io_uring_usable()) {
         (Backend::Epoll, _) => Ok(Backend::Epoll),
         (Backend::IoUring, Ok(())) | (Backend::Auto, Ok(())) => Ok(Backend::IoUring),
         (Backend::IoUring, Err(why)) => Err(io::Error::new(

@@ -109,7 +109,18 @@ impl Wake for EventFd {
 /// [`crate::uring`].
 pub fn probe() -> Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBED.get_or_init(probe_once).clone()
+    PROBED
+        .get_or_init(|| {
+            // On a thread of its own: tearing a ring down may queue kernel task work on the
+            // thread that made it, which can interrupt that thread's next blocking system call
+            // (EINTR) — not the caller's business.
+            std::thread::Builder::new()
+                .name("throng-io-uring-probe".into())
+                .spawn(probe_once)
+                .map_err(|e| format!("cannot start the probe thread: {e}"))
+                .and_then(|t| t.join().unwrap_or_else(|_| Err("the probe panicked".into())))
+        })
+        .clone()
 }
 
 fn probe_once() -> Result<(), String> {
