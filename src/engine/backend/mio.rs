@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{sooner, Acceptor, Backend, Write};
+use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::Shared;
 use crate::engine::outbound::{Outbound, MAX_IOVECS};
@@ -148,7 +148,7 @@ impl Mio {
 
 /// The socket's peer (asked only when an upgrade needs it and the accept's address was not kept).
 fn peer_addr(socket: &TcpStream) -> SocketAddr {
-    socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    peer_or_unspecified(socket.peer_addr())
 }
 
 impl Backend for Mio {

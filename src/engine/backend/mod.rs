@@ -187,6 +187,12 @@ impl<L> Acceptor<L> {
     }
 }
 
+/// A socket's peer address, or the unspecified address when the socket cannot say (it was reset
+/// meanwhile): asked only when an accept or an upgrade needs it.
+pub(crate) fn peer_or_unspecified(peer: io::Result<SocketAddr>) -> SocketAddr {
+    peer.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 /// `a` or `b`, whichever is sooner (`None`: no limit).
 pub(crate) fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {

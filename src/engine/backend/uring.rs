@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-use super::{sooner, Acceptor, Backend, Write};
+use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
 use crate::engine::outbound::{Chunk, Outbound};
@@ -630,7 +630,7 @@ impl Uring {
         if res >= 0 {
             // SAFETY: the kernel just created this descriptor for us and nothing else owns it.
             let socket = unsafe { TcpStream::from_raw_fd(res) };
-            let peer = socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let peer = peer_or_unspecified(socket.peer_addr());
             let loop_id = core.core.loop_id;
             if let Some(socket) = self.acceptor.hand_over(&self.shared, loop_id, socket, peer) {
                 // Over a cap the socket is dropped, which closes it.
@@ -831,7 +831,7 @@ impl Uring {
 }
 
 fn peer_addr(socket: &TcpStream) -> SocketAddr {
-    socket.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    peer_or_unspecified(socket.peer_addr())
 }
 
 impl Backend for Uring {
