@@ -310,20 +310,24 @@ impl<S> Driver<S> {
     /// Sends what connection `key` has queued (on epoll, one `write` now; on io_uring, with the
     /// next poll). `Err` when the connection failed: remove it.
     pub(crate) fn flush(&mut self, key: usize) -> Result<(), &'static str> {
-        let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
-        conn.flush()?;
-        #[cfg(target_os = "linux")]
-        if let Io::Uring { ring, .. } = &mut self.io {
-            hand_over(ring, key, conn);
-        }
-        Ok(())
+        self.then_send(key, Conn::flush)
     }
 
     /// Starts connection `key`'s close handshake with 1000 (nothing unless it is open). `Err`
     /// when the connection failed: remove it.
     pub(crate) fn close(&mut self, key: usize) -> Result<(), &'static str> {
+        self.then_send(key, Conn::close)
+    }
+
+    /// Runs `act` on connection `key`, then hands what it queued to the ring (on epoll `act`
+    /// wrote it already).
+    fn then_send(
+        &mut self,
+        key: usize,
+        act: impl FnOnce(&mut Conn<S>) -> Result<(), &'static str>,
+    ) -> Result<(), &'static str> {
         let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
-        conn.close()?;
+        act(conn)?;
         #[cfg(target_os = "linux")]
         if let Io::Uring { ring, .. } = &mut self.io {
             hand_over(ring, key, conn);
