@@ -171,10 +171,17 @@ impl Gateway {
 
     /// A metric's value from `/metrics` (`name` with labels, as printed).
     pub(crate) fn metric(&self, name: &str) -> u64 {
-        let text = self.get("/metrics").body;
-        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
-        line.unwrap_or_else(|| panic!("no metric {name}")).rsplit(' ').next().unwrap().parse().unwrap()
+        let resp = self.get("/metrics");
+        assert_eq!(resp.status, 200, "/metrics: {}", resp.body);
+        metric_in(&resp.body, name)
     }
+}
+
+/// A metric's value in a `/metrics` text (`name` with labels, as printed).
+#[allow(dead_code)] // Not every test binary reads metrics.
+pub(crate) fn metric_in(text: &str, name: &str) -> u64 {
+    let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+    line.unwrap_or_else(|| panic!("no metric {name}")).rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 impl Drop for Gateway {

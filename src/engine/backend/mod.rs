@@ -193,8 +193,8 @@ pub(crate) fn peer_or_unspecified(peer: io::Result<SocketAddr>) -> SocketAddr {
     peer.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-/// `a` or `b`, whichever is sooner (`None`: no limit).
-pub(crate) fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+/// `a` or `b`, whichever is sooner (`None`: no limit); for durations and instants alike.
+pub(crate) fn sooner<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,

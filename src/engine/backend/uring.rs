@@ -52,6 +52,8 @@ const CQ_ENTRIES: u32 = 32 * 1024;
 const SEND_FLAGS: u32 = (libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32;
 /// Send ops kept for reuse (a handshake storm must not leave thousands cached).
 const SEND_POOL_MAX: usize = 64;
+/// Completions taken from the queue at a time.
+const COMPLETION_BATCH: usize = 1024;
 /// The buffer group of the loop's receive buffers (one group per ring).
 const BUF_GROUP: u16 = 0;
 
@@ -233,6 +235,8 @@ struct Bufs {
     target: usize,
     /// Buffers written since their pages were last given back.
     dirty: Vec<bool>,
+    /// How many of `dirty` are set.
+    dirty_count: usize,
     starved_since_trim: bool,
     next_trim: Option<Instant>,
 }
@@ -273,6 +277,7 @@ impl Bufs {
             in_ring: 0,
             target,
             dirty: vec![false; usize::from(count)],
+            dirty_count: 0,
             starved_since_trim: false,
             next_trim: None,
         })
@@ -305,7 +310,9 @@ impl Bufs {
     fn data(&mut self, bid: u16, len: usize) -> &mut [u8] {
         let len = len.min(self.size as usize);
         let bid = bid % self.count;
-        self.dirty[usize::from(bid)] = true;
+        if !std::mem::replace(&mut self.dirty[usize::from(bid)], true) {
+            self.dirty_count += 1;
+        }
         let at = usize::from(bid) * self.size as usize;
         // SAFETY: buffer `bid` lies inside the allocation; between its completion and
         // `give_back` the kernel does not touch it (it is out of the ring), and the `&mut self`
@@ -351,40 +358,84 @@ impl Bufs {
         self.starved_since_trim = true;
     }
 
-    /// Once a second: a quiet second halves `target`, and the written pages of the free buffers
-    /// the next refills will not reach go back to the kernel (zero-filled if used again).
-    fn trim(&mut self, now: Instant) {
+    /// Once a second: a quiet second halves `target`, and the written pages of the buffers the
+    /// next `target` receives will not reach go back to the kernel (zero-filled if used again).
+    ///
+    /// `ring_quiet`: the kernel writes none of the ring's buffers before our next enter and every
+    /// buffer it took has reached us as a completion (its task work is deferred to our enter and
+    /// the completion queue is drained), so the ring's unused buffers are as free as the stack's:
+    /// after a storm spread receives over many of them, an idle loop gives those pages back too.
+    /// Otherwise only the stack is trimmed (a receive may be writing into a ring buffer).
+    /// When `trim` has work an idle loop must wake for: more written buffers than the next
+    /// receives need, or a share to halve.
+    fn trim_due(&self) -> Option<Instant> {
+        let floor = MIN_TARGET.min(usize::from(self.count));
+        if self.dirty_count > floor || self.target > floor {
+            self.next_trim
+        } else {
+            None
+        }
+    }
+
+    /// Returns whether it ran (once a second). A quiet second (no receive starved) keeps
+    /// the written pages of only `MIN_TARGET` buffers, the next receives' ones.
+    fn trim(&mut self, now: Instant, ring_quiet: bool) -> bool {
         match self.next_trim {
-            Some(at) if now < at => return,
+            Some(at) if now < at => return false,
             None => {
                 self.next_trim = Some(now + TRIM_EVERY);
-                return;
+                return false;
             }
             Some(_) => self.next_trim = Some(now + TRIM_EVERY),
         }
-        if !std::mem::take(&mut self.starved_since_trim) {
-            self.target = (self.target / 2).max(MIN_TARGET.min(usize::from(self.count)));
+        let floor = MIN_TARGET.min(usize::from(self.count));
+        let quiet = !std::mem::take(&mut self.starved_since_trim);
+        // A quiet second halves the ring's share (a load that comes back starves less), but keeps
+        // only the floor's pages: a page given back costs one zero-fill fault if it is used again.
+        let mut hot = self.target;
+        if quiet {
+            self.target = (self.target / 2).max(floor);
+            hot = floor;
         }
-        // The stack's top `target` are the next refill's; the ones below are cold.
-        let cold = self.free.len().saturating_sub(self.target);
-        for i in 0..cold {
-            let bid = usize::from(self.free[i]);
-            if std::mem::take(&mut self.dirty[bid]) {
-                let at = bid * self.size as usize;
-                // SAFETY: the range is buffer `bid`, inside the allocation; a free buffer is
-                // neither in the ring nor held, so no one reads or writes it, and its contents
-                // are garbage anyway: the kernel may drop its pages.
-                let r = unsafe {
-                    libc::madvise(
-                        self.memory.as_ptr().add(at).cast(),
-                        self.size as usize,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                if r != 0 {
-                    self.dirty[bid] = true; // keep trying next time; nothing is lost
-                }
+        if ring_quiet {
+            // The kernel takes the ring's buffers oldest first: the first `hot` are next.
+            let mask = self.count - 1;
+            let oldest = self.tail.wrapping_sub(self.in_ring as u16);
+            for k in hot..self.in_ring {
+                let at = usize::from(oldest.wrapping_add(k as u16) & mask);
+                // SAFETY: `at` < count; the kernel only reads entries, and not before our enter.
+                let bid = unsafe { (*self.entries.as_ptr().add(at)).bid() };
+                self.forget(bid);
             }
+            hot = hot.saturating_sub(self.in_ring);
+        }
+        // The stack's top `hot` are the next refill's; the ones below are cold.
+        let cold = self.free.len().saturating_sub(hot);
+        for i in 0..cold {
+            let bid = self.free[i];
+            self.forget(bid);
+        }
+        true
+    }
+
+    /// Gives buffer `bid`'s written pages back to the kernel. Only for a buffer no one reads or
+    /// writes until it is next handed out: free, or unused in a quiet ring (see `trim`).
+    fn forget(&mut self, bid: u16) {
+        let bid = usize::from(bid % self.count);
+        if !std::mem::take(&mut self.dirty[bid]) {
+            return;
+        }
+        let at = bid * self.size as usize;
+        // SAFETY: the range is buffer `bid`, inside the allocation; the caller vouches that no
+        // one touches it until it is handed out again, and its contents are garbage until then:
+        // the kernel may drop its pages.
+        let r = unsafe {
+            libc::madvise(self.memory.as_ptr().add(at).cast(), self.size as usize, libc::MADV_DONTNEED)
+        };
+        if r == 0 {
+            self.dirty_count -= 1;
+        } else {
+            self.dirty[bid] = true; // keep trying next time; nothing is lost
         }
     }
 }
@@ -551,7 +602,7 @@ impl Uring {
             starved: Vec::new(),
             resumed: Vec::new(),
             scratch: vec![0; config.scratch_size.max(2 * size as usize)],
-            completions: Vec::with_capacity(1024),
+            completions: Vec::with_capacity(COMPLETION_BATCH),
             shared,
             stopping: false,
         };
@@ -813,6 +864,27 @@ impl Uring {
         core.on_written(index, generation, (res > 0).then_some(res as usize), self);
     }
 
+    /// Once a second, what a burst left behind goes back: the receive buffers' cold pages, and
+    /// the room of the per-connection tables (a storm of handshakes fills `sending` and then
+    /// leaves an idle loop holding its capacity).
+    fn trim(&mut self, now: Instant) {
+        // Deferred task work (the single-issuer ring: see `build_ring`) writes receive buffers
+        // only inside our enter; with every completion taken, the ring's unused ones are idle.
+        let ring_quiet = self.ring.params().is_setup_single_issuer()
+            && self.ring.completion().is_empty()
+            && !self.ring.submission().cq_overflow();
+        if !self.bufs.trim(now, ring_quiet) {
+            return;
+        }
+        shrink_map(&mut self.sending);
+        shrink_map(&mut self.held_count);
+        shrink_map(&mut self.unarmed);
+        if self.held.len() * 4 < self.held.capacity() {
+            self.held.shrink_to(self.held.len() * 2);
+        }
+        self.sends.shrink_to_fit();
+    }
+
     /// Arms what the turn left to arm: receives that ended, resumed connections, receives
     /// that found no buffer (once buffers are back), the accept after a pause.
     fn arm_pending(&mut self, core: &mut Loop<TcpStream>) {
@@ -827,6 +899,13 @@ impl Uring {
                 self.arm_recv(index, generation, fd);
             }
         }
+    }
+}
+
+/// Gives back most of a table's room once it is at most a quarter full.
+fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -845,7 +924,9 @@ impl Backend for Uring {
         let own = if !self.rearm.is_empty() || !self.resumed.is_empty() {
             Some(Duration::ZERO)
         } else {
-            self.accept_paused_until.map(|until| until.saturating_duration_since(Instant::now()))
+            let now = Instant::now();
+            let until = sooner(self.accept_paused_until, self.bufs.trim_due());
+            until.map(|until| until.saturating_duration_since(now))
         };
         let result = match sooner(timeout, own) {
             None => self.ring.submit_and_wait(1),
@@ -864,7 +945,9 @@ impl Backend for Uring {
     fn dispatch(&mut self, core: &mut Loop<TcpStream>) {
         let mut completions = std::mem::take(&mut self.completions);
         loop {
-            completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            // In batches: a storm's full completion queue must not grow this list for good.
+            let batch = self.ring.completion().take(COMPLETION_BATCH);
+            completions.extend(batch.map(|c| (c.user_data(), c.result(), c.flags())));
             if completions.is_empty() {
                 break;
             }
@@ -905,7 +988,7 @@ impl Backend for Uring {
             self.arm_accept();
         }
         self.arm_pending(core);
-        self.bufs.trim(core.core.now);
+        self.trim(core.core.now);
     }
 
     fn attach(&mut self, index: u32, generation: u32, socket: &mut TcpStream) -> io::Result<()> {
