@@ -882,7 +882,11 @@ impl Uring {
         if self.held.len() * 4 < self.held.capacity() {
             self.held.shrink_to(self.held.len() * 2);
         }
-        self.sends.shrink_to_fit();
+        if self.sends.is_empty() {
+            // Its vacant entries stay in place (keys are in flight in `user_data`), so a slab
+            // that held a storm's sends keeps their room until it is empty: then start afresh.
+            self.sends = slab::Slab::new();
+        }
     }
 
     /// Arms what the turn left to arm: receives that ended, resumed connections, receives
