@@ -361,7 +361,7 @@ impl Bufs {
     /// Once a second: a quiet second halves `target`, and the written pages of the buffers the
     /// next `target` receives will not reach go back to the kernel (zero-filled if used again).
     ///
-    /// `ring_quiet`: the kernel writes none of the ring's buffers before our next enter and every
+    /// `ring_quiet()` (asked only when a trim is due): the kernel writes none of the ring's buffers before our next enter and every
     /// buffer it took has reached us as a completion (its task work is deferred to our enter and
     /// the completion queue is drained), so the ring's unused buffers are as free as the stack's:
     /// after a storm spread receives over many of them, an idle loop gives those pages back too.
@@ -379,7 +379,7 @@ impl Bufs {
 
     /// Returns whether it ran (once a second). A quiet second (no receive starved) keeps
     /// the written pages of only `MIN_TARGET` buffers, the next receives' ones.
-    fn trim(&mut self, now: Instant, ring_quiet: bool) -> bool {
+    fn trim(&mut self, now: Instant, ring_quiet: impl FnOnce() -> bool) -> bool {
         match self.next_trim {
             Some(at) if now < at => return false,
             None => {
@@ -397,7 +397,7 @@ impl Bufs {
             self.target = (self.target / 2).max(floor);
             hot = floor;
         }
-        if ring_quiet {
+        if ring_quiet() {
             // The kernel takes the ring's buffers oldest first: the first `hot` are next.
             let mask = self.count - 1;
             let oldest = self.tail.wrapping_sub(self.in_ring as u16);
@@ -870,17 +870,26 @@ impl Uring {
     fn trim(&mut self, now: Instant) {
         // Deferred task work (the single-issuer ring: see `build_ring`) writes receive buffers
         // only inside our enter; with every completion taken, the ring's unused ones are idle.
-        let ring_quiet = self.ring.params().is_setup_single_issuer()
-            && self.ring.completion().is_empty()
-            && !self.ring.submission().cq_overflow();
+        let ring = &mut self.ring;
+        let ring_quiet = || {
+            ring.params().is_setup_single_issuer()
+                && ring.completion().is_empty()
+                && !ring.submission().cq_overflow()
+        };
         if !self.bufs.trim(now, ring_quiet) {
             return;
         }
-        shrink_map(&mut self.sending);
-        shrink_map(&mut self.held_count);
-        shrink_map(&mut self.unarmed);
-        if self.held.len() * 4 < self.held.capacity() {
-            self.held.shrink_to(self.held.len() * 2);
+        if let Some(room) = spare_room(self.sending.len(), self.sending.capacity()) {
+            self.sending.shrink_to(room);
+        }
+        if let Some(room) = spare_room(self.held_count.len(), self.held_count.capacity()) {
+            self.held_count.shrink_to(room);
+        }
+        if let Some(room) = spare_room(self.unarmed.len(), self.unarmed.capacity()) {
+            self.unarmed.shrink_to(room);
+        }
+        if let Some(room) = spare_room(self.held.len(), self.held.capacity()) {
+            self.held.shrink_to(room);
         }
         if self.sends.is_empty() {
             // Its vacant entries stay in place (keys are in flight in `user_data`), so a slab
@@ -906,11 +915,10 @@ impl Uring {
     }
 }
 
-/// Gives back most of a table's room once it is at most a quarter full.
-fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    if map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
+/// The room a table of `len` entries should shrink to, once it is under a quarter full: twice
+/// its entries, so that a table that shrank does not grow again at the next few inserts.
+fn spare_room(len: usize, capacity: usize) -> Option<usize> {
+    (len * 4 < capacity).then_some(len * 2)
 }
 
 fn peer_addr(socket: &TcpStream) -> SocketAddr {
