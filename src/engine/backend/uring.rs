@@ -358,27 +358,32 @@ impl Bufs {
         self.starved_since_trim = true;
     }
 
-    /// Once a second: a quiet second halves `target`, and the written pages of the buffers the
-    /// next `target` receives will not reach go back to the kernel (zero-filled if used again).
-    ///
-    /// `ring_quiet()` (asked only when a trim is due): the kernel writes none of the ring's buffers before our next enter and every
-    /// buffer it took has reached us as a completion (its task work is deferred to our enter and
-    /// the completion queue is drained), so the ring's unused buffers are as free as the stack's:
-    /// after a storm spread receives over many of them, an idle loop gives those pages back too.
-    /// Otherwise only the stack is trimmed (a receive may be writing into a ring buffer).
+    /// The fewest buffers the ring keeps (`MIN_TARGET`, or all of a smaller pool).
+    fn floor(&self) -> usize {
+        MIN_TARGET.min(usize::from(self.count))
+    }
+
     /// When `trim` has work an idle loop must wake for: more written buffers than the next
-    /// receives need, or a share to halve.
+    /// receives need, or a share to halve. (On a ring without deferred task work the ring's
+    /// written buffers stay counted, and an idle loop wakes once a second for nothing much.)
     fn trim_due(&self) -> Option<Instant> {
-        let floor = MIN_TARGET.min(usize::from(self.count));
-        if self.dirty_count > floor || self.target > floor {
+        if self.dirty_count > self.floor() || self.target > self.floor() {
             self.next_trim
         } else {
             None
         }
     }
 
-    /// Returns whether it ran (once a second). A quiet second (no receive starved) keeps
-    /// the written pages of only `MIN_TARGET` buffers, the next receives' ones.
+    /// Once a second (returns whether it ran): a quiet second (no receive starved) halves
+    /// `target`, and the written pages of all but the next `MIN_TARGET` buffers go back to the
+    /// kernel (zero-filled if used again); after a starved second, all but the next `target`.
+    ///
+    /// `ring_quiet()`, asked only when a trim is due: the kernel writes none of the ring's
+    /// buffers before our next enter and every buffer it took has reached us as a completion
+    /// (its task work is deferred to our enter and the completion queue is drained), so the
+    /// ring's unused buffers are as free as the stack's: after a storm spread receives over many
+    /// of them, an idle loop gives those pages back too. Otherwise only the stack is trimmed (a
+    /// receive may be writing into a ring buffer).
     fn trim(&mut self, now: Instant, ring_quiet: impl FnOnce() -> bool) -> bool {
         match self.next_trim {
             Some(at) if now < at => return false,
@@ -388,7 +393,7 @@ impl Bufs {
             }
             Some(_) => self.next_trim = Some(now + TRIM_EVERY),
         }
-        let floor = MIN_TARGET.min(usize::from(self.count));
+        let floor = self.floor();
         let quiet = !std::mem::take(&mut self.starved_since_trim);
         // A quiet second halves the ring's share (a load that comes back starves less), but keeps
         // only the floor's pages: a page given back costs one zero-fill fault if it is used again.
