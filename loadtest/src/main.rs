@@ -105,7 +105,8 @@ fn main() -> ExitCode {
     if common.child {
         stats::export_histograms();
     }
-    raise_open_files_limit();
+    // `connect` holds one descriptor per connection: the soft limit up to the hard one.
+    let _ = throng::raise_nofile_limit();
     watchdog(common.timeout.unwrap_or_else(|| mode.default_timeout()));
     // The live status line would garble a JSON consumer's terminal; it stays a plain line then.
     let ctl = Ctl::new(common.child, !common.json);
@@ -230,16 +231,6 @@ fn watchdog(limit: Duration) {
         eprintln!("throng-load: hard timeout of {} reached; exiting", humantime::format_duration(limit));
         std::process::exit(3);
     });
-}
-
-/// Raises the soft open-files limit to the hard one: `connect` holds one descriptor per connection.
-fn raise_open_files_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
 }
 
 fn usage_error(message: &str) -> ExitCode {
