@@ -105,6 +105,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
     expiry.spawn(handle, registry, ctx.front.counters.clone());
     admin::start(ctx.clone(), admin).map_err(io("admin listener"))?;
 
+    // Registered before "throng started" is announced: a supervisor (or a test) that stops the
+    // gateway as soon as it says it started must reach the drain, not the default action.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let (soft, hard) = server.nofile_limits().map_or((None, None), |(s, h)| (Some(s), Some(h)));
     tracing::info!(
         listen = %server.local_addr(),
@@ -128,7 +131,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     if soft.zip(hard).is_some_and(|(s, h)| s.max(h) < 65536) {
         tracing::warn!("the open-files limit is low for a gateway; see docs/tuning.md (LimitNOFILE)");
     }
-    wait_for_signals(&cli, &ctx, &log, server)
+    wait_for_signals(signals, &cli, &ctx, &log, server)
 }
 
 fn start_engine(
@@ -179,12 +182,12 @@ fn start_engine(
 }
 
 fn wait_for_signals(
+    mut signals: Signals,
     cli: &Cli,
     ctx: &Arc<Ctx>,
     log: &logging::LogControl,
     server: Server<Opening>,
 ) -> Result<(), String> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let mut server = Some(server);
     for signal in signals.forever() {
         match (signal, server.take()) {
