@@ -14,8 +14,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
-    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
+if [ ! -d gateway/tests/browser/node_modules/playwright-core ]; then
+    (cd gateway/tests/browser && npm install --no-audit --no-fund --loglevel=error)
 fi
 
 cargo build --quiet --bin throng
@@ -39,7 +39,7 @@ done
 
 status=0
 # The page comes from the client listener, as `throng` with no arguments serves it.
-timeout 120 node tests/browser/demo.mjs "http://$listen" "http://$admin" target/browser/demo.png || status=$?
+timeout 120 node gateway/tests/browser/demo.mjs "http://$listen" "http://$admin" target/browser/demo.png || status=$?
 
 kill -TERM "$pid"
 wait "$pid" || { echo "throng exited non-zero after SIGTERM" >&2; status=1; }

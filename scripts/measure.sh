@@ -82,7 +82,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     cargo build --release --quiet -p throng-loadtest
     (cd loadtest/peers/tokio-echo && cargo build --release --quiet --target-dir "$ROOT/target/peers")
     if [[ $FANOUT_SUBSCRIBERS -gt 0 ]]; then
-        cargo build --release --quiet -p throng --bin throng
+        cargo build --release --quiet -p throng-gateway --bin throng
     fi
 fi
 rm -rf "$OUT"

@@ -118,13 +118,8 @@
 //! }
 //! ```
 
-// The JSON documents of the gateway's stats and settings are larger than serde_json's macro
-// expands by default.
-#![recursion_limit = "256"]
 pub mod client;
 pub mod engine;
-#[cfg(feature = "gateway")]
-pub mod gateway;
 pub mod net;
 pub mod proto;
 mod sys;

@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng::gateway::fuzzing::admin_read_all;
+use throng_gateway::fuzzing::admin_read_all;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, stream)) = data.split_first() else { return };

@@ -1,5 +1,5 @@
 //! The broker's envelope around a message on a Redis channel
-//! (`throng::gateway::broker::envelope`), which anyone who can `PUBLISH` to Redis writes.
+//! (`throng_gateway::broker::envelope`), which anyone who can `PUBLISH` to Redis writes.
 //!
 //! Input: the bytes of a Redis message.
 //! - `decode` never panics;
@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng::gateway::broker::envelope::{decode, encode, HEADER_LEN};
+use throng_gateway::broker::envelope::{decode, encode, HEADER_LEN};
 use throng::proto::OpCode;
 use throng::Message;
 

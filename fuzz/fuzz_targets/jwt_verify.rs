@@ -1,4 +1,4 @@
-//! The gateway's HS256 JWT check (`throng::gateway::auth::verify`).
+//! The gateway's HS256 JWT check (`throng_gateway::auth::verify`).
 //!
 //! Input: [mode] rest...
 //! - mode even: `rest` (lossy UTF-8) is a whole token, checked with a fixed secret and rules
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng::gateway::auth::{sign, verify, TokenError, Validation};
+use throng_gateway::auth::{sign, verify, TokenError, Validation};
 use throng_fuzz::Bytes;
 
 const SECRET: &[u8] = b"fuzz-secret-of-at-least-32-bytes!";

@@ -1,4 +1,4 @@
-//! The bits of the upgrade query the gateway reads (`throng::gateway::channels`).
+//! The bits of the upgrade query the gateway reads (`throng_gateway::channels`).
 //!
 //! Input: [max channels] query bytes (lossy UTF-8).
 //! - `percent_decode` never panics; it accepts only `%` followed by two hex digits; what it
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use throng::gateway::channels::{percent_decode, query_channels, query_param};
+use throng_gateway::channels::{percent_decode, query_channels, query_param};
 use throng_fuzz::Bytes;
 
 fuzz_target!(|data: &[u8]| {

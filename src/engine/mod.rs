@@ -49,10 +49,8 @@ pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
 pub use self::mailbox::CommandError;
 use self::mailbox::{LoopMailbox, Shared};
 pub use self::outbound::Prepared;
-#[cfg(feature = "gateway")]
-pub(crate) use self::stats::AtomicHistogram;
 use self::stats::LoopStats;
-pub use self::stats::{Histogram, Stats, LATENCY_BUCKETS};
+pub use self::stats::{AtomicHistogram, Histogram, Stats, LATENCY_BUCKETS};
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 

@@ -25,7 +25,9 @@ impl Prepared {
         Self::from_parts(message.kind().opcode(), message.as_bytes())
     }
 
-    pub(crate) fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {
+    /// Frames `payload` as one final frame of `opcode` (a broker hands over decoded parts
+    /// without building a [`Message`] first).
+    pub fn from_parts(opcode: OpCode, payload: &[u8]) -> Self {
         let mut header = [0u8; MAX_HEADER_LEN];
         let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
         let mut frame = Vec::with_capacity(header_len + payload.len());

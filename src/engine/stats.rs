@@ -28,22 +28,25 @@ pub const LATENCY_BUCKETS: [Duration; 16] = [
 
 const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 
-/// A loop's latency histogram: relaxed counters the loop bumps and any thread reads.
+/// A latency histogram over [`LATENCY_BUCKETS`]: relaxed counters one thread bumps and any
+/// thread reads (the loops' handshake times; an embedder's own timings, such as the gateway's).
 #[derive(Default, Debug)]
-pub(crate) struct AtomicHistogram {
+pub struct AtomicHistogram {
     buckets: [AtomicU64; BUCKETS],
     sum_nanos: AtomicU64,
 }
 
 impl AtomicHistogram {
-    pub(crate) fn observe(&self, value: Duration) {
+    /// Counts one observation.
+    pub fn observe(&self, value: Duration) {
         let i = LATENCY_BUCKETS.iter().position(|&b| value <= b).unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> Histogram {
+    /// The counts so far.
+    pub fn snapshot(&self) -> Histogram {
         Histogram {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
             sum_nanos: self.sum_nanos.load(Ordering::Relaxed),

@@ -1,0 +1,99 @@
+//! The upgrade hook: runs on a loop thread for every WebSocket request and decides, before the
+//! 101, whether the connection may open: cheap refusals first. The connection caps are not
+//! here: the engine's admission hook (`admission::Gate`) applies them from the first byte.
+
+use std::net::SocketAddr;
+
+use super::auth::{self, Claims, TokenError};
+use super::channels::{allowed, check_client_channel, query_channels, query_param, NameError};
+use super::expiry::unix_now;
+use super::metrics::Reject;
+use super::state::Front;
+use throng::proto::handshake::UpgradeRequest;
+use throng::{Accepted, Rejection};
+
+/// The subprotocol prefix browsers use to carry a token (`new WebSocket(url, ["bearer.<jwt>"])`).
+pub const BEARER_PROTOCOL: &str = "bearer.";
+
+/// What the upgrade hook decided that the Open event needs: the token's claims and the
+/// channels from the query, already checked. It travels as the upgrade value into
+/// `Event::Open`; a connection refused after the hook is dropped with it.
+pub(crate) struct Opening {
+    pub(crate) claims: Option<Claims>,
+    pub(crate) channels: Vec<String>,
+}
+
+pub(crate) fn decide(
+    front: &Front,
+    req: &UpgradeRequest<'_>,
+    peer: SocketAddr,
+) -> Result<Accepted<Opening>, Rejection> {
+    let refuse = |why: Reject, status: u16, text: String| {
+        front.counters.reject(why, status, &text, peer);
+        Err(Rejection::new(status, text))
+    };
+    let settings = &front.settings;
+    if req.path() != settings.ws_path {
+        return refuse(
+            Reject::NotFound,
+            404,
+            format!("no WebSocket endpoint here; use {}", settings.ws_path),
+        );
+    }
+    let live = front.live();
+    if !live.origins.allows(req.origin()) {
+        return refuse(Reject::Origin, 403, "origin not allowed".into());
+    }
+
+    let bearer_protocol = req.protocols().find(|p| p.starts_with(BEARER_PROTOCOL));
+    let claims = match &live.jwt_secret {
+        None => None,
+        Some(secret) => {
+            let Some(token) = token(req, bearer_protocol) else {
+                return refuse(Reject::MissingToken, 401, "missing token".into());
+            };
+            match auth::verify(&token, secret, &settings.jwt_rules, unix_now()) {
+                Ok(claims) => Some(claims),
+                Err(e @ TokenError::Expired) => return refuse(Reject::ExpiredToken, 401, e.reason().into()),
+                Err(e) => return refuse(Reject::InvalidToken, 401, e.reason().into()),
+            }
+        }
+    };
+
+    // The cap is applied while the list is parsed, before any per-channel work.
+    let max = settings.max_channels_per_connection;
+    let Ok(channels) = query_channels(req.query().unwrap_or(""), max) else {
+        return refuse(Reject::TooManyChannels, 400, format!("too many channels (at most {max})"));
+    };
+    for channel in &channels {
+        match check_client_channel(channel) {
+            Ok(()) => {}
+            Err(e @ NameError::Reserved) => {
+                return refuse(Reject::ChannelForbidden, 403, format!("{}: {channel}", e.reason()))
+            }
+            Err(e) => return refuse(Reject::BadChannel, 400, format!("{}: {channel}", e.reason())),
+        }
+        let allow = claims.as_ref().and_then(|c| c.channels.as_deref());
+        if !allowed(allow, channel) {
+            return refuse(Reject::ChannelForbidden, 403, format!("channel not allowed: {channel}"));
+        }
+    }
+
+    let preference: Vec<&str> = settings.subprotocols.iter().map(String::as_str).collect();
+    // A browser that offered only the token entry fails the connection unless one protocol is
+    // echoed, so the token entry itself is the fallback.
+    let subprotocol = req.select_subprotocol(&preference).or(bearer_protocol).map(str::to_owned);
+    Ok(Accepted { subprotocol, ..Accepted::new(Opening { claims, channels }) })
+}
+
+/// The token from `Authorization: Bearer`, then `?token=`, then a `bearer.` subprotocol.
+fn token(req: &UpgradeRequest<'_>, bearer_protocol: Option<&str>) -> Option<String> {
+    let from_header = req.header_str("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    });
+    from_header
+        .or_else(|| req.query().and_then(|q| query_param(q, "token")))
+        .or_else(|| bearer_protocol.map(|p| p[BEARER_PROTOCOL.len()..].to_owned()))
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,250 @@
+//! `/metrics` read by a real Prometheus text parser: every sample line parses, each family has
+//! its type, and the families for build, process and close codes carry what happened. Also the
+//! connection and refusal log lines.
+
+mod gateway_support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use gateway_support::{http, Gateway, Upgrade};
+use prometheus_parse::{Sample, Scrape, Value};
+
+fn scrape(gw: &Gateway) -> Scrape {
+    let text = gw.get("/metrics").body;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = Scrape::parse(lines).expect("the exposition parses");
+    // The parser skips lines it cannot read instead of failing: every sample line must be one
+    // of its samples, so none was skipped (a histogram's bucket lines make one sample).
+    let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+    let unbucketed = lines.filter(|l| !l.contains("_bucket{")).count();
+    let histograms = scrape.samples.iter().filter(|s| matches!(s.value, Value::Histogram(_))).count();
+    assert_eq!(scrape.samples.len(), unbucketed + histograms, "{text}");
+    scrape
+}
+
+fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+}
+
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match find(scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}")).value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn every_family_parses_with_its_type() {
+    let gw = Gateway::start(None, &[]);
+    let scrape = scrape(&gw);
+    // Each family is typed (counters end in _total) and has its help. The parser reads a
+    // histogram's `_sum` and `_count` as untyped samples of their own: those belong to it.
+    let histograms: HashSet<&str> = (scrape.samples.iter())
+        .filter(|s| matches!(s.value, Value::Histogram(_)))
+        .map(|s| s.metric.as_str())
+        .collect();
+    assert!(histograms.contains("throng_handshake_duration_seconds"), "{histograms:?}");
+    for s in &scrape.samples {
+        let family = ["_sum", "_count"].iter().find_map(|suffix| s.metric.strip_suffix(suffix));
+        let of_histogram = family.is_some_and(|f| histograms.contains(f));
+        assert!(of_histogram || !matches!(s.value, Value::Untyped(_)), "{} has no TYPE", s.metric);
+        if let Value::Histogram(buckets) = &s.value {
+            check_histogram(&scrape, &s.metric, buckets);
+        }
+        if matches!(s.value, Value::Counter(_)) {
+            assert!(s.metric.ends_with("_total"), "counter {}", s.metric);
+        }
+        let name = if of_histogram { family.unwrap_or_default() } else { s.metric.as_str() };
+        assert!(scrape.docs.contains_key(name), "{} has no HELP", s.metric);
+    }
+    let build = find(&scrape, "throng_build_info", &[("version", env!("CARGO_PKG_VERSION"))])
+        .expect("build_info with the crate's version");
+    assert_eq!(build.value, Value::Gauge(1.0));
+    // The backend that runs: the one the test run asked for (scripts/test runs every test on
+    // each), or under `auto` whichever this kernel allows.
+    let backend = build.labels.get("backend");
+    match std::env::var("THRONG_BACKEND").as_deref() {
+        Ok(asked @ ("epoll" | "io_uring")) => assert_eq!(backend, Some(asked)),
+        _ => assert!(matches!(backend, Some("epoll" | "io_uring")), "{backend:?}"),
+    }
+
+    // Process metrics, read from /proc at scrape time.
+    assert!(value(&scrape, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(value(&scrape, "process_cpu_seconds_total", &[]) >= 0.0);
+    let (open, max) = (value(&scrape, "process_open_fds", &[]), value(&scrape, "process_max_fds", &[]));
+    assert!(open >= 3.0 && open <= max, "{open} of {max}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value(&scrape, "process_start_time_seconds", &[]);
+    assert!(started <= now + 1.0 && started > now - 3600.0, "{started} vs {now}");
+    // The fds gauge follows the process: a connection held adds its socket.
+    let _ws = gw.connect("/ws");
+    assert!(value(&self::scrape(&gw), "process_open_fds", &[]) > open);
+}
+
+/// Buckets cumulative, in order, ending with `+Inf` equal to `_count`.
+fn check_histogram(scrape: &Scrape, name: &str, buckets: &[prometheus_parse::HistogramCount]) {
+    assert!(
+        buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+        "{name}"
+    );
+    let last = buckets.last().expect("buckets");
+    assert!(last.less_than.is_infinite(), "{name} ends with +Inf");
+    let count = scrape.samples.iter().find(|s| s.metric == format!("{name}_count"));
+    match count.map(|s| &s.value) {
+        Some(Value::Untyped(n) | Value::Counter(n) | Value::Gauge(n)) => assert_eq!(*n, last.count, "{name}"),
+        other => panic!("{name}_count: {other:?}"),
+    }
+}
+
+fn histogram_count(scrape: &Scrape, name: &str) -> f64 {
+    match &find(scrape, name, &[]).unwrap_or_else(|| panic!("no {name}")).value {
+        Value::Histogram(buckets) => {
+            check_histogram(scrape, name, buckets);
+            buckets.last().map_or(0.0, |b| b.count)
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn handshakes_are_timed() {
+    let gw = Gateway::start(None, &[]);
+    assert_eq!(histogram_count(&scrape(&gw), "throng_handshake_duration_seconds"), 0.0);
+    let _a = gw.connect("/ws");
+    let _b = gw.connect("/ws");
+    // A refused upgrade is not timed: the histogram counts upgrades completed.
+    assert!(gw.try_connect(&Upgrade::new("/nope")).is_err());
+    assert_eq!(histogram_count(&scrape(&gw), "throng_handshake_duration_seconds"), 2.0);
+}
+
+#[test]
+fn client_messages_are_timed_from_decode_to_worker() {
+    let gw = Gateway::start(None, &[]);
+    assert_eq!(histogram_count(&scrape(&gw), "throng_event_delay_seconds"), 0.0);
+    let mut ws = gw.connect("/ws");
+    const N: usize = 7;
+    for i in 0..N {
+        let reply = ws.command(serde_json::json!({"op": "subscribe", "channel": format!("c{i}")}));
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+    }
+    // Every command is a client message a worker took (its reply proves it); the open is not one.
+    assert_eq!(histogram_count(&scrape(&gw), "throng_event_delay_seconds"), N as f64);
+}
+
+#[test]
+fn closes_are_counted_by_code_and_logged() {
+    let gw = Gateway::start(None, &["--log-level", "throng=debug"]);
+    let mut normal = gw.connect("/ws");
+    normal.send_close(1000);
+    assert_eq!(normal.expect_close().0, 1000);
+    // An application code the gateway does not list: counted as other, not as a new label.
+    let mut odd = gw.connect("/ws");
+    odd.send_close(4999);
+    assert_eq!(odd.expect_close().0, 4999);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = scrape(&gw);
+        let (n1000, other) = (
+            value(&s, "throng_closes_total", &[("code", "1000")]),
+            value(&s, "throng_closes_total", &[("code", "other")]),
+        );
+        if (n1000, other) == (1.0, 1.0) {
+            assert_eq!(value(&s, "throng_closes_total", &[("code", "1001")]), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "closes 1000={n1000} other={other}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log_text();
+    let opened = log.lines().filter(|l| l.contains("connection open") && l.contains("path=\"/ws\""));
+    assert_eq!(opened.count(), 2, "{log}");
+    let closed: Vec<&str> = log.lines().filter(|l| l.contains("connection closed")).collect();
+    assert_eq!(closed.len(), 2, "{log}");
+    assert!(closed.iter().any(|l| l.contains("code=1000") && l.contains("duration_ms=")), "{log}");
+    assert!(closed.iter().any(|l| l.contains("code=4999")), "{log}");
+}
+
+#[test]
+fn refusals_are_logged_at_info_with_their_reason() {
+    let gw = Gateway::start(None, &[]);
+    let refused = gw.try_connect(&Upgrade::new("/nope")).err().expect("refused");
+    assert_eq!(refused.status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log_text().contains("upgrade refused") {
+        assert!(Instant::now() < deadline, "{}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("upgrade refused")).unwrap();
+    assert!(line.contains("INFO") && line.contains("reason=\"not_found\""), "{line}");
+    assert!(line.contains("status=404") && line.contains("suppressed=0"), "{line}");
+    let started = log.lines().find(|l| l.contains("throng started")).unwrap();
+    assert!(started.contains(env!("CARGO_PKG_VERSION")), "{started}");
+}
+
+#[test]
+fn queued_outbound_bytes_rise_for_a_reader_that_stalls_and_fall_when_it_goes() {
+    let gw = Gateway::start(None, &["--max-outbound-bytes", "64MiB", "--slow-consumer", "drop"]);
+    let reader = gw.connect("/ws?channels=slow");
+    assert_eq!(value(&scrape(&gw), "throng_outbound_queued_bytes", &[]), 0.0);
+    // Far more than the loopback socket buffers hold: the rest waits in the queue.
+    let body = vec![b'x'; 1024 * 1024];
+    for _ in 0..32 {
+        assert_eq!(http(gw.admin, "POST", "/v1/channels/slow", &[], &body).status, 200);
+    }
+    let wait = |what: &str, done: &dyn Fn(f64) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let queued = value(&scrape(&gw), "throng_outbound_queued_bytes", &[]);
+            if done(queued) {
+                return queued;
+            }
+            assert!(Instant::now() < deadline, "{what}: {queued}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let queued = wait("bytes queued", &|q| q > 1024.0 * 1024.0);
+    assert!(queued <= 33.0 * 1024.0 * 1024.0, "{queued}");
+    drop(reader);
+    wait("the queue of the closed connection released", &|q| q == 0.0);
+}
+
+#[test]
+fn bytes_are_split_by_direction_and_kind() {
+    let gw = Gateway::start(None, &[]);
+    let bytes = |direction: &str, kind: &str| {
+        value(&scrape(&gw), "throng_bytes_total", &[("direction", direction), ("kind", kind)])
+    };
+    let mut ws = gw.connect("/ws");
+    // The welcome was read: the 101 and its frame were written.
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("the 101 and the welcome counted", &|| {
+        bytes("out", "handshake") > 0.0 && bytes("out", "frames") > 0.0
+    });
+    let request = bytes("in", "handshake");
+    assert!(request > 50.0, "{request}");
+    assert_eq!(bytes("in", "frames"), 0.0);
+    let reply = ws.command(serde_json::json!({"op": "subscribe", "channel": "news"}));
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    // A masked frame of the command: header (2 + 4 mask) plus its JSON, now frames, not handshake.
+    assert!(bytes("in", "frames") > 6.0);
+    assert_eq!(bytes("in", "handshake"), request);
+    // The split adds up to the totals.
+    let s = scrape(&gw);
+    let total_in = value(&s, "throng_bytes_in_total", &[]);
+    let split: f64 = ["handshake", "frames"]
+        .iter()
+        .map(|k| value(&s, "throng_bytes_total", &[("direction", "in"), ("kind", k)]))
+        .sum();
+    assert_eq!(split, total_in);
+}
