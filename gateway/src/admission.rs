@@ -90,7 +90,11 @@ impl Admission {
 
     /// Gives back the slot of a closed connection from `ip`.
     pub(crate) fn release(&self, ip: IpAddr) {
-        let key = IpKey::from(ip);
+        self.release_key(IpKey::from(ip));
+    }
+
+    /// Gives back the slot of a closed connection counted under `key`.
+    pub(crate) fn release_key(&self, key: IpKey) {
         let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_ip.get_mut(&key) {

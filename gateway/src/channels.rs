@@ -84,7 +84,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 
 /// An allow-list entry from a token: an exact name, or a prefix ending in `*` (`news.*`
 /// matches `news.eu` and `news.eu.sport`; `*` alone matches everything).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: String,
     prefix: bool,

@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::conns::Conns;
 use super::metrics::Counters;
-use super::registry::Registry;
 use throng::{ConnId, Handle};
 
 /// The close code for an expired token (private-use range 4000–4999, RFC 6455 §7.4.2).
@@ -90,13 +90,13 @@ impl Expiry {
     }
 
     /// Runs the timer on its own thread for the life of the process.
-    pub(crate) fn spawn(self: Arc<Self>, handle: Handle, registry: Arc<Registry>, counters: Arc<Counters>) {
+    pub(crate) fn spawn(self: Arc<Self>, handle: Handle, conns: Arc<Conns>, counters: Arc<Counters>) {
         let spawned = std::thread::Builder::new().name("throng-expiry".into()).spawn(move || {
             let mut schedule = self.lock();
             loop {
                 let now = unix_now();
                 while let Some(conn) = schedule.pop_due(now) {
-                    if registry.contains(conn) {
+                    if conns.contains(ConnId::from_u64(conn)) {
                         counters.inc(&counters.token_expired_closes);
                         // Refused only by an overloaded loop, which counts it.
                         let _ = handle.close(ConnId::from_u64(conn), TOKEN_EXPIRED, "token expired");

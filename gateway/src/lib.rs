@@ -23,6 +23,7 @@ pub mod config;
 
 mod admin;
 mod admission;
+mod conns;
 mod demo;
 mod expiry;
 mod logging;
@@ -44,6 +45,7 @@ use signal_hook::iterator::Signals;
 
 use self::broker::{Broker, LocalBroker, RedisBroker, RedisOptions};
 use self::config::{Cli, Settings, SlowConsumer};
+use self::conns::Conns;
 use self::expiry::Expiry;
 use self::registry::Registry;
 use self::state::{Ctx, Front, Live};
@@ -88,11 +90,13 @@ pub fn run(cli: Cli) -> Result<(), String> {
     };
     let broker_name = settings.broker.as_deref().map_or_else(|| "local".to_owned(), broker::redact_url);
     let registry = Arc::new(Registry::new(handle.clone(), broker.clone()));
+    let conns = Arc::new(Conns::new(settings.loops));
     let expiry = Arc::new(Expiry::default());
     let ctx = Arc::new(Ctx {
         front,
         handle: handle.clone(),
-        registry: registry.clone(),
+        registry,
+        conns: conns.clone(),
         expiry: expiry.clone(),
         broker,
         draining: AtomicBool::new(false),
@@ -105,7 +109,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         move |e| format!("cannot start {what}: {e}")
     }
     workers::spawn(ctx.clone(), server.shards()).map_err(io("workers"))?;
-    expiry.spawn(handle, registry, ctx.front.counters.clone());
+    expiry.spawn(handle, conns, ctx.front.counters.clone());
     admin::start(ctx.clone(), admin).map_err(io("admin listener"))?;
 
     // Registered before "throng started" is announced: a supervisor (or a test) that stops the
@@ -215,7 +219,7 @@ fn drain(ctx: Arc<Ctx>, server: Server<Opening>, signal: i32) {
     let grace = ctx.front.settings.drain_timeout;
     let started = Instant::now();
     let deadline = started + grace;
-    let open = ctx.registry.totals().0;
+    let open = ctx.conns.len();
     tracing::info!(signal, connections = open, deadline = ?grace, "throng draining");
     let spawned = std::thread::Builder::new().name("throng-drain".into()).spawn(move || {
         ctx.stop_publishes(deadline);

@@ -8,37 +8,24 @@
 //! behind the subscribe in the same loop's mailbox.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::broker::Broker;
 use super::channels::{allowed, Pattern};
 use throng::{ConnId, Handle};
 
-/// What the gateway keeps per open connection.
-pub(crate) struct ConnInfo {
-    pub(crate) ip: IpAddr,
-    pub(crate) user: Option<Arc<str>>,
-    pub(crate) allowed: Option<Arc<[Pattern]>>,
-    /// Channels joined by name (the user topic is not counted against the limit); a set, so
-    /// that joining many stays linear.
-    pub(crate) channels: HashSet<Arc<str>>,
-    pub(crate) user_topic: Option<Arc<str>>,
-    /// When the worker saw the Open, for the close line's duration.
-    pub(crate) opened: std::time::Instant,
-}
-
 /// Why a subscribe command failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SubscribeError {
     Forbidden,
     TooMany,
-    Gone,
 }
 
 #[derive(Default)]
 struct Inner {
-    conns: HashMap<u64, ConnInfo>,
+    /// Channels joined by name, only for connections that joined any (the user topic is not
+    /// counted against the limit, so it is not here). A set, so joining many stays linear.
+    joined: HashMap<u64, HashSet<Arc<str>>>,
     topics: HashMap<Arc<str>, usize>,
     subscriptions: usize,
 }
@@ -60,20 +47,23 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records an opened connection and subscribes it to its user topic and `channels`
-    /// (already checked against its allow-list and the per-connection limit).
-    pub(crate) fn open(&self, conn: ConnId, mut info: ConnInfo, channels: &[String]) {
+    /// Subscribes an opened connection to its user topic and `channels` (already checked
+    /// against its allow-list and the per-connection limit).
+    pub(crate) fn open(&self, conn: ConnId, user_topic: Option<&str>, channels: &[String]) {
         let mut inner = self.lock();
-        if let Some(topic) = info.user_topic.clone() {
-            self.join(&mut inner, conn, topic);
+        if let Some(topic) = user_topic {
+            self.join(&mut inner, conn, Arc::from(topic));
         }
+        let mut joined = HashSet::new();
         for channel in channels {
             let topic: Arc<str> = Arc::from(channel.as_str());
-            if info.channels.insert(topic.clone()) {
+            if joined.insert(topic.clone()) {
                 self.join(&mut inner, conn, topic);
             }
         }
-        inner.conns.insert(conn.as_u64(), info);
+        if !joined.is_empty() {
+            inner.joined.insert(conn.as_u64(), joined);
+        }
     }
 
     fn join(&self, inner: &mut Inner, conn: ConnId, topic: Arc<str>) {
@@ -102,20 +92,31 @@ impl Registry {
     }
 
     /// A client's subscribe command. `Ok(false)`: it was subscribed already.
-    pub(crate) fn subscribe(&self, conn: ConnId, channel: &str, max: usize) -> Result<bool, SubscribeError> {
-        let mut inner = self.lock();
-        let info = inner.conns.get_mut(&conn.as_u64()).ok_or(SubscribeError::Gone)?;
-        if !allowed(info.allowed.as_deref(), channel) {
+    /// `allow` is the connection's allow-list (`None`: every channel); the caller checked that
+    /// the connection is open.
+    pub(crate) fn subscribe(
+        &self,
+        conn: ConnId,
+        allow: Option<&[Pattern]>,
+        channel: &str,
+        max: usize,
+    ) -> Result<bool, SubscribeError> {
+        if !allowed(allow, channel) {
             return Err(SubscribeError::Forbidden);
         }
-        if info.channels.contains(channel) {
+        let mut inner = self.lock();
+        let joined = inner.joined.entry(conn.as_u64()).or_default();
+        if joined.contains(channel) {
             return Ok(false);
         }
-        if info.channels.len() >= max {
+        if joined.len() >= max {
+            if joined.is_empty() {
+                inner.joined.remove(&conn.as_u64());
+            }
             return Err(SubscribeError::TooMany);
         }
         let topic: Arc<str> = Arc::from(channel);
-        info.channels.insert(topic.clone());
+        joined.insert(topic.clone());
         self.join(&mut inner, conn, topic);
         Ok(true)
     }
@@ -123,27 +124,25 @@ impl Registry {
     /// A client's unsubscribe command. `false`: it was not subscribed.
     pub(crate) fn unsubscribe(&self, conn: ConnId, channel: &str) -> bool {
         let mut inner = self.lock();
-        let Some(info) = inner.conns.get_mut(&conn.as_u64()) else { return false };
-        if !info.channels.remove(channel) {
+        let Some(joined) = inner.joined.get_mut(&conn.as_u64()) else { return false };
+        if !joined.remove(channel) {
             return false;
+        }
+        if joined.is_empty() {
+            inner.joined.remove(&conn.as_u64());
         }
         let _ = self.handle.unsubscribe(conn, channel);
         self.leave(&mut inner, channel);
         true
     }
 
-    /// Forgets a closed connection (the engine drops its subscriptions itself).
-    pub(crate) fn close(&self, conn: ConnId) -> Option<ConnInfo> {
+    /// Forgets a closed connection's subscriptions (the engine drops its own itself).
+    pub(crate) fn close(&self, conn: ConnId, user_topic: Option<&str>) {
         let mut inner = self.lock();
-        let info = inner.conns.remove(&conn.as_u64())?;
-        for topic in info.channels.iter().chain(info.user_topic.as_ref()) {
+        let joined = inner.joined.remove(&conn.as_u64()).unwrap_or_default();
+        for topic in joined.iter().map(|t| &**t).chain(user_topic) {
             self.leave(&mut inner, topic);
         }
-        Some(info)
-    }
-
-    pub(crate) fn contains(&self, conn: u64) -> bool {
-        self.lock().conns.contains_key(&conn)
     }
 
     /// Local subscribers of `topic`.
@@ -151,10 +150,10 @@ impl Registry {
         self.lock().topics.get(topic).copied().unwrap_or(0)
     }
 
-    /// (open connections, topics with subscribers, subscriptions).
-    pub(crate) fn totals(&self) -> (usize, usize, usize) {
+    /// (topics with subscribers, subscriptions).
+    pub(crate) fn totals(&self) -> (usize, usize) {
         let inner = self.lock();
-        (inner.conns.len(), inner.topics.len(), inner.subscriptions)
+        (inner.topics.len(), inner.subscriptions)
     }
 
     /// Topics and their local subscriber counts, sorted by name; `user:` topics only when asked.
@@ -166,10 +165,5 @@ impl Registry {
             .collect();
         list.sort_unstable();
         list
-    }
-
-    /// The token subject of an open connection.
-    pub(crate) fn user_of(&self, conn: u64) -> Option<Arc<str>> {
-        self.lock().conns.get(&conn).and_then(|c| c.user.clone())
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::admission::Admission;
 use super::broker::Broker;
 use super::config::{ClientMessages, Settings};
+use super::conns::Conns;
 use super::expiry::Expiry;
 use super::metrics::{Counters, Snapshot};
 use super::origin::OriginList;
@@ -76,6 +77,7 @@ pub(crate) struct Ctx {
     pub(crate) front: Arc<Front>,
     pub(crate) handle: Handle,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) conns: Arc<Conns>,
     pub(crate) expiry: Arc<Expiry>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) draining: AtomicBool,
@@ -92,7 +94,8 @@ impl Ctx {
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let (open, topics, subscriptions) = self.registry.totals();
+        let open = self.conns.len();
+        let (topics, subscriptions) = self.registry.totals();
         Snapshot {
             engine: self.handle.stats(),
             loops: self.handle.loop_stats(),

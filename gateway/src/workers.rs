@@ -3,18 +3,18 @@
 //! are handled in order (its Open before its commands before its Close) while different
 //! connections run in parallel.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::admission::IpKey;
 use super::broker;
 use super::channels::{check_client_channel, user_topic};
 use super::config::ClientMessages;
-use super::registry::{ConnInfo, SubscribeError};
+use super::conns::Principal;
+use super::registry::SubscribeError;
 use super::state::Ctx;
 use super::upgrade::Opening;
 use throng::engine::Events;
@@ -173,17 +173,13 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
                 channels = channels.len(),
                 "connection open"
             );
-            let user_name = claims.as_ref().map(|c| Arc::<str>::from(c.sub.as_str()));
-            let info = ConnInfo {
-                ip: peer.ip(),
-                user: user_name.clone(),
-                allowed: claims.as_ref().and_then(|c| c.channels.clone()).map(Arc::from),
-                channels: HashSet::with_capacity(channels.len()),
-                user_topic: user_name.as_deref().map(|u| Arc::from(user_topic(u))),
-                opened: Instant::now(),
-            };
-            ctx.registry.open(conn, info, &channels);
-            if let Some(exp) = claims.as_ref().and_then(|c| c.exp) {
+            let exp = claims.as_ref().and_then(|c| c.exp);
+            let principal = claims
+                .map(|c| Principal { sub: Arc::from(c.sub), allowed: c.channels.map(Vec::into_boxed_slice) });
+            let principal = ctx.conns.open(conn, IpKey::from(peer.ip()), principal);
+            let user_name = principal.as_ref().map(|p| p.sub.clone());
+            ctx.registry.open(conn, user_name.as_deref().map(user_topic).as_deref(), &channels);
+            if let Some(exp) = exp {
                 ctx.expiry.schedule(conn, exp);
             }
             // Sent after the subscribes were posted, so a client that has read it is subscribed.
@@ -201,20 +197,23 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     }
 }
 
-/// A connection is gone: its registry entry, token expiry and admission slot go with it.
-/// It is counted under its code and logged at `debug`.
+/// A connection is gone: its entry, subscriptions, token expiry and admission slot go with
+/// it. It is counted under its code and logged at `debug` (`peer` is the address its admission
+/// slot was counted under: an IPv4 address or an IPv6 /64).
 fn closed(ctx: &Ctx, conn: ConnId, code: u16, reason: &str, clean: bool) {
     ctx.counters().close(code);
     ctx.expiry.cancel(conn);
-    if let Some(info) = ctx.registry.close(conn) {
-        ctx.front.admission.release(info.ip);
+    if let Some(info) = ctx.conns.close(conn) {
+        let user_topic = info.principal.as_ref().map(|p| user_topic(&p.sub));
+        ctx.registry.close(conn, user_topic.as_deref());
+        ctx.front.admission.release_key(info.ip);
         tracing::debug!(
             conn = conn.as_u64(),
             peer = %info.ip,
             code,
             reason,
             clean,
-            duration_ms = info.opened.elapsed().as_millis() as u64,
+            duration_ms = info.open_for.as_millis() as u64,
             "connection closed"
         );
     } else {
@@ -250,7 +249,7 @@ fn on_message(ctx: &Ctx, conn: ConnId, message: Message) {
         }
         ClientMessages::Forward => {
             counters.inc(&counters.client_messages_forwarded);
-            let user = ctx.registry.user_of(conn.as_u64()).map(|u| u.to_string());
+            let user = ctx.conns.principal(conn).map(|p| p.sub.to_string());
             ctx.broker.forward(&broker::Sender { conn: conn.as_u64(), user }, message);
         }
     }
@@ -297,13 +296,17 @@ fn execute(ctx: &Ctx, conn: ConnId, command: &Command) -> Result<&'static str, C
             #[cfg(debug_assertions)]
             fault::panic_on_subscribe(channel);
             let max = ctx.front.settings.max_channels_per_connection;
-            match ctx.registry.subscribe(conn, channel, max) {
+            if !ctx.conns.contains(conn) {
+                return Err(("closed", "connection is closing".into()));
+            }
+            let principal = ctx.conns.principal(conn);
+            let allow = principal.as_ref().and_then(|p| p.allowed.as_deref());
+            match ctx.registry.subscribe(conn, allow, channel, max) {
                 Ok(_) => Ok("subscribed"),
                 Err(SubscribeError::Forbidden) => {
                     Err(("forbidden", format!("channel not allowed: {channel}")))
                 }
                 Err(SubscribeError::TooMany) => Err(("too_many_channels", format!("at most {max} channels"))),
-                Err(SubscribeError::Gone) => Err(("closed", "connection is closing".into())),
             }
         }
         "unsubscribe" => {

@@ -13,6 +13,9 @@
 #   ring     of that, the KiB resident in io_uring's ring mappings (anon_inode:[io_uring] in
 #            /proc/PID/smaps; 0 for a server without a ring)
 #   memory   RSS growth per idle connection, B (MEM_CONNS connections held HOLD)
+#   memory1  the same, each connection subscribed to one channel (`?channels=d1`: a gateway's
+#            query; an echo server ignores it)
+#   memory3  the same with three channels (`?channels=d1,d2,d3`)
 #   32       server CPU µs per echoed message, 32 B × 100 conns, INFLIGHT_32 in flight
 #   512      the same, 512 B × 1000 conns, INFLIGHT_512 in flight (sources 127.0.0.2-127.0.0.10)
 #   64k      the same, 64 KiB binary × 10 conns, INFLIGHT_64K in flight
@@ -25,6 +28,7 @@
 #   ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s  STORM_PARALLEL=16
 #   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  SHAPES="memory 32 512 64k"
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
+#   URL_PATH=""  (the path every run's URL has, e.g. "ws" for the gateway's endpoint)
 #   PERF=""  (e.g. "record -e cpu-clock -g", or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf
 #   (PERF profiles the server during each throng-load run; its own CPU then counts on the
 #   client's side of the machine, so leave it out of runs whose figures are compared)
@@ -50,6 +54,7 @@ MAX_SECONDS=${MAX_SECONDS:-1800}
 PERF=${PERF:-}
 PERF_SECONDS=${PERF_SECONDS:-4}
 PERF_DIR=${PERF_DIR:-${ROOT:-.}/target/perf}
+URL_PATH=${URL_PATH:-}
 BENCH_TAG=run
 
 BENCH_NAMES=()
@@ -113,7 +118,7 @@ bench_start() {
     SERVER_PID=$!
     for _ in $(seq 200); do
         if [[ -n $(ss -Hltn "sport = :$PORT") ]]; then
-            URL="ws://127.0.0.1:$PORT/"
+            URL="ws://127.0.0.1:$PORT/$URL_PATH"
             sleep 0.3 # let it settle before the "before" readings
             return
         fi
@@ -182,6 +187,10 @@ bench_measure() {
             bench_stop
             return ;;
         memory) json=$(bench_load connect "$URL" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD") ;;
+        memory1) json=$(bench_load connect "$URL?channels=d1" --conns "$MEM_CONNS" --sources "$SOURCES" \
+            --hold "$HOLD") ;;
+        memory3) json=$(bench_load connect "$URL?channels=d1,d2,d3" --conns "$MEM_CONNS" \
+            --sources "$SOURCES" --hold "$HOLD") ;;
         32) json=$(bench_load echo "$URL" --conns 100 --size 32 --inflight "$INFLIGHT_32" \
             --warmup "$WARMUP" --duration "$DURATION") ;;
         512) json=$(bench_load echo "$URL" --conns 1000 --size 512 --inflight "$INFLIGHT_512" \
@@ -194,7 +203,7 @@ bench_measure() {
     esac
     bench_stop
     case $what in
-        memory) filter='.server.rss_bytes_per_conn | floor | tostring' ;;
+        memory | memory1 | memory3) filter='.server.rss_bytes_per_conn | floor | tostring' ;;
         *) filter='"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
     esac
     jq -r "($filter) + (if .ok == true then \"\" else \"!\" end)" <<<"$json" 2>/dev/null || echo "?"
@@ -243,6 +252,8 @@ bench_label() {
         fresh) echo "RSS of a fresh server (no connection yet), KiB" ;;
         ring) echo "of which io_uring ring mappings, KiB" ;;
         memory) echo "RSS per idle connection ($MEM_CONNS conns), B" ;;
+        memory1) echo "RSS per idle connection with one channel ($MEM_CONNS conns), B" ;;
+        memory3) echo "RSS per idle connection with three channels ($MEM_CONNS conns), B" ;;
         32) echo "server/client CPU µs per msg, 32 B × 100 conns, $INFLIGHT_32 in flight" ;;
         512) echo "server/client CPU µs per msg, 512 B × 1000 conns, $INFLIGHT_512 in flight" ;;
         64k) echo "server/client CPU µs per msg, 64 KiB × 10 conns, $INFLIGHT_64K in flight" ;;

@@ -30,7 +30,16 @@ impl ConnId {
         ((self.0 >> 32) & 0xff_ffff) as usize
     }
 
-    pub(crate) fn generation(self) -> u32 {
+    /// The connection's slot in its loop: small and dense (slots are reused), so an embedder
+    /// can keep its own per-connection state in a vector per loop indexed by it, checked
+    /// against [`ConnId::generation`].
+    pub fn slot(self) -> usize {
+        self.index()
+    }
+
+    /// Which use of its slot this connection is (never 0): two connections that held the same
+    /// slot differ in it.
+    pub fn generation(self) -> u32 {
         self.0 as u32
     }
 

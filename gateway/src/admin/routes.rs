@@ -431,7 +431,7 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
     if reason.len() > throng::proto::close::MAX_REASON_LEN {
         return Response::error(400, "bad_request", "reason is over 123 bytes");
     }
-    if !ctx.registry.contains(raw) {
+    if !ctx.conns.contains(ConnId::from_u64(raw)) {
         return Response::error(404, "not_found", format!("no open connection {raw}"));
     }
     if let Err(e) = ctx.handle.close(ConnId::from_u64(raw), code, &reason) {
