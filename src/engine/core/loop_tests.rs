@@ -13,6 +13,7 @@ use crate::engine::delivery::RawEvent;
 use crate::engine::mailbox::{LoopMailbox, Shared};
 use crate::engine::stats::LoopStats;
 use crate::engine::timer::TICK;
+use crate::engine::topics::Interner;
 use crate::engine::{ConnId, Event, Handle, Server, ServerBuilder};
 
 const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
@@ -47,14 +48,16 @@ impl Harness {
         let waker = Arc::new(TestWaker);
         let (commands_tx, commands) = crossbeam_channel::bounded(config.command_capacity);
         let stats = Arc::new(LoopStats::default());
+        let interner = Arc::new(Interner::new(1));
         let shared = Arc::new(Shared {
             mailboxes: vec![LoopMailbox::new(commands_tx, waker)],
             stats: vec![stats.clone()],
             events: vec![events.clone()],
             command_timeout: config.command_timeout,
             backend: crate::engine::Backend::Epoll,
+            interner: interner.clone(),
         });
-        let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default());
+        let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default(), interner);
         // The test clock starts where the loop's did, so that ticks fall on whole milliseconds.
         let mem = Memory::new(core.now, config.scratch_size);
         let lp = Loop::new(core, commands, shared.clone());
