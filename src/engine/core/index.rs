@@ -278,3 +278,225 @@ impl TopicIndex {
         self.nodes.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One loop's index over a shared interner, with the connections' list heads.
+    struct World {
+        interner: Arc<Interner>,
+        index: TopicIndex,
+        heads: Vec<u32>,
+        edges: Arc<Mutex<Vec<(String, usize)>>>,
+    }
+
+    impl World {
+        fn new(slots: usize) -> Self {
+            let interner = Arc::new(Interner::new(1));
+            let edges = Arc::new(Mutex::new(Vec::new()));
+            let hook: TopicHook = {
+                let edges = edges.clone();
+                Arc::new(move |topic: &str, n| edges.lock().unwrap().push((topic.to_owned(), n)))
+            };
+            let index = TopicIndex::new(0, interner.clone(), Some(hook));
+            Self { interner, index, heads: vec![NONE; slots], edges }
+        }
+
+        fn subscribe(&mut self, slot: u32, topic: &str) {
+            let pin = self.interner.pin(topic);
+            self.index.subscribe(&mut self.heads[slot as usize], slot, pin.record());
+        }
+
+        fn unsubscribe(&mut self, slot: u32, topic: &str) {
+            if let Some(record) = self.interner.find(topic) {
+                self.index.unsubscribe(&mut self.heads[slot as usize], &record);
+            }
+        }
+
+        fn close(&mut self, slot: u32) {
+            self.index.unsubscribe_all(&mut self.heads[slot as usize]);
+        }
+
+        fn check(&self) {
+            let heads: Vec<(u32, u32)> = self.heads.iter().enumerate().map(|(s, &h)| (s as u32, h)).collect();
+            self.index.check(&heads);
+        }
+
+        fn members(&self, topic: &str) -> BTreeSet<u32> {
+            self.interner
+                .find(topic)
+                .map_or_else(BTreeSet::new, |r| self.index.member_slots(&r).into_iter().collect())
+        }
+
+        fn take_edges(&self) -> Vec<(String, usize)> {
+            std::mem::take(&mut *self.edges.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn subscribe_twice_leave_a_non_member_and_close() {
+        let mut w = World::new(3);
+        w.subscribe(1, "news");
+        w.subscribe(1, "news"); // twice: one entry
+        w.subscribe(1, "chat");
+        w.subscribe(2, "news");
+        w.check();
+        assert_eq!(w.members("news"), BTreeSet::from([1, 2]));
+        assert_eq!(w.interner.totals(), (2, 3));
+        assert_eq!(w.take_edges(), [("news".to_owned(), 1), ("chat".to_owned(), 1)]);
+        w.unsubscribe(0, "news"); // not a member
+        w.unsubscribe(1, "never"); // no such topic
+        w.unsubscribe(1, "news");
+        w.check();
+        assert_eq!(w.members("news"), BTreeSet::from([2]));
+        w.close(1);
+        w.check();
+        assert!(w.interner.find("chat").is_none(), "an empty topic leaves the interner");
+        assert_eq!(w.take_edges(), [("chat".to_owned(), 0)]);
+        w.close(2);
+        assert_eq!(w.take_edges(), [("news".to_owned(), 0)]);
+        assert_eq!((w.interner.len(), w.index.topics_len(), w.index.nodes_len()), (0, 0, 0));
+        assert_eq!(w.interner.totals(), (0, 0));
+    }
+
+    /// Random subscribes, unsubscribes, closes and compactions against a plain map of sets.
+    #[test]
+    fn random_operations_agree_with_a_simple_model() {
+        const SLOTS: u32 = 48;
+        const TOPICS: u32 = 16;
+        let mut rng = fastrand::Rng::with_seed(0x7091c5);
+        let mut w = World::new(SLOTS as usize);
+        let mut model: HashMap<String, BTreeSet<u32>> = HashMap::new();
+        for step in 0..20_000 {
+            let slot = rng.u32(..SLOTS);
+            let topic = format!("t{}", rng.u32(..TOPICS));
+            let before = model.get(&topic).map_or(0, BTreeSet::len);
+            let mut expected_edges = Vec::new();
+            match rng.u32(..100) {
+                0..=54 => {
+                    w.subscribe(slot, &topic);
+                    if model.entry(topic.clone()).or_default().insert(slot) && before == 0 {
+                        expected_edges.push((topic.clone(), 1));
+                    }
+                }
+                55..=89 => {
+                    w.unsubscribe(slot, &topic);
+                    if model.get_mut(&topic).is_some_and(|m| m.remove(&slot)) && before == 1 {
+                        expected_edges.push((topic.clone(), 0));
+                    }
+                }
+                90..=98 => {
+                    w.close(slot);
+                    let mut left: Vec<&String> = model
+                        .iter()
+                        .filter(|(_, m)| m.len() == 1 && m.contains(&slot))
+                        .map(|(t, _)| t)
+                        .collect();
+                    left.sort();
+                    let mut got = w.take_edges();
+                    got.sort();
+                    assert_eq!(
+                        got,
+                        left.into_iter().map(|t| (t.clone(), 0)).collect::<Vec<_>>(),
+                        "step {step}"
+                    );
+                    for members in model.values_mut() {
+                        members.remove(&slot);
+                    }
+                }
+                _ => {
+                    w.index.compact(w.heads.iter_mut());
+                }
+            }
+            model.retain(|_, m| !m.is_empty());
+            if !expected_edges.is_empty() {
+                assert_eq!(w.take_edges(), expected_edges, "step {step}");
+            }
+            assert!(w.take_edges().is_empty(), "step {step}: a report for another change");
+            if step % 97 == 0 || step > 19_900 {
+                w.check();
+                for t in 0..TOPICS {
+                    let name = format!("t{t}");
+                    let want = model.get(&name).cloned().unwrap_or_default();
+                    assert_eq!(w.members(&name), want, "step {step}: members of {name}");
+                    assert_eq!(w.interner.subscribers(&name), want.len());
+                    assert_eq!(
+                        w.interner.find(&name).is_some(),
+                        !want.is_empty(),
+                        "step {step}: {name} kept"
+                    );
+                }
+                let subscriptions = model.values().map(BTreeSet::len).sum();
+                assert_eq!(w.interner.totals(), (model.len(), subscriptions), "step {step}");
+                assert_eq!(w.index.topics_len(), model.len());
+            }
+        }
+        for slot in 0..SLOTS {
+            w.close(slot);
+        }
+        w.check();
+        assert_eq!((w.interner.len(), w.index.topics_len(), w.index.nodes_len()), (0, 0, 0), "all emptied");
+    }
+
+    #[test]
+    fn two_loops_share_the_records_and_the_counts() {
+        let interner = Arc::new(Interner::new(2));
+        let edges = Arc::new(Mutex::new(Vec::new()));
+        let hook: TopicHook = {
+            let edges = edges.clone();
+            Arc::new(move |topic: &str, n| edges.lock().unwrap().push((topic.to_owned(), n)))
+        };
+        let mut loops = [0, 1].map(|id| TopicIndex::new(id, interner.clone(), Some(hook.clone())));
+        let mut heads = [[NONE; 2]; 2];
+        for (l, index) in loops.iter_mut().enumerate() {
+            let pin = interner.pin("news");
+            index.subscribe(&mut heads[l][0], 0, pin.record());
+            index.subscribe(&mut heads[l][1], 1, pin.record());
+        }
+        let record = interner.find("news").unwrap();
+        assert_eq!((record.local(0), record.local(1)), (0, 0), "each loop's own index");
+        assert_eq!(interner.subscribers("news"), 4);
+        assert_eq!(std::mem::take(&mut *edges.lock().unwrap()), [("news".to_owned(), 1)], "one first");
+        loops[0].unsubscribe_all(&mut heads[0][0]);
+        loops[0].unsubscribe_all(&mut heads[0][1]);
+        assert_eq!(record.local(0), NONE);
+        assert_eq!(interner.len(), 1, "loop 1 still holds it");
+        loops[1].unsubscribe(&mut heads[1][0], &record);
+        loops[1].unsubscribe(&mut heads[1][1], &record);
+        assert_eq!(std::mem::take(&mut *edges.lock().unwrap()), [("news".to_owned(), 0)], "one last");
+        assert_eq!(interner.len(), 0);
+    }
+
+    #[test]
+    fn tables_shrink_once_mostly_empty() {
+        let slots = 2 * COMPACT_MIN as u32;
+        let mut w = World::new(slots as usize);
+        for slot in 0..slots {
+            w.subscribe(slot, "big");
+            w.subscribe(slot, &format!("own{slot}"));
+        }
+        let record = w.interner.find("big").unwrap();
+        assert!(!w.index.compaction_due());
+        for slot in 0..slots - 100 {
+            w.close(slot);
+        }
+        w.check();
+        let local = &w.index.topics[record.local(0) as usize];
+        assert!(local.members.capacity() <= 4 * 100, "members kept {} room", local.members.capacity());
+        assert!(w.index.topics.capacity() <= 4 * 101, "topics kept {} room", w.index.topics.capacity());
+        assert!(w.index.compaction_due());
+        w.index.compact(w.heads.iter_mut());
+        w.check();
+        assert_eq!(w.index.nodes_len(), 200);
+        assert!(w.index.nodes.capacity() <= 400);
+        assert_eq!(w.members("big").len(), 100);
+        for slot in slots - 100..slots {
+            w.close(slot);
+        }
+        assert_eq!((w.interner.len(), w.index.nodes.capacity()), (0, 0));
+    }
+}
