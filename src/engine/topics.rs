@@ -355,13 +355,13 @@ mod tests {
         let interner = Arc::new(Interner::new(1));
         let pin = interner.pin("t");
         let r = pin.record();
-        assert_eq!(interner.count(&r, true), Some(1));
-        assert_eq!(interner.count(&r, true), None);
+        assert_eq!(interner.count(r, true), Some(1));
+        assert_eq!(interner.count(r, true), None);
         assert_eq!(interner.totals(), (1, 2));
         assert_eq!(interner.subscribers("t"), 2);
         assert_eq!(interner.list(), vec![(Arc::from("t"), 2)]);
-        assert_eq!(interner.count(&r, false), None);
-        assert_eq!(interner.count(&r, false), Some(0));
+        assert_eq!(interner.count(r, false), None);
+        assert_eq!(interner.count(r, false), Some(0));
         assert_eq!(interner.totals(), (0, 0));
         assert!(interner.list().is_empty());
         drop(pin);

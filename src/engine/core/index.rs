@@ -338,6 +338,12 @@ mod tests {
     }
 
     #[test]
+    fn a_subscription_costs_a_member_and_a_node() {
+        assert_eq!(std::mem::size_of::<Member>(), 8);
+        assert_eq!(std::mem::size_of::<Node>(), 12);
+    }
+
+    #[test]
     fn subscribe_twice_leave_a_non_member_and_close() {
         let mut w = World::new(3);
         w.subscribe(1, "news");

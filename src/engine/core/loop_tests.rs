@@ -266,6 +266,27 @@ fn publish_reaches_the_topics_subscribers_only() {
 }
 
 #[test]
+fn a_counted_publish_counts_only_the_connections_it_was_queued_to() {
+    let mut h = Harness::new(Server::builder());
+    let (a, a_id) = h.open();
+    let (b, b_id) = h.open();
+    h.handle.subscribe(a_id, "news").expect("queued");
+    h.handle.subscribe(b_id, "news").expect("queued");
+    h.turn();
+    assert_eq!(h.handle.subscribers("news"), 2);
+    // b's close frame is read before the commands run: it may no longer be sent to.
+    h.mem.push(b, &client_frame(0x88, &1000u16.to_be_bytes()));
+    let frame = crate::engine::Prepared::new(&crate::Message::Text("hi".into()));
+    let receipt = h.handle.publish_counted("news", &frame).expect("queued");
+    assert_eq!(receipt.try_count(), None, "the loop has not run it yet");
+    h.turn();
+    assert_eq!(receipt.try_count(), Some(1));
+    assert_eq!(h.mem.take_written(a), [0x81, 2, b'h', b'i']);
+    assert_eq!(h.mem.take_written(b), close_frame(1000, ""), "only its close answer");
+    assert_eq!(h.handle.subscription_totals(), (1, 1), "the closed connection left");
+}
+
+#[test]
 fn shutdown_sends_1001_and_the_loop_stops_once_every_connection_is_gone() {
     let mut h = Harness::new(Server::builder());
     let (peer, conn) = h.open();
