@@ -32,10 +32,13 @@ fn a_full_command_queue_refuses_with_an_error_and_shutdown_still_gets_through() 
     let events = server.events();
     let mut client = TestClient::connect(server.local_addr(), "/");
     let Event::Open { conn, .. } = next_event(&events) else { panic!("expected Open") };
+    let handle = server.handle();
+    // A publish to a topic nobody subscribed to never reaches a queue: subscribe first.
+    handle.subscribe(conn, "t").unwrap();
+    assert!(wait_until(READ_TIMEOUT, || handle.subscribers("t") == 1));
     client.send_text("block");
     assert!(wait_until(READ_TIMEOUT, || blocked.load(Ordering::SeqCst)));
 
-    let handle = server.handle();
     let results: Vec<_> = (0..6).map(|i| handle.send(conn, format!("m{i}"))).collect();
     assert_eq!(&results[..4], &[Ok(()); 4], "the queue holds four");
     assert_eq!(&results[4..], &[Err(CommandError::QueueFull); 2], "then refuses, after the timeout");

@@ -7,6 +7,14 @@
 
 use super::outbound::Outbound;
 
+/// The room a table of `len` entries should shrink to, once it is under a quarter full: twice
+/// its entries, so that a table that shrank does not grow again at the next few inserts. The
+/// engine's one rule for giving back a table's room (the io_uring backend's tables, the topic
+/// index).
+pub(crate) fn spare_room(len: usize, capacity: usize) -> Option<usize> {
+    (len * 4 < capacity).then_some(len * 2)
+}
+
 /// Boxes kept for reuse per loop; more are freed.
 const POOL_MAX: usize = 1024;
 /// Buffers that grew beyond this are not kept (a 16 MiB message must not stay cached).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::delivery::Erased;
 use super::event::{Admission, HttpHook, MessageHook, UpgradeHook};
+use super::topics::TopicHook;
 use crate::net::CidrList;
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;
@@ -98,6 +99,7 @@ pub struct Config {
     pub(crate) upgrade_hook: Option<UpgradeHook<Erased>>,
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
+    pub(crate) topic_hook: Option<TopicHook>,
     pub(crate) reuse_port: bool,
     pub(crate) backend: Backend,
     /// io_uring: the provided receive buffers of each loop (count, bytes each).
@@ -135,6 +137,7 @@ impl Default for Config {
             upgrade_hook: None,
             message_hook: None,
             http_hook: None,
+            topic_hook: None,
             reuse_port: true,
             backend: Backend::Auto,
             recv_buffers: (256, 128 * 1024),

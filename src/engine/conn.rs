@@ -14,6 +14,7 @@ use super::ids::ConnId;
 use super::outbound::{Outbound, Prepared};
 use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
+use super::topics::{TopicShared, NONE};
 use super::SlowConsumerPolicy;
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
@@ -80,6 +81,9 @@ pub(crate) struct Conn {
     /// the upgrade this is the accept's time: the handshake duration is measured from it
     /// (one field, two uses, so that measuring costs an idle connection nothing).
     rate_tat: u32,
+    /// The first node of this connection's subscriptions in the loop's topic index, or
+    /// [`NONE`] (in what was padding).
+    pub(crate) topics: u32,
     pub(crate) phase: Phase,
     flags: u8,
 }
@@ -94,6 +98,7 @@ impl Conn {
             last_seen: core.now_tick,
             phase_tick: 0,
             rate_tat: core.now_fine,
+            topics: NONE,
             phase: Phase::Handshaking,
             flags: 0,
         }
@@ -229,14 +234,16 @@ impl Conn {
         }
     }
 
-    /// Queues a frame shared with other connections.
-    pub(crate) fn send_prepared(&mut self, core: &mut LoopCore, index: u32, frame: &Prepared) {
+    /// Queues a frame shared with other connections. Returns whether it was queued (not
+    /// refused by the outbound cap, or because the connection is closing).
+    pub(crate) fn send_prepared(&mut self, core: &mut LoopCore, index: u32, frame: &Prepared) -> bool {
         if !self.may_send() || !self.admit(core, index, frame.wire_len()) {
-            return;
+            return false;
         }
         self.cold(core).outbound.push_shared(frame.0.clone());
         self.mark_dirty(core, index);
         LoopStats::add(&core.stats.messages_out, 1);
+        true
     }
 
     /// Applies the outbound cap ([`Outbound::fits`]).
@@ -697,17 +704,23 @@ impl Conn {
         core.emit(Event::Message { conn, message: Message::from_parts(kind, payload.to_vec()) });
     }
 
-    pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, topic: Arc<str>) {
+    /// Joins `record`'s topic (pinned by the caller), if messages may still be sent to it.
+    pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, record: &Arc<TopicShared>) {
         if self.may_send() {
-            core.subscribe(topic, index);
+            core.topics.subscribe(&mut self.topics, index, record);
         }
+    }
+
+    /// Leaves `record`'s topic, if it is in it.
+    pub(crate) fn unsubscribe(&mut self, core: &mut LoopCore, record: &TopicShared) {
+        core.topics.unsubscribe(&mut self.topics, record);
     }
 
     /// The connection leaves the slab: report it and leave its topics.
     pub(crate) fn on_removed(&mut self, core: &mut LoopCore, index: u32) {
         self.discard_message(core);
         let cold = self.cold.take();
-        core.unsubscribe_all(index);
+        core.topics.unsubscribe_all(&mut self.topics);
         if self.has(OPENED) {
             let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::mailbox::{Command, CommandError, Shared};
 use super::outbound::Prepared;
 use super::stats::Stats;
+use super::topics::PublishReceipt;
 use super::ConnId;
 use crate::proto::{CloseCode, Message};
 
@@ -37,14 +38,18 @@ impl Handle {
         self.shared.post(conn.loop_id(), Command::Close(conn, code, reason.to_owned()))
     }
 
-    /// Subscribes a connection to a topic; it leaves every topic when it closes.
+    /// Subscribes a connection to a topic; it leaves every topic when it closes. Subscribing
+    /// twice is the same as once.
     pub fn subscribe(&self, conn: ConnId, topic: &str) -> Result<(), CommandError> {
-        self.shared.post(conn.loop_id(), Command::Subscribe(conn, Arc::from(topic)))
+        let pin = self.shared.interner.pin(topic);
+        self.shared.post(conn.loop_id(), Command::Subscribe(conn, pin))
     }
 
-    /// Unsubscribes a connection from a topic.
+    /// Unsubscribes a connection from a topic (nothing happens if it is not subscribed).
     pub fn unsubscribe(&self, conn: ConnId, topic: &str) -> Result<(), CommandError> {
-        self.shared.post(conn.loop_id(), Command::Unsubscribe(conn, Arc::from(topic)))
+        // No record: nobody is subscribed, and no subscribe is on its way.
+        let Some(record) = self.shared.interner.find(topic) else { return Ok(()) };
+        self.shared.post(conn.loop_id(), Command::Unsubscribe(conn, record))
     }
 
     /// Sends a message to every subscriber of `topic` on every loop. The frame is encoded once
@@ -55,14 +60,48 @@ impl Handle {
 
     /// [`Handle::publish`] with a message framed already. Every loop is tried: an error means at
     /// least one loop refused it (its subscribers miss the message; the others get it).
+    ///
+    /// A topic nobody is subscribed to (and no subscribe to it is on its way) costs a lookup.
     pub fn publish_prepared(&self, topic: &str, message: &Prepared) -> Result<(), CommandError> {
-        let topic: Arc<str> = Arc::from(topic);
+        let Some(record) = self.shared.interner.find(topic) else { return Ok(()) };
         let mut result = Ok(());
         for loop_id in 0..self.shared.mailboxes.len() {
-            let posted = self.shared.post(loop_id, Command::Publish(topic.clone(), message.clone()));
+            let posted = self.shared.post(loop_id, Command::Publish(record.clone(), message.clone(), None));
             result = result.and(posted);
         }
         result
+    }
+
+    /// [`Handle::publish_prepared`], with a receipt that tells how many connections the frame
+    /// was queued to: each loop reports the subscribers it handed the frame to, after its
+    /// outbound cap and slow-consumer policy (a connection closing meanwhile is not counted),
+    /// and [`PublishReceipt::wait`] gives the sum once all have. An error means at least one
+    /// loop refused the command, as for [`Handle::publish_prepared`]: the others still deliver.
+    pub fn publish_counted(&self, topic: &str, message: &Prepared) -> Result<PublishReceipt, CommandError> {
+        let Some(record) = self.shared.interner.find(topic) else { return Ok(PublishReceipt::nobody()) };
+        let (receipt, reports) = PublishReceipt::new(self.shared.mailboxes.len());
+        let mut result = Ok(());
+        for (loop_id, report) in reports.enumerate() {
+            let command = Command::Publish(record.clone(), message.clone(), Some(report));
+            result = result.and(self.shared.post(loop_id, command));
+        }
+        result.map(|()| receipt)
+    }
+
+    /// The connections subscribed to `topic`, over all loops.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.shared.interner.subscribers(topic)
+    }
+
+    /// Every topic with subscribers, with their number over all loops, sorted by name.
+    pub fn topics(&self) -> Vec<(Arc<str>, usize)> {
+        self.shared.interner.list()
+    }
+
+    /// The topics with subscribers and the subscriptions (a connection in a topic), over all
+    /// loops: two counters, read without a lock.
+    pub fn subscription_totals(&self) -> (usize, usize) {
+        self.shared.interner.totals()
     }
 
     /// The counters summed over loops.

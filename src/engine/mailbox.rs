@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use super::delivery::RawEvent;
 use super::outbound::Prepared;
 use super::stats::LoopStats;
+use super::topics::{Interner, Pin, Report, TopicShared};
 use super::ConnId;
 use crate::proto::{CloseCode, Message};
 
@@ -18,9 +19,11 @@ pub(crate) enum Command {
     Send(ConnId, Message),
     SendPrepared(ConnId, Prepared),
     Close(ConnId, CloseCode, String),
-    Subscribe(ConnId, Arc<str>),
-    Unsubscribe(ConnId, Arc<str>),
-    Publish(Arc<str>, Prepared),
+    Subscribe(ConnId, Pin),
+    Unsubscribe(ConnId, Arc<TopicShared>),
+    /// A frame for the topic's subscribers; with a [`Report`], the loop says how many it
+    /// queued it to.
+    Publish(Arc<TopicShared>, Prepared, Option<Report>),
     /// A socket accepted by another loop (only without `SO_REUSEPORT`), handed over as a std
     /// socket so that any backend can take it.
     Adopt(std::net::TcpStream, SocketAddr),
@@ -133,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) command_timeout: std::time::Duration,
     /// The backend the loops run on.
     pub(crate) backend: super::config::Backend,
+    /// The topics of all loops, by name.
+    pub(crate) interner: Arc<Interner>,
 }
 
 impl Shared {

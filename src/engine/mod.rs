@@ -22,6 +22,7 @@ pub(crate) mod mailbox;
 pub(crate) mod outbound;
 pub(crate) mod stats;
 pub(crate) mod timer;
+pub(crate) mod topics;
 
 use std::io;
 use std::marker::PhantomData;
@@ -51,6 +52,8 @@ use self::mailbox::{LoopMailbox, Shared};
 pub use self::outbound::Prepared;
 use self::stats::LoopStats;
 pub use self::stats::{AtomicHistogram, Histogram, Stats, LATENCY_BUCKETS};
+use self::topics::Interner;
+pub use self::topics::{PublishReceipt, TopicHook};
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 
@@ -260,6 +263,28 @@ impl<T> ServerBuilder<T> {
         F: Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
     {
         self.config.http_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Reports a topic's first subscriber and its last: `hook(topic, subscribers)` runs when the
+    /// topic's subscribers over all loops go from 0 to 1 or from 1 to 0, with the count read
+    /// after the change. It is not called for other changes of the count.
+    ///
+    /// The reports are level-triggered: each says "the count changed; here it is now", not
+    /// "it is now 1" or "it is now 0". Two loops report independently, so a topic that went
+    /// 0 → 1 on one loop and 1 → 0 on another may be reported in either order, and the count
+    /// given may already be stale. Act on the current value (the argument, or
+    /// [`Handle::subscribers`] read in the hook): e.g. subscribe upstream while it is above 0
+    /// and unsubscribe when it is 0, under the application's own lock.
+    ///
+    /// Runs on the loop thread that made the change, in the middle of its work: it must be
+    /// cheap and must not block (in particular, no [`Handle`] call that queues a command and
+    /// may wait for room; [`Handle::subscribers`] and the other counts are fine).
+    pub fn on_topic<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&str, usize) + Send + Sync + 'static,
+    {
+        self.config.topic_hook = Some(Arc::new(hook));
         self
     }
 
@@ -490,12 +515,14 @@ impl<T> Server<T> {
             io.push(loop_io);
             stats.push(Arc::new(LoopStats::default()));
         }
+        let interner = Arc::new(Interner::new(loops));
         let shared = Arc::new(Shared {
             mailboxes,
             stats: stats.clone(),
             events: shard_rx.clone(),
             command_timeout: config.command_timeout,
             backend,
+            interner: interner.clone(),
         });
 
         let mut listeners = listeners.into_iter();
@@ -512,6 +539,7 @@ impl<T> Server<T> {
                 stats[loop_id].clone(),
                 Delivery::new(shard_tx.clone()),
                 total_connections.clone(),
+                interner.clone(),
             );
             match loop_io.spawn(loop_id, acceptor, core, commands, shared.clone(), &config) {
                 Ok(thread) => threads.push(thread),

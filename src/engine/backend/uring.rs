@@ -35,6 +35,7 @@ use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
+use crate::engine::buffers::spare_room;
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
 use crate::engine::outbound::{Chunk, Outbound};
@@ -918,12 +919,6 @@ impl Uring {
             }
         }
     }
-}
-
-/// The room a table of `len` entries should shrink to, once it is under a quarter full: twice
-/// its entries, so that a table that shrank does not grow again at the next few inserts.
-fn spare_room(len: usize, capacity: usize) -> Option<usize> {
-    (len * 4 < capacity).then_some(len * 2)
 }
 
 fn peer_addr(socket: &TcpStream) -> SocketAddr {

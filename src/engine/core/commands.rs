@@ -46,26 +46,33 @@ impl<S> Loop<S> {
     fn command<B: Backend<Socket = S>>(&mut self, command: Command, backend: &mut B) {
         match command {
             Command::Send(id, message) => self.with_conn(id, |c, core, i| c.send(core, i, &message)),
-            Command::SendPrepared(id, frame) => {
-                self.with_conn(id, |c, core, i| c.send_prepared(core, i, &frame))
-            }
+            Command::SendPrepared(id, frame) => self.with_conn(id, |c, core, i| {
+                let _ = c.send_prepared(core, i, &frame);
+            }),
             Command::Close(id, code, reason) => {
                 self.with_conn(id, |c, core, i| c.close(core, i, code, &reason))
             }
-            Command::Subscribe(id, topic) => self.with_conn(id, |c, core, i| c.subscribe(core, i, topic)),
-            Command::Unsubscribe(id, topic) => self.with_conn(id, |_, core, i| core.unsubscribe(&topic, i)),
-            Command::Publish(topic, frame) => {
+            // The command's pin of the topic goes with it (the loop keeps its own while it
+            // holds the topic).
+            Command::Subscribe(id, pin) => {
+                self.with_conn(id, |c, core, i| c.subscribe(core, i, pin.record()))
+            }
+            Command::Unsubscribe(id, record) => self.with_conn(id, |c, core, _| c.unsubscribe(core, &record)),
+            Command::Publish(record, frame, report) => {
+                // The slots first: queueing a frame needs the loop state the index is in.
                 let mut subscribers = std::mem::take(&mut self.subscribers);
                 subscribers.clear();
-                if let Some(of_topic) = self.core.topics.get(&topic) {
-                    subscribers.extend(of_topic.iter().copied());
-                }
+                self.core.topics.members(&record, &mut subscribers);
+                let mut queued = 0;
                 for &index in &subscribers {
                     if let Some((conn, core)) = self.conn(index) {
-                        conn.send_prepared(core, index, &frame);
+                        queued += usize::from(conn.send_prepared(core, index, &frame));
                     }
                 }
                 self.subscribers = subscribers;
+                if let Some(report) = report {
+                    report.add(queued);
+                }
             }
             Command::Adopt(socket, peer) => match backend.adopt(socket) {
                 // Over a cap the socket is dropped, which closes it.

@@ -273,6 +273,14 @@ impl<S> Loop<S> {
         }
     }
 
+    /// Packs the topic index's subscriptions once they take a mostly empty table (between
+    /// calls into connections: every list head moves).
+    pub(super) fn compact_topics(&mut self) {
+        if self.core.topics.compaction_due() {
+            self.core.topics.compact(self.slots.conns_mut().map(|conn| &mut conn.topics));
+        }
+    }
+
     /// Removes every connection (the loop is stopping).
     pub(super) fn remove_all<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         for index in self.slots.indices() {

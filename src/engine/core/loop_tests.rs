@@ -13,6 +13,7 @@ use crate::engine::delivery::RawEvent;
 use crate::engine::mailbox::{LoopMailbox, Shared};
 use crate::engine::stats::LoopStats;
 use crate::engine::timer::TICK;
+use crate::engine::topics::Interner;
 use crate::engine::{ConnId, Event, Handle, Server, ServerBuilder};
 
 const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
@@ -47,14 +48,16 @@ impl Harness {
         let waker = Arc::new(TestWaker);
         let (commands_tx, commands) = crossbeam_channel::bounded(config.command_capacity);
         let stats = Arc::new(LoopStats::default());
+        let interner = Arc::new(Interner::new(1));
         let shared = Arc::new(Shared {
             mailboxes: vec![LoopMailbox::new(commands_tx, waker)],
             stats: vec![stats.clone()],
             events: vec![events.clone()],
             command_timeout: config.command_timeout,
             backend: crate::engine::Backend::Epoll,
+            interner: interner.clone(),
         });
-        let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default());
+        let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default(), interner);
         // The test clock starts where the loop's did, so that ticks fall on whole milliseconds.
         let mem = Memory::new(core.now, config.scratch_size);
         let lp = Loop::new(core, commands, shared.clone());
@@ -260,6 +263,27 @@ fn publish_reaches_the_topics_subscribers_only() {
     h.turn();
     assert_eq!(h.mem.take_written(a), frame);
     assert!(h.mem.take_written(b).is_empty(), "an unsubscribed connection got the message");
+}
+
+#[test]
+fn a_counted_publish_counts_only_the_connections_it_was_queued_to() {
+    let mut h = Harness::new(Server::builder());
+    let (a, a_id) = h.open();
+    let (b, b_id) = h.open();
+    h.handle.subscribe(a_id, "news").expect("queued");
+    h.handle.subscribe(b_id, "news").expect("queued");
+    h.turn();
+    assert_eq!(h.handle.subscribers("news"), 2);
+    // b's close frame is read before the commands run: it may no longer be sent to.
+    h.mem.push(b, &client_frame(0x88, &1000u16.to_be_bytes()));
+    let frame = crate::engine::Prepared::new(&crate::Message::Text("hi".into()));
+    let receipt = h.handle.publish_counted("news", &frame).expect("queued");
+    assert_eq!(receipt.try_count(), None, "the loop has not run it yet");
+    h.turn();
+    assert_eq!(receipt.try_count(), Some(1));
+    assert_eq!(h.mem.take_written(a), [0x81, 2, b'h', b'i']);
+    assert_eq!(h.mem.take_written(b), close_frame(1000, ""), "only its close answer");
+    assert_eq!(h.handle.subscription_totals(), (1, 1), "the closed connection left");
 }
 
 #[test]

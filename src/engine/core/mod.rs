@@ -13,15 +13,16 @@
 
 mod commands;
 mod conns;
+mod index;
 #[cfg(test)]
 mod loop_tests;
 mod slots;
 mod turn;
 
 pub(crate) use self::conns::{Loop, Reading};
+pub(crate) use self::index::TopicIndex;
 pub(crate) use self::slots::Slots;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,7 @@ use super::delivery::{Delivery, Erased, RawEvent};
 use super::event::Event;
 use super::stats::LoopStats;
 use super::timer::{Tick, TimerWheel};
+use super::topics::Interner;
 
 pub(crate) struct LoopCore {
     pub(crate) loop_id: usize,
@@ -46,11 +48,8 @@ pub(crate) struct LoopCore {
     /// `now` in [`FINE`] units since the loop started, wrapping (the rate limiter's clock).
     pub(crate) now_fine: u32,
     started: Instant,
-    /// Topic → slab indices of the local subscribers.
-    pub(crate) topics: HashMap<Arc<str>, HashSet<u32>>,
-    /// Slab index → its topics, only for subscribed connections: kept here rather than in the
-    /// connection so that a subscribed but idle connection holds no per-connection box.
-    subscriptions: HashMap<u32, Vec<Arc<str>>>,
+    /// Who is subscribed to what on this loop (each connection keeps the head of its list).
+    pub(crate) topics: TopicIndex,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
     /// The slot and generation of the connection being driven: [`Loop`] sets it before every
@@ -71,8 +70,10 @@ impl LoopCore {
         stats: Arc<LoopStats>,
         delivery: impl Into<Delivery>,
         total_connections: Arc<AtomicUsize>,
+        interner: Arc<Interner>,
     ) -> Self {
         let now = Instant::now();
+        let topics = TopicIndex::new(loop_id, interner, config.topic_hook.clone());
         Self {
             loop_id,
             config,
@@ -83,8 +84,7 @@ impl LoopCore {
             now_tick: 0,
             now_fine: 0,
             started: now,
-            topics: HashMap::new(),
-            subscriptions: HashMap::new(),
+            topics,
             dirty: Vec::new(),
             driving: (0, 0),
             assembly_bytes: 0,
@@ -127,67 +127,5 @@ impl LoopCore {
     /// Whether reading must pause because the workers are behind.
     pub(crate) fn workers_behind(&self) -> bool {
         self.delivery.queued() > 0
-    }
-
-    pub(crate) fn subscribe(&mut self, topic: Arc<str>, index: u32) {
-        if self.topics.entry(topic.clone()).or_default().insert(index) {
-            self.subscriptions.entry(index).or_default().push(topic);
-        }
-    }
-
-    pub(crate) fn unsubscribe(&mut self, topic: &str, index: u32) {
-        let Some(topics) = self.subscriptions.get_mut(&index) else { return };
-        let Some(at) = topics.iter().position(|t| &**t == topic) else { return };
-        topics.swap_remove(at);
-        if topics.is_empty() {
-            self.subscriptions.remove(&index);
-        }
-        self.leave(topic, index);
-    }
-
-    /// A connection leaves the slab: it leaves all its topics.
-    pub(crate) fn unsubscribe_all(&mut self, index: u32) {
-        for topic in self.subscriptions.remove(&index).unwrap_or_default() {
-            self.leave(&topic, index);
-        }
-    }
-
-    fn leave(&mut self, topic: &str, index: u32) {
-        if let Some(subscribers) = self.topics.get_mut(topic) {
-            subscribers.remove(&index);
-            if subscribers.is_empty() {
-                self.topics.remove(topic);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn core() -> LoopCore {
-        let (tx, _rx) = crossbeam_channel::bounded(1);
-        LoopCore::new(0, Arc::new(Config::default()), Arc::default(), tx, Arc::default())
-    }
-
-    #[test]
-    fn topic_index_and_subscriptions_stay_in_step() {
-        let mut core = core();
-        let (news, chat): (Arc<str>, Arc<str>) = (Arc::from("news"), Arc::from("chat"));
-        core.subscribe(news.clone(), 1);
-        core.subscribe(news.clone(), 1); // twice: one entry
-        core.subscribe(chat.clone(), 1);
-        core.subscribe(news.clone(), 2);
-        assert_eq!(core.topics["news"].len(), 2);
-        assert_eq!(core.subscriptions[&1].len(), 2);
-        core.unsubscribe("news", 1);
-        core.unsubscribe("never", 1);
-        assert_eq!(core.topics["news"].len(), 1);
-        core.unsubscribe_all(1);
-        assert!(!core.topics.contains_key("chat"), "an empty topic is dropped");
-        assert!(!core.subscriptions.contains_key(&1));
-        core.unsubscribe_all(2);
-        assert!(core.topics.is_empty() && core.subscriptions.is_empty());
     }
 }

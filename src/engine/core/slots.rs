@@ -107,6 +107,14 @@ impl<S> Slots<S> {
         self.entries.iter().enumerate().filter_map(occupied).collect()
     }
 
+    /// Every connection held.
+    pub(crate) fn conns_mut(&mut self) -> impl Iterator<Item = &mut Conn> {
+        self.entries.iter_mut().filter_map(|e| match &mut e.state {
+            State::Occupied { conn, .. } => Some(conn),
+            _ => None,
+        })
+    }
+
     /// Takes the connection and its socket out of slot `index`, with its generation. The slot
     /// is free again, unless its generations are used up: then it is retired and never handed
     /// out again.
@@ -143,7 +151,14 @@ mod tests {
 
     fn conn() -> Conn {
         let (tx, _rx) = crossbeam_channel::bounded(1);
-        let mut core = LoopCore::new(0, Arc::new(Config::default()), Arc::default(), tx, Arc::default());
+        let mut core = LoopCore::new(
+            0,
+            Arc::new(Config::default()),
+            Arc::default(),
+            tx,
+            Arc::default(),
+            Arc::new(crate::engine::topics::Interner::new(1)),
+        );
         Conn::new(&mut core)
     }
 

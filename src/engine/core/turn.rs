@@ -30,6 +30,7 @@ impl<S> Loop<S> {
         backend.retry(self, caught_up);
         self.expire_timers(backend);
         self.flush_dirty(backend);
+        self.compact_topics();
         match self.core.shutting_down {
             Some(deadline) => self.len() > 0 && self.core.now < deadline,
             None => true,
