@@ -778,7 +778,7 @@ impl Conn {
     pub(crate) fn rearm(&mut self, core: &mut LoopCore, index: u32) {
         let Some(next) = self.next_deadline(core) else { return };
         if !self.has(ARMED) || earlier(next, self.armed) {
-            self.armed = core.wheel.arm(index, core.generation(index), next);
+            self.armed = core.wheel.arm(index, next);
             self.set(ARMED);
         }
     }

@@ -1,9 +1,11 @@
 //! A hashed timing wheel: O(1) arm, lazy cancel, no heap entry per connection.
 //!
-//! Each connection keeps the tick of its one armed deadline; the wheel holds `(index, generation,
-//! tick)` entries in buckets. An entry that no longer matches its connection's armed tick (the
+//! Each connection keeps the tick of its one armed deadline; the wheel holds `(index, tick)`
+//! entries in buckets, 8 bytes each. An entry that no longer matches its slot's armed tick (the
 //! connection closed, or re-armed earlier) is dropped when its bucket comes round, so cancel is
-//! free. Activity does not re-arm: the connection keeps a "last seen" tick and, when its deadline
+//! free. No generation is kept: an old connection's entry that matches the armed tick of the
+//! slot's next connection is due exactly when that connection's own entry is (same slot, same
+//! tick), and the first of the two to fire re-arms it, so the other no longer matches. Activity does not re-arm: the connection keeps a "last seen" tick and, when its deadline
 //! fires, works out the next one — so a busy connection costs the wheel nothing per message.
 //!
 //! Ticks are `u32` (4 bytes in every connection) and wrap after ~497 days of uptime. Every
@@ -47,7 +49,6 @@ pub(crate) fn earlier(a: Tick, b: Tick) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TimerEntry {
     pub(crate) index: u32,
-    pub(crate) generation: u32,
     pub(crate) tick: Tick,
 }
 
@@ -91,10 +92,10 @@ impl TimerWheel {
 
     /// Arms an entry and returns the tick it was filed under: deadlines in the past are filed
     /// under the next tick, so they fire on the next [`TimerWheel::expire`].
-    pub(crate) fn arm(&mut self, index: u32, generation: u32, tick: Tick) -> Tick {
+    pub(crate) fn arm(&mut self, index: u32, tick: Tick) -> Tick {
         let next = self.public(self.processed + 1);
         let tick = if earlier(tick, next) { next } else { tick };
-        self.buckets[tick as usize % SLOTS].push(TimerEntry { index, generation, tick });
+        self.buckets[tick as usize % SLOTS].push(TimerEntry { index, tick });
         self.len += 1;
         tick
     }
@@ -149,13 +150,13 @@ mod tests {
         let start = Instant::now();
         let mut wheel = TimerWheel::new(start);
         let at = wheel.deadline(start, Duration::from_millis(50));
-        wheel.arm(1, 7, at);
+        wheel.arm(1, at);
         let mut due = Vec::new();
         wheel.expire(start + Duration::from_millis(40), &mut due);
         assert!(due.is_empty());
         wheel.expire(start + Duration::from_millis(50), &mut due);
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].index, due[0].generation), (1, 7));
+        assert_eq!(due[0].index, 1);
         assert_eq!(wheel.len(), 0);
     }
 
@@ -164,7 +165,7 @@ mod tests {
         let start = Instant::now();
         let mut wheel = TimerWheel::new(start);
         let far = wheel.deadline(start, TICK * (SLOTS as u32 * 3 + 5));
-        wheel.arm(2, 0, far);
+        wheel.arm(2, far);
         let mut due = Vec::new();
         let mut now = start;
         while wheel.len() > 0 {
@@ -181,7 +182,7 @@ mod tests {
         let mut wheel = TimerWheel::new(start);
         for i in 0..100u32 {
             let at = wheel.deadline(start, TICK * (i * 13 + 1));
-            wheel.arm(i, 0, at);
+            wheel.arm(i, at);
         }
         let mut due = Vec::new();
         wheel.expire(start + Duration::from_secs(3600), &mut due);
@@ -210,7 +211,7 @@ mod tests {
         let mut armed = Vec::new();
         for i in 0..60u32 {
             let at = wheel.deadline(start, TICK * (i + 1));
-            armed.push((i, wheel.arm(i, 0, at)));
+            armed.push((i, wheel.arm(i, at)));
         }
         assert!(armed.iter().any(|&(_, t)| t < 100) && armed.iter().any(|&(_, t)| t > u32::MAX - 100));
         let mut fired = Vec::new();
@@ -228,7 +229,7 @@ mod tests {
         // A deadline already past (before the wrap) is filed under the next tick, not 2^32 ahead.
         let now = start + TICK * 70;
         let past = wheel.tick_of(now).wrapping_sub(50);
-        let filed = wheel.arm(99, 0, past);
+        let filed = wheel.arm(99, past);
         assert_eq!(filed, wheel.tick_of(now).wrapping_add(1));
         let mut due = Vec::new();
         wheel.expire(now + TICK, &mut due);

@@ -239,12 +239,11 @@ impl<S> Loop<S> {
         let mut due = std::mem::take(&mut self.due);
         self.core.wheel.expire(self.core.now, &mut due);
         for entry in due.drain(..) {
-            if !self.slots.is_live(entry.index, entry.generation) {
-                continue; // Stale: the connection is gone.
-            }
+            // Stale entries: the slot is empty, or its connection is armed for another tick (it
+            // re-armed, or it is a later connection in the slot; see `timer`'s module doc).
             let Some((conn, core)) = self.conn(entry.index) else { continue };
             if !conn.armed_at(entry.tick) {
-                continue; // Stale: re-armed earlier.
+                continue;
             }
             if conn.on_timer(core, entry.index) == Next::Remove {
                 self.remove(entry.index, backend);
