@@ -126,7 +126,7 @@ mod sys;
 
 pub use engine::{
     Accepted, Admission, Backend, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline,
-    Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats,
+    Joined, Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats,
 };
 /// The io_uring probe and ring set-up the engine's backend uses, shared with `throng-load`'s
 /// client loop so that both decide alike (not part of the stable API).

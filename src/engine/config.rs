@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::delivery::Erased;
 use super::event::{Admission, HttpHook, MessageHook, UpgradeHook};
-use super::topics::TopicHook;
+use super::topics::{ChangeHook, TopicHook};
 use crate::net::CidrList;
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;
@@ -100,6 +100,7 @@ pub struct Config {
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
     pub(crate) topic_hook: Option<TopicHook>,
+    pub(crate) change_hook: Option<ChangeHook>,
     pub(crate) reuse_port: bool,
     pub(crate) backend: Backend,
     /// io_uring: the provided receive buffers of each loop (count, bytes each).
@@ -138,6 +139,7 @@ impl Default for Config {
             message_hook: None,
             http_hook: None,
             topic_hook: None,
+            change_hook: None,
             reuse_port: true,
             backend: Backend::Auto,
             recv_buffers: (256, 128 * 1024),

@@ -14,7 +14,7 @@ use super::ids::ConnId;
 use super::outbound::{Outbound, Prepared};
 use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
-use super::topics::{TopicShared, NONE};
+use super::topics::{Joined, TopicShared, NONE};
 use super::SlowConsumerPolicy;
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
@@ -704,16 +704,24 @@ impl Conn {
         core.emit(Event::Message { conn, message: Message::from_parts(kind, payload.to_vec()) });
     }
 
-    /// Joins `record`'s topic (pinned by the caller), if messages may still be sent to it.
-    pub(crate) fn subscribe(&mut self, core: &mut LoopCore, index: u32, record: &Arc<TopicShared>) {
-        if self.may_send() {
-            core.topics.subscribe(&mut self.topics, index, record);
+    /// Joins `record`'s topic (pinned by the caller) unless it is in `limit` topics already,
+    /// if messages may still be sent to it.
+    pub(crate) fn subscribe(
+        &mut self,
+        core: &mut LoopCore,
+        index: u32,
+        record: &Arc<TopicShared>,
+        limit: usize,
+    ) -> Joined {
+        if !self.may_send() {
+            return Joined::Closed;
         }
+        core.topics.subscribe(&mut self.topics, index, record, limit)
     }
 
-    /// Leaves `record`'s topic, if it is in it.
-    pub(crate) fn unsubscribe(&mut self, core: &mut LoopCore, record: &TopicShared) {
-        core.topics.unsubscribe(&mut self.topics, record);
+    /// Leaves `record`'s topic. Returns whether it was in it.
+    pub(crate) fn unsubscribe(&mut self, core: &mut LoopCore, record: &TopicShared) -> bool {
+        core.topics.unsubscribe(&mut self.topics, record)
     }
 
     /// The connection leaves the slab: report it and leave its topics.

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use super::mailbox::SubscribeWith;
 use super::mailbox::{Command, CommandError, Shared};
 use super::outbound::Prepared;
 use super::stats::Stats;
-use super::topics::PublishReceipt;
+use super::topics::{Joined, PublishReceipt};
 use super::ConnId;
 use crate::proto::{CloseCode, Message};
 
@@ -52,6 +53,47 @@ impl Handle {
         self.shared.post(conn.loop_id(), Command::Unsubscribe(conn, record))
     }
 
+    /// Subscribes `conn` to `topic` unless it is in `limit` topics already (all its topics
+    /// count), and answers on the loop: `reply(outcome)` runs on the loop thread right after,
+    /// and the message it returns, if any, is queued to the connection in order with its other
+    /// sends (after anything sent to it before this call, e.g. by [`Handle::send`] from the same
+    /// thread), under its outbound cap and slow-consumer policy.
+    ///
+    /// A subscribe to a topic it is in already is [`Joined::Already`] (and does not count
+    /// against the limit). [`Joined::Closed`]: the connection is gone or closing; the closure
+    /// still runs (so that the caller can count it), its message is dropped. If the command is
+    /// refused (the loop's queue stayed full), the closure is dropped unrun and the error
+    /// returned.
+    ///
+    /// The closure runs in the middle of the loop's work, as the hooks do: it must be cheap and
+    /// must not block (no [`Handle`] call that may wait for room in a queue).
+    pub fn subscribe_with<F>(
+        &self,
+        conn: ConnId,
+        topic: &str,
+        limit: usize,
+        reply: F,
+    ) -> Result<(), CommandError>
+    where
+        F: FnOnce(Joined) -> Option<Message> + Send + 'static,
+    {
+        let pin = self.shared.interner.pin(topic);
+        let command = SubscribeWith { conn, pin, limit, reply: Box::new(reply) };
+        self.shared.post(conn.loop_id(), Command::SubscribeWith(Box::new(command)))
+    }
+
+    /// Unsubscribes `conn` from `topic` and answers on the loop: `reply(was_subscribed)` runs on
+    /// the loop thread, its message queued as for [`Handle::subscribe_with`] (`false` also when
+    /// the connection is gone; then the message is dropped). Refused: as there.
+    pub fn unsubscribe_with<F>(&self, conn: ConnId, topic: &str, reply: F) -> Result<(), CommandError>
+    where
+        F: FnOnce(bool) -> Option<Message> + Send + 'static,
+    {
+        // Without a record (nobody subscribed) the loop still answers, in order with the sends.
+        let record = self.shared.interner.find(topic);
+        self.shared.post(conn.loop_id(), Command::UnsubscribeWith(conn, record, Box::new(reply)))
+    }
+
     /// Sends a message to every subscriber of `topic` on every loop. The frame is encoded once
     /// and shared by all of them.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<(), CommandError> {
@@ -91,6 +133,13 @@ impl Handle {
     /// The connections subscribed to `topic`, over all loops.
     pub fn subscribers(&self, topic: &str) -> usize {
         self.shared.interner.subscribers(topic)
+    }
+
+    /// The topic's subscribers over all loops, re-arming its change report (see
+    /// [`ServerBuilder::on_topic_change`](super::ServerBuilder::on_topic_change)). A topic with
+    /// no record gives 0.
+    pub fn observe(&self, topic: &str) -> usize {
+        self.shared.interner.observe(topic)
     }
 
     /// Every topic with subscribers, with their number over all loops, sorted by name.

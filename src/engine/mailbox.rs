@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use super::delivery::RawEvent;
 use super::outbound::Prepared;
 use super::stats::LoopStats;
-use super::topics::{Interner, Pin, Report, TopicShared};
+use super::topics::{Interner, Joined, Pin, Report, TopicShared};
 use super::ConnId;
 use crate::proto::{CloseCode, Message};
 
@@ -20,13 +20,32 @@ pub(crate) enum Command {
     SendPrepared(ConnId, Prepared),
     Close(ConnId, CloseCode, String),
     Subscribe(ConnId, Pin),
+    /// A capped subscribe with its answer (boxed: the command stays the size of a send).
+    SubscribeWith(Box<SubscribeWith>),
     Unsubscribe(ConnId, Arc<TopicShared>),
+    /// An unsubscribe with its answer; without a record (nobody subscribed) it only answers,
+    /// on the connection's loop, so that the answer keeps its place among the sends.
+    UnsubscribeWith(ConnId, Option<Arc<TopicShared>>, LeaveReply),
     /// A frame for the topic's subscribers; with a [`Report`], the loop says how many it
     /// queued it to.
     Publish(Arc<TopicShared>, Prepared, Option<Report>),
     /// A socket accepted by another loop (only without `SO_REUSEPORT`), handed over as a std
     /// socket so that any backend can take it.
     Adopt(std::net::TcpStream, SocketAddr),
+}
+
+/// The answer to a capped subscribe, run on the loop: the message to queue to the connection.
+pub(crate) type JoinReply = Box<dyn FnOnce(Joined) -> Option<Message> + Send>;
+
+/// The answer to an unsubscribe (whether the connection was in the topic), run on the loop.
+pub(crate) type LeaveReply = Box<dyn FnOnce(bool) -> Option<Message> + Send>;
+
+/// What [`Command::SubscribeWith`] carries.
+pub(crate) struct SubscribeWith {
+    pub(crate) conn: ConnId,
+    pub(crate) pin: Pin,
+    pub(crate) limit: usize,
+    pub(crate) reply: JoinReply,
 }
 
 /// Why a loop did not take a command from a [`Handle`](super::Handle).
@@ -170,5 +189,15 @@ impl Shared {
             LoopStats::add(&self.stats[loop_id].commands_refused, 1);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_command_stays_the_size_of_a_send() {
+        let size = std::mem::size_of::<super::Command>();
+        println!("size_of::<Command>() = {size}");
+        assert!(size <= 48, "Command grew to {size} bytes");
     }
 }

@@ -53,7 +53,7 @@ pub use self::outbound::Prepared;
 use self::stats::LoopStats;
 pub use self::stats::{AtomicHistogram, Histogram, Stats, LATENCY_BUCKETS};
 use self::topics::Interner;
-pub use self::topics::{PublishReceipt, TopicHook};
+pub use self::topics::{Joined, PublishReceipt, TopicHook};
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};
 use crate::proto::DataKind;
 
@@ -285,6 +285,27 @@ impl<T> ServerBuilder<T> {
         F: Fn(&str, usize) + Send + Sync + 'static,
     {
         self.config.topic_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Reports that a topic's subscriber count changed: `hook(topic)` runs on the loop thread
+    /// that changed it, once, and not again for that topic until someone calls
+    /// [`Handle::observe`] for it, which re-arms the report and reads the count. Cheap: one
+    /// atomic swap per subscribe or leave when the topic is reported already. The same rules as
+    /// for [`ServerBuilder::on_topic`] apply (cheap, must not block); the two are independent,
+    /// both may run for one change.
+    ///
+    /// No change is lost: a change after an `observe` re-armed the report either is in the
+    /// count that `observe` returns or runs the hook (or both: a change between the re-arm and
+    /// the read is counted and reported, so a report may find nothing new). Changes made while
+    /// the report is out are not reported again, only counted. The report belongs to the
+    /// topic's record: once a topic has no subscriber (and no subscribe on its way) the record
+    /// goes, and the next subscriber makes a new, armed one.
+    pub fn on_topic_change<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&str) + Send + Sync + 'static,
+    {
+        self.config.change_hook = Some(Arc::new(hook));
         self
     }
 

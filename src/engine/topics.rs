@@ -8,11 +8,15 @@
 //! command on its way to a loop. Whoever takes the last pin away removes it, re-checking under
 //! the interner's write lock (pins are only added under its read lock), so the interner holds
 //! no more topics than have subscribers, plus those of subscribe commands in the queues.
+//!
+//! A record also carries the change report of
+//! [`ServerBuilder::on_topic_change`](super::ServerBuilder::on_topic_change): a flag, set by the
+//! loop whose change fires the hook and cleared by [`Handle::observe`](super::Handle::observe).
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,23 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// (from 1).
 pub type TopicHook = Arc<dyn Fn(&str, usize) + Send + Sync>;
 
+/// The hook [`ServerBuilder::on_topic_change`](super::ServerBuilder::on_topic_change) installs:
+/// a topic's name, once per change report.
+pub(crate) type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What a capped subscribe ([`Handle::subscribe_with`](super::Handle::subscribe_with)) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// The connection joined the topic.
+    Added,
+    /// It was in the topic already (nothing changed; this does not count against the limit).
+    Already,
+    /// It is in as many topics as the limit allows already: it did not join.
+    Full,
+    /// The connection is gone or closing: it did not join.
+    Closed,
+}
+
 /// One topic, shared by every loop.
 pub(crate) struct TopicShared {
     name: Box<str>,
@@ -34,6 +55,9 @@ pub(crate) struct TopicShared {
     /// Per loop, its index of the topic ([`NONE`]: it has no subscriber). Each loop reads and
     /// writes only its own entry.
     local: Box<[AtomicU32]>,
+    /// The count changed since the last [`TopicShared::observe`] and the change hook ran for it
+    /// (a new record starts un-reported).
+    reported: AtomicBool,
 }
 
 impl TopicShared {
@@ -55,6 +79,26 @@ impl TopicShared {
         if let Some(local) = self.local.get(loop_id) {
             local.store(index, Ordering::Relaxed);
         }
+    }
+
+    /// A loop changed the count (after the change): whether the change hook must run, i.e. the
+    /// report was armed. One swap, also when it was reported already.
+    pub(crate) fn report_change(&self) -> bool {
+        // AcqRel, paired with `observe`'s swap: see there.
+        !self.reported.swap(true, Ordering::AcqRel)
+    }
+
+    /// Re-arms the change report, then reads the count.
+    ///
+    /// Both sides swap the flag, so the swaps fall in one order: a loop's swap after this one
+    /// finds the report armed and runs the hook; a loop's swap before it may have found it
+    /// reported already (no hook), but that swap released the loop's count change and this one
+    /// acquires it (read-modify-writes continue the release sequence), so the count read next
+    /// includes the change. No change is lost; one that lands between the two steps here may be
+    /// both counted and reported (a report too many, never one too few).
+    pub(crate) fn observe(&self) -> usize {
+        self.reported.swap(false, Ordering::AcqRel);
+        self.subscribers()
     }
 }
 
@@ -147,6 +191,7 @@ impl Interner {
             subscribers: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
             local: (0..self.loops).map(|_| AtomicU32::new(NONE)).collect(),
+            reported: AtomicBool::new(false),
         });
         let pin = pinned(&record);
         records.insert(Key(record));
@@ -203,6 +248,12 @@ impl Interner {
     /// Subscribers of `name` over all loops.
     pub(crate) fn subscribers(&self, name: &str) -> usize {
         self.read().get(name).map_or(0, |key| key.0.subscribers())
+    }
+
+    /// Subscribers of `name` over all loops, re-arming its change report
+    /// ([`TopicShared::observe`]); 0 without a record.
+    pub(crate) fn observe(&self, name: &str) -> usize {
+        self.read().get(name).map_or(0, |key| key.0.observe())
     }
 
     /// Every topic with subscribers and their number, sorted by name.

@@ -7,7 +7,9 @@ use super::{Loop, LoopCore};
 use crate::engine::backend::Backend;
 use crate::engine::conn::Conn;
 use crate::engine::ids::ConnId;
-use crate::engine::mailbox::Command;
+use crate::engine::mailbox::{Command, SubscribeWith};
+use crate::engine::topics::Joined;
+use crate::proto::Message;
 
 impl<S> Loop<S> {
     /// Runs queued commands, at most one queue's capacity per turn so that a stream of commands
@@ -31,33 +33,56 @@ impl<S> Loop<S> {
         self.core.stats.commands_queued.store(self.commands.len(), Ordering::Relaxed);
     }
 
-    /// Runs `f` on the live connection `id` names; stale ids (another loop, a slot's earlier
-    /// connection) are ignored.
-    fn with_conn(&mut self, id: ConnId, f: impl FnOnce(&mut Conn, &mut LoopCore, u32)) {
+    /// Runs `f` on the live connection `id` names and returns what it did; stale ids (another
+    /// loop, a slot's earlier connection) are ignored (`None`).
+    fn with_conn<R>(&mut self, id: ConnId, f: impl FnOnce(&mut Conn, &mut LoopCore, u32) -> R) -> Option<R> {
         let index = id.index() as u32;
         if id.loop_id() != self.core.loop_id || !self.is_live(index, id.generation()) {
-            return;
+            return None;
         }
-        if let Some((conn, core)) = self.conn(index) {
-            f(conn, core, index);
-        }
+        let (conn, core) = self.conn(index)?;
+        Some(f(conn, core, index))
+    }
+
+    /// Queues `message` to connection `id` (under its outbound cap and slow-consumer policy);
+    /// dropped if it is gone or closing. Sends and the answers to subscribes all come here.
+    fn send(&mut self, id: ConnId, message: &Message) {
+        self.with_conn(id, |c, core, i| c.send(core, i, message));
     }
 
     fn command<B: Backend<Socket = S>>(&mut self, command: Command, backend: &mut B) {
         match command {
-            Command::Send(id, message) => self.with_conn(id, |c, core, i| c.send(core, i, &message)),
-            Command::SendPrepared(id, frame) => self.with_conn(id, |c, core, i| {
-                let _ = c.send_prepared(core, i, &frame);
-            }),
+            Command::Send(id, message) => self.send(id, &message),
+            Command::SendPrepared(id, frame) => {
+                self.with_conn(id, |c, core, i| c.send_prepared(core, i, &frame));
+            }
             Command::Close(id, code, reason) => {
-                self.with_conn(id, |c, core, i| c.close(core, i, code, &reason))
+                self.with_conn(id, |c, core, i| c.close(core, i, code, &reason));
             }
             // The command's pin of the topic goes with it (the loop keeps its own while it
             // holds the topic).
             Command::Subscribe(id, pin) => {
-                self.with_conn(id, |c, core, i| c.subscribe(core, i, pin.record()))
+                self.with_conn(id, |c, core, i| c.subscribe(core, i, pin.record(), usize::MAX));
             }
-            Command::Unsubscribe(id, record) => self.with_conn(id, |c, core, _| c.unsubscribe(core, &record)),
+            Command::SubscribeWith(command) => {
+                let SubscribeWith { conn, pin, limit, reply } = *command;
+                let joined = (self.with_conn(conn, |c, core, i| c.subscribe(core, i, pin.record(), limit)))
+                    .unwrap_or(Joined::Closed);
+                drop(pin); // before the application's code runs: a refused join releases the record
+                if let Some(message) = reply(joined) {
+                    self.send(conn, &message);
+                }
+            }
+            Command::Unsubscribe(id, record) => {
+                self.with_conn(id, |c, core, _| c.unsubscribe(core, &record));
+            }
+            Command::UnsubscribeWith(id, record, reply) => {
+                let left =
+                    record.and_then(|record| self.with_conn(id, |c, core, _| c.unsubscribe(core, &record)));
+                if let Some(message) = reply(left.unwrap_or(false)) {
+                    self.send(id, &message);
+                }
+            }
             Command::Publish(record, frame, report) => {
                 // The slots first: queueing a frame needs the loop state the index is in.
                 let mut subscribers = std::mem::take(&mut self.subscribers);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::engine::buffers::spare_room;
-use crate::engine::topics::{Interner, TopicHook, TopicShared, NONE};
+use crate::engine::topics::{ChangeHook, Interner, Joined, TopicHook, TopicShared, NONE};
 
 /// Below this many nodes the arena is only ever reset (once empty), not compacted: compacting
 /// rewrites every connection's list head, which is not worth it for a small table.
@@ -48,6 +48,7 @@ pub(crate) struct TopicIndex {
     loop_id: usize,
     interner: Arc<Interner>,
     hook: Option<TopicHook>,
+    changed: Option<ChangeHook>,
     topics: Slab<LocalTopic>,
     nodes: Vec<Node>,
     /// The first free node, or [`NONE`].
@@ -57,22 +58,43 @@ pub(crate) struct TopicIndex {
 }
 
 impl TopicIndex {
-    pub(crate) fn new(loop_id: usize, interner: Arc<Interner>, hook: Option<TopicHook>) -> Self {
-        Self { loop_id, interner, hook, topics: Slab::new(), nodes: Vec::new(), free: NONE, live: 0 }
+    /// The index of loop `loop_id`, with the application's hooks: `hook` for first and last
+    /// subscribers ([`TopicHook`]), `changed` for every change of a count ([`ChangeHook`]).
+    pub(crate) fn new(
+        loop_id: usize,
+        interner: Arc<Interner>,
+        hook: Option<TopicHook>,
+        changed: Option<ChangeHook>,
+    ) -> Self {
+        Self { loop_id, interner, hook, changed, topics: Slab::new(), nodes: Vec::new(), free: NONE, live: 0 }
     }
 
-    /// The connection in `slot`, whose list starts at `head`, joins `record`'s topic; joining
-    /// twice is a no-op. The caller keeps (and releases) its own pin of `record`.
-    pub(crate) fn subscribe(&mut self, head: &mut u32, slot: u32, record: &Arc<TopicShared>) {
+    /// The connection in `slot`, whose list starts at `head`, joins `record`'s topic unless it
+    /// is in `limit` topics already (`usize::MAX`: no limit); joining twice is a no-op
+    /// ([`Joined::Already`], whatever the limit). The caller keeps (and releases) its own pin of
+    /// `record`.
+    pub(crate) fn subscribe(
+        &mut self,
+        head: &mut u32,
+        slot: u32,
+        record: &Arc<TopicShared>,
+        limit: usize,
+    ) -> Joined {
         let mut topic = record.local(self.loop_id);
+        // Without a limit, a topic new to the loop needs no walk of the list.
+        if topic != NONE || limit != usize::MAX {
+            match self.room(*head, topic, limit) {
+                Joined::Added => {}
+                other => return other,
+            }
+        }
         if topic == NONE {
             self.interner.pin_again(record); // the loop's own, while it holds the topic
             topic = self.topics.insert(LocalTopic { shared: record.clone(), members: Vec::new() }) as u32;
             record.set_local(self.loop_id, topic);
-        } else if self.find(*head, topic).is_some() {
-            return;
         }
-        let Some(local) = self.topics.get_mut(topic as usize) else { return };
+        // (Always there: the loop's index of a topic it holds names its slab entry.)
+        let Some(local) = self.topics.get_mut(topic as usize) else { return Joined::Closed };
         let node = Node { topic, position: local.members.len() as u32, next: *head };
         let node = match self.nodes.get_mut(self.free as usize) {
             Some(free) => {
@@ -92,15 +114,37 @@ impl TopicIndex {
         if let Some(count) = self.interner.count(record, true) {
             self.report(record, count);
         }
+        self.report_change(record);
+        Joined::Added
     }
 
-    /// The connection whose list starts at `head` leaves `record`'s topic (if it is in it).
-    pub(crate) fn unsubscribe(&mut self, head: &mut u32, record: &TopicShared) {
+    /// Whether the list at `head` holds local `topic` ([`Joined::Already`]), else whether it
+    /// holds `limit` topics ([`Joined::Full`]) or has room ([`Joined::Added`]). One walk: a
+    /// connection's topics are as many as the application lets it have.
+    fn room(&self, head: u32, topic: u32, limit: usize) -> Joined {
+        let (mut held, mut node) = (0, head);
+        while let Some(n) = self.nodes.get(node as usize) {
+            if n.topic == topic {
+                return Joined::Already;
+            }
+            held += 1;
+            node = n.next;
+        }
+        if held >= limit {
+            Joined::Full
+        } else {
+            Joined::Added
+        }
+    }
+
+    /// The connection whose list starts at `head` leaves `record`'s topic. Returns whether it
+    /// was in it.
+    pub(crate) fn unsubscribe(&mut self, head: &mut u32, record: &TopicShared) -> bool {
         let topic = record.local(self.loop_id);
         if topic == NONE {
-            return;
+            return false;
         }
-        let Some((before, node)) = self.find(*head, topic) else { return };
+        let Some((before, node)) = self.find(*head, topic) else { return false };
         let next = self.nodes[node as usize].next;
         match before {
             Some(before) => self.nodes[before as usize].next = next,
@@ -108,6 +152,7 @@ impl TopicIndex {
         }
         self.leave(node);
         self.reset_if_empty();
+        true
     }
 
     /// The connection whose list starts at `head` leaves all its topics (it is going).
@@ -158,6 +203,7 @@ impl TopicIndex {
         if let Some(count) = self.interner.count(&record, false) {
             self.report(&record, count);
         }
+        self.report_change(&record);
         if emptied {
             self.topics.remove(topic as usize);
             record.set_local(self.loop_id, NONE);
@@ -169,6 +215,15 @@ impl TopicIndex {
     fn report(&self, record: &TopicShared, count: usize) {
         if let Some(hook) = &self.hook {
             hook(record.name(), count);
+        }
+    }
+
+    /// The count of `record` changed: the change hook runs if its report is armed.
+    fn report_change(&self, record: &TopicShared) {
+        if let Some(changed) = &self.changed {
+            if record.report_change() {
+                changed(record.name());
+            }
         }
     }
 
@@ -302,19 +357,22 @@ mod tests {
                 let edges = edges.clone();
                 Arc::new(move |topic: &str, n| edges.lock().unwrap().push((topic.to_owned(), n)))
             };
-            let index = TopicIndex::new(0, interner.clone(), Some(hook));
+            let index = TopicIndex::new(0, interner.clone(), Some(hook), None);
             Self { interner, index, heads: vec![NONE; slots], edges }
         }
 
         fn subscribe(&mut self, slot: u32, topic: &str) {
-            let pin = self.interner.pin(topic);
-            self.index.subscribe(&mut self.heads[slot as usize], slot, pin.record());
+            self.subscribe_capped(slot, topic, usize::MAX);
         }
 
-        fn unsubscribe(&mut self, slot: u32, topic: &str) {
-            if let Some(record) = self.interner.find(topic) {
-                self.index.unsubscribe(&mut self.heads[slot as usize], &record);
-            }
+        fn subscribe_capped(&mut self, slot: u32, topic: &str, limit: usize) -> Joined {
+            let pin = self.interner.pin(topic);
+            self.index.subscribe(&mut self.heads[slot as usize], slot, pin.record(), limit)
+        }
+
+        fn unsubscribe(&mut self, slot: u32, topic: &str) -> bool {
+            let Some(record) = self.interner.find(topic) else { return false };
+            self.index.unsubscribe(&mut self.heads[slot as usize], &record)
         }
 
         fn close(&mut self, slot: u32) {
@@ -354,9 +412,9 @@ mod tests {
         assert_eq!(w.members("news"), BTreeSet::from([1, 2]));
         assert_eq!(w.interner.totals(), (2, 3));
         assert_eq!(w.take_edges(), [("news".to_owned(), 1), ("chat".to_owned(), 1)]);
-        w.unsubscribe(0, "news"); // not a member
-        w.unsubscribe(1, "never"); // no such topic
-        w.unsubscribe(1, "news");
+        assert!(!w.unsubscribe(0, "news"), "not a member");
+        assert!(!w.unsubscribe(1, "never"), "no such topic");
+        assert!(w.unsubscribe(1, "news"));
         w.check();
         assert_eq!(w.members("news"), BTreeSet::from([2]));
         w.close(1);
@@ -384,14 +442,28 @@ mod tests {
             let mut expected_edges = Vec::new();
             match rng.u32(..100) {
                 0..=54 => {
-                    w.subscribe(slot, &topic);
-                    if model.entry(topic.clone()).or_default().insert(slot) && before == 0 {
+                    // Half of them capped, at a limit the slot's topics often reach.
+                    let limit = if rng.bool() { rng.usize(..8) } else { usize::MAX };
+                    let held = model.values().filter(|m| m.contains(&slot)).count();
+                    let want = if model.get(&topic).is_some_and(|m| m.contains(&slot)) {
+                        Joined::Already
+                    } else if held >= limit {
+                        Joined::Full
+                    } else {
+                        Joined::Added
+                    };
+                    assert_eq!(w.subscribe_capped(slot, &topic, limit), want, "step {step}");
+                    if want == Joined::Added
+                        && model.entry(topic.clone()).or_default().insert(slot)
+                        && before == 0
+                    {
                         expected_edges.push((topic.clone(), 1));
                     }
                 }
                 55..=89 => {
-                    w.unsubscribe(slot, &topic);
-                    if model.get_mut(&topic).is_some_and(|m| m.remove(&slot)) && before == 1 {
+                    let was = model.get_mut(&topic).is_some_and(|m| m.remove(&slot));
+                    assert_eq!(w.unsubscribe(slot, &topic), was, "step {step}");
+                    if was && before == 1 {
                         expected_edges.push((topic.clone(), 0));
                     }
                 }
@@ -456,12 +528,12 @@ mod tests {
             let edges = edges.clone();
             Arc::new(move |topic: &str, n| edges.lock().unwrap().push((topic.to_owned(), n)))
         };
-        let mut loops = [0, 1].map(|id| TopicIndex::new(id, interner.clone(), Some(hook.clone())));
+        let mut loops = [0, 1].map(|id| TopicIndex::new(id, interner.clone(), Some(hook.clone()), None));
         let mut heads = [[NONE; 2]; 2];
         for (l, index) in loops.iter_mut().enumerate() {
             let pin = interner.pin("news");
-            index.subscribe(&mut heads[l][0], 0, pin.record());
-            index.subscribe(&mut heads[l][1], 1, pin.record());
+            index.subscribe(&mut heads[l][0], 0, pin.record(), usize::MAX);
+            index.subscribe(&mut heads[l][1], 1, pin.record(), usize::MAX);
         }
         let record = interner.find("news").unwrap();
         assert_eq!((record.local(0), record.local(1)), (0, 0), "each loop's own index");
@@ -475,6 +547,59 @@ mod tests {
         loops[1].unsubscribe(&mut heads[1][1], &record);
         assert_eq!(std::mem::take(&mut *edges.lock().unwrap()), [("news".to_owned(), 0)], "one last");
         assert_eq!(interner.len(), 0);
+    }
+
+    #[test]
+    fn a_capped_subscribe_counts_distinct_topics_and_a_repeat_is_not_refused() {
+        let mut w = World::new(2);
+        assert_eq!(w.subscribe_capped(0, "a", 2), Joined::Added);
+        assert_eq!(w.subscribe_capped(0, "a", 2), Joined::Already, "twice: one topic");
+        assert_eq!(w.subscribe_capped(0, "b", 2), Joined::Added, "the repeat did not count");
+        assert_eq!(w.subscribe_capped(0, "c", 2), Joined::Full);
+        assert_eq!(w.subscribe_capped(0, "a", 2), Joined::Already, "at the limit, a repeat is no refusal");
+        assert_eq!(w.subscribe_capped(0, "b", 0), Joined::Already, "whatever the limit");
+        // A topic the loop does not hold yet, and one it holds through another connection.
+        assert_eq!(w.subscribe_capped(1, "c", 0), Joined::Full);
+        assert_eq!(w.subscribe_capped(1, "a", 1), Joined::Added);
+        assert_eq!(w.subscribe_capped(1, "b", 1), Joined::Full);
+        w.check();
+        assert!(w.interner.find("c").is_none(), "a refused subscribe leaves no record");
+        assert_eq!(w.members("a"), BTreeSet::from([0, 1]));
+        assert_eq!(w.interner.totals(), (2, 3));
+        assert!(w.unsubscribe(0, "a"));
+        assert_eq!(w.subscribe_capped(0, "c", 2), Joined::Added, "leaving made room");
+        w.check();
+    }
+
+    #[test]
+    fn the_change_hook_fires_once_until_observed() {
+        let interner = Arc::new(Interner::new(1));
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let changed: ChangeHook = {
+            let changes = changes.clone();
+            Arc::new(move |topic: &str| changes.lock().unwrap().push(topic.to_owned()))
+        };
+        let mut index = TopicIndex::new(0, interner.clone(), None, Some(changed));
+        let mut heads = [NONE; 3];
+        let pin = interner.pin("t");
+        let other = interner.pin("u");
+        let take = || std::mem::take(&mut *changes.lock().unwrap());
+        index.subscribe(&mut heads[0], 0, pin.record(), usize::MAX);
+        index.subscribe(&mut heads[1], 1, pin.record(), usize::MAX);
+        index.subscribe(&mut heads[0], 0, pin.record(), usize::MAX); // no change: no report
+        assert_eq!(take(), ["t"], "once until observed");
+        index.subscribe(&mut heads[0], 0, other.record(), usize::MAX);
+        assert_eq!(take(), ["u"], "each topic has its own report");
+        assert_eq!(interner.observe("t"), 2);
+        index.subscribe(&mut heads[2], 2, pin.record(), 0); // refused: no change
+        assert!(take().is_empty());
+        index.unsubscribe(&mut heads[1], pin.record());
+        index.subscribe(&mut heads[2], 2, pin.record(), usize::MAX);
+        assert_eq!(take(), ["t"], "re-armed by observe");
+        assert_eq!(interner.observe("t"), 2);
+        index.unsubscribe_all(&mut heads[0]);
+        assert_eq!(take(), ["t"], "a close changes the count too");
+        assert_eq!(interner.observe("never"), 0);
     }
 
     #[test]

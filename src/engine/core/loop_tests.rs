@@ -323,3 +323,98 @@ fn reading_waits_while_the_workers_are_behind_and_resumes_once_they_caught_up() 
     h.turn(); // and the socket is read again
     assert_eq!(h.lp.core.stats.snapshot().messages_in, 3);
 }
+
+/// A server text frame as it goes out (payloads under 126 bytes).
+fn text_frame(text: &str) -> Vec<u8> {
+    let mut frame = vec![0x81, text.len() as u8];
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// A reply that records the outcome and answers with its name.
+fn answer<T: std::fmt::Debug + Send + 'static>(
+    seen: &Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl FnOnce(T) -> Option<crate::Message> + Send + 'static {
+    let seen = seen.clone();
+    move |outcome| {
+        let text = format!("{outcome:?}");
+        seen.lock().unwrap().push(text.clone());
+        Some(crate::Message::Text(text))
+    }
+}
+
+#[test]
+fn a_capped_subscribe_answers_in_order_with_the_sends() {
+    use crate::engine::Joined;
+    let mut h = Harness::new(Server::builder());
+    let (peer, conn) = h.open();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    h.handle.send(conn, "before").expect("queued");
+    h.handle.subscribe_with(conn, "a", 2, answer::<Joined>(&seen)).expect("queued");
+    h.handle.subscribe_with(conn, "a", 2, answer::<Joined>(&seen)).expect("queued");
+    h.handle.subscribe_with(conn, "b", 2, answer::<Joined>(&seen)).expect("queued");
+    h.handle.subscribe_with(conn, "c", 2, answer::<Joined>(&seen)).expect("queued");
+    h.handle.send(conn, "after").expect("queued");
+    assert!(seen.lock().unwrap().is_empty(), "the replies run on the loop");
+    h.turn();
+    let want: Vec<u8> =
+        ["before", "Added", "Already", "Added", "Full", "after"].iter().flat_map(|t| text_frame(t)).collect();
+    assert_eq!(h.mem.take_written(peer), want);
+    assert_eq!(h.handle.subscription_totals(), (2, 2), "the refused topic is not held");
+    // A reply without a message sends nothing.
+    h.handle
+        .subscribe_with(conn, "a", 0, |joined| {
+            assert_eq!(joined, Joined::Already);
+            None
+        })
+        .expect("queued");
+    h.turn();
+    assert!(h.mem.take_written(peer).is_empty());
+
+    h.handle.unsubscribe_with(conn, "a", answer::<bool>(&seen)).expect("queued");
+    h.handle.unsubscribe_with(conn, "a", answer::<bool>(&seen)).expect("queued");
+    h.handle.unsubscribe_with(conn, "never", answer::<bool>(&seen)).expect("queued");
+    h.handle.send(conn, "end").expect("queued");
+    h.turn();
+    let want: Vec<u8> = ["true", "false", "false", "end"].iter().flat_map(|t| text_frame(t)).collect();
+    assert_eq!(h.mem.take_written(peer), want);
+    assert_eq!(h.handle.subscription_totals(), (1, 1));
+}
+
+#[test]
+fn a_capped_subscribe_for_a_gone_or_closing_connection_answers_closed() {
+    use crate::engine::Joined;
+    let mut h = Harness::new(Server::builder());
+    let (first, gone) = h.open();
+    h.mem.hang_up(first);
+    h.turn();
+    assert_eq!(h.close_event(), (gone, 1006));
+    let (peer, closing) = h.open();
+    h.handle.close(closing, 1000, "bye").expect("queued");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    h.handle.subscribe_with(gone, "a", 8, answer::<Joined>(&seen)).expect("queued");
+    h.handle.subscribe_with(closing, "a", 8, answer::<Joined>(&seen)).expect("queued");
+    h.handle.unsubscribe_with(gone, "a", answer::<bool>(&seen)).expect("queued");
+    h.turn();
+    assert_eq!(*seen.lock().unwrap(), ["Closed", "Closed", "false"], "every reply ran");
+    assert_eq!(h.mem.take_written(peer), close_frame(1000, "bye"), "the replies' messages are dropped");
+    assert_eq!(h.handle.subscription_totals(), (0, 0));
+    assert_eq!(h.handle.subscribers("a"), 0);
+}
+
+#[test]
+fn a_refused_capped_subscribe_drops_its_reply_unrun_and_its_record() {
+    use crate::engine::{CommandError, Joined};
+    let mut h = Harness::new(Server::builder().command_queue(1, Duration::ZERO));
+    let (peer, conn) = h.open();
+    h.handle.send(conn, "fills the queue").expect("queued");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refused = h.handle.subscribe_with(conn, "a", 8, answer::<Joined>(&seen));
+    assert_eq!(refused, Err(CommandError::QueueFull));
+    let refused = h.handle.unsubscribe_with(conn, "a", answer::<bool>(&seen));
+    assert_eq!(refused, Err(CommandError::QueueFull));
+    h.turn();
+    assert!(seen.lock().unwrap().is_empty(), "a refused command's reply ran");
+    assert_eq!(h.mem.take_written(peer), text_frame("fills the queue"));
+    assert_eq!(h.handle.shared.interner.len(), 0, "the refused subscribe's record is gone");
+}

@@ -73,7 +73,8 @@ impl LoopCore {
         interner: Arc<Interner>,
     ) -> Self {
         let now = Instant::now();
-        let topics = TopicIndex::new(loop_id, interner, config.topic_hook.clone());
+        let topics =
+            TopicIndex::new(loop_id, interner, config.topic_hook.clone(), config.change_hook.clone());
         Self {
             loop_id,
             config,
