@@ -1,5 +1,6 @@
 //! Topics over real sockets on two loops: the first/last reports, the counts, and counted
-//! publishes that agree with what the clients receive, also while some of them close.
+//! publishes that agree with what the clients receive, also while some of them close; capped
+//! subscribes answered in order with the sends, and the re-armable change report.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use support::{builder, connect, next_event, wait_until, Received, TestClient, READ_TIMEOUT};
-use throng::{ConnId, Event, Message, Prepared, Server, ServerBuilder};
+use throng::{ConnId, Event, Joined, Message, Prepared, Server, ServerBuilder};
 
 /// Two loops, loop 0 handing sockets round-robin (so that both get connections for sure).
 fn two_loops() -> ServerBuilder {
@@ -160,4 +161,70 @@ fn counted_publishes_agree_with_deliveries_while_connections_close() {
     assert!(counted < CLIENTS * PUBLISHES, "some connections closed mid-publish");
     assert!(counted >= CLIENTS / 2 * PUBLISHES, "the staying clients got every message");
     assert!(wait_until(READ_TIMEOUT, || handle.subscription_totals() == (0, 0)));
+}
+
+/// A reply that answers with the outcome's name.
+fn answer<T: std::fmt::Debug>(outcome: T) -> Option<Message> {
+    Some(Message::Text(format!("{outcome:?}")))
+}
+
+#[test]
+fn capped_subscribe_replies_arrive_in_order_with_the_sends() {
+    let server = two_loops().start().unwrap();
+    let handle = server.handle();
+    let (mut clients, ids) = clients(&server, 2);
+    for (client, &id) in clients.iter_mut().zip(&ids) {
+        handle.send(id, "before").unwrap();
+        handle.subscribe_with(id, "a", 2, answer).unwrap();
+        handle.send(id, "after").unwrap();
+        handle.subscribe_with(id, "a", 2, answer).unwrap();
+        handle.subscribe_with(id, "b", 2, answer).unwrap();
+        handle.subscribe_with(id, "c", 2, answer).unwrap();
+        handle.unsubscribe_with(id, "b", answer).unwrap();
+        handle.unsubscribe_with(id, "never", answer).unwrap();
+        for text in ["before", "Added", "after", "Already", "Added", "Full", "true", "false"] {
+            client.expect_text(text);
+        }
+    }
+    assert_eq!(handle.subscribers("a"), 2, "the replies came after the subscribes");
+    assert_eq!(handle.subscribers("b") + handle.subscribers("c"), 0);
+    // A reply without a message sends nothing, and a closed connection's reply still runs.
+    let (tx, ran) = crossbeam_channel::unbounded();
+    handle.subscribe_with(ids[0], "a", 2, |_| None).unwrap();
+    handle.send(ids[0], "next").unwrap();
+    clients[0].expect_text("next");
+    handle.close(ids[1], 1000, "bye").unwrap();
+    clients[1].expect_close(1000);
+    handle
+        .subscribe_with(ids[1], "d", 2, move |joined| {
+            let _ = tx.send(joined);
+            answer(joined)
+        })
+        .unwrap();
+    assert_eq!(ran.recv_timeout(READ_TIMEOUT), Ok(Joined::Closed));
+}
+
+#[test]
+fn the_change_report_fires_once_until_observed() {
+    let (tx, changes) = crossbeam_channel::unbounded();
+    let server = (two_loops().on_topic_change(move |topic| drop(tx.send(topic.to_owned())))).start().unwrap();
+    let handle = server.handle();
+    let (mut clients, ids) = clients(&server, 3);
+    let subscribed = |id: ConnId, client: &mut TestClient| {
+        handle.subscribe_with(id, "room", 8, answer).unwrap();
+        client.expect_text("Added"); // the count changed before the answer went out
+    };
+    subscribed(ids[0], &mut clients[0]);
+    assert_eq!(changes.recv_timeout(READ_TIMEOUT).as_deref(), Ok("room"));
+    subscribed(ids[1], &mut clients[1]);
+    assert!(changes.try_recv().is_err(), "reported again before an observe");
+    assert_eq!(handle.observe("room"), 2, "a second subscribe is counted, unreported");
+    subscribed(ids[2], &mut clients[2]);
+    assert_eq!(changes.recv_timeout(READ_TIMEOUT).as_deref(), Ok("room"), "re-armed by observe");
+    assert_eq!(handle.observe("room"), 3);
+    drop(clients); // the peers go: every connection leaves
+    assert_eq!(changes.recv_timeout(READ_TIMEOUT).as_deref(), Ok("room"));
+    assert!(wait_until(READ_TIMEOUT, || handle.subscribers("room") == 0));
+    assert_eq!(handle.observe("room"), 0);
+    assert_eq!(handle.observe("never"), 0);
 }
