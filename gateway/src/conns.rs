@@ -34,14 +34,19 @@ pub(crate) struct Closed {
     pub(crate) ip: IpKey,
     pub(crate) principal: Option<Arc<Principal>>,
     pub(crate) open_for: Duration,
+    /// It was scheduled to close at its token's expiry.
+    pub(crate) expires: bool,
 }
 
 /// Unit of [`Entry::opened`]: 10 ms keeps a u32 good for 497 days of uptime.
 const TICK: Duration = Duration::from_millis(10);
 /// In [`Entry::principal`]: the top bit says the address is an IPv6 /64 (so both kinds of
-/// [`IpKey`] fit the entry's 8 address bytes without a tag byte), the rest is the principal's
-/// index plus one (0: no token).
+/// [`IpKey`] fit the entry's 8 address bytes without a tag byte), the next that the connection
+/// is scheduled to close at its token's expiry, the rest is the principal's index plus one
+/// (0: no token).
 const V6: u32 = 1 << 31;
+const EXPIRES: u32 = 1 << 30;
+const FLAGS: u32 = V6 | EXPIRES;
 
 /// One slot's entry. `generation` 0 is an empty slot (the engine never issues it).
 #[derive(Clone, Copy, Default)]
@@ -63,7 +68,7 @@ impl Entry {
 
     /// The principal's index, if the connection has one.
     fn principal(&self) -> Option<usize> {
-        (self.principal & !V6).checked_sub(1).map(|i| i as usize)
+        (self.principal & !FLAGS).checked_sub(1).map(|i| i as usize)
     }
 }
 
@@ -138,13 +143,14 @@ impl Conns {
         }
     }
 
-    /// Records an opened connection, its admission address and its principal (interned; the
-    /// shared record is returned).
+    /// Records an opened connection, its admission address, its principal (interned; the
+    /// shared record is returned) and whether it is to close at its token's expiry.
     pub(crate) fn open(
         &self,
         conn: ConnId,
         ip: IpKey,
         principal: Option<Principal>,
+        expires: bool,
     ) -> Option<Arc<Principal>> {
         let Some(table) = self.loops.get(conn.loop_id()) else {
             debug_assert!(false, "a connection of loop {} the table was not made for", conn.loop_id());
@@ -162,7 +168,8 @@ impl Conns {
             IpKey::V6Prefix(prefix) => (V6, [(prefix >> 32) as u32, prefix as u32]),
         };
         let opened = (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u32;
-        let entry = Entry { generation: conn.generation(), principal: index | flag, opened, ip };
+        let flags = flag | if expires { EXPIRES } else { 0 };
+        let entry = Entry { generation: conn.generation(), principal: index | flags, opened, ip };
         let mut table = lock(table);
         let slot = conn.slot();
         if table.len() <= slot {
@@ -195,7 +202,7 @@ impl Conns {
         let principal = entry.principal().and_then(|i| lock(&self.principals).give_back(i));
         let now = (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u32;
         let open_for = TICK * now.wrapping_sub(entry.opened);
-        Some(Closed { ip: entry.ip(), principal, open_for })
+        Some(Closed { ip: entry.ip(), principal, open_for, expires: entry.principal & EXPIRES != 0 })
     }
 
     fn entry(&self, conn: ConnId) -> Option<Entry> {
@@ -206,6 +213,12 @@ impl Conns {
     /// Whether `conn` is open (as the workers know it).
     pub(crate) fn contains(&self, conn: ConnId) -> bool {
         self.entry(conn).is_some()
+    }
+
+    /// Whether `conn` is open, and then its principal (`Some(None)`: open, without a token).
+    pub(crate) fn open_principal(&self, conn: ConnId) -> Option<Option<Arc<Principal>>> {
+        let entry = self.entry(conn)?;
+        Some(entry.principal().and_then(|i| lock(&self.principals).get(i)))
     }
 
     /// The principal of an open connection, if it came with a token.
@@ -249,9 +262,9 @@ mod tests {
         let b = ConnId::from_u64(9 << 32 | 1);
         let loopback6 = IpKey::from(std::net::IpAddr::V6(Ipv6Addr::LOCALHOST));
         let c = ConnId::from_u64(10 << 32 | 1);
-        assert!(conns.open(a, v4, None).is_none());
-        let record = conns.open(b, v6, Some(principal("alice", Some(&["news.*"])))).unwrap();
-        conns.open(c, loopback6, None);
+        assert!(conns.open(a, v4, None, false).is_none());
+        let record = conns.open(b, v6, Some(principal("alice", Some(&["news.*"]))), true).unwrap();
+        conns.open(c, loopback6, None, false);
         assert_eq!(conns.len(), 3);
         assert!(conns.contains(a) && conns.contains(b));
         assert!(!conns.contains(ConnId::from_u64((1 << 56) | (5 << 32) | 2)), "an older generation");
@@ -261,10 +274,11 @@ mod tests {
         assert!(conns.principal(a).is_none());
 
         let closed = conns.close(b).unwrap();
-        assert_eq!(closed.ip, v6);
+        assert_eq!((closed.ip, closed.expires), (v6, true));
         assert_eq!(closed.principal.unwrap().sub.as_ref(), "alice");
         assert!(conns.close(b).is_none(), "closed once");
-        assert_eq!(conns.close(a).unwrap().ip, v4);
+        let closed = conns.close(a).unwrap();
+        assert_eq!((closed.ip, closed.expires), (v4, false));
         // ::1 is the /64 prefix 0: it must not come back as the IPv4 address 0.0.0.0.
         assert_eq!(conns.close(c).unwrap().ip, loopback6);
         assert_eq!(conns.len(), 0);
@@ -278,7 +292,7 @@ mod tests {
         let mut records = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             let allowed: &[&str] = if i % 2 == 0 { &["a"] } else { &["b"] };
-            records.push(conns.open(id, ip, Some(principal("bob", Some(allowed)))).unwrap());
+            records.push(conns.open(id, ip, Some(principal("bob", Some(allowed))), false).unwrap());
         }
         assert_eq!(conns.principals(), 2, "one record per distinct subject and allow-list");
         assert!(Arc::ptr_eq(&records[0], &records[2]));
@@ -289,7 +303,7 @@ mod tests {
         conns.close(ids[99]);
         assert_eq!(conns.principals(), 0);
         // Freed indices are reused: a new subject does not grow the table.
-        conns.open(ids[0], ip, Some(principal("carol", None)));
+        conns.open(ids[0], ip, Some(principal("carol", None)), false);
         assert_eq!(lock(&conns.principals).slots.len(), 2);
     }
 
@@ -299,7 +313,7 @@ mod tests {
         let ip = IpKey::V4(Ipv4Addr::LOCALHOST);
         let ids: Vec<ConnId> = (0..10_000u64).map(|i| ConnId::from_u64(i << 32 | 1)).collect();
         for &id in &ids {
-            conns.open(id, ip, None);
+            conns.open(id, ip, None, false);
         }
         for &id in &ids[1..] {
             conns.close(id);
@@ -313,7 +327,7 @@ mod tests {
     fn durations_are_measured_from_the_open() {
         let conns = Conns::new(1);
         let id = ConnId::from_u64(1 << 32 | 1);
-        conns.open(id, IpKey::V4(Ipv4Addr::LOCALHOST), None);
+        conns.open(id, IpKey::V4(Ipv4Addr::LOCALHOST), None, false);
         std::thread::sleep(Duration::from_millis(30));
         let open_for = conns.close(id).unwrap().open_for;
         assert!(open_for >= Duration::from_millis(20), "{open_for:?}");

@@ -7,7 +7,7 @@
 //!  clients ──/ws──▶ loops ──upgrade hook (origin, JWT, channels, caps)──▶ 101 or 4xx
 //!                     │ Event::{Open (claims, channels), Message, Close}, one shard per worker
 //!                     ▼
-//!               workers: registry (who is subscribed to what), commands, token expiry,
+//!               workers: per-connection entries (conns.rs), commands, token expiry,
 //!                        admission release
 //!  backend ──admin HTTP──▶ routes ──▶ Broker::publish ──▶ Handle::publish (framed once)
 //! ```
@@ -30,7 +30,6 @@ mod logging;
 mod metrics;
 mod origin;
 mod process;
-mod registry;
 mod state;
 mod upgrade;
 mod workers;
@@ -47,7 +46,6 @@ use self::broker::{Broker, LocalBroker, RedisBroker, RedisOptions};
 use self::config::{Cli, Settings, SlowConsumer};
 use self::conns::Conns;
 use self::expiry::Expiry;
-use self::registry::Registry;
 use self::state::{Ctx, Front, Live};
 use self::upgrade::Opening;
 use throng::{Server, SlowConsumerPolicy};
@@ -74,7 +72,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("admin_listen {}: {e}", settings.admin_listen))?;
     let front = Arc::new(Front::new(settings.clone()));
     let admin_addr = admin.local_addr().map_err(|e| format!("admin listener: {e}"))?;
-    let server = start_engine(&settings, front.clone(), admin_addr)?;
+    // The engine reports topics' first and last subscribers (and count changes) from its loops;
+    // the broker that hears them exists only once the engine runs.
+    let topic_reports: TopicReports = Arc::default();
+    let server = start_engine(&settings, front.clone(), admin_addr, topic_reports.clone())?;
     let handle = server.handle();
     let broker: Arc<dyn Broker> = match &settings.broker {
         None => Arc::new(LocalBroker::new(handle.clone())),
@@ -88,14 +89,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Arc::new(RedisBroker::start(options, handle.clone())?)
         }
     };
+    // Nothing subscribes before the workers run (below), so no report is missed.
+    let _ = topic_reports.set(broker.clone());
     let broker_name = settings.broker.as_deref().map_or_else(|| "local".to_owned(), broker::redact_url);
-    let registry = Arc::new(Registry::new(handle.clone(), broker.clone()));
     let conns = Arc::new(Conns::new(settings.loops));
     let expiry = Arc::new(Expiry::default());
     let ctx = Arc::new(Ctx {
         front,
         handle: handle.clone(),
-        registry,
         conns: conns.clone(),
         expiry: expiry.clone(),
         broker,
@@ -141,12 +142,17 @@ pub fn run(cli: Cli) -> Result<(), String> {
     wait_for_signals(signals, &cli, &ctx, &log, server)
 }
 
+/// Where the engine's topic reports go: the broker, once it exists.
+type TopicReports = Arc<std::sync::OnceLock<Arc<dyn Broker>>>;
+
 fn start_engine(
     s: &Settings,
     front: Arc<Front>,
     admin_addr: std::net::SocketAddr,
+    reports: TopicReports,
 ) -> Result<Server<Opening>, String> {
     let page_front = front.clone();
+    let changes = reports.clone();
     let mut builder = Server::builder()
         .bind(s.listen)
         .map_err(|e| format!("listen {}: {e}", s.listen))?
@@ -172,6 +178,16 @@ fn start_engine(
         .max_assembly_bytes(s.max_assembly_bytes)
         .admission(Arc::new(admission::Gate(front.clone())))
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
+        .on_topic(move |topic, _| {
+            if let Some(broker) = reports.get() {
+                broker.topic_membership(topic);
+            }
+        })
+        .on_topic_change(move |topic| {
+            if let Some(broker) = changes.get() {
+                broker.topic_count_changed(topic);
+            }
+        })
         .on_http(move |target, _head| {
             let path = target.split('?').next().unwrap_or(target);
             (path == "/" && page_front.live().demo).then(|| demo::client_page(&page_front, admin_addr))

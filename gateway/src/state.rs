@@ -12,7 +12,6 @@ use super::conns::Conns;
 use super::expiry::Expiry;
 use super::metrics::{Counters, Snapshot};
 use super::origin::OriginList;
-use super::registry::Registry;
 use throng::Handle;
 
 /// What SIGHUP can change without a restart; swapped whole, read with one `Arc` clone.
@@ -76,7 +75,6 @@ impl Front {
 pub(crate) struct Ctx {
     pub(crate) front: Arc<Front>,
     pub(crate) handle: Handle,
-    pub(crate) registry: Arc<Registry>,
     pub(crate) conns: Arc<Conns>,
     pub(crate) expiry: Arc<Expiry>,
     pub(crate) broker: Arc<dyn Broker>,
@@ -95,7 +93,7 @@ impl Ctx {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let open = self.conns.len();
-        let (topics, subscriptions) = self.registry.totals();
+        let (topics, subscriptions) = self.handle.subscription_totals();
         Snapshot {
             engine: self.handle.stats(),
             loops: self.handle.loop_stats(),

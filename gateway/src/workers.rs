@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 use super::admission::IpKey;
 use super::broker;
-use super::channels::{check_client_channel, user_topic};
+use super::channels::{allowed, check_client_channel, user_topic};
 use super::config::ClientMessages;
 use super::conns::Principal;
-use super::registry::SubscribeError;
+use super::metrics::Counters;
 use super::state::Ctx;
 use super::upgrade::Opening;
 use throng::engine::Events;
-use throng::{ConnId, Event, Message};
+use throng::{ConnId, Event, Joined, Message};
 
 /// Starts one worker per event shard. A worker that falls behind lets its shard fill, and the
 /// loops stop reading until it catches up: memory stays bounded.
@@ -176,9 +176,16 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
             let exp = claims.as_ref().and_then(|c| c.exp);
             let principal = claims
                 .map(|c| Principal { sub: Arc::from(c.sub), allowed: c.channels.map(Vec::into_boxed_slice) });
-            let principal = ctx.conns.open(conn, IpKey::from(peer.ip()), principal);
+            let principal = ctx.conns.open(conn, IpKey::from(peer.ip()), principal, exp.is_some());
             let user_name = principal.as_ref().map(|p| p.sub.clone());
-            ctx.registry.open(conn, user_name.as_deref().map(user_topic).as_deref(), &channels);
+            // Refused only by an overloaded loop, which counts it (commands_refused). The
+            // engine's index is the one record of who is subscribed to what.
+            if let Some(user) = &user_name {
+                let _ = ctx.handle.subscribe(conn, &user_topic(user));
+            }
+            for channel in &channels {
+                let _ = ctx.handle.subscribe(conn, channel);
+            }
             if let Some(exp) = exp {
                 ctx.expiry.schedule(conn, exp);
             }
@@ -202,14 +209,16 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
 /// slot was counted under: an IPv4 address or an IPv6 /64).
 fn closed(ctx: &Ctx, conn: ConnId, code: u16, reason: &str, clean: bool) {
     ctx.counters().close(code);
-    ctx.expiry.cancel(conn);
+    // The engine dropped the connection's subscriptions itself.
     if let Some(info) = ctx.conns.close(conn) {
-        let user_topic = info.principal.as_ref().map(|p| user_topic(&p.sub));
-        ctx.registry.close(conn, user_topic.as_deref());
+        if info.expires {
+            ctx.expiry.closed(&ctx.conns);
+        }
         ctx.front.admission.release_key(info.ip);
         tracing::debug!(
             conn = conn.as_u64(),
             peer = %info.ip,
+            user = info.principal.as_ref().map(|p| &*p.sub),
             code,
             reason,
             clean,
@@ -237,9 +246,7 @@ fn on_message(ctx: &Ctx, conn: ConnId, message: Message) {
         _ => None,
     };
     if let Some(command) = command {
-        let reply = run_command(ctx, conn, command);
-        let _ = ctx.handle.send(conn, reply.to_string());
-        return;
+        return run_command(ctx, conn, command);
     }
     let counters = ctx.counters();
     match ctx.front.client_messages() {
@@ -255,67 +262,108 @@ fn on_message(ctx: &Ctx, conn: ConnId, message: Message) {
     }
 }
 
-fn run_command(ctx: &Ctx, conn: ConnId, command: Command) -> Value {
-    let counters = ctx.counters();
-    let result = execute(ctx, conn, &command);
-    let mut reply = match result {
-        Ok(kind) => {
-            counters.inc(&counters.commands_ok);
-            json!({ "type": kind, "channel": command.channel })
+/// A command's answer, made once its outcome is known: on this worker for the commands it
+/// refuses itself, on the connection's loop for those the engine decides (the channel cap and
+/// whether the connection is still open), so that the reply follows the subscription in order.
+struct Reply {
+    command: Command,
+    counters: Arc<Counters>,
+}
+
+impl Reply {
+    /// The reply's JSON (`subscribed`, `unsubscribed` or an error), counted.
+    fn finish(self, result: Result<&'static str, CommandError>) -> Value {
+        let Command { op, channel, id } = self.command;
+        let counters = &self.counters;
+        let mut reply = match result {
+            Ok(kind) => {
+                counters.inc(&counters.commands_ok);
+                json!({ "type": kind, "channel": channel })
+            }
+            Err((code, message)) => {
+                counters.inc(&counters.commands_failed);
+                json!({ "type": "error", "op": op, "channel": channel, "error": code, "message": message })
+            }
+        };
+        if !id.is_null() {
+            reply["id"] = id;
         }
-        Err((code, message)) => {
-            counters.inc(&counters.commands_failed);
-            json!({ "type": "error", "op": command.op, "channel": command.channel, "error": code, "message": message })
+        reply
+    }
+
+    /// The same, as the message the engine queues to the connection.
+    fn message(self, result: Result<&'static str, CommandError>) -> Option<Message> {
+        Some(Message::Text(self.finish(result).to_string()))
+    }
+}
+
+fn run_command(ctx: &Ctx, conn: ConnId, command: Command) {
+    let reply = Reply { command, counters: ctx.front.counters.clone() };
+    let refused = |reply: Reply, e: CommandError| {
+        // Refused only by an overloaded loop, which counts it (commands_refused).
+        let _ = ctx.handle.send(conn, reply.finish(Err(e)).to_string());
+    };
+    let subscribe = match reply.command.op.as_str() {
+        "subscribe" => true,
+        "unsubscribe" => false,
+        other => {
+            let e = ("unknown_op", format!("unknown op {other:?}; use subscribe or unsubscribe"));
+            return refused(reply, e);
         }
     };
-    if !command.id.is_null() {
-        reply["id"] = command.id;
+    let channel = match checked_channel(&reply.command) {
+        Ok(channel) => channel.to_owned(),
+        Err(e) => return refused(reply, e),
+    };
+    if !subscribe {
+        let posted = ctx.handle.unsubscribe_with(conn, &channel, move |_| reply.message(Ok("unsubscribed")));
+        return overloaded_if(ctx, posted);
     }
-    reply
+    #[cfg(debug_assertions)]
+    fault::panic_on_subscribe(&channel);
+    let Some(principal) = ctx.conns.open_principal(conn) else {
+        return refused(reply, ("closed", "connection is closing".into()));
+    };
+    let allow = principal.as_ref().and_then(|p| p.allowed.as_deref());
+    if !allowed(allow, &channel) {
+        let e = ("forbidden", format!("channel not allowed: {channel}"));
+        return refused(reply, e);
+    }
+    // The user topic is not counted against the cap on channels joined by name.
+    let max = ctx.front.settings.max_channels_per_connection;
+    let limit = max.saturating_add(usize::from(principal.is_some()));
+    let posted = ctx.handle.subscribe_with(conn, &channel, limit, move |joined| match joined {
+        Joined::Added | Joined::Already => reply.message(Ok("subscribed")),
+        Joined::Full => reply.message(Err(("too_many_channels", format!("at most {max} channels")))),
+        Joined::Closed => {
+            reply.finish(Err(("closed", "connection is closing".into())));
+            None
+        }
+    });
+    overloaded_if(ctx, posted)
+}
+
+/// A command the loop refused (overloaded; it counted the refusal): its reply could not reach
+/// the loop either.
+fn overloaded_if(ctx: &Ctx, posted: Result<(), throng::CommandError>) {
+    if posted.is_err() {
+        let counters = ctx.counters();
+        counters.inc(&counters.commands_failed);
+    }
 }
 
 type CommandError = (&'static str, String);
 
-fn execute(ctx: &Ctx, conn: ConnId, command: &Command) -> Result<&'static str, CommandError> {
-    let channel = || {
-        let channel =
-            command.channel.as_deref().ok_or(("missing_channel", "a \"channel\" is required".to_owned()))?;
-        check_client_channel(channel).map_err(|e| {
-            let code = if e == super::channels::NameError::Reserved {
-                "reserved_channel"
-            } else {
-                "invalid_channel"
-            };
-            (code, format!("{}: {channel}", e.reason()))
-        })?;
-        Ok::<_, CommandError>(channel)
-    };
-    match command.op.as_str() {
-        "subscribe" => {
-            let channel = channel()?;
-            #[cfg(debug_assertions)]
-            fault::panic_on_subscribe(channel);
-            let max = ctx.front.settings.max_channels_per_connection;
-            if !ctx.conns.contains(conn) {
-                return Err(("closed", "connection is closing".into()));
-            }
-            let principal = ctx.conns.principal(conn);
-            let allow = principal.as_ref().and_then(|p| p.allowed.as_deref());
-            match ctx.registry.subscribe(conn, allow, channel, max) {
-                Ok(_) => Ok("subscribed"),
-                Err(SubscribeError::Forbidden) => {
-                    Err(("forbidden", format!("channel not allowed: {channel}")))
-                }
-                Err(SubscribeError::TooMany) => Err(("too_many_channels", format!("at most {max} channels"))),
-            }
-        }
-        "unsubscribe" => {
-            let channel = channel()?;
-            ctx.registry.unsubscribe(conn, channel);
-            Ok("unsubscribed")
-        }
-        other => Err(("unknown_op", format!("unknown op {other:?}; use subscribe or unsubscribe"))),
-    }
+/// A subscribe's or unsubscribe's channel, checked as a client may name it.
+fn checked_channel(command: &Command) -> Result<&str, CommandError> {
+    let channel =
+        command.channel.as_deref().ok_or(("missing_channel", "a \"channel\" is required".to_owned()))?;
+    check_client_channel(channel).map_err(|e| {
+        let code =
+            if e == super::channels::NameError::Reserved { "reserved_channel" } else { "invalid_channel" };
+        (code, format!("{}: {channel}", e.reason()))
+    })?;
+    Ok(channel)
 }
 
 #[cfg(test)]

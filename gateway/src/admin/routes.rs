@@ -2,6 +2,7 @@
 //! (the demo page); errors are `{"error": code, "message": text}`.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -274,9 +275,12 @@ fn ready(ctx: &Ctx) -> Response {
 
 fn channels(ctx: &Ctx, req: &Request) -> Response {
     let with_users = req.query.as_deref().and_then(|q| crate::channels::query_param(q, "users"));
-    let list = ctx.registry.topics(with_users.as_deref() == Some("true"));
-    let channels: Vec<Value> =
-        list.iter().map(|(name, n)| json!({ "name": name, "subscribers": n })).collect();
+    let with_users = with_users.as_deref() == Some("true");
+    let list = ctx.handle.topics();
+    let channels: Vec<Value> = (list.iter())
+        .filter(|(name, _)| with_users || !name.starts_with(crate::channels::USER_PREFIX))
+        .map(|(name, n)| json!({ "name": &**name, "subscribers": n }))
+        .collect();
     Response::json(200, &json!({ "channels": channels }))
 }
 
@@ -287,7 +291,7 @@ fn channel_presence(ctx: &Ctx, name: &str) -> Response {
     if let Err(e) = checked(name) {
         return e;
     }
-    let local = ctx.registry.subscribers(name);
+    let local = ctx.handle.subscribers(name);
     let (subscribers, nodes, cluster) = match ctx.broker.presence(name, local) {
         Some(p) => (p.subscribers, p.nodes, true),
         None => (local as u64, u64::from(local > 0), false),
@@ -313,14 +317,20 @@ struct Publication {
     data: Value,
 }
 
-/// Hands `message` to the broker; returns the local subscribers it was queued to, or 503 when
-/// an event loop refused it (overloaded: its subscribers miss it; the engine counted it).
+/// How long a publish waits for the loops to say how many connections they queued it to; a
+/// loop that has not said by then is counted with its subscribers at the time of the publish.
+const RECEIPT_WAIT: Duration = Duration::from_secs(1);
+
+/// Hands `message` to the broker; returns the local connections it was queued to (as the loops
+/// count them, after each one's outbound cap: a connection closing meanwhile is not in it), or
+/// 503 when an event loop refused it (overloaded: its subscribers miss it; the engine counted
+/// it).
 fn deliver(ctx: &Ctx, topic: &str, message: Message) -> Result<usize, Response> {
-    let queued = ctx.registry.subscribers(topic);
     let counters = ctx.counters();
     counters.inc(&counters.publishes);
     counters.add(&counters.publish_bytes, message.as_bytes().len() as u64);
-    ctx.broker.publish(topic, message).map_err(overloaded)?;
+    let receipt = ctx.broker.publish(topic, message).map_err(overloaded)?;
+    let queued = receipt.wait(RECEIPT_WAIT).unwrap_or_else(|| ctx.handle.subscribers(topic));
     counters.add(&counters.fanout, queued as u64);
     Ok(queued)
 }

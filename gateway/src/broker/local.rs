@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Broker, BrokerState, Sender};
-use throng::{Handle, Message};
+use throng::{Handle, Message, Prepared, PublishReceipt};
 
 /// Delivers to this node only. Forwarded client messages are logged at debug level and counted.
 pub struct LocalBroker {
@@ -24,8 +24,8 @@ impl LocalBroker {
 }
 
 impl Broker for LocalBroker {
-    fn publish(&self, topic: &str, message: Message) -> Result<(), throng::CommandError> {
-        self.handle.publish(topic, message)
+    fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt, throng::CommandError> {
+        self.handle.publish_counted(topic, &Prepared::new(&message))
     }
 
     fn forward(&self, from: &Sender, message: Message) {

@@ -13,7 +13,7 @@ mod publisher;
 mod redis;
 mod subscriber;
 
-use throng::Message;
+use throng::{Message, PublishReceipt};
 
 pub use self::local::LocalBroker;
 pub use self::redis::{RedisBroker, RedisOptions};
@@ -90,22 +90,23 @@ pub struct Presence {
 }
 
 /// Carries publishes across the fleet. Implementations must not block the caller for long:
-/// they are called from admin API threads and, for the topic notifications, with the gateway's
-/// subscription lock held.
+/// they are called from admin API threads and, for the topic notifications, on the engine's
+/// loop threads (`ServerBuilder::on_topic`, `on_topic_change`).
 pub trait Broker: Send + Sync {
     /// Delivers `message` to every subscriber of `topic` on every node, this one included. An
     /// error says an event loop of this node refused it (its command queue stayed full): that
     /// loop's subscribers miss it, the other loops and nodes still get it.
-    fn publish(&self, topic: &str, message: Message) -> Result<(), throng::CommandError>;
+    /// The receipt counts the connections of this node it reached.
+    fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt, throng::CommandError>;
 
-    /// `topic` gained its first subscriber on this node.
-    fn topic_added(&self, _topic: &str) {}
+    /// `topic` gained its first subscriber on this node or lost its last. Level-triggered, as
+    /// the engine reports it: act on `Handle::subscribers(topic)` read when acting, not on
+    /// the order of these calls. Runs on a loop thread: record it and return.
+    fn topic_membership(&self, _topic: &str) {}
 
-    /// `topic` lost its last subscriber on this node.
-    fn topic_removed(&self, _topic: &str) {}
-
-    /// `topic` has `count` local subscribers now (called after every change, 0 included).
-    fn subscribers_changed(&self, _topic: &str, _count: usize) {}
+    /// `topic`'s count of local subscribers changed. Reported once until someone reads the
+    /// count with `Handle::observe(topic)`, which re-arms the report. Runs on a loop thread.
+    fn topic_count_changed(&self, _topic: &str) {}
 
     /// A data message from a client, when `client_messages = "forward"`.
     fn forward(&self, from: &Sender, message: Message);

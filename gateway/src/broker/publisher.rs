@@ -136,18 +136,18 @@ fn send(
 
 /// Writes this node's changed presence records, or all of them when `all`.
 fn write_presence(shared: &Shared, con: &mut ::redis::Connection, all: bool) -> ::redis::RedisResult<()> {
-    let counts: Vec<(String, usize)> = {
-        let mut wanted = shared.wanted();
-        if all {
-            wanted.presence_dirty.clear();
-            (wanted.topics.iter())
-                .filter(|(t, _)| !t.starts_with(USER_PREFIX))
-                .map(|(t, &n)| (t.to_string(), n))
-                .collect()
-        } else {
-            let dirty = std::mem::take(&mut wanted.presence_dirty);
-            dirty.iter().map(|t| (t.to_string(), wanted.topics.get(t).copied().unwrap_or(0))).collect()
-        }
+    // Reading a count with `observe` re-arms its change report: every topic written here
+    // reports its next change again, also after a reconnect dropped the reports in between.
+    let handle = &shared.handle;
+    let counts: Vec<(String, usize)> = if all {
+        shared.wanted().presence_dirty.clear();
+        (handle.topics().iter())
+            .filter(|(t, _)| !t.starts_with(USER_PREFIX))
+            .map(|(t, _)| (t.to_string(), handle.observe(t)))
+            .collect()
+    } else {
+        let dirty = std::mem::take(&mut shared.wanted().presence_dirty);
+        dirty.iter().map(|t| (t.to_string(), handle.observe(t))).collect()
     };
     let field = presence::field(shared.node);
     let now = presence::now_ms();

@@ -7,15 +7,15 @@
 //!                                                (+ XADD, presence)                           │
 //!  other nodes' loops ◀── Handle::publish_prepared ◀── subscriber thread ◀──SUBSCRIBE─────────┘
 //!                         (skips its own node's copies)   (one channel per topic with local
-//!                                                          subscribers, kept in step by
-//!                                                          `subscribers_changed`)
+//!                                                          subscribers, kept in step by the
+//!                                                          engine's first/last reports)
 //! ```
 //! Two connections, each owned by one thread: the subscriber's is in pub/sub mode and polls with
 //! a short read timeout so it can apply subscription changes between reads; the publisher's
 //! pipelines whatever the queue holds. Either one failing marks the broker disconnected until
 //! both are back; each reconnects on its own with capped exponential backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use super::backoff::Backoff;
 use super::{envelope, presence, publisher, subscriber};
 use super::{Broker, BrokerState, BrokerStats, Presence, Sender};
 use crate::channels::USER_PREFIX;
-use throng::{Handle, Message, Prepared};
+use throng::{Handle, Message, Prepared, PublishReceipt};
 
 /// Messages the outgoing queue holds before publishes are dropped (and counted).
 pub(super) const QUEUE_MESSAGES: usize = 10_000;
@@ -94,10 +94,10 @@ impl Names {
 /// What the broker threads share with the front.
 #[derive(Default)]
 pub(super) struct Wanted {
-    /// Local subscribers per topic (topics without any are absent).
-    pub(super) topics: HashMap<Arc<str>, usize>,
     /// Topics whose upstream subscription may be stale; kept only while the subscriber is
-    /// synced (otherwise its next connection subscribes to everything anyway).
+    /// synced (otherwise its next connection subscribes to everything anyway). Who is
+    /// subscribed is the engine's to know (`Handle::subscribers`, `Handle::topics`): the
+    /// broker keeps no count of its own.
     pub(super) subscribe_dirty: HashSet<Arc<str>>,
     pub(super) subscriber_synced: bool,
     /// Channels whose presence count changed; kept only while the publisher is synced.
@@ -349,41 +349,27 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, topic: &str, message: Message) -> Result<(), throng::CommandError> {
+    fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt, throng::CommandError> {
         // This node's subscribers get it now, whatever Redis is doing; the copy that comes
         // back from Redis carries our node id and is skipped.
         // A loop's refusal is counted there and reported to the caller; other nodes still get it.
-        let local = self.shared.handle.publish_prepared(topic, &Prepared::new(&message));
+        let local = self.shared.handle.publish_counted(topic, &Prepared::new(&message));
         let payload = envelope::encode(self.shared.node, &message);
         self.enqueue(Outgoing::Publish { channel: self.shared.names.channel(topic), payload });
         local
     }
 
-    fn subscribers_changed(&self, topic: &str, count: usize) {
+    fn topic_membership(&self, topic: &str) {
         let mut wanted = self.shared.wanted();
-        let wanted = &mut *wanted;
-        let changed_membership = if count == 0 {
-            wanted.topics.remove(topic).is_some()
-        } else {
-            match wanted.topics.get_mut(topic) {
-                Some(n) => {
-                    *n = count;
-                    false
-                }
-                None => {
-                    wanted.topics.insert(Arc::from(topic), count);
-                    true
-                }
-            }
-        };
-        let key = || wanted.topics.get_key_value(topic).map_or_else(|| Arc::from(topic), |(k, _)| k.clone());
-        if changed_membership && wanted.subscriber_synced {
-            let key = key();
-            wanted.subscribe_dirty.insert(key);
+        if wanted.subscriber_synced {
+            wanted.subscribe_dirty.insert(Arc::from(topic));
         }
+    }
+
+    fn topic_count_changed(&self, topic: &str) {
+        let mut wanted = self.shared.wanted();
         if wanted.presence_synced && !topic.starts_with(USER_PREFIX) {
-            let key = key();
-            wanted.presence_dirty.insert(key);
+            wanted.presence_dirty.insert(Arc::from(topic));
         }
     }
 

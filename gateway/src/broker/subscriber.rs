@@ -124,7 +124,8 @@ fn subscribed_session(
         let mut wanted = shared.wanted();
         wanted.subscriber_synced = true;
         wanted.subscribe_dirty.clear();
-        wanted.topics.keys().cloned().collect()
+        drop(wanted);
+        shared.handle.topics().into_iter().map(|(topic, _)| topic).collect()
     };
     let started = Instant::now();
     apply(shared, pubsub, &everything, "SUBSCRIBE")?;
@@ -152,9 +153,8 @@ fn subscribed_session(
             let dirty = std::mem::take(&mut shared.wanted().subscribe_dirty);
             if !dirty.is_empty() {
                 let (add, remove) = {
-                    let wanted = shared.wanted();
                     let (add, remove): (Vec<Arc<str>>, Vec<Arc<str>>) =
-                        dirty.into_iter().partition(|t| wanted.topics.contains_key(t));
+                        dirty.into_iter().partition(|t| shared.handle.subscribers(t) > 0);
                     let add: Vec<Arc<str>> = add.into_iter().filter(|t| !subscribed.contains(t)).collect();
                     let remove: Vec<Arc<str>> =
                         remove.into_iter().filter(|t| subscribed.contains(t)).collect();
