@@ -87,7 +87,7 @@ fn work(ctx: &Ctx, worker: usize, events: &Events<Opening>) {
 }
 
 /// Runs `f`, turning a panic into its message. The state `f` touches stays usable: the
-/// registry and the other shared tables recover their locks from poisoning, and a half-done
+/// connection table and the other shared tables recover their locks from poisoning, and a half-done
 /// change concerns only the connection that is closed next.
 fn catch(f: impl FnOnce()) -> Result<(), String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {

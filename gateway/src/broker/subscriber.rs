@@ -1,6 +1,6 @@
 //! The subscriber thread: one pub/sub connection, subscribed to the Redis channel of every topic
 //! that has a local subscriber. It reads with a short timeout so that, between messages, it can
-//! apply the subscription changes the registry reported; after a reconnect it subscribes to the
+//! apply the subscription changes the engine reported; after a reconnect it subscribes to the
 //! whole set again.
 
 use std::collections::HashSet;
