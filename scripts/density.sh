@@ -26,7 +26,7 @@ source "$ROOT/scripts/lib/bench.sh"
 bench_init density.sh "${LOAD:-$ROOT/target/release/throng-load}"
 [[ -x $THRONG ]] || bench_die "$THRONG is not an executable (cargo build --release -p throng-gateway --bin throng)"
 [[ -x $ECHO ]] || bench_die "$ECHO is not an executable (cargo build --release -p throng --example echo)"
-bench_server gateway "$THRONG --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:0 --loops 1 --workers 1 --backend $BACKEND --log-level warn"
+bench_server gateway "$THRONG --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:{admin} --loops 1 --workers 1 --backend $BACKEND --log-level warn"
 bench_server engine "$ECHO 127.0.0.1:{port} --loops 1 --backend $BACKEND"
 bench_run
 bench_table "gateway/engine"

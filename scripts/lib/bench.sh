@@ -20,6 +20,11 @@
 #   512      the same, 512 B × 1000 conns, INFLIGHT_512 in flight (sources 127.0.0.2-127.0.0.10)
 #   64k      the same, 64 KiB binary × 10 conns, INFLIGHT_64K in flight
 #   storm    server CPU µs per connect–upgrade–close cycle, STORM_PARALLEL in parallel
+#   churn    a gateway's server CPU µs per subscribe or unsubscribe command (throng-churn:
+#            CHURN_CONNS connections, CHURN_ROUNDS rounds of one of each per connection)
+#   fanout   a gateway's server CPU µs per delivery (throng-load fanout: FANOUT_SUBSCRIBERS
+#            subscribers, FANOUT_DURATION of 2 messages a second, published on the admin API at
+#            {admin}, the port the server's command gets for its admin listener)
 # The echo and storm cells are "server/client": the client's CPU per operation in the same run.
 # The client is the same binary in every run: when its figure moves with the server's, the
 # difference is the kernel's loopback TCP path (it charges either side), not the server's code.
@@ -29,6 +34,8 @@
 #   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  SHAPES="memory 32 512 64k"
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
 #   URL_PATH=""  (the path every run's URL has, e.g. "ws" for the gateway's endpoint)
+#   CHURN=target/release/throng-churn  CHURN_CONNS=200  CHURN_ROUNDS=200
+#   FANOUT_SUBSCRIBERS=15000  FANOUT_DURATION=5s
 #   PERF=""  (e.g. "record -e cpu-clock -g", or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf
 #   (PERF profiles the server during each throng-load run; its own CPU then counts on the
 #   client's side of the machine, so leave it out of runs whose figures are compared)
@@ -55,6 +62,11 @@ PERF=${PERF:-}
 PERF_SECONDS=${PERF_SECONDS:-4}
 PERF_DIR=${PERF_DIR:-${ROOT:-.}/target/perf}
 URL_PATH=${URL_PATH:-}
+CHURN=${CHURN:-${ROOT:-.}/target/release/throng-churn}
+CHURN_CONNS=${CHURN_CONNS:-200}
+CHURN_ROUNDS=${CHURN_ROUNDS:-200}
+FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-15000}
+FANOUT_DURATION=${FANOUT_DURATION:-5s}
 BENCH_TAG=run
 
 BENCH_NAMES=()
@@ -108,11 +120,14 @@ bench_server() {
     BENCH_CMDS+=("$2")
 }
 
-# bench_start CMD: the server on a fresh port, pinned; waits until it listens (without connecting
-# to it, so "fresh" is a server that never saw a connection); sets SERVER_PID and URL.
+# bench_start CMD: the server on a fresh port (and, for {admin}, an admin port 1000 above it),
+# pinned; waits until it listens (without connecting to it, so "fresh" is a server that never
+# saw a connection); sets SERVER_PID, URL and ADMIN_PORT.
 bench_start() {
     PORT=$((PORT + 1))
+    ADMIN_PORT=$((PORT + 1000))
     local cmd=${1//\{port\}/$PORT}
+    cmd=${cmd//\{admin\}/$ADMIN_PORT}
     : >"$BENCH_LOG"
     taskset -c "$SERVER_CPU" sh -c "exec $cmd" >>"$BENCH_LOG" 2>&1 &
     SERVER_PID=$!
@@ -199,6 +214,15 @@ bench_measure() {
             --warmup "$WARMUP" --duration "$DURATION") ;;
         storm) json=$(bench_load storm "$URL" --parallel "$STORM_PARALLEL" --duration "$DURATION" \
             --sources "$SOURCES") ;;
+        churn)
+            json=$(taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$CHURN" "$URL" --server-pid "$SERVER_PID" \
+                --conns "$CHURN_CONNS" --rounds "$CHURN_ROUNDS" 2>/dev/null | tail -n 1 || true)
+            bench_stop
+            jq -r '"\(.server_us_per_command)/\(.client_us_per_command)"' <<<"$json" 2>/dev/null || echo "?"
+            return ;;
+        fanout) json=$(bench_load fanout "$URL" --subscribers "$FANOUT_SUBSCRIBERS" --channel bench \
+            --publish "http://127.0.0.1:$ADMIN_PORT/v1/publish" --rate 2/s --duration "$FANOUT_DURATION" \
+            --sources "$SOURCES") ;;
         *) bench_die "unknown shape $what" ;;
     esac
     bench_stop
@@ -258,6 +282,8 @@ bench_label() {
         512) echo "server/client CPU µs per msg, 512 B × 1000 conns, $INFLIGHT_512 in flight" ;;
         64k) echo "server/client CPU µs per msg, 64 KiB × 10 conns, $INFLIGHT_64K in flight" ;;
         storm) echo "server/client CPU µs per connect–upgrade–close cycle, $STORM_PARALLEL in parallel" ;;
+        churn) echo "server/client CPU µs per subscribe or unsubscribe, $CHURN_CONNS conns" ;;
+        fanout) echo "server/client CPU µs per delivery, $FANOUT_SUBSCRIBERS subscribers, 2 msg/s for $FANOUT_DURATION" ;;
     esac
 }
 
@@ -286,7 +312,7 @@ bench_table() {
         for name in "${BENCH_NAMES[@]}"; do
             med=$(bench_median_of "$what" "$name")
             case $what in
-                32 | 512 | 64k | storm) med+=" (server/client $(bench_sc_of "$what" "$name"))" ;;
+                32 | 512 | 64k | storm | churn | fanout) med+=" (server/client $(bench_sc_of "$what" "$name"))" ;;
             esac
             cells=${BENCH_CELLS["$what $name"]:-}
             row+=" ${cells# } | $med |"

@@ -15,8 +15,11 @@ pub(crate) fn spare_room(len: usize, capacity: usize) -> Option<usize> {
     (len * 4 < capacity).then_some(len * 2)
 }
 
-/// Boxes kept for reuse per loop; more are freed.
-const POOL_MAX: usize = 1024;
+/// Boxes kept for reuse per loop; more are freed. A box is about 200 bytes with its emptied
+/// buffers: keeping 1024 held ~225 KiB per loop after a handshake storm (15 B per connection of a
+/// 15,000-connection gateway, measured), while the allocator serves a burst past 64 about as
+/// fast as the pool.
+const POOL_MAX: usize = 64;
 /// Buffers that grew beyond this are not kept (a 16 MiB message must not stay cached).
 const KEEP_CAPACITY: usize = 64 * 1024;
 

@@ -69,7 +69,6 @@ pub(crate) struct Conn {
     /// The WebSocket rules: decoding, pings, the close handshake and the close code to report.
     session: Session,
     cold: Option<Box<Cold>>,
-    user: u64,
     /// The tick of this connection's armed timer entry (valid with the `ARMED` flag).
     pub(crate) armed: Tick,
     /// The last tick bytes arrived (or the accept, while handshaking).
@@ -93,7 +92,6 @@ impl Conn {
         Self {
             session: Session::new(Role::Server),
             cold: None,
-            user: 0,
             armed: 0,
             last_seen: core.now_tick,
             phase_tick: 0,
@@ -545,7 +543,9 @@ impl Conn {
             value: accepted.value,
         };
         let used = request.len();
-        self.user = accepted.user;
+        if accepted.user != 0 {
+            core.tags.insert(index, accepted.user);
+        }
         LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
@@ -681,7 +681,8 @@ impl Conn {
         LoopStats::add(&core.stats.messages_in, 1);
         let conn = self.id(core, index);
         if let Some(hook) = core.config.message_hook.clone() {
-            let (user, cap) = (self.user, core.config.max_outbound_bytes);
+            let user = if core.tags.is_empty() { 0 } else { core.tags.get(&index).copied().unwrap_or(0) };
+            let cap = core.config.max_outbound_bytes;
             let open = self.may_send();
             // Replies are framed straight into this connection's queue: no intermediate copy.
             let cold = self.cold(core);
@@ -729,6 +730,9 @@ impl Conn {
         self.discard_message(core);
         let cold = self.cold.take();
         core.topics.unsubscribe_all(&mut self.topics);
+        if !core.tags.is_empty() {
+            core.tags.remove(&index);
+        }
         if self.has(OPENED) {
             let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();
@@ -920,6 +924,6 @@ mod tests {
     fn connection_state_is_small() {
         let size = std::mem::size_of::<Conn>();
         println!("size_of::<Conn>() = {size}");
-        assert!(size <= 72, "Conn grew to {size} bytes");
+        assert!(size <= 64, "Conn grew to {size} bytes");
     }
 }

@@ -89,8 +89,9 @@ pub struct Accepted<T = ()> {
     /// Extra response headers (sanitised: a CR or LF rejects the upgrade with 500, and `value`
     /// is dropped).
     pub headers: Vec<(String, String)>,
-    /// A small tag the connection keeps for the inline message hook ([`Inline::user`]); the
-    /// workers get `value` instead.
+    /// A small tag the loop keeps for the inline message hook ([`Inline::user`]); the workers
+    /// get `value` instead. 0 (the default) costs nothing; any other value costs a map entry on
+    /// the loop for the connection's life.
     pub user: u64,
     /// The application's value for this connection, delivered in [`Event::Open`] (the
     /// connection itself does not store it, so an idle connection stays small).

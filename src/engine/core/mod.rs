@@ -23,6 +23,7 @@ pub(crate) use self::conns::{Loop, Reading};
 pub(crate) use self::index::TopicIndex;
 pub(crate) use self::slots::Slots;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +51,10 @@ pub(crate) struct LoopCore {
     started: Instant,
     /// Who is subscribed to what on this loop (each connection keeps the head of its list).
     pub(crate) topics: TopicIndex,
+    /// The upgrade hook's nonzero tags ([`crate::Accepted::user`]) by slot: kept beside the
+    /// connections rather than in each, so a connection without one (the common case) does not
+    /// carry 8 bytes for it; a tagged one costs a map entry.
+    pub(crate) tags: HashMap<u32, u64>,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
     /// The slot and generation of the connection being driven: [`Loop`] sets it before every
@@ -86,6 +91,7 @@ impl LoopCore {
             now_fine: 0,
             started: now,
             topics,
+            tags: HashMap::new(),
             dirty: Vec::new(),
             driving: (0, 0),
             assembly_bytes: 0,
