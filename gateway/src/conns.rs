@@ -1,7 +1,9 @@
-//! What the gateway keeps per open connection, at engine density: one 20-byte entry in a vector
-//! per loop, indexed by the engine's slot ([`ConnId::slot`]). Slots are dense and reused, so
-//! the vectors are about as long as the most connections a loop held; no map entry and no heap
-//! block per connection.
+//! What the gateway keeps per open connection, at engine density: one 20-byte entry per loop
+//! and slot ([`ConnId::slot`]), in pages of [`PAGE`] entries made when a slot in them is first
+//! used and freed when their last connection closes. Slots are dense and reused, so the pages
+//! cover about the most connections a loop held; no map entry and no heap block per
+//! connection, and no reallocation (a growing vector would leave its old buffers behind as
+//! holes in the allocator's heap).
 //!
 //! An entry holds the connection's generation (so a stale id finds nothing), the address its
 //! admission slot was counted under, when it opened, and its principal: the token's subject and
@@ -37,6 +39,9 @@ pub(crate) struct Closed {
     /// It was scheduled to close at its token's expiry.
     pub(crate) expires: bool,
 }
+
+/// Entries per page: 20 KiB.
+const PAGE: usize = 1024;
 
 /// Unit of [`Entry::opened`]: 10 ms keeps a u32 good for 497 days of uptime.
 const TICK: Duration = Duration::from_millis(10);
@@ -119,9 +124,54 @@ impl Principals {
     }
 }
 
-/// Every open connection's entry, a vector per loop.
+/// One loop's pages and how many open connections each holds.
+#[derive(Default)]
+struct Table {
+    pages: Vec<Option<(Box<[Entry; PAGE]>, usize)>>,
+}
+
+impl Table {
+    fn get(&self, slot: usize) -> Option<&Entry> {
+        let (page, _) = self.pages.get(slot / PAGE)?.as_ref()?;
+        Some(&page[slot % PAGE])
+    }
+
+    /// Stores `entry` for `slot`; true when the slot was empty.
+    fn put(&mut self, slot: usize, entry: Entry) -> bool {
+        let at = slot / PAGE;
+        if self.pages.len() <= at {
+            self.pages.resize_with(at + 1, || None);
+        }
+        let (page, used) = self.pages[at].get_or_insert_with(|| (Box::new([Entry::default(); PAGE]), 0));
+        let was_empty = page[slot % PAGE].generation == 0;
+        *used += usize::from(was_empty);
+        page[slot % PAGE] = entry;
+        was_empty
+    }
+
+    /// Takes `slot`'s entry if it is `generation`'s; a page whose last entry goes is freed.
+    fn take(&mut self, slot: usize, generation: u32) -> Option<Entry> {
+        let at = slot / PAGE;
+        let (page, used) = self.pages.get_mut(at)?.as_mut()?;
+        let entry = &mut page[slot % PAGE];
+        if entry.generation != generation {
+            return None;
+        }
+        let taken = std::mem::take(entry);
+        *used -= 1;
+        if *used == 0 {
+            self.pages[at] = None;
+            while self.pages.last().is_some_and(Option::is_none) {
+                self.pages.pop();
+            }
+        }
+        Some(taken)
+    }
+}
+
+/// Every open connection's entry, a table per loop.
 pub(crate) struct Conns {
-    loops: Box<[Mutex<Vec<Entry>>]>,
+    loops: Box<[Mutex<Table>]>,
     principals: Mutex<Principals>,
     epoch: Instant,
     open: AtomicUsize,
@@ -170,35 +220,16 @@ impl Conns {
         let opened = (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u32;
         let flags = flag | if expires { EXPIRES } else { 0 };
         let entry = Entry { generation: conn.generation(), principal: index | flags, opened, ip };
-        let mut table = lock(table);
-        let slot = conn.slot();
-        if table.len() <= slot {
-            table.resize(slot + 1, Entry::default());
-        }
-        if table[slot].generation == 0 {
+        if lock(table).put(conn.slot(), entry) {
             self.open.fetch_add(1, Ordering::Relaxed);
         }
-        table[slot] = entry;
         record
     }
 
     /// Forgets a closed connection and hands back what it held.
     pub(crate) fn close(&self, conn: ConnId) -> Option<Closed> {
-        let entry = {
-            let mut table = lock(self.loops.get(conn.loop_id())?);
-            let entry = table.get_mut(conn.slot()).filter(|e| e.generation == conn.generation())?;
-            let taken = std::mem::take(entry);
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            // The vector gives its room back once mostly empty at its end (after a storm).
-            while table.last().is_some_and(|e| e.generation == 0) {
-                table.pop();
-            }
-            if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-                let len = table.len();
-                table.shrink_to(len * 2);
-            }
-            taken
-        };
+        let entry = lock(self.loops.get(conn.loop_id())?).take(conn.slot(), conn.generation())?;
+        self.open.fetch_sub(1, Ordering::Relaxed);
         let principal = entry.principal().and_then(|i| lock(&self.principals).give_back(i));
         let now = (self.epoch.elapsed().as_nanos() / TICK.as_nanos()) as u32;
         let open_for = TICK * now.wrapping_sub(entry.opened);
@@ -319,8 +350,10 @@ mod tests {
             conns.close(id);
         }
         let table = lock(&conns.loops[0]);
-        assert_eq!(table.len(), 1);
-        assert!(table.capacity() < 1000, "capacity {}", table.capacity());
+        assert_eq!(table.pages.len(), 1, "only the first page is left");
+        drop(table);
+        conns.close(ids[0]);
+        assert!(lock(&conns.loops[0]).pages.is_empty());
     }
 
     #[test]
