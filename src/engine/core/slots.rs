@@ -16,7 +16,7 @@ use crate::engine::ids::MAX_CONNS_PER_LOOP;
 enum State<S> {
     /// Free; `next` is the next free slot (a LIFO list, like `slab`'s).
     Vacant { generation: u32, next: Option<u32> },
-    /// The generation and the backend's socket sit in the 8 bytes after the `Conn` (72): one
+    /// The generation and the backend's socket sit in the 8 bytes after the `Conn` (64): one
     /// cache-line neighbourhood for everything a read or a write of this connection touches.
     Occupied { generation: u32, socket: S, conn: Conn },
     /// Its generations are used up: occupied forever, by nothing.
