@@ -2,7 +2,7 @@
 //! (the demo page); errors are `{"error": code, "message": text}`.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ use crate::channels::{check_name, percent_decode, user_topic};
 use crate::expiry::unix_now;
 use crate::metrics::{self, AdminLimit};
 use crate::state::Ctx;
-use throng::{ConnId, Message};
+use throng::{ConnId, Message, PublishReceipt};
 
 /// The most messages in one batch publish.
 const MAX_BATCH: usize = 1000;
@@ -317,22 +317,33 @@ struct Publication {
     data: Value,
 }
 
-/// How long a publish waits for the loops to say how many connections they queued it to; a
-/// loop that has not said by then is counted with its subscribers at the time of the publish.
+/// How long a publish (or a whole batch) waits for the loops to say how many connections they
+/// queued it to; a loop that has not said by then is counted with the topic's subscribers at the
+/// time of the wait.
 const RECEIPT_WAIT: Duration = Duration::from_secs(1);
 
-/// Hands `message` to the broker; returns the local connections it was queued to (as the loops
-/// count them, after each one's outbound cap: a connection closing meanwhile is not in it), or
-/// 503 when an event loop refused it (overloaded: its subscribers miss it; the engine counted
-/// it).
-fn deliver(ctx: &Ctx, topic: &str, message: Message) -> Result<usize, Response> {
+/// Hands `message` to the broker, or 503 when an event loop refused it (overloaded: its
+/// subscribers miss it; the engine counted it). The count comes with [`queued`].
+fn post(ctx: &Ctx, topic: &str, message: Message) -> Result<PublishReceipt, Response> {
     let counters = ctx.counters();
     counters.inc(&counters.publishes);
     counters.add(&counters.publish_bytes, message.as_bytes().len() as u64);
-    let receipt = ctx.broker.publish(topic, message).map_err(overloaded)?;
-    let queued = receipt.wait(RECEIPT_WAIT).unwrap_or_else(|| ctx.handle.subscribers(topic));
-    counters.add(&counters.fanout, queued as u64);
-    Ok(queued)
+    ctx.broker.publish(topic, message).map_err(overloaded)
+}
+
+/// The local connections a posted publish was queued to, as the loops count them (after each
+/// one's outbound cap: a connection closing meanwhile is not in it), waiting until `deadline`.
+fn queued(ctx: &Ctx, topic: &str, receipt: &PublishReceipt, deadline: Instant) -> usize {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let queued = receipt.wait(wait).unwrap_or_else(|| ctx.handle.subscribers(topic));
+    ctx.counters().add(&ctx.counters().fanout, queued as u64);
+    queued
+}
+
+/// [`post`] and [`queued`]: one publish and its count.
+fn deliver(ctx: &Ctx, topic: &str, message: Message) -> Result<usize, Response> {
+    let receipt = post(ctx, topic, message)?;
+    Ok(queued(ctx, topic, &receipt, Instant::now() + RECEIPT_WAIT))
 }
 
 /// The answer when an event loop's command queue stayed full.
@@ -378,10 +389,19 @@ fn batch(ctx: &Ctx, req: &Request) -> Response {
     if let Some(Err(e)) = batch.messages.iter().map(|p| checked(&p.channel)).find(Result::is_err) {
         return e;
     }
+    // Every message is posted before any count is waited for: the loops work on the whole
+    // batch while this thread waits once.
+    let posted: Vec<_> = batch
+        .messages
+        .iter()
+        .map(|p| post(ctx, &p.channel, Message::Text(envelope(p).to_string())))
+        .collect();
+    let deadline = Instant::now() + RECEIPT_WAIT;
     let (mut total, mut refused) = (0, 0);
-    let results: Vec<Value> = (batch.messages.iter())
-        .map(|p| match deliver(ctx, &p.channel, Message::Text(envelope(p).to_string())) {
-            Ok(queued) => {
+    let results: Vec<Value> = (batch.messages.iter().zip(&posted))
+        .map(|(p, posted)| match posted {
+            Ok(receipt) => {
+                let queued = queued(ctx, &p.channel, receipt, deadline);
                 total += queued;
                 json!({ "channel": p.channel, "queued": queued })
             }
