@@ -36,9 +36,6 @@ pub(crate) struct Cold {
     pub(crate) pong: Option<Vec<u8>>,
     /// The tick the message being assembled started at (its deadline runs from there).
     pub(crate) message_started: Option<super::timer::Tick>,
-    /// Before the upgrade: the client's address, when it came from a PROXY header or holds an
-    /// admission slot.
-    pub(crate) peer: Option<std::net::SocketAddr>,
 }
 
 impl Cold {
@@ -49,7 +46,6 @@ impl Cold {
             && self.close_reason.is_empty()
             && self.pong.is_none()
             && self.message_started.is_none()
-            && self.peer.is_none()
     }
 }
 
@@ -80,7 +76,6 @@ impl ColdPool {
         cold.outbound.reset();
         cold.pong = None;
         cold.message_started = None;
-        cold.peer = None;
         self.free.push(cold);
     }
 }

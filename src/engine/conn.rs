@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::buffers::Cold;
+use super::buffers::{spare_room, Cold};
 use super::config::FINE;
 use super::core::LoopCore;
 use super::event::{Event, Flow, Inline};
@@ -328,18 +328,20 @@ impl Conn {
 
     /// Asks the admission hook for a slot for `client`; a refusal is answered with its HTTP
     /// status at once (the request, when it comes, is discarded). The address is kept in the
-    /// `Cold` box until the upgrade, so that a connection that never opens gives its slot back.
+    /// loop's map of handshaking clients until the upgrade (not in a `Cold` box: a burst of
+    /// handshakes would hold a box each), so that a connection that never opens gives its slot
+    /// back.
     /// `proxied`: the address came from a PROXY header, so it is kept for the upgrade hook and
     /// the Open event even without admission (the socket's peer is the balancer).
     fn admit_client(&mut self, core: &mut LoopCore, index: u32, client: SocketAddr, proxied: bool) {
         let Some(admission) = core.config.admission.clone() else {
             if proxied {
-                self.cold(core).peer = Some(client);
+                core.keep_client(index, client);
             }
             return;
         };
         match admission.admit(client) {
-            Ok(()) => self.cold(core).peer = Some(client),
+            Ok(()) => core.keep_client(index, client),
             Err(rejection) => {
                 LoopStats::add(&core.stats.admission_refused, 1);
                 let mut response = Vec::new();
@@ -500,7 +502,7 @@ impl Conn {
             }
         };
         // The client's address: from the PROXY header or the accept, when kept; else the socket's.
-        let peer = self.cold.as_ref().and_then(|c| c.peer).unwrap_or_else(peer);
+        let peer = core.clients.get(&index).copied().unwrap_or_else(peer);
         let accepted = match &core.config.upgrade_hook {
             Some(hook) => hook(&request, peer),
             // Without a hook the value is `()`, the type `Server::builder` starts with.
@@ -552,9 +554,9 @@ impl Conn {
         outbound.commit(response.len());
         if let Some(cold) = self.cold.as_mut() {
             cold.spill = Vec::new();
-            // The admission slot passes to the application with the Open event.
-            cold.peer = None;
         }
+        // The admission slot passes to the application with the Open event.
+        core.forget_client(index);
         self.mark_dirty(core, index);
         self.phase = Phase::Open;
         self.last_seen = core.now_tick;
@@ -730,8 +732,10 @@ impl Conn {
         self.discard_message(core);
         let cold = self.cold.take();
         core.topics.unsubscribe_all(&mut self.topics);
-        if !core.tags.is_empty() {
-            core.tags.remove(&index);
+        if core.tags.remove(&index).is_some() {
+            if let Some(room) = spare_room(core.tags.len(), core.tags.capacity()) {
+                core.tags.shrink_to(room);
+            }
         }
         if self.has(OPENED) {
             let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
@@ -743,7 +747,7 @@ impl Conn {
                 LoopStats::add(&core.stats.handshakes_failed, 1);
             }
             // Admitted but never opened: the slot goes back here, exactly once.
-            if let (Some(admission), Some(peer)) = (&core.config.admission, cold.and_then(|c| c.peer)) {
+            if let (Some(peer), Some(admission)) = (core.forget_client(index), &core.config.admission) {
                 admission.release(peer);
             }
         }

@@ -24,11 +24,12 @@ pub(crate) use self::index::TopicIndex;
 pub(crate) use self::slots::Slots;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::buffers::ColdPool;
+use super::buffers::{spare_room, ColdPool};
 use super::config::{Config, FINE};
 use super::delivery::{Delivery, Erased, RawEvent};
 use super::event::Event;
@@ -55,6 +56,10 @@ pub(crate) struct LoopCore {
     /// connections rather than in each, so a connection without one (the common case) does not
     /// carry 8 bytes for it; a tagged one costs a map entry.
     pub(crate) tags: HashMap<u32, u64>,
+    /// Handshaking connections' clients by slot, when they came from a PROXY header or hold an
+    /// admission slot: kept until the upgrade (for the hook and the Open event) or the close
+    /// (to give the slot back).
+    pub(crate) clients: HashMap<u32, SocketAddr>,
     /// Connections with bytes queued this turn, flushed at the end of it.
     pub(crate) dirty: Vec<u32>,
     /// The slot and generation of the connection being driven: [`Loop`] sets it before every
@@ -92,6 +97,7 @@ impl LoopCore {
             started: now,
             topics,
             tags: HashMap::new(),
+            clients: HashMap::new(),
             dirty: Vec::new(),
             driving: (0, 0),
             assembly_bytes: 0,
@@ -99,6 +105,21 @@ impl LoopCore {
             shutting_down: None,
             cold_pool: ColdPool::default(),
         }
+    }
+
+    /// Keeps a handshaking connection's client (see [`LoopCore::clients`]).
+    pub(crate) fn keep_client(&mut self, index: u32, client: SocketAddr) {
+        self.clients.insert(index, client);
+    }
+
+    /// Takes back a connection's kept client, if any; the map gives its room back after a
+    /// burst of handshakes.
+    pub(crate) fn forget_client(&mut self, index: u32) -> Option<SocketAddr> {
+        let client = self.clients.remove(&index)?;
+        if let Some(room) = spare_room(self.clients.len(), self.clients.capacity()) {
+            self.clients.shrink_to(room);
+        }
+        Some(client)
     }
 
     /// Sets the loop's clock to `now`, which the backend reads (the system clock, or a test's).
