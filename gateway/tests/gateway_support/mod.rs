@@ -26,6 +26,8 @@ pub(crate) struct Gateway {
     pub(crate) ws: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) log: Arc<Mutex<Vec<String>>>,
+    /// The thread that copies the process's stderr into `log`; it ends at the pipe's EOF.
+    reader: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
 }
 
@@ -79,7 +81,7 @@ impl Gateway {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
@@ -105,7 +107,7 @@ impl Gateway {
             let rest = &started[at + len..];
             rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap().parse().expect("address")
         };
-        Gateway { ws: field("listen"), admin: field("admin"), child, log, dir }
+        Gateway { ws: field("listen"), admin: field("admin"), child, log, reader: Some(reader), dir }
     }
 
     pub(crate) fn signal(&self, signal: i32) {
@@ -115,11 +117,15 @@ impl Gateway {
         assert_eq!(rc, 0, "kill failed");
     }
 
-    /// Waits for the process to exit, at most `timeout`.
+    /// Waits for the process to exit, at most `timeout`; once it has, every line it wrote is in
+    /// the log (the reader thread has seen the pipe's end).
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -129,6 +135,21 @@ impl Gateway {
 
     pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log once it has a line containing `needle` (the process writes a line before the
+    /// effect a test sees, but this process reads the pipe on a thread of its own, so the line
+    /// may arrive after the effect did); panics with the log after `TIMEOUT`.
+    pub(crate) fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub(crate) fn connect(&self, path: &str) -> Ws {
