@@ -10,6 +10,7 @@
 //! The decoder is small (a few words) and holds no buffer: it is made to live in every connection.
 
 use super::close::{parse_close_payload, CloseBits, CloseCode};
+use super::deflate::RSV1;
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode, Role, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
@@ -24,6 +25,9 @@ pub struct Limits {
     /// The largest message accepted (all its frames together); larger ones fail with 1009.
     pub max_message_size: u64,
     /// RSV bits an extension claimed (RSV1 = 0b100); any other set bit fails with 1002.
+    /// RSV1 is permessage-deflate's ([`deflate::RSV1`](super::deflate::RSV1)): allowed on the
+    /// first frame of a data message only (on a control or continuation frame it fails with
+    /// 1002), it marks the message compressed ([`Decoder::compressed`]).
     pub allowed_rsv: u8,
 }
 
@@ -102,6 +106,9 @@ pub struct Decoder {
     utf8: Utf8Validator,
     mask_phase: u8,
     flags: u8,
+    /// The current message is compressed (its first frame had RSV1): its pieces are deflate
+    /// data, checked for UTF-8 only once inflated, by the caller.
+    compressed: bool,
     /// The close handshake of the [`Session`](super::session::Session) that owns this decoder.
     /// The decoder never reads it: it sits here, in what would otherwise be padding, so that a
     /// session is no larger than its decoder (the engine keeps one per connection).
@@ -119,6 +126,7 @@ impl Decoder {
             utf8: Utf8Validator::new(),
             mask_phase: 0,
             flags,
+            compressed: false,
             close: CloseBits::default(),
         }
     }
@@ -154,6 +162,13 @@ impl Decoder {
         self.has(IN_MESSAGE)
     }
 
+    /// Whether the message the last [`Item::Data`] belongs to is compressed (permessage-deflate):
+    /// its pieces are deflate data to inflate (see [`crate::proto::deflate::Inflater`]), and a
+    /// text message is checked for UTF-8 only then.
+    pub fn compressed(&self) -> bool {
+        self.compressed
+    }
+
     /// Decodes the next item from `buf`, unmasking in place.
     ///
     /// Returns how many bytes of `buf` were used and the item found, or `None` when the bytes after
@@ -184,6 +199,10 @@ impl Decoder {
 
     fn check_header(&self, header: &FrameHeader, limits: &Limits) -> Result<(), ProtocolError> {
         if header.rsv & !limits.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        // permessage-deflate marks a message on its first frame only (RFC 7692 §6.1).
+        if header.rsv & RSV1 != 0 && (header.opcode.is_control() || header.opcode == OpCode::Continuation) {
             return Err(ProtocolError::ReservedBitsSet);
         }
         match (self.has(ROLE_CLIENT), header.mask.is_some()) {
@@ -244,6 +263,7 @@ impl Decoder {
                 self.set(IN_MESSAGE, true);
                 self.set(MESSAGE_TEXT, opcode == OpCode::Text);
                 self.set(FIRST_PENDING, true);
+                self.compressed = header.rsv & RSV1 != 0;
                 self.message_len = 0;
                 self.utf8.reset();
             }
@@ -279,7 +299,9 @@ impl Decoder {
         }
         self.frame_remaining -= take as u64;
         let text = self.has(MESSAGE_TEXT);
-        if text {
+        // A compressed text message is checked once inflated.
+        let check_utf8 = text && !self.compressed;
+        if check_utf8 {
             self.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let frame_done = self.frame_remaining == 0;
@@ -289,7 +311,7 @@ impl Decoder {
         }
         if last {
             self.set(IN_MESSAGE, false);
-            if text {
+            if check_utf8 {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         }

@@ -33,6 +33,8 @@ pub enum ProtocolError {
     MessageTooLarge,
     /// A text message (or a close reason) that is not UTF-8.
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) that is not valid deflate data.
+    InvalidCompressedData,
     /// A close frame whose payload is exactly one byte.
     ClosePayloadTooShort,
     /// A close code that may not be sent on the wire (below 1000, 1004–1006, 1015, undefined).
@@ -43,7 +45,7 @@ impl ProtocolError {
     /// The close code the connection is failed with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge | Self::MessageTooLarge => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -64,6 +66,7 @@ impl ProtocolError {
             Self::FrameTooLarge => "frame too large",
             Self::MessageTooLarge => "message too large",
             Self::InvalidUtf8 => "invalid utf-8",
+            Self::InvalidCompressedData => "invalid compressed data",
             Self::ClosePayloadTooShort => "close payload of one byte",
             Self::InvalidCloseCode(_) => "invalid close code",
         }

@@ -19,6 +19,7 @@
 pub mod close;
 mod code;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

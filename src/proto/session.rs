@@ -282,6 +282,11 @@ impl Session {
     pub fn in_message(&self) -> bool {
         self.decoder.in_message()
     }
+
+    /// Whether the message of the last [`Item::Data`] is compressed ([`Decoder::compressed`]).
+    pub fn compressed(&self) -> bool {
+        self.decoder.compressed()
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,39 @@ fn reserved_bits_are_1002_unless_claimed() {
 }
 
 #[test]
+fn rsv1_marks_a_compressed_message_on_its_first_frame_only() {
+    let limits = Limits { allowed_rsv: 0b100, ..Limits::default() };
+    // Not UTF-8 on the wire: a compressed text message is checked once inflated.
+    let mut first = client_frame(false, OpCode::Text, &[0xff, 0xfe]);
+    first[0] |= 0x40;
+    let mut wire = first.clone();
+    wire.extend(client_frame(true, OpCode::Continuation, &[0xc3]));
+    let mut decoder = Decoder::new(Role::Server);
+    let (used, item) = decoder.decode(&mut wire, &limits).unwrap();
+    assert!(matches!(item, Some(Item::Data { first: true, last: false, .. })));
+    assert!(decoder.compressed());
+    let (_, item) = decoder.decode(&mut wire[used..], &limits).unwrap();
+    assert!(matches!(item, Some(Item::Data { last: true, .. })));
+    // The next message without RSV1 is plain again, and checked.
+    let mut plain = client_frame(true, OpCode::Text, &[0xff]);
+    assert_eq!(decoder.decode(&mut plain, &limits), Err(ProtocolError::InvalidUtf8));
+    // RSV1 on a continuation or a control frame is 1002 even when deflate was negotiated.
+    let mut continuation = client_frame(false, OpCode::Text, b"a");
+    let mut second = client_frame(true, OpCode::Continuation, b"b");
+    second[0] |= 0x40;
+    continuation.extend(second);
+    assert_eq!(
+        run(&continuation, &[usize::MAX], &limits).last(),
+        Some(&Out::Error(ProtocolError::ReservedBitsSet))
+    );
+    for opcode in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+        let mut control = client_frame(true, opcode, b"");
+        control[0] |= 0x40;
+        assert_eq!(run(&control, &[usize::MAX], &limits), vec![Out::Error(ProtocolError::ReservedBitsSet)]);
+    }
+}
+
+#[test]
 fn reserved_opcode_is_1002() {
     for op in [3u8, 7, 11, 15] {
         let wire = [0x80 | op, 0x80, 0, 0, 0, 0];

@@ -52,6 +52,9 @@ pub enum HandshakeError {
     UnexpectedProtocol,
     /// Client side: the server answered with extensions although we offered none.
     UnexpectedExtension,
+    /// Client side: the server's permessage-deflate answer breaks RFC 7692 §7 (an unknown,
+    /// repeated or invalid parameter, or one we did not offer), or names it twice.
+    InvalidExtensionResponse,
     /// Local: a header name to be written is not an HTTP token.
     InvalidHeaderName,
     /// Local: a header value to be written contains CR, LF, NUL or another control character,
@@ -85,7 +88,11 @@ impl HandshakeError {
             MethodNotAllowed => 405,
             UnsupportedWebSocketVersion => 426,
             HeaderTooLarge | TooManyHeaders | LineTooLong => 431,
-            BadStatus(_) | AcceptMismatch | UnexpectedProtocol | UnexpectedExtension => 502,
+            BadStatus(_)
+            | AcceptMismatch
+            | UnexpectedProtocol
+            | UnexpectedExtension
+            | InvalidExtensionResponse => 502,
             InvalidHeaderName | InvalidHeaderValue | ReservedHeader | InvalidRequestTarget
             | InvalidStatus | RandomUnavailable => 500,
         }
@@ -113,6 +120,7 @@ impl HandshakeError {
             AcceptMismatch => "wrong or missing Sec-WebSocket-Accept",
             UnexpectedProtocol => "server chose a subprotocol that was not offered",
             UnexpectedExtension => "server chose an extension that was not offered",
+            InvalidExtensionResponse => "server's permessage-deflate parameters are invalid",
             InvalidHeaderName => "header name is not a token",
             InvalidHeaderValue => "header value contains a control character",
             ReservedHeader => "header is written by the handshake itself",
