@@ -12,6 +12,7 @@ fn main() -> std::io::Result<()> {
         .bind(args.addr)?
         .loops(args.loops)
         .backend(args.backend)
+        .compression(args.compression)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)
@@ -24,10 +25,11 @@ fn main() -> std::io::Result<()> {
         eprintln!("open files: soft limit was {soft}, raised to hard limit {hard}");
     }
     eprintln!(
-        "echo: listening on ws://{} with {} loop(s) on {}",
+        "echo: listening on ws://{} with {} loop(s) on {}, compression {}",
         server.local_addr(),
         args.loops,
-        server.backend()
+        server.backend(),
+        args.compression
     );
     // Events (open/close) are not needed here; drain them so the loops never wait.
     let events = server.events();

@@ -14,6 +14,7 @@ fn main() -> std::io::Result<()> {
         .bind(args.addr)?
         .loops(args.loops)
         .backend(args.backend)
+        .compression(args.compression)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)

@@ -166,6 +166,7 @@ fn start_engine(
             SlowConsumer::Close => SlowConsumerPolicy::Close,
             SlowConsumer::Drop => SlowConsumerPolicy::Drop,
         })
+        .compression(s.compression.into())
         // The gateway answers over-limit upgrades with 503 itself; the engine's cap is only a
         // backstop against sockets that never finish a handshake.
         .max_connections(s.max_connections.saturating_add(s.max_connections / 10 + 1024))

@@ -8,6 +8,7 @@ use super::delivery::Erased;
 use super::event::{Admission, HttpHook, MessageHook, UpgradeHook};
 use super::topics::{ChangeHook, TopicHook};
 use crate::net::CidrList;
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::RequestLimits;
 use crate::proto::Limits;
 
@@ -73,6 +74,7 @@ pub struct Config {
     pub(crate) addr: SocketAddr,
     pub(crate) loops: usize,
     pub(crate) limits: Limits,
+    pub(crate) deflate: DeflateConfig,
     pub(crate) request_limits: RequestLimits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
@@ -113,6 +115,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
             loops: std::thread::available_parallelism().map_or(1, |n| n.get()),
             limits: Limits::default(),
+            deflate: DeflateConfig::default(),
             request_limits: RequestLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,

@@ -16,11 +16,15 @@ use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
 use super::topics::{Joined, TopicShared, NONE};
 use super::SlowConsumerPolicy;
+use crate::proto::deflate::{accept_offers, RSV1};
 use crate::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::handshake::{parse_request, write_accept, write_error, HandshakeError, Parsed, Rejection};
 use crate::proto::proxy;
 use crate::proto::Message;
-use crate::proto::{CloseCode, DataKind, Item, OpCode, Role, Session, Transmit};
+use crate::proto::{CloseCode, DataKind, Item, OpCode, ProtocolError, Role, Session, Transmit};
+
+/// The inflate buffer shrinks back after a message larger than this.
+const INFLATED_KEEP: usize = 256 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ const FIN_SENT: u8 = 1 << 3;
 const ARMED: u8 = 1 << 4;
 /// Reading stopped because the outbound queue is full: TCP pushes back on this peer alone.
 const READ_PAUSED: u8 = 1 << 5;
+/// permessage-deflate was negotiated: RSV1 marks compressed messages both ways (the loop's
+/// [`LoopDeflate`](super::compress::LoopDeflate) holds anything beyond this bit).
+const DEFLATE: u8 = 1 << 6;
 
 /// The most a control frame takes on the wire from the server (2-byte header, 125 payload).
 const CONTROL_FRAME_MAX: usize = 2 + MAX_CONTROL_PAYLOAD;
@@ -212,35 +219,54 @@ impl Conn {
         self.clear(DIRTY);
     }
 
-    /// Appends a frame to the queue. Control frames always go; data frames obey the cap.
-    fn queue_frame(&mut self, core: &mut LoopCore, index: u32, opcode: OpCode, payload: &[u8]) -> bool {
-        if !opcode.is_control() && !self.admit(core, index, MAX_HEADER_LEN + payload.len()) {
-            return false;
-        }
+    /// Appends a control frame to the queue: it always goes.
+    fn queue_control(&mut self, core: &mut LoopCore, index: u32, opcode: OpCode, payload: &[u8]) {
         self.cold(core).outbound.push_frame(opcode, payload);
         self.mark_dirty(core, index);
-        true
     }
 
-    /// Queues a data message (from the application).
+    /// Queues a data message (from the application) under the outbound cap, compressed when
+    /// deflate was negotiated and it is worth it.
     pub(crate) fn send(&mut self, core: &mut LoopCore, index: u32, message: &Message) {
         if !self.may_send() {
             return;
         }
-        if self.queue_frame(core, index, message.kind().opcode(), message.as_bytes()) {
-            LoopStats::add(&core.stats.messages_out, 1);
+        let payload = message.as_bytes();
+        // The cap is applied before compressing (to the larger, uncompressed size): a message
+        // compressed with context and then refused would leave the peer's window behind ours.
+        if !self.admit(core, index, MAX_HEADER_LEN + payload.len()) {
+            return;
         }
+        let compressed = self.has(DEFLATE) && core.deflate.compress(index, payload);
+        let scratch = std::mem::take(&mut core.deflate.compressed);
+        let bytes = if compressed { &scratch[..] } else { payload };
+        self.cold(core).outbound.push_data(message.kind().opcode(), compressed, bytes);
+        self.mark_dirty(core, index);
+        LoopStats::add(&core.stats.messages_out, 1);
+        LoopStats::add(&core.stats.compressed_out, u64::from(compressed));
+        core.deflate.compressed = scratch;
+        core.deflate.trim();
     }
 
     /// Queues a frame shared with other connections. Returns whether it was queued (not
     /// refused by the outbound cap, or because the connection is closing).
     pub(crate) fn send_prepared(&mut self, core: &mut LoopCore, index: u32, frame: &Prepared) -> bool {
-        if !self.may_send() || !self.admit(core, index, frame.wire_len()) {
+        if !self.may_send() {
             return false;
         }
-        self.cold(core).outbound.push_shared(frame.0.clone());
+        // Compressed once for every connection that shares the loops' compressors.
+        let deflated = (self.has(DEFLATE) && core.deflate.takes_shared_frames(index))
+            .then(|| frame.deflated(|plain| core.deflate.compress_frame(plain)).cloned())
+            .flatten();
+        let compressed = deflated.is_some();
+        let bytes = deflated.unwrap_or_else(|| frame.frame.clone());
+        if !self.admit(core, index, bytes.len()) {
+            return false;
+        }
+        self.cold(core).outbound.push_shared(bytes);
         self.mark_dirty(core, index);
         LoopStats::add(&core.stats.messages_out, 1);
+        LoopStats::add(&core.stats.compressed_out, u64::from(compressed));
         true
     }
 
@@ -437,7 +463,10 @@ impl Conn {
                 None => return,
             }
         }
-        let limits = core.config.limits;
+        let mut limits = core.config.limits;
+        if self.has(DEFLATE) {
+            limits.allowed_rsv |= RSV1;
+        }
         while used < data.len() && self.phase == Phase::Open {
             let read =
                 self.session.handle_read(&mut data[used..], &limits, &mut Queue::new(&mut self.cold, core));
@@ -517,9 +546,19 @@ impl Conn {
                 return None;
             }
         };
+        // permessage-deflate, unless the hook answered for the extensions itself.
+        let hook_extensions =
+            accepted.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"));
+        let deflate = match hook_extensions {
+            false => accept_offers(request.extensions(), core.deflate.config()),
+            true => None,
+        };
         let mut response = Vec::new();
-        let extra: Vec<(&str, &str)> =
+        let mut extra: Vec<(&str, &str)> =
             accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if let Some((_, header)) = &deflate {
+            extra.push(("Sec-WebSocket-Extensions", header));
+        }
         if write_accept(&mut response, request.key().as_bytes(), accepted.subprotocol.as_deref(), &extra)
             .is_err()
         {
@@ -545,6 +584,11 @@ impl Conn {
             value: accepted.value,
         };
         let used = request.len();
+        if let Some((params, _)) = deflate {
+            self.set(DEFLATE);
+            core.deflate.negotiated(index, params);
+            LoopStats::add(&core.stats.deflate_negotiated, 1);
+        }
         if accepted.user != 0 {
             core.tags.insert(index, accepted.user);
         }
@@ -590,8 +634,12 @@ impl Conn {
     fn on_item(&mut self, core: &mut LoopCore, index: u32, item: Item<'_>) {
         match item {
             Item::Data { kind, chunk, first, last } => {
+                let compressed = self.session.compressed();
                 if first && last {
-                    self.deliver(core, index, kind, chunk);
+                    match compressed {
+                        false => self.deliver(core, index, kind, chunk),
+                        true => self.deliver_compressed(core, index, kind, chunk),
+                    }
                     return;
                 }
                 if !self.append_message(core, index, first, chunk) {
@@ -599,7 +647,10 @@ impl Conn {
                 }
                 if last {
                     let message = self.take_message(core);
-                    self.deliver(core, index, kind, &message);
+                    match compressed {
+                        false => self.deliver(core, index, kind, &message),
+                        true => self.deliver_compressed(core, index, kind, &message),
+                    }
                 }
             }
             Item::Ping(_) => {
@@ -676,6 +727,32 @@ impl Conn {
         }
     }
 
+    /// Inflates a whole compressed message (held to the message size limit while inflating)
+    /// and delivers it; an error fails the connection with its code (1009 for a bomb, 1007 for
+    /// bad data or text that is not UTF-8).
+    fn deliver_compressed(&mut self, core: &mut LoopCore, index: u32, kind: DataKind, compressed: &[u8]) {
+        let mut out = std::mem::take(&mut core.inflated);
+        let limit = core.config.limits.max_message_size;
+        match core.deflate.inflate(index, kind, compressed, limit, &mut out) {
+            Ok(()) => {
+                LoopStats::add(&core.stats.compressed_in, 1);
+                self.deliver(core, index, kind, &out);
+            }
+            Err(error) => {
+                if error == ProtocolError::MessageTooLarge {
+                    LoopStats::add(&core.stats.inflate_too_large, 1);
+                }
+                LoopStats::add(&core.stats.protocol_errors, 1);
+                self.fail(core, index, error.close_code(), error.reason());
+            }
+        }
+        out.clear();
+        if out.capacity() > INFLATED_KEEP {
+            out = Vec::new();
+        }
+        core.inflated = out;
+    }
+
     fn deliver(&mut self, core: &mut LoopCore, index: u32, kind: DataKind, payload: &[u8]) {
         if !self.within_rate(core, index) {
             return;
@@ -686,14 +763,28 @@ impl Conn {
             let user = if core.tags.is_empty() { 0 } else { core.tags.get(&index).copied().unwrap_or(0) };
             let cap = core.config.max_outbound_bytes;
             let open = self.may_send();
+            let deflate_on = self.has(DEFLATE);
             // Replies are framed straight into this connection's queue: no intermediate copy.
-            let cold = self.cold(core);
-            let mut inline =
-                Inline { conn, user, open, cap, outbound: &mut cold.outbound, sent: 0, refused: 0 };
+            let cold = self.cold.get_or_insert_with(|| take_cold(core));
+            let deflate = deflate_on.then_some(&mut core.deflate);
+            let mut inline = Inline {
+                conn,
+                user,
+                open,
+                cap,
+                outbound: &mut cold.outbound,
+                deflate,
+                index,
+                sent: 0,
+                compressed: 0,
+                refused: 0,
+            };
             let flow = hook(&mut inline, kind, payload);
-            let (sent, refused) = (inline.sent, inline.refused);
+            let (sent, compressed, refused) = (inline.sent, inline.compressed, inline.refused);
+            core.deflate.trim();
             if sent > 0 {
                 LoopStats::add(&core.stats.messages_out, sent);
+                LoopStats::add(&core.stats.compressed_out, compressed);
                 self.mark_dirty(core, index);
             }
             if refused > 0 {
@@ -730,6 +821,9 @@ impl Conn {
     /// The connection leaves the slab: report it and leave its topics.
     pub(crate) fn on_removed(&mut self, core: &mut LoopCore, index: u32) {
         self.discard_message(core);
+        if self.has(DEFLATE) {
+            core.deflate.removed(index);
+        }
         let cold = self.cold.take();
         core.topics.unsubscribe_all(&mut self.topics);
         if core.tags.remove(&index).is_some() {
@@ -846,7 +940,7 @@ impl Conn {
                             }
                         }
                     } else if reached(now, after(self.last_seen, interval)) {
-                        self.queue_frame(core, index, OpCode::Ping, b"");
+                        self.queue_control(core, index, OpCode::Ping, b"");
                         self.set(AWAITING_PONG);
                         self.phase_tick = now;
                     }

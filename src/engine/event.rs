@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::compress::LoopDeflate;
 use super::outbound::Outbound;
 use super::ConnId;
 use crate::proto::frame::MAX_HEADER_LEN;
@@ -160,7 +161,13 @@ pub struct Inline<'a> {
     pub(crate) open: bool,
     pub(crate) cap: usize,
     pub(crate) outbound: &'a mut Outbound,
+    /// The loop's compression state, when the connection negotiated permessage-deflate.
+    pub(crate) deflate: Option<&'a mut LoopDeflate>,
+    /// The connection's slot (for its compression state).
+    pub(crate) index: u32,
     pub(crate) sent: u64,
+    /// Of `sent`, those that went compressed.
+    pub(crate) compressed: u64,
     pub(crate) refused: u64,
 }
 
@@ -181,11 +188,19 @@ impl Inline<'_> {
         if !self.open {
             return;
         }
+        // The cap is applied before compressing (to the larger, uncompressed size): a message
+        // compressed with context and then refused would leave the peer's window behind ours.
         if !self.outbound.fits(MAX_HEADER_LEN + payload.len(), self.cap) {
             self.refused += 1;
             return;
         }
-        self.outbound.push_frame(kind.opcode(), payload);
+        let compressed = self.deflate.as_deref_mut().is_some_and(|d| d.compress(self.index, payload));
+        let bytes = match (&self.deflate, compressed) {
+            (Some(deflate), true) => &deflate.compressed[..],
+            _ => payload,
+        };
+        self.outbound.push_data(kind.opcode(), compressed, bytes);
         self.sent += 1;
+        self.compressed += u64::from(compressed);
     }
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod buffers;
+pub(crate) mod compress;
 mod config;
 pub(crate) mod conn;
 pub(crate) mod core;
@@ -83,6 +84,20 @@ impl<T> ServerBuilder<T> {
     /// The largest message accepted (default 16 MiB); larger ones close the connection with 1009.
     pub fn max_message_size(mut self, bytes: u64) -> Self {
         self.config.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Negotiates permessage-deflate (RFC 7692) in `mode` with default settings (off by
+    /// default); see [`Compression`](crate::proto::deflate::Compression) for what each mode
+    /// costs. The message size limit applies to the inflated size.
+    pub fn compression(mut self, mode: crate::proto::deflate::Compression) -> Self {
+        self.config.deflate.mode = mode;
+        self
+    }
+
+    /// All of the permessage-deflate settings (mode, threshold, level, window sizes).
+    pub fn deflate(mut self, config: crate::proto::deflate::DeflateConfig) -> Self {
+        self.config.deflate = config;
         self
     }
 

@@ -9,15 +9,23 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::stats::LoopStats;
-use crate::proto::frame::{encode_header, MAX_HEADER_LEN};
+use crate::proto::deflate::RSV1;
+use crate::proto::frame::{encode_header, FrameHeader, MAX_HEADER_LEN};
 use crate::proto::{Message, OpCode};
 
 /// A message framed once, shareable by any number of connections on any loop.
+///
+/// With permessage-deflate, the first loop that sends it to a connection sharing the loop's
+/// compressor compresses it once, and every such connection on every loop gets that
+/// compressed frame; the others get the uncompressed one.
 #[derive(Clone, Debug)]
-pub struct Prepared(pub(crate) Arc<[u8]>);
+pub struct Prepared {
+    pub(crate) frame: Arc<[u8]>,
+    deflated: Arc<OnceLock<Option<Arc<[u8]>>>>,
+}
 
 impl Prepared {
     /// Frames `message` for sending from a server.
@@ -33,12 +41,17 @@ impl Prepared {
         let mut frame = Vec::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(payload);
-        Self(Arc::from(frame))
+        Self { frame: Arc::from(frame), deflated: Arc::default() }
     }
 
-    /// The size of the frame on the wire.
+    /// The size of the uncompressed frame on the wire.
     pub fn wire_len(&self) -> usize {
-        self.0.len()
+        self.frame.len()
+    }
+
+    /// The compressed frame, made by `compress` on first use (`None`: it goes uncompressed).
+    pub(crate) fn deflated(&self, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<&Arc<[u8]>> {
+        self.deflated.get_or_init(|| compress(&self.frame).map(Arc::from)).as_ref()
     }
 }
 
@@ -147,8 +160,17 @@ impl Outbound {
 
     /// Frames `payload` (server side: unmasked) onto the back of the queue; returns its wire size.
     pub(crate) fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
+        self.push_data(opcode, false, payload)
+    }
+
+    /// [`Outbound::push_frame`] for a data message, `compressed` (permessage-deflate: RSV1 set)
+    /// or not.
+    pub(crate) fn push_data(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) -> usize {
+        let rsv = if compressed { RSV1 } else { 0 };
         let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+        let header_len =
+            FrameHeader { fin: true, rsv, opcode, mask: None, payload_len: payload.len() as u64 }
+                .encode(&mut header);
         let tail = self.owned_tail();
         tail.reserve(header_len + payload.len());
         tail.extend_from_slice(&header[..header_len]);

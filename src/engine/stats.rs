@@ -127,6 +127,10 @@ pub(crate) struct LoopStats {
     /// From the accept to the 101 queued, on the loop's turn clock.
     pub(crate) handshake_duration: AtomicHistogram,
     pub(crate) recv_buffers_exhausted: AtomicU64,
+    pub(crate) deflate_negotiated: AtomicU64,
+    pub(crate) compressed_in: AtomicU64,
+    pub(crate) compressed_out: AtomicU64,
+    pub(crate) inflate_too_large: AtomicU64,
 }
 
 impl LoopStats {
@@ -168,6 +172,10 @@ impl LoopStats {
             handshake_duration: self.handshake_duration.snapshot(),
             backend: Backend::Auto,
             recv_buffers_exhausted: get(&self.recv_buffers_exhausted),
+            deflate_negotiated: get(&self.deflate_negotiated),
+            compressed_in: get(&self.compressed_in),
+            compressed_out: get(&self.compressed_out),
+            inflate_too_large: get(&self.inflate_too_large),
         }
     }
 }
@@ -242,6 +250,15 @@ pub struct Stats {
     /// io_uring: receives that found the loop's provided buffers all in use (`ENOBUFS`) and
     /// were armed again once buffers came back.
     pub recv_buffers_exhausted: u64,
+    /// Upgrades that negotiated permessage-deflate.
+    pub deflate_negotiated: u64,
+    /// Compressed messages received (and inflated).
+    pub compressed_in: u64,
+    /// Messages queued compressed (a broadcast counts once per connection).
+    pub compressed_out: u64,
+    /// Connections closed with 1009 because a compressed message inflated past the message
+    /// size limit (a deflate bomb).
+    pub inflate_too_large: u64,
 }
 
 impl Stats {
@@ -275,6 +292,10 @@ impl Stats {
         self.handshake_bytes_out += other.handshake_bytes_out;
         self.handshake_duration.add(&other.handshake_duration);
         self.recv_buffers_exhausted += other.recv_buffers_exhausted;
+        self.deflate_negotiated += other.deflate_negotiated;
+        self.compressed_in += other.compressed_in;
+        self.compressed_out += other.compressed_out;
+        self.inflate_too_large += other.inflate_too_large;
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use throng::proto::deflate::{self, Deflater, Inflater};
 use throng::proto::frame::{encode_frame, random_mask};
 use throng::proto::handshake::{ClientRequest, Parsed};
 use throng::proto::{DataKind, Decoder, Item, Limits, OpCode, Role};
@@ -56,9 +57,19 @@ pub(crate) fn upgrade_request(
     addr: SocketAddr,
     path: &str,
 ) -> (Vec<u8>, throng::proto::handshake::ClientHandshake) {
+    upgrade_request_with(addr, path, &[])
+}
+
+/// [`upgrade_request`] with extra headers (e.g. an extension offer).
+pub(crate) fn upgrade_request_with(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+) -> (Vec<u8>, throng::proto::handshake::ClientHandshake) {
     let host = addr.to_string();
     let mut out = Vec::new();
-    let handshake = ClientRequest::new(&host, path).write(&mut out).expect("valid request");
+    let request = ClientRequest { extra_headers, ..ClientRequest::new(&host, path) };
+    let handshake = request.write(&mut out).expect("valid request");
     (out, handshake)
 }
 
@@ -78,6 +89,15 @@ pub(crate) struct TestClient {
     /// The kind and pieces of a fragmented message in progress.
     message: Option<(DataKind, Vec<u8>)>,
     limits: Limits,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    pub(crate) extensions: Option<String>,
+    /// permessage-deflate, when the server accepted it: the inflater and whether the server
+    /// keeps a context between messages.
+    inflater: Option<(Inflater, bool)>,
+    /// Messages received compressed so far.
+    pub(crate) compressed_received: u64,
+    /// Bytes read after the upgrade response.
+    pub(crate) wire_bytes: u64,
 }
 
 /// Connects to `addr` and upgrades on `path`; panics unless the server answers 101.
@@ -88,6 +108,13 @@ pub(crate) fn connect(addr: SocketAddr, path: &str) -> TestClient {
 impl TestClient {
     pub(crate) fn connect(addr: SocketAddr, path: &str) -> Self {
         Self::connect_with(addr, path, |stream, request| stream.write_all(request))
+    }
+
+    /// Connects offering extensions (`Sec-WebSocket-Extensions: offer`); when the server accepts
+    /// permessage-deflate, compressed messages are inflated on receipt.
+    pub(crate) fn connect_offering(addr: SocketAddr, path: &str, offer: &str) -> Self {
+        let request = upgrade_request_with(addr, path, &[("Sec-WebSocket-Extensions", offer)]);
+        Self::upgrade_request(tcp_connect(addr), request, |stream, request| stream.write_all(request))
     }
 
     /// Connects and upgrades, letting `write` put the request on the wire (e.g. byte by byte,
@@ -102,19 +129,30 @@ impl TestClient {
 
     /// Upgrades an already connected stream.
     pub(crate) fn upgrade(
-        mut stream: TcpStream,
+        stream: TcpStream,
         addr: SocketAddr,
         path: &str,
         write: impl FnOnce(&mut TcpStream, &[u8]) -> io::Result<()>,
     ) -> Self {
-        let (request, handshake) = upgrade_request(addr, path);
+        Self::upgrade_request(stream, upgrade_request(addr, path), write)
+    }
+
+    fn upgrade_request(
+        mut stream: TcpStream,
+        (request, handshake): (Vec<u8>, throng::proto::handshake::ClientHandshake),
+        write: impl FnOnce(&mut TcpStream, &[u8]) -> io::Result<()>,
+    ) -> Self {
         write(&mut stream, &request).expect("write upgrade request");
+        let extensions;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
             match handshake.parse_response(&buf) {
                 Ok(Parsed::Complete(response)) => {
                     let len = response.len();
+                    extensions = response
+                        .header("sec-websocket-extensions")
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
                     buf.drain(..len);
                     break;
                 }
@@ -125,13 +163,35 @@ impl TestClient {
             assert!(n > 0, "server closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
             buf.extend_from_slice(&chunk[..n]);
         }
+        let params = extensions.as_deref().and_then(|value| {
+            deflate::accept_response(value.split(',').map(str::trim))
+                .expect("a valid permessage-deflate answer")
+        });
+        let mut limits = Limits::default();
+        if params.is_some() {
+            limits.allowed_rsv = deflate::RSV1;
+        }
         TestClient {
             stream,
             buf,
             decoder: Decoder::new(Role::Client),
             message: None,
-            limits: Limits::default(),
+            limits,
+            extensions,
+            inflater: params
+                .map(|p| (Inflater::new(p.server_max_window_bits), !p.server_no_context_takeover)),
+            compressed_received: 0,
+            wire_bytes: 0,
         }
+    }
+
+    /// Sends a message compressed (RSV1, deflated without context).
+    pub(crate) fn send_compressed(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mut compressed = Vec::new();
+        Deflater::new(6, 15).compress(payload, &mut compressed, true);
+        let mut bytes = frame(true, opcode, &compressed);
+        bytes[0] |= 0x40;
+        self.send_raw(&bytes);
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -201,7 +261,10 @@ impl TestClient {
             self.stream.set_read_timeout(Some(READ_TIMEOUT)).expect("set read timeout");
             match result {
                 Ok(0) => return Some(Received::Eof),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.wire_bytes += n as u64;
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return None
                 }
@@ -227,10 +290,21 @@ impl TestClient {
                 }
                 let (_, bytes) = self.message.as_mut().expect("data piece outside a message");
                 bytes.extend_from_slice(chunk);
-                if last {
-                    self.message.take().map(|(kind, bytes)| Received::Message(kind, bytes))
-                } else {
-                    None
+                match self.message.take() {
+                    Some((kind, bytes)) if last && self.decoder.compressed() => {
+                        let (inflater, context) = self.inflater.as_mut().expect("compressed without deflate");
+                        let mut out = Vec::new();
+                        inflater
+                            .inflate(&bytes, kind, 1 << 30, &mut out, !*context)
+                            .expect("valid compressed message");
+                        self.compressed_received += 1;
+                        Some(Received::Message(kind, out))
+                    }
+                    Some((kind, bytes)) if last => Some(Received::Message(kind, bytes)),
+                    unfinished => {
+                        self.message = unfinished;
+                        None
+                    }
                 }
             }
             Some(Item::Ping(p)) => Some(Received::Ping(p.to_vec())),

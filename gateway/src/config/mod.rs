@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use self::options::{Cli, ClientMessages, IoBackend, List, LogFormat, Options, SlowConsumer};
+pub use self::options::{
+    Cli, ClientMessages, CompressionMode, IoBackend, List, LogFormat, Options, SlowConsumer,
+};
 pub use self::source::{CliSources, Source, Sources};
 pub use self::units::{Size, Span};
 
@@ -80,6 +82,8 @@ pub struct Settings {
     pub max_outbound_bytes: usize,
     /// Resolved from [`Options::slow_consumer`].
     pub slow_consumer: SlowConsumer,
+    /// Resolved from [`Options::compression`].
+    pub compression: CompressionMode,
     /// Resolved from [`Options::client_messages`].
     pub client_messages: ClientMessages,
     /// Resolved from [`Options::drain_timeout`].
@@ -208,6 +212,7 @@ impl Settings {
             max_channels_per_connection: o.max_channels_per_connection.unwrap_or(100),
             max_outbound_bytes: size(o.max_outbound_bytes, 4 << 20),
             slow_consumer: o.slow_consumer.unwrap_or(SlowConsumer::Close),
+            compression: o.compression.unwrap_or(CompressionMode::Shared),
             client_messages: o.client_messages.unwrap_or(ClientMessages::Reject),
             drain_timeout: o.drain_timeout.map_or(Duration::from_secs(10), |s| s.0),
             event_capacity: o.event_capacity.unwrap_or(64 * 1024),
@@ -260,6 +265,7 @@ impl Settings {
             "max_channels_per_connection": self.max_channels_per_connection,
             "max_outbound_bytes": self.max_outbound_bytes,
             "slow_consumer": self.slow_consumer.to_string(),
+            "compression": self.compression.to_string(),
             "client_messages": self.client_messages.to_string(),
             "drain_timeout": secs(Some(self.drain_timeout)),
             "demo": self.demo,

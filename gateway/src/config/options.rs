@@ -187,6 +187,12 @@ pub struct Options {
     #[arg(long, env = "THRONG_SLOW_CONSUMER", value_name = "POLICY")]
     pub slow_consumer: Option<SlowConsumer>,
 
+    /// permessage-deflate: `shared` (no compression state per connection; each publish is
+    /// compressed once), `dedicated` (a sliding window per connection: better ratios, hundreds
+    /// of KiB per connection that uses it) or `off` [default: shared].
+    #[arg(long, env = "THRONG_COMPRESSION", value_name = "MODE")]
+    pub compression: Option<CompressionMode>,
+
     /// What happens to data messages from clients (commands are always accepted)
     /// [default: reject].
     #[arg(long, env = "THRONG_CLIENT_MESSAGES", value_name = "MODE")]
@@ -297,6 +303,7 @@ macro_rules! with_every_option {
             max_channels_per_connection,
             max_outbound_bytes,
             slow_consumer,
+            compression,
             client_messages,
             drain_timeout,
             demo,
@@ -405,6 +412,28 @@ pub enum SlowConsumer {
     Drop,
 }
 
+/// permessage-deflate (`throng::proto::deflate::Compression`).
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Declined: messages go uncompressed.
+    Off,
+    /// No state per connection; a publish is compressed once for every subscriber.
+    Shared,
+    /// A sliding window per connection (context takeover).
+    Dedicated,
+}
+
+impl From<CompressionMode> for throng::proto::deflate::Compression {
+    fn from(mode: CompressionMode) -> Self {
+        match mode {
+            CompressionMode::Off => Self::Off,
+            CompressionMode::Shared => Self::Shared,
+            CompressionMode::Dedicated => Self::Dedicated,
+        }
+    }
+}
+
 /// What happens to data (non-command) messages sent by clients.
 #[derive(ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -427,4 +456,4 @@ macro_rules! display_as_value_enum {
         }
     )*};
 }
-display_as_value_enum!(IoBackend, LogFormat, SlowConsumer, ClientMessages);
+display_as_value_enum!(IoBackend, LogFormat, SlowConsumer, CompressionMode, ClientMessages);

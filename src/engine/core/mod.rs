@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::buffers::{spare_room, ColdPool};
+use super::compress::LoopDeflate;
 use super::config::{Config, FINE};
 use super::delivery::{Delivery, Erased, RawEvent};
 use super::event::Event;
@@ -71,6 +72,10 @@ pub(crate) struct LoopCore {
     pub(crate) total_connections: Arc<AtomicUsize>,
     pub(crate) shutting_down: Option<Instant>,
     pub(crate) cold_pool: ColdPool,
+    /// permessage-deflate: the loop's shared codec and the connections with one of their own.
+    pub(crate) deflate: LoopDeflate,
+    /// Where a compressed message is inflated before it is delivered.
+    pub(crate) inflated: Vec<u8>,
 }
 
 impl LoopCore {
@@ -85,6 +90,7 @@ impl LoopCore {
         let now = Instant::now();
         let topics =
             TopicIndex::new(loop_id, interner, config.topic_hook.clone(), config.change_hook.clone());
+        let deflate = LoopDeflate::new(config.deflate);
         Self {
             loop_id,
             config,
@@ -104,6 +110,8 @@ impl LoopCore {
             total_connections,
             shutting_down: None,
             cold_pool: ColdPool::default(),
+            deflate,
+            inflated: Vec::new(),
         }
     }
 
