@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Autobahn conformance of the server engine: runs wstest's fuzzingclient (cases 1–7, 9, 10)
-# against the echo example with 1 loop and with 2 loops, on each backend, and fails unless every
-# case is OK or INFORMATIONAL (NON-STRICT counts as a failure). Tables go to
+# against the echo example with 1 loop and with 2 loops, on each backend, then the
+# permessage-deflate cases (12, 13) against the echo example with compression on, and fails
+# unless every case is OK or INFORMATIONAL (NON-STRICT counts as a failure). Tables go to
 # target/autobahn/summary-*.md; docs/conformance.md holds a committed copy.
 #   CONFORMANCE_BACKENDS="epoll io_uring"  the backends to run the server on
+#   CONFORMANCE_DEFLATE_RUNS=N  how many of the deflate configurations to run (default 2; 0
+#                    skips them, `all` runs every mode × loop count × backend). They are taken
+#                    in an order where the first two already cover both modes, both loop counts
+#                    and (with two backends) both backends; two run at a time.
 #   CONFORMANCE_WRITE_DOC=1  also rewrite docs/conformance.md from this run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +18,8 @@ cargo build --release --example echo
 
 out=target/autobahn
 mkdir -p "$out"
-server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }
+server_pids=()
+cleanup() { for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 # Waits up to TRIES × 0.1 s for something to accept on 127.0.0.1:PORT, then carries on either way:
@@ -26,28 +31,62 @@ wait_for_port() { # PORT TRIES
     done
 }
 
+# One run: the echo example on BACKEND with LOOPS loops and COMPRESSION, wstest's CASES against
+# it; the summary goes to $out/summary-RUN.md. Returns non-zero unless every case passed.
+run_server() { # RUN PORT BACKEND LOOPS COMPRESSION CASES
+    local run=$1 port=$2 backend=$3 loops=$4 compression=$5 cases=$6 pid rc=0
+    ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" --backend "$backend" \
+        --compression "$compression" >"$out/echo-$run.log" 2>&1 &
+    pid=$!
+    wait_for_port "$port" 50
+    AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server --url "ws://127.0.0.1:$port" \
+        --cases "$cases" --agent "throng-$run" --out "$out/$run" --markdown "$out/summary-$run.md" \
+        >"$out/wstest-$run.log" 2>&1 || rc=$?
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "==> Autobahn ($cases) against the echo example on $backend, $loops loop(s), compression $compression"
+    tail -n 12 "$out/wstest-$run.log"
+    return "$rc"
+}
+
 status=0
 backends=${CONFORMANCE_BACKENDS:-epoll io_uring}
 port=9100
 for backend in $backends; do
 for loops in 1 2; do
     port=$((port + 1))
-    run="$backend-$loops"
-    ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" --backend "$backend" \
-        >"$out/echo-$run.log" 2>&1 &
-    server_pid=$!
-    wait_for_port "$port" 50
-    echo "==> Autobahn against the echo example on $backend, $loops loop(s)"
-    if ! AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server --url "ws://127.0.0.1:$port" \
-        --agent "throng-$backend-$loops-loop" --out "$out/$run" --markdown "$out/summary-$run.md" \
-        >"$out/wstest-$run.log" 2>&1; then
+    run_server "$backend-$loops" "$port" "$backend" "$loops" off "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*" ||
         status=1
-    fi
-    tail -n 20 "$out/wstest-$run.log"
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
 done
+done
+
+# permessage-deflate: cases 12 and 13 (the only ones whose client offers the extension) in each
+# mode × loop count × backend, in an order where the first two configurations already cover
+# both modes, both loop counts and both backends, the first four every pair of them.
+read -ra backend_list <<<"$backends"
+ordered=()
+combos=("shared 1" "dedicated 2" "shared 2" "dedicated 1")
+pattern=(0 1 1 0)
+for ((r = 0; r < ${#backend_list[@]}; r++)); do
+    for idx in 0 1 2 3; do
+        ordered+=("${combos[$idx]} ${backend_list[$(((pattern[idx] + r) % ${#backend_list[@]}))]}")
+    done
+done
+want=${CONFORMANCE_DEFLATE_RUNS:-2}
+[ "$want" = "all" ] && want=${#ordered[@]}
+[ "$want" -gt ${#ordered[@]} ] && want=${#ordered[@]}
+deflate_done=()
+for ((k = 0; k < want; k += 2)); do
+    pids=()
+    for ((j = k; j < k + 2 && j < want; j++)); do
+        read -r mode loops backend <<<"${ordered[$j]}"
+        port=$((port + 1))
+        run="deflate-$mode-$backend-$loops"
+        deflate_done+=("$run")
+        run_server "$run" "$port" "$backend" "$loops" "$mode" "12.*,13.*" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 done
 
 # Client conformance: wstest's fuzzingserver (cases 1–7, 9, 10) against examples/autobahn_client.rs
@@ -60,6 +99,7 @@ if [ "${CONFORMANCE_CLIENT:-1}" != "0" ]; then
     AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh client --port "$client_port" --out "$client_out" \
         >"$out/fuzzingserver.log" 2>&1 &
     server_pid=$!
+    server_pids+=("$server_pid")
     wait_for_port "$client_port" 150
     echo "==> Autobahn client cases: throng::client against the fuzzingserver"
     if ! ./target/release/examples/autobahn_client --url "ws://127.0.0.1:$client_port" \
@@ -82,9 +122,13 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
         echo "# Conformance"
         echo
         echo "Autobahn|Testsuite 0.8.2 fuzzingclient, cases 1.* to 7.*, 9.*, 10.*, \`failByDrop: false\`,"
-        echo "against \`examples/echo.rs\` on each backend. Reproduce with \`bash scripts/conformance.sh\`"
-        echo "(it installs python2.7 and wstest); CI runs it on every change and fails on anything"
-        echo "but OK or INFORMATIONAL. NON-STRICT counts as a failure."
+        echo "against \`examples/echo.rs\` on each backend, and the permessage-deflate cases 12.* and 13.*"
+        echo "against it with \`--compression shared\` and \`--compression dedicated\` (only those cases"
+        echo "offer the extension, so 1–10 run the same whatever the mode). Reproduce with"
+        echo "\`bash scripts/conformance.sh\` (it installs python2.7 and wstest;"
+        echo "\`CONFORMANCE_DEFLATE_RUNS=all\` runs 12 and 13 in every mode × loop count × backend, CI runs"
+        echo "the first two, which cover both modes, both loop counts and both backends); CI fails on"
+        echo "anything but OK or INFORMATIONAL. NON-STRICT counts as a failure."
         echo
         echo "Run on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr)."
         for backend in $backends; do
@@ -95,6 +139,13 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
                 sed -n '/^|/p' "$out/summary-$backend-$loops.md"
             done
         done
+        for run in "${deflate_done[@]}"; do
+            read -r _ mode backend loops <<<"${run//-/ }"
+            echo
+            echo "## permessage-deflate (12, 13): $mode mode, $backend backend, $loops loop(s)"
+            echo
+            sed -n '/^|/p' "$out/summary-$run.md"
+        done
         if [ -f "$out/summary-client.md" ]; then
             echo
             echo "## Client (\`throng::client\`, \`examples/autobahn_client.rs\`) against the fuzzingserver"
@@ -104,8 +155,7 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
         echo
         echo "The INFORMATIONAL cases are 7.1.6 (a large message, then a close, then a ping: the"
         echo "suite notes what the server did), 7.13.1 and 7.13.2 (close codes 5000 and 65535,"
-        echo "that the suite only reports). 12.* and 13.* (permessage-deflate) are not run: throng"
-        echo "does not negotiate compression yet."
+        echo "that the suite only reports)."
     } > docs/conformance.md
 fi
 exit "$status"
