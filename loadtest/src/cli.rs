@@ -173,6 +173,13 @@ pub(crate) struct Common {
     /// `io_uring_enter` per turn), so the client spends less CPU per message.
     #[arg(long, value_enum, default_value_t = crate::driver::Backend::Auto)]
     pub(crate) backend: crate::driver::Backend,
+    /// Offer permessage-deflate (RFC 7692) with no context takeover either way, and where the
+    /// server agrees send every data message compressed and inflate what arrives compressed.
+    /// The report then has the negotiated parameters (and the connections the server declined
+    /// compression for, which run uncompressed) and the payload bytes before and after
+    /// compression.
+    #[arg(long)]
+    pub(crate) deflate: bool,
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,
@@ -243,9 +250,37 @@ pub(crate) struct EchoArgs {
     /// Send binary messages (default: text).
     #[arg(long)]
     pub(crate) binary: bool,
+    /// What the payloads hold (after the sequence stamp): `letters` (a repeated alphabet),
+    /// `json` (a JSON document of records, about as compressible as real API traffic, for
+    /// `--deflate`) or `random` (random letters and digits: little for deflate to gain).
+    #[arg(long, value_enum, default_value_t = Payload::Letters)]
+    pub(crate) payload: Payload,
     /// How long to wait for the last echoes and the close handshakes.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,
+}
+
+/// `echo --payload`: the payload pattern.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Payload {
+    /// `abcd…z` repeated.
+    #[default]
+    Letters,
+    /// `{"seq":"…","items":[{…},…]}`, padded with spaces to the size.
+    Json,
+    /// Random ASCII letters and digits.
+    Random,
+}
+
+impl Payload {
+    /// The name `--payload` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Payload::Letters => "letters",
+            Payload::Json => "json",
+            Payload::Random => "random",
+        }
+    }
 }
 
 /// `storm` mode.
@@ -342,6 +377,20 @@ mod tests {
             assert!(parse(&[&["--ramp", "1:2:1s"][..], &other[..]].concat()).is_err(), "{other:?}");
         }
         assert!(parse(&["--ramp", "hold:1s"]).is_err());
+    }
+
+    #[test]
+    fn deflate_is_common_and_payloads_are_named() {
+        let base = ["throng-load", "echo", "ws://127.0.0.1:8080/"];
+        let Command::Run(Mode::Echo(args)) = Cli::try_parse_from(base).unwrap().command else { panic!() };
+        assert_eq!((args.common.deflate, args.payload), (false, Payload::Letters));
+        let with = base.iter().chain(&["--deflate", "--payload", "json"]);
+        let Command::Run(Mode::Echo(args)) = Cli::try_parse_from(with).unwrap().command else { panic!() };
+        assert_eq!((args.common.deflate, args.payload.name()), (true, "json"));
+        assert!(Cli::try_parse_from(base.iter().chain(&["--payload", "zeros"])).is_err());
+        let storm = ["throng-load", "storm", "ws://127.0.0.1:8080/", "--deflate"];
+        let Command::Run(mode) = Cli::try_parse_from(storm).unwrap().command else { panic!() };
+        assert!(mode.common().deflate);
     }
 
     #[test]

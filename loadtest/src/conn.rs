@@ -10,19 +10,52 @@
 //! `write` per flush (what the kernel refuses waits for the next writable event); on a
 //! completion backend (io_uring) it is handed the bytes received and hands over what it queued,
 //! and never touches the socket's data itself.
+//!
+//! With `--deflate` ([`Wire::deflate`]) the request offers permessage-deflate and, where the
+//! server agrees, data messages go out compressed (RSV1) and compressed messages are inflated
+//! here before the mode sees them: a mode's `on_item` always gets plain payloads, on either
+//! backend. Every byte through the socket and every data message is counted ([`Traffic`]).
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use throng::proto::frame::encode_frame;
+use throng::proto::deflate::RSV1;
+use throng::proto::frame::{encode_frame, MAX_HEADER_LEN};
 use throng::proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Parsed};
-use throng::proto::{CloseCode, FrameWriter, Item, Limits, OpCode, Role, Session};
+use throng::proto::mask::apply_mask;
+use throng::proto::{CloseCode, FrameHeader, FrameWriter, Item, Limits, OpCode, Role, Session};
 
+use crate::deflate::{Codec, ConnDeflate};
 use crate::net;
+use crate::stats::Traffic;
 
 /// The largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// What the connections of one loop share: the read buffer, the limits, the compression state
+/// and the byte counts.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    /// The read buffer: a connection keeps only an incomplete frame header between events.
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) limits: Limits,
+    /// `--deflate`: every connection offers permessage-deflate, and these serve them all.
+    pub(crate) deflate: Option<Codec>,
+    pub(crate) traffic: Traffic,
+}
+
+impl Wire {
+    /// `scratch` bytes of read buffer, default limits, compression offered or not.
+    pub(crate) fn new(scratch: usize, deflate: bool) -> Self {
+        Wire {
+            scratch: vec![0; scratch],
+            limits: Limits::default(),
+            deflate: deflate.then(Codec::default),
+            traffic: Traffic::default(),
+        }
+    }
+}
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +153,8 @@ pub(crate) struct Conn<S> {
     handshake: Option<Box<ClientHandshake>>,
     /// The protocol rules: pings answered, the close handshake, failures.
     session: Session,
+    /// permessage-deflate, when the server agreed to it.
+    deflate: Option<Box<ConnDeflate>>,
     /// The response head while handshaking; afterwards the bytes of an incomplete frame header.
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -140,25 +175,31 @@ pub(crate) struct Conn<S> {
 }
 
 impl<S> Conn<S> {
-    /// Wraps a socket whose connect is in progress and queues the upgrade request.
+    /// Wraps a socket whose connect is in progress and queues the upgrade request (offering
+    /// permessage-deflate with `offer_deflate`).
     pub(crate) fn new(
         stream: TcpStream,
         host: &str,
         path: &str,
         generation: u32,
         writes: Writes,
+        offer_deflate: bool,
         state: S,
     ) -> Result<Self, HandshakeError> {
         let mut out = Vec::with_capacity(256);
         // The key only has to be unpredictable enough for a proxy cache; a per-thread generator
         // saves the getrandom system call per connection.
         let nonce: [u8; 16] = fastrand::u128(..).to_ne_bytes();
-        let handshake = ClientRequest::new(host, path).write_with_nonce(&mut out, &nonce)?;
+        let offer = [("Sec-WebSocket-Extensions", crate::deflate::offer())];
+        let extra: &[(&str, &str)] = if offer_deflate { &offer } else { &[] };
+        let request = ClientRequest { extra_headers: extra, ..ClientRequest::new(host, path) };
+        let handshake = request.write_with_nonce(&mut out, &nonce)?;
         Ok(Conn {
             stream,
             phase: Phase::Connecting,
             handshake: Some(Box::new(handshake)),
             session: Session::new(Role::Client),
+            deflate: None,
             inbuf: Vec::new(),
             out,
             out_pos: 0,
@@ -216,16 +257,37 @@ impl<S> Conn<S> {
         self.in_flight = 0;
     }
 
-    /// Queues a masked data frame or ping (call [`flush`](Self::flush) after a batch). Dropped
-    /// once a close frame went (the session says what may still be sent).
-    pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
-        if self.session.can_send() {
-            encode_frame(&mut self.out, true, opcode, Role::Client.send_mask(), payload);
+    /// Queues a masked data frame or ping (call [`flush`](Self::flush) after a batch); a data
+    /// message is compressed when the connection agreed on permessage-deflate. Dropped once a
+    /// close frame went (the session says what may still be sent).
+    pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8], wire: &mut Wire) {
+        if !self.session.can_send() {
+            return;
+        }
+        let mask = Role::Client.send_mask();
+        if opcode.is_control() {
+            encode_frame(&mut self.out, true, opcode, mask, payload);
+            return;
+        }
+        let traffic = &mut wire.traffic;
+        traffic.messages_sent += 1;
+        traffic.uncompressed_bytes_sent += payload.len() as u64;
+        match (self.deflate.as_deref(), wire.deflate.as_mut()) {
+            (Some(conn), Some(codec)) => {
+                let compressed = codec.compress(&conn.params, payload);
+                encode_compressed(&mut self.out, opcode, mask, compressed);
+                traffic.compressed_sent += 1;
+                traffic.payload_bytes_sent += compressed.len() as u64;
+            }
+            _ => {
+                encode_frame(&mut self.out, true, opcode, mask, payload);
+                traffic.payload_bytes_sent += payload.len() as u64;
+            }
         }
     }
 
     /// Starts the close handshake with 1000 and flushes. Does nothing unless open.
-    pub(crate) fn close(&mut self) -> Result<(), &'static str> {
+    pub(crate) fn close(&mut self, traffic: &mut Traffic) -> Result<(), &'static str> {
         if self.phase != Phase::Open {
             return Ok(());
         }
@@ -233,13 +295,13 @@ impl<S> Conn<S> {
             self.we_closed = true;
             self.phase = Phase::Closing;
         }
-        self.flush()
+        self.flush(traffic)
     }
 
     /// Writes what is queued with one `write` (a short write means the kernel buffer is full:
     /// the rest goes out on the next writable event). With [`Writes::Handed`], does nothing:
     /// the driver hands the bytes over after each call into the connection.
-    pub(crate) fn flush(&mut self) -> Result<(), &'static str> {
+    pub(crate) fn flush(&mut self, traffic: &mut Traffic) -> Result<(), &'static str> {
         if self.phase == Phase::Connecting || self.writes == Writes::Handed {
             return Ok(());
         }
@@ -247,6 +309,7 @@ impl<S> Conn<S> {
             match (&self.stream).write(&self.out[self.out_pos..]) {
                 Ok(n) => {
                     self.out_pos += n;
+                    traffic.wire_bytes_sent += n as u64;
                     if self.out_pos < self.out.len() {
                         break;
                     }
@@ -269,11 +332,10 @@ impl<S> Conn<S> {
         &mut self,
         ready: Readiness,
         mut source: Source<'_>,
-        scratch: &mut [u8],
-        limits: &Limits,
+        wire: &mut Wire,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> Status {
-        match self.drive(ready, &mut source, scratch, limits, on_item) {
+        match self.drive(ready, &mut source, wire, on_item) {
             Ok(status) => status,
             Err(cause) => Status::Done(End::Failed(cause)),
         }
@@ -283,8 +345,7 @@ impl<S> Conn<S> {
         &mut self,
         ready: Readiness,
         source: &mut Source<'_>,
-        scratch: &mut [u8],
-        limits: &Limits,
+        wire: &mut Wire,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> Result<Status, &'static str> {
         if self.phase == Phase::Connecting {
@@ -294,13 +355,13 @@ impl<S> Conn<S> {
             match self.stream.peer_addr() {
                 Ok(_) => {
                     self.phase = Phase::Handshaking;
-                    self.flush()?;
+                    self.flush(&mut wire.traffic)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Status::Busy),
                 Err(e) => return Err(net::cause(&e)),
             }
         } else if ready.writable && self.pending_out() > 0 {
-            self.flush()?;
+            self.flush(&mut wire.traffic)?;
         }
         if !ready.readable {
             return Ok(Status::Busy);
@@ -308,7 +369,7 @@ impl<S> Conn<S> {
         let mut status = Status::Busy;
         let mut may_read = true;
         if self.phase == Phase::Handshaking {
-            match self.read_head(source, ready.read_closed)? {
+            match self.read_head(source, ready.read_closed, wire)? {
                 None => return Ok(Status::Busy),
                 Some(drained) => {
                     status = Status::Opened;
@@ -316,7 +377,7 @@ impl<S> Conn<S> {
                 }
             }
         }
-        if let Some(end) = self.read_frames(source, scratch, limits, may_read, ready.read_closed, on_item)? {
+        if let Some(end) = self.read_frames(source, wire, may_read, ready.read_closed, on_item)? {
             return Ok(Status::Done(end));
         }
         Ok(status)
@@ -328,6 +389,7 @@ impl<S> Conn<S> {
         &mut self,
         source: &mut Source<'_>,
         read_closed: bool,
+        wire: &mut Wire,
     ) -> Result<Option<bool>, &'static str> {
         loop {
             let filled = self.inbuf.len();
@@ -347,10 +409,20 @@ impl<S> Conn<S> {
                 }
             };
             self.inbuf.truncate(filled + n);
+            wire.traffic.wire_bytes_received += n as u64;
             let drained = n < room;
             let handshake = self.handshake.as_ref().ok_or("handshake_state")?;
             match handshake.parse_response(&self.inbuf) {
                 Ok(Parsed::Complete(response)) => {
+                    if let Some(codec) = wire.deflate.as_mut() {
+                        let extensions = response.headers().filter_map(|header| {
+                            header
+                                .name
+                                .eq_ignore_ascii_case("sec-websocket-extensions")
+                                .then_some(header.value)
+                        });
+                        self.deflate = codec.negotiate(extensions).map_err(|_| "bad_extension_response")?;
+                    }
                     let len = response.len();
                     self.inbuf.drain(..len);
                     self.inbuf.shrink_to(16);
@@ -373,12 +445,17 @@ impl<S> Conn<S> {
     fn read_frames(
         &mut self,
         source: &mut Source<'_>,
-        scratch: &mut [u8],
-        limits: &Limits,
+        wire: &mut Wire,
         may_read: bool,
         read_closed: bool,
         on_item: &mut impl FnMut(&mut S, &Item<'_>),
     ) -> Result<Option<End>, &'static str> {
+        let Wire { scratch, limits, deflate, traffic } = wire;
+        // RSV1 is permessage-deflate's on the connections that agreed to it, an error elsewhere.
+        let limits = match self.deflate {
+            Some(_) => Limits { allowed_rsv: limits.allowed_rsv | RSV1, ..*limits },
+            None => *limits,
+        };
         let mut filled = self.inbuf.len();
         scratch[..filled].copy_from_slice(&self.inbuf);
         self.inbuf.clear();
@@ -395,6 +472,7 @@ impl<S> Conn<S> {
                     }
                     Ok(n) => {
                         filled += n;
+                        traffic.wire_bytes_received += n as u64;
                         drained = filled < scratch.len() && !read_closed;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
@@ -406,12 +484,12 @@ impl<S> Conn<S> {
             while pos < filled {
                 let read = self.session.handle_read(
                     &mut scratch[pos..filled],
-                    limits,
+                    &limits,
                     &mut FrameWriter::new(&mut self.out, Role::Client),
                 );
                 let Ok((used, item)) = read else {
                     // Best effort: the session framed a close with the error's code.
-                    let _ = self.flush();
+                    let _ = self.flush(traffic);
                     return Err("protocol_error");
                 };
                 pos += used;
@@ -421,8 +499,50 @@ impl<S> Conn<S> {
                     }
                     continue;
                 };
-                if let Item::Close { .. } = item {
-                    self.phase = Phase::Closing;
+                match item {
+                    Item::Close { .. } => self.phase = Phase::Closing,
+                    Item::Data { kind, chunk, first, last } => {
+                        traffic.payload_bytes_received += chunk.len() as u64;
+                        let codec = deflate.as_mut().filter(|_| self.session.compressed());
+                        if let (Some(conn), Some(codec)) = (self.deflate.as_deref_mut(), codec) {
+                            // A compressed message is inflated once whole; the mode sees it in
+                            // one piece.
+                            let partial;
+                            let whole = if first && last {
+                                chunk
+                            } else {
+                                if first {
+                                    conn.partial.clear();
+                                }
+                                // Bounded: the decoder holds a message to `max_message_size`.
+                                conn.partial.extend_from_slice(chunk);
+                                if !last {
+                                    continue;
+                                }
+                                partial = std::mem::take(&mut conn.partial);
+                                &partial[..]
+                            };
+                            match codec.inflate(conn, whole, kind, limits.max_message_size) {
+                                Ok(message) => {
+                                    traffic.messages_received += 1;
+                                    traffic.compressed_received += 1;
+                                    traffic.uncompressed_bytes_received += message.len() as u64;
+                                    let item = Item::Data { kind, chunk: message, first: true, last: true };
+                                    on_item(&mut self.state, &item);
+                                }
+                                Err(error) => {
+                                    let tx = &mut FrameWriter::new(&mut self.out, Role::Client);
+                                    self.session.fail(error.close_code(), error.reason(), tx);
+                                    let _ = self.flush(traffic);
+                                    return Err("deflate_error");
+                                }
+                            }
+                            continue;
+                        }
+                        traffic.uncompressed_bytes_received += chunk.len() as u64;
+                        traffic.messages_received += u64::from(last);
+                    }
+                    _ => {}
                 }
                 on_item(&mut self.state, &item);
             }
@@ -434,7 +554,7 @@ impl<S> Conn<S> {
         }
         self.inbuf.extend_from_slice(&scratch[..filled]);
         if self.out.len() != queued {
-            self.flush()?;
+            self.flush(traffic)?;
         }
         if !eof {
             return Ok(None);
@@ -449,5 +569,159 @@ impl<S> Conn<S> {
         } else {
             End::Failed("eof")
         }))
+    }
+}
+
+/// Appends a whole compressed data frame: RSV1 set, masked when `mask` is given.
+fn encode_compressed(out: &mut Vec<u8>, opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8]) {
+    let header = FrameHeader { fin: true, rsv: RSV1, opcode, mask, payload_len: payload.len() as u64 };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let head_len = header.encode(&mut head);
+    out.reserve(head_len + payload.len());
+    out.extend_from_slice(&head[..head_len]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use throng::proto::deflate::{Deflater, Inflater};
+    use throng::proto::DataKind;
+
+    /// A connection whose TCP connect has completed (to a listener that never reads), with
+    /// its request handed over rather than written, as on io_uring: bytes are fed by hand.
+    fn connection(wire: &Wire) -> Conn<Vec<Vec<u8>>> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(stream);
+        std::mem::forget(listener);
+        Conn::new(stream, "127.0.0.1", "/", 1, Writes::Handed, wire.deflate.is_some(), Vec::new()).unwrap()
+    }
+
+    /// Feeds `bytes` as one receive; the messages the mode saw are in the state.
+    fn feed(conn: &mut Conn<Vec<Vec<u8>>>, wire: &mut Wire, bytes: &[u8]) -> Status {
+        let ready = Readiness { readable: true, writable: true, read_closed: false };
+        conn.on_ready(ready, Source::Bytes(bytes), wire, &mut |seen, item| {
+            if let Item::Data { chunk, first, last, .. } = item {
+                assert!(*first && *last, "the mode sees whole messages");
+                seen.push(chunk.to_vec());
+            }
+        })
+    }
+
+    fn upgrade(conn: &mut Conn<Vec<Vec<u8>>>, wire: &mut Wire, extensions: Option<&str>) {
+        let accept = conn.handshake.as_ref().unwrap().expected_accept().to_owned();
+        let mut head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+        );
+        if let Some(value) = extensions {
+            head.push_str(&format!("Sec-WebSocket-Extensions: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        assert_eq!(feed(conn, wire, head.as_bytes()), Status::Opened);
+    }
+
+    /// A server's unmasked frame with `rsv`.
+    fn frame(fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader { fin, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        [&head[..n], payload].concat()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_however_they_arrive() {
+        let mut wire = Wire::new(4096, true);
+        let mut conn = connection(&wire);
+        assert!(String::from_utf8_lossy(&conn.out).contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ));
+        upgrade(
+            &mut conn,
+            &mut wire,
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        );
+        let message = br#"{"channel":"c","data":{"seq":1,"t":2,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
+        let mut compressed = Vec::new();
+        Deflater::new(6, 15).compress(message, &mut compressed, true);
+        // Whole, then in two frames cut across three receives, then uncompressed.
+        assert_eq!(feed(&mut conn, &mut wire, &frame(true, RSV1, OpCode::Text, &compressed)), Status::Busy);
+        let (a, b) = compressed.split_at(compressed.len() / 2);
+        let bytes = [frame(false, RSV1, OpCode::Text, a), frame(true, 0, OpCode::Continuation, b)].concat();
+        for piece in [&bytes[..3], &bytes[3..a.len() + 4], &bytes[a.len() + 4..]] {
+            assert_eq!(feed(&mut conn, &mut wire, piece), Status::Busy);
+        }
+        assert_eq!(feed(&mut conn, &mut wire, &frame(true, 0, OpCode::Text, b"plain")), Status::Busy);
+        assert_eq!(conn.state, [&message[..], message, b"plain"]);
+        let t = &wire.traffic;
+        assert_eq!((t.messages_received, t.compressed_received), (3, 2));
+        assert_eq!(t.payload_bytes_received, 2 * compressed.len() as u64 + 5);
+        assert_eq!(t.uncompressed_bytes_received, 2 * message.len() as u64 + 5);
+        assert!(conn.deflate.as_ref().is_some_and(|d| d.partial.capacity() == 0), "assembly given back");
+
+        // What we send goes out compressed, masked, RSV1 on the first frame only.
+        conn.out.clear();
+        conn.queue(OpCode::Binary, message, &mut wire);
+        conn.queue(OpCode::Ping, b"p", &mut wire);
+        let (header, at) = FrameHeader::decode(&conn.out).unwrap().unwrap();
+        assert_eq!((header.rsv, header.opcode, header.fin), (RSV1, OpCode::Binary, true));
+        let mut payload = conn.out[at..at + header.payload_len as usize].to_vec();
+        apply_mask(&mut payload, header.mask.unwrap(), 0);
+        let mut inflated = Vec::new();
+        Inflater::new(15).inflate(&payload, DataKind::Binary, 1 << 20, &mut inflated, true).unwrap();
+        assert_eq!(inflated, message);
+        let (ping, _) = FrameHeader::decode(&conn.out[at + payload.len()..]).unwrap().unwrap();
+        assert_eq!((ping.rsv, ping.opcode), (0, OpCode::Ping));
+        assert_eq!((wire.traffic.messages_sent, wire.traffic.compressed_sent), (1, 1));
+
+        // Bytes that do not inflate fail the connection with 1007.
+        conn.out.clear();
+        let status = feed(&mut conn, &mut wire, &frame(true, RSV1, OpCode::Text, &[0xff; 8]));
+        assert_eq!(status, Status::Done(End::Failed("deflate_error")));
+        assert_eq!(conn.session.close_code(), Some(CloseCode::INVALID_PAYLOAD));
+        assert_eq!(wire.deflate.as_ref().unwrap().report().negotiated.values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_declined_offer_runs_uncompressed_and_refuses_rsv1() {
+        let mut wire = Wire::new(4096, true);
+        let mut conn = connection(&wire);
+        upgrade(&mut conn, &mut wire, None);
+        assert!(conn.deflate.is_none());
+        assert_eq!(wire.deflate.as_ref().unwrap().report().declined, 1);
+        conn.queue(OpCode::Text, b"hello", &mut wire);
+        assert_eq!((wire.traffic.compressed_sent, wire.traffic.payload_bytes_sent), (0, 5));
+        let status = feed(&mut conn, &mut wire, &frame(true, RSV1, OpCode::Text, b"x"));
+        assert_eq!(status, Status::Done(End::Failed("protocol_error")));
+
+        // Without --deflate nothing is offered, and an answer naming an extension fails.
+        let mut wire = Wire::new(4096, false);
+        let mut conn = connection(&wire);
+        assert!(!String::from_utf8_lossy(&conn.out).contains("Sec-WebSocket-Extensions"));
+        let accept = conn.handshake.as_ref().unwrap().expected_accept().to_owned();
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        );
+        assert_eq!(
+            feed(&mut conn, &mut wire, head.as_bytes()),
+            Status::Done(End::Failed("handshake_invalid"))
+        );
+    }
+
+    #[test]
+    fn an_invalid_extension_answer_fails_the_connection() {
+        let mut wire = Wire::new(4096, true);
+        let mut conn = connection(&wire);
+        let accept = conn.handshake.as_ref().unwrap().expected_accept().to_owned();
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate; x=1\r\n\r\n"
+        );
+        let status = feed(&mut conn, &mut wire, head.as_bytes());
+        assert_eq!(status, Status::Done(End::Failed("bad_extension_response")));
     }
 }

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
-use throng::proto::{Item, Limits};
+use throng::proto::Item;
 
-use crate::conn::{Conn, End, Phase, Readiness, Source, Status, Writes};
+use crate::conn::{Conn, End, Phase, Readiness, Source, Status, Wire, Writes};
 use crate::ctl::Ctl;
 use crate::net::{self, Sources};
-use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency, Traffic};
 use crate::target::Target;
 
 /// How often deadlines are checked.
@@ -120,8 +120,9 @@ pub(crate) struct Driver<S> {
     ready: Vec<(usize, Event)>,
     /// The connections, keyed by slab index (the low 32 bits of their token).
     pub(crate) conns: Slab<Conn<S>>,
-    scratch: Vec<u8>,
-    limits: Limits,
+    /// What the connections share: the read buffer, compression, the byte counts. Apart from
+    /// `conns`, so that a mode can queue on a connection with it ([`Conn::queue`]).
+    pub(crate) wire: Wire,
     target: Target,
     sources: Sources,
     generation: u32,
@@ -129,12 +130,13 @@ pub(crate) struct Driver<S> {
 
 impl<S> Driver<S> {
     /// A driver for `target` on `backend` ([`Backend::resolve`]d); `scratch` bytes of shared
-    /// read buffer (at least 4 KiB).
+    /// read buffer (at least 4 KiB); every connection offers permessage-deflate with `deflate`.
     pub(crate) fn new(
         target: &Target,
         sources: Sources,
         scratch: usize,
         backend: Backend,
+        deflate: bool,
     ) -> io::Result<Self> {
         let io = match backend
             .resolve()
@@ -152,8 +154,7 @@ impl<S> Driver<S> {
             io,
             ready: Vec::with_capacity(4096),
             conns: Slab::new(),
-            scratch: vec![0; scratch.max(4096)],
-            limits: Limits::default(),
+            wire: Wire::new(scratch.max(4096), deflate),
             target: target.clone(),
             sources,
             generation: 0,
@@ -178,9 +179,9 @@ impl<S> Driver<S> {
             #[cfg(target_os = "linux")]
             Io::Uring { .. } => Writes::Handed,
         };
-        let mut conn =
-            Conn::new(stream, &self.target.host, &self.target.path, self.generation, writes, state)
-                .map_err(|_| "bad_request")?;
+        let (host, path, offer) = (&self.target.host, &self.target.path, self.wire.deflate.is_some());
+        let mut conn = Conn::new(stream, host, path, self.generation, writes, offer, state)
+            .map_err(|_| "bad_request")?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         match &mut self.io {
@@ -252,7 +253,7 @@ impl<S> Driver<S> {
                         }
                         Completion::Sent => {
                             conn.sent();
-                            hand_over(ring, key, conn);
+                            hand_over(ring, key, conn, &mut self.wire.traffic);
                             continue;
                         }
                     };
@@ -289,7 +290,7 @@ impl<S> Driver<S> {
             Input::Failed(errno) => Source::Failed(errno),
         };
         let connecting = conn.phase() == Phase::Connecting;
-        let status = conn.on_ready(event.readiness, source, &mut self.scratch, &self.limits, on_item);
+        let status = conn.on_ready(event.readiness, source, &mut self.wire, on_item);
         #[cfg(target_os = "linux")]
         if let (Io::Uring { ring, .. }, Status::Busy | Status::Opened) = (&mut self.io, status) {
             if connecting && conn.phase() == Phase::Connecting {
@@ -300,7 +301,7 @@ impl<S> Driver<S> {
                     return Status::Done(End::Failed(net::cause(&e)));
                 }
             }
-            hand_over(ring, key, conn);
+            hand_over(ring, key, conn, &mut self.wire.traffic);
         }
         #[cfg(not(target_os = "linux"))]
         let _ = connecting;
@@ -324,15 +325,27 @@ impl<S> Driver<S> {
     fn then_send(
         &mut self,
         key: usize,
-        act: impl FnOnce(&mut Conn<S>) -> Result<(), &'static str>,
+        act: impl FnOnce(&mut Conn<S>, &mut Traffic) -> Result<(), &'static str>,
     ) -> Result<(), &'static str> {
         let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
-        act(conn)?;
+        act(conn, &mut self.wire.traffic)?;
         #[cfg(target_os = "linux")]
         if let Io::Uring { ring, .. } = &mut self.io {
-            hand_over(ring, key, conn);
+            hand_over(ring, key, conn, &mut self.wire.traffic);
         }
         Ok(())
+    }
+
+    /// The bytes and messages counted so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let mut traffic = self.wire.traffic.clone();
+        traffic.finish();
+        traffic
+    }
+
+    /// With `--deflate`, how the connections negotiated it.
+    pub(crate) fn deflate_report(&self) -> Option<crate::deflate::DeflateReport> {
+        self.wire.deflate.as_ref().map(crate::deflate::Codec::report)
     }
 
     /// One turn of a loop that sends nothing of its own (waiting for `go`, holding, collecting
@@ -522,9 +535,10 @@ impl<S> Driver<S> {
 
 /// Hands connection `key`'s queued bytes to the ring, if it has any to send now.
 #[cfg(target_os = "linux")]
-fn hand_over<S>(ring: &mut crate::uring::Ring, key: usize, conn: &mut Conn<S>) {
+fn hand_over<S>(ring: &mut crate::uring::Ring, key: usize, conn: &mut Conn<S>, traffic: &mut Traffic) {
     if conn.has_unsent() {
         let bytes = conn.hand_over(ring.spare());
+        traffic.wire_bytes_sent += bytes.len() as u64;
         ring.send(key, conn.generation, conn.stream(), bytes);
     }
 }

@@ -23,6 +23,7 @@ mod cli;
 mod compare;
 mod conn;
 mod ctl;
+mod deflate;
 mod driver;
 mod html;
 mod mode;

@@ -32,6 +32,128 @@ pub(crate) fn merge_causes(into: &mut Causes, other: Causes) {
     }
 }
 
+/// Bytes and data messages through a loop's sockets, both ways. Counted by the connections
+/// (`conn.rs`), so both backends count the same way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Traffic {
+    /// Bytes written to the sockets: handshakes, frame headers, payloads, control frames.
+    pub(crate) wire_bytes_sent: u64,
+    /// Bytes read from the sockets.
+    pub(crate) wire_bytes_received: u64,
+    /// Data messages queued.
+    pub(crate) messages_sent: u64,
+    /// Data messages received whole.
+    pub(crate) messages_received: u64,
+    /// Of the messages sent, those sent compressed (permessage-deflate, `--deflate`).
+    pub(crate) compressed_sent: u64,
+    /// Of the messages received, those that arrived compressed.
+    pub(crate) compressed_received: u64,
+    /// The data messages' payload bytes as framed: compressed where compressed.
+    pub(crate) payload_bytes_sent: u64,
+    pub(crate) payload_bytes_received: u64,
+    /// The same messages' payloads uncompressed (what the application sent and received).
+    pub(crate) uncompressed_bytes_sent: u64,
+    pub(crate) uncompressed_bytes_received: u64,
+    /// `payload_bytes / uncompressed_bytes` each way: below 1 when compression saved bytes (1
+    /// without compression, 0 without messages).
+    #[serde(default)]
+    pub(crate) ratio_sent: f64,
+    #[serde(default)]
+    pub(crate) ratio_received: f64,
+}
+
+impl Traffic {
+    /// Adds another loop's or process's counts.
+    pub(crate) fn merge(&mut self, other: &Traffic) {
+        self.wire_bytes_sent += other.wire_bytes_sent;
+        self.wire_bytes_received += other.wire_bytes_received;
+        self.messages_sent += other.messages_sent;
+        self.messages_received += other.messages_received;
+        self.compressed_sent += other.compressed_sent;
+        self.compressed_received += other.compressed_received;
+        self.payload_bytes_sent += other.payload_bytes_sent;
+        self.payload_bytes_received += other.payload_bytes_received;
+        self.uncompressed_bytes_sent += other.uncompressed_bytes_sent;
+        self.uncompressed_bytes_received += other.uncompressed_bytes_received;
+        self.finish();
+    }
+
+    /// The counts since `earlier` (a copy taken before), for a measured window.
+    pub(crate) fn since(&self, earlier: &Traffic) -> Traffic {
+        let mut out = Traffic {
+            wire_bytes_sent: self.wire_bytes_sent - earlier.wire_bytes_sent,
+            wire_bytes_received: self.wire_bytes_received - earlier.wire_bytes_received,
+            messages_sent: self.messages_sent - earlier.messages_sent,
+            messages_received: self.messages_received - earlier.messages_received,
+            compressed_sent: self.compressed_sent - earlier.compressed_sent,
+            compressed_received: self.compressed_received - earlier.compressed_received,
+            payload_bytes_sent: self.payload_bytes_sent - earlier.payload_bytes_sent,
+            payload_bytes_received: self.payload_bytes_received - earlier.payload_bytes_received,
+            uncompressed_bytes_sent: self.uncompressed_bytes_sent - earlier.uncompressed_bytes_sent,
+            uncompressed_bytes_received: self.uncompressed_bytes_received
+                - earlier.uncompressed_bytes_received,
+            ..Traffic::default()
+        };
+        out.finish();
+        out
+    }
+
+    /// Computes the ratios.
+    pub(crate) fn finish(&mut self) {
+        let r = |framed: u64, plain: u64| round3(ratio(framed as f64, plain as f64));
+        self.ratio_sent = r(self.payload_bytes_sent, self.uncompressed_bytes_sent);
+        self.ratio_received = r(self.payload_bytes_received, self.uncompressed_bytes_received);
+    }
+
+    /// `sent 1.2 MiB (N messages, payload … of … uncompressed = 0.31), received …` for the table.
+    pub(crate) fn line(&self) -> String {
+        let side = |wire: u64, messages: u64, compressed: u64, payload: u64, plain: u64, r: f64| {
+            let mut out = format!("{} on the wire, {messages} messages", fmt_bytes(wire));
+            if compressed > 0 {
+                out.push_str(&format!(
+                    " ({compressed} compressed: payload {} of {} = {r:.3})",
+                    fmt_bytes(payload),
+                    fmt_bytes(plain)
+                ));
+            }
+            out
+        };
+        format!(
+            "sent {}; received {}",
+            side(
+                self.wire_bytes_sent,
+                self.messages_sent,
+                self.compressed_sent,
+                self.payload_bytes_sent,
+                self.uncompressed_bytes_sent,
+                self.ratio_sent
+            ),
+            side(
+                self.wire_bytes_received,
+                self.messages_received,
+                self.compressed_received,
+                self.payload_bytes_received,
+                self.uncompressed_bytes_received,
+                self.ratio_received
+            )
+        )
+    }
+}
+
+/// `512 B`, `12.3 KiB`, `4.56 MiB`, `1.23 GiB`.
+pub(crate) fn fmt_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else if b < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
 thread_local! {
     /// Whether [`Latency`] values serialised by this thread carry their whole histogram (set
     /// where a child of `--procs` or `--threads` writes its report; per thread, so that the

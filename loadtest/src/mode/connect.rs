@@ -16,12 +16,13 @@ use throng::proto::{Item, OpCode};
 use crate::cli::ConnectArgs;
 use crate::conn::Status;
 use crate::ctl::Ctl;
+use crate::deflate::DeflateReport;
 use crate::driver::{CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::probe::{MemProbe, MemReport};
 use crate::procfs::Mem;
-use crate::stats::{merge_causes, Causes, Latency};
+use crate::stats::{merge_causes, Causes, Latency, Traffic};
 use crate::target::Target;
 use crate::threshold::Metrics;
 
@@ -52,6 +53,12 @@ pub(crate) struct Report {
     pings_sent: u64,
     pongs_received: u64,
     close: CloseStats,
+    /// Bytes and messages through the sockets over the whole run.
+    #[serde(default)]
+    traffic: Traffic,
+    /// `--deflate`: how the connections negotiated compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deflate: Option<DeflateReport>,
     ok: bool,
     #[serde(flatten)]
     run: RunInfo,
@@ -68,6 +75,8 @@ impl super::Report for Report {
         self.pings_sent += other.pings_sent;
         self.pongs_received += other.pongs_received;
         self.close.merge(other.close);
+        self.traffic.merge(&other.traffic);
+        crate::deflate::merge(&mut self.deflate, other.deflate);
         self.run.merge(&other.run);
         self.finish();
     }
@@ -86,11 +95,14 @@ impl super::Report for Report {
                 ),
             ),
             ("dial".into(), self.dial.line()),
-            (
-                "hold".into(),
-                format!("{} open, dropped {:?}", self.mem.open_at_measure, self.dropped_during_hold),
-            ),
         ];
+        if let Some(deflate) = &self.deflate {
+            rows.push(("deflate".into(), deflate.line()));
+        }
+        rows.extend([(
+            "hold".into(),
+            format!("{} open, dropped {:?}", self.mem.open_at_measure, self.dropped_during_hold),
+        )]);
         self.mem.rows(&mut rows);
         rows.push((
             "client".into(),
@@ -98,6 +110,7 @@ impl super::Report for Report {
         ));
         rows.push(("ping".into(), format!("{}/{} answered", self.pongs_received, self.pings_sent)));
         rows.push(("close".into(), self.close.line()));
+        rows.push(("traffic".into(), self.traffic.line()));
         rows
     }
 
@@ -155,7 +168,8 @@ impl Report {
 pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
     let n_sources = sources.len();
-    let mut driver: Driver<PingState> = Driver::new(target, sources, 64 * 1024, args.common.backend)?;
+    let mut driver: Driver<PingState> =
+        Driver::new(target, sources, 64 * 1024, common.backend, common.deflate)?;
     // A child leaves the memory readings to its parent.
     let probe = if ctl.is_child() { None } else { Some(MemProbe::before(&common.server_pid)?) };
     let plan = DialPlan {
@@ -204,6 +218,8 @@ pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &C
         pings_sent,
         pongs_received,
         close,
+        traffic: driver.traffic(),
+        deflate: driver.deflate_report(),
         ok: false,
         run: RunInfo::new(ctl.stopped(), driver.backend()),
     };
@@ -223,7 +239,7 @@ fn ping_sample(driver: &mut Driver<PingState>, sample: usize, ctl: &Ctl) -> io::
         let payload = (i as u64).to_be_bytes();
         let conn = &mut driver.conns[key];
         conn.state.expect = Some(payload);
-        conn.queue(OpCode::Ping, &payload);
+        conn.queue(OpCode::Ping, &payload, &mut driver.wire);
         if driver.flush(key).is_ok() {
             sent += 1;
         }

@@ -13,6 +13,10 @@
 //! (the client could not keep up: its latencies then include its own delay). A connection holds
 //! at most [`MAX_OUTSTANDING`] messages not yet echoed and [`MAX_UNWRITTEN`] bytes the kernel has
 //! not taken; a send due beyond that is `skipped` (counted, not sent, not measured).
+//!
+//! With `--deflate`, messages go out compressed where the server agreed (the connection code
+//! compresses and inflates, so the check below sees plain payloads either way); `--payload json`
+//! gives deflate something realistic to work on.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -22,15 +26,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use throng::proto::{DataKind, Item, OpCode};
 
-use crate::cli::EchoArgs;
-use crate::conn::{Conn, Phase, Status};
+use crate::cli::{EchoArgs, Payload};
+use crate::conn::{Conn, Phase, Status, Wire};
 use crate::ctl::{Ctl, Tick};
+use crate::deflate::DeflateReport;
 use crate::driver::{end_cause, CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::ramp::Ramp;
-use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency, Traffic};
 use crate::target::Target;
 use crate::threshold::Metrics;
 
@@ -61,7 +66,7 @@ struct EchoState {
 
 /// The receive side, shared by all connections.
 struct Rx {
-    template: Vec<u8>,
+    pattern: Pattern,
     kind: DataKind,
     now: Instant,
     in_window: bool,
@@ -80,12 +85,12 @@ impl Rx {
             st.rx_pos = 0;
             st.rx_ok = kind == self.kind;
         }
-        st.rx_ok &= matches_expected(&self.template, st.expect_seq, st.rx_pos, chunk);
+        st.rx_ok &= self.pattern.matches(st.expect_seq, st.rx_pos, chunk);
         st.rx_pos += chunk.len();
         if !last {
             return;
         }
-        if !st.rx_ok || st.rx_pos != self.template.len() {
+        if !st.rx_ok || st.rx_pos != self.pattern.template.len() {
             self.payload_errors += 1;
         }
         match st.sent_at.pop_front() {
@@ -113,23 +118,104 @@ fn stamp(seq: u64) -> [u8; STAMP] {
     out
 }
 
-/// Whether `chunk`, found at `offset` in a message, matches message `seq`.
-fn matches_expected(template: &[u8], seq: u64, offset: usize, chunk: &[u8]) -> bool {
-    let end = offset + chunk.len();
-    if end > template.len() {
-        return false;
-    }
-    let stamp = stamp(seq);
-    let stamp_len = STAMP.min(template.len());
-    let in_stamp = stamp_len.saturating_sub(offset).min(chunk.len());
-    chunk[..in_stamp] == stamp[offset.min(stamp_len)..offset.min(stamp_len) + in_stamp]
-        && chunk[in_stamp..] == template[offset + in_stamp..end]
+/// What every message of a run holds: a template, with the message's sequence stamp at
+/// `stamp_at` (cut where the template ends).
+#[derive(Clone, Debug)]
+struct Pattern {
+    template: Vec<u8>,
+    stamp_at: usize,
 }
 
-/// The payload of message `seq` into `msg` (a copy of the template).
-fn fill(msg: &mut [u8], seq: u64) {
-    let n = STAMP.min(msg.len());
-    msg[..n].copy_from_slice(&stamp(seq)[..n]);
+/// Where the stamp of a `json` payload goes: inside `{"seq":"…"`.
+const JSON_HEAD: &[u8] = b"{\"seq\":\"";
+
+impl Pattern {
+    /// `size` bytes of `payload`.
+    fn new(payload: Payload, size: usize) -> Pattern {
+        match payload {
+            Payload::Letters => {
+                Pattern { template: (0..size).map(|i| b'a' + (i % 26) as u8).collect(), stamp_at: 0 }
+            }
+            Payload::Random => {
+                let mut rng = fastrand::Rng::with_seed(7);
+                Pattern { template: (0..size).map(|_| rng.alphanumeric() as u8).collect(), stamp_at: 0 }
+            }
+            Payload::Json => Pattern { template: json_template(size), stamp_at: JSON_HEAD.len() },
+        }
+    }
+
+    /// The stamp's place in the template.
+    fn stamp_range(&self) -> std::ops::Range<usize> {
+        let len = self.template.len();
+        self.stamp_at.min(len)..(self.stamp_at + STAMP).min(len)
+    }
+
+    /// Whether `chunk`, found at `offset` in a message, matches message `seq`.
+    fn matches(&self, seq: u64, offset: usize, chunk: &[u8]) -> bool {
+        let end = offset + chunk.len();
+        if end > self.template.len() {
+            return false;
+        }
+        let stamp = stamp(seq);
+        let at = self.stamp_range();
+        // Before the stamp, the stamp, after it: each compared where the chunk overlaps it.
+        let parts =
+            [(0, at.start, None), (at.start, at.end, Some(stamp)), (at.end, self.template.len(), None)];
+        parts.into_iter().all(|(from, to, stamp)| {
+            let (lo, hi) = (from.max(offset), to.min(end));
+            if lo >= hi {
+                return true;
+            }
+            let want = match stamp {
+                Some(ref stamp) => &stamp[lo - from..hi - from],
+                None => &self.template[lo..hi],
+            };
+            chunk[lo - offset..hi - offset] == *want
+        })
+    }
+
+    /// The payload of message `seq` into `msg` (a copy of the template).
+    fn fill(&self, msg: &mut [u8], seq: u64) {
+        let at = self.stamp_range();
+        let n = at.len();
+        msg[at].copy_from_slice(&stamp(seq)[..n]);
+    }
+}
+
+/// A JSON document of exactly `size` bytes (when `size` allows one): the stamp's field, then
+/// records of made-up events, spaces before the closing brace. Smaller sizes get the start of
+/// the smallest document.
+fn json_template(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = ["click", "view", "login", "logout", "purchase", "scroll", "share", "search"];
+    const TAIL: &[u8] = b"]}";
+    let mut out = Vec::with_capacity(size.max(64));
+    out.extend_from_slice(JSON_HEAD);
+    out.extend_from_slice(&[b'0'; STAMP]);
+    out.extend_from_slice(b"\",\"items\":[");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut record = String::new();
+    for id in 1u64.. {
+        record.clear();
+        let (word, other) = (WORDS[rng.usize(..WORDS.len())], WORDS[rng.usize(..WORDS.len())]);
+        let separator = if id == 1 { "" } else { "," };
+        record.push_str(&format!(
+            "{separator}{{\"id\":{id},\"user\":\"user-{}\",\"event\":\"{word}\",\"score\":{}.{:03},\"tags\":[\"{other}\",\"{word}\"],\"ok\":{}}}",
+            rng.u32(1000..100_000),
+            rng.u32(0..100),
+            rng.u32(0..1000),
+            rng.bool()
+        ));
+        if out.len() + record.len() + TAIL.len() > size {
+            break;
+        }
+        out.extend_from_slice(record.as_bytes());
+    }
+    out.push(b']');
+    // Whitespace before the closing brace keeps it JSON at the exact size.
+    out.resize(size.max(out.len() + 1) - 1, b' ');
+    out.push(b'}');
+    out.truncate(size);
+    out
 }
 
 /// How an open-loop run kept its schedule. Counts cover the sends due in the measured window.
@@ -178,6 +264,9 @@ pub(crate) struct Report {
     /// Open loop: the schedule and how well it was kept (absent in closed loop).
     open_loop: Option<OpenLoop>,
     binary: bool,
+    /// `--payload`: `letters`, `json` or `random`.
+    #[serde(default)]
+    payload: String,
     warmup_s: f64,
     duration_s: f64,
     dial: DialStats,
@@ -186,8 +275,23 @@ pub(crate) struct Report {
     /// Length of the measured window (the longest of the processes').
     window_s: f64,
     msgs_per_s: f64,
-    /// Payload throughput, one direction.
+    /// Payload throughput, one direction (uncompressed).
     mib_per_s: f64,
+    /// Bytes through the sockets in the measured window, each way (with `--deflate`, the
+    /// compressed frames).
+    #[serde(default)]
+    wire_mib_per_s_sent: f64,
+    #[serde(default)]
+    wire_mib_per_s_received: f64,
+    /// The measured window's bytes and messages.
+    #[serde(default)]
+    window_traffic: Traffic,
+    /// The whole run's, from the first connect to the last close.
+    #[serde(default)]
+    traffic: Traffic,
+    /// `--deflate`: how the connections negotiated compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deflate: Option<DeflateReport>,
     rtt: Latency,
     total_sent: u64,
     total_received: u64,
@@ -215,6 +319,11 @@ impl super::Report for Report {
         // The processes measured the same window: their rates add up.
         self.msgs_per_s = round3(self.msgs_per_s + other.msgs_per_s);
         self.mib_per_s = round3(self.mib_per_s + other.mib_per_s);
+        self.wire_mib_per_s_sent = round3(self.wire_mib_per_s_sent + other.wire_mib_per_s_sent);
+        self.wire_mib_per_s_received = round3(self.wire_mib_per_s_received + other.wire_mib_per_s_received);
+        self.window_traffic.merge(&other.window_traffic);
+        self.traffic.merge(&other.traffic);
+        crate::deflate::merge(&mut self.deflate, other.deflate);
         self.rtt.add(&other.rtt);
         self.total_sent += other.total_sent;
         self.total_received += other.total_received;
@@ -237,11 +346,12 @@ impl super::Report for Report {
             (
                 "echo".into(),
                 format!(
-                    "{}: {} conns, {} B {}, {load}, warm-up {}s, measure {}s, {} process(es)",
+                    "{}: {} conns, {} B {} ({}), {load}, warm-up {}s, measure {}s, {} process(es)",
                     self.url,
                     self.conns,
                     self.size,
                     if self.binary { "binary" } else { "text" },
+                    self.payload,
                     self.warmup_s,
                     self.duration_s,
                     self.run.procs
@@ -249,6 +359,9 @@ impl super::Report for Report {
             ),
             ("dial".into(), self.dial.line()),
         ];
+        if let Some(deflate) = &self.deflate {
+            rows.push(("deflate".into(), deflate.line()));
+        }
         if let Some(open) = &self.open_loop {
             rows.push(("schedule".into(), open.line()));
         }
@@ -256,10 +369,16 @@ impl super::Report for Report {
             (
                 "throughput".into(),
                 format!(
-                    "{:.0} msg/s, {:.2} MiB/s each way ({} messages in {:.2}s)",
-                    self.msgs_per_s, self.mib_per_s, self.messages, self.window_s
+                    "{:.0} msg/s, {:.2} MiB/s of payload each way ({} messages in {:.2}s); on the wire {:.2} MiB/s sent, {:.2} MiB/s received",
+                    self.msgs_per_s,
+                    self.mib_per_s,
+                    self.messages,
+                    self.window_s,
+                    self.wire_mib_per_s_sent,
+                    self.wire_mib_per_s_received
                 ),
             ),
+            ("traffic".into(), self.traffic.line()),
             (
                 if self.open_loop.is_some() { "latency (from schedule)" } else { "rtt" }.into(),
                 self.rtt.summary().line(),
@@ -323,6 +442,9 @@ impl super::Report for Report {
             && self.messages > 0;
     }
 }
+
+/// Queues the next message on a connection: `(conn, wire, sent or due at, sent count)`.
+type SendFn<'a> = dyn FnMut(&mut Conn<EchoState>, &mut Wire, Instant, &mut u64) + 'a;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -412,8 +534,9 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         (None, None, None) => None,
     };
     let inflight = if rate_per_conn.is_some() { 0 } else { args.inflight.max(1) };
+    let scratch = (256 * 1024).max(args.size + 1024);
     let mut driver: Driver<EchoState> =
-        Driver::new(target, sources, (256 * 1024).max(args.size + 1024), args.common.backend)?;
+        Driver::new(target, sources, scratch, args.common.backend, args.common.deflate)?;
     let plan = DialPlan {
         n: args.conns,
         rate: None,
@@ -431,12 +554,12 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let dial = driver.establish(ctl, &plan, make_state, &mut |_, _| false)?;
     ctl.ready(driver.conns.len() as u64);
 
-    let template: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut msg = template.clone();
+    let pattern = Pattern::new(args.payload, args.size);
+    let mut msg = pattern.template.clone();
     let (opcode, kind) =
         if args.binary { (OpCode::Binary, DataKind::Binary) } else { (OpCode::Text, DataKind::Text) };
     let mut rx = Rx {
-        template,
+        pattern: pattern.clone(),
         kind,
         now: Instant::now(),
         in_window: false,
@@ -451,29 +574,26 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let mut schedule = rate_per_conn.map(|rate| Schedule::new(rate, args.ramp.clone(), driver.conns.len()));
 
     // Queues message `seq` of `conn`, sent (or due) at `at`.
-    let mut send = |conn: &mut Conn<EchoState>, at: Instant, sent: &mut u64| {
-        fill(&mut msg, conn.state.next_seq);
-        conn.queue(opcode, &msg);
+    let mut send = |conn: &mut Conn<EchoState>, wire: &mut Wire, at: Instant, sent: &mut u64| {
+        pattern.fill(&mut msg, conn.state.next_seq);
+        conn.queue(opcode, &msg, wire);
         conn.state.sent_at.push_back(at);
         conn.state.next_seq += 1;
         *sent += 1;
     };
 
     // Closed loop: tops connection `key` up to `inflight` messages and writes them in one batch.
-    let refill = |driver: &mut Driver<EchoState>,
-                  send: &mut dyn FnMut(&mut Conn<EchoState>, Instant, &mut u64),
-                  key: usize,
-                  now: Instant,
-                  sent: &mut u64| {
-        let conn = &mut driver.conns[key];
-        if conn.phase() != Phase::Open {
-            return Ok(());
-        }
-        while conn.state.sent_at.len() < inflight {
-            send(conn, now, sent);
-        }
-        driver.flush(key)
-    };
+    let refill =
+        |driver: &mut Driver<EchoState>, send: &mut SendFn<'_>, key: usize, now: Instant, sent: &mut u64| {
+            let conn = &mut driver.conns[key];
+            if conn.phase() != Phase::Open {
+                return Ok(());
+            }
+            while conn.state.sent_at.len() < inflight {
+                send(conn, &mut driver.wire, now, sent);
+            }
+            driver.flush(key)
+        };
 
     // A child waits for the parent's `go`, so that every process measures the same window.
     ctl.phase("waiting for the other processes");
@@ -506,18 +626,21 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     let pids = &common.server_pid;
     let mut window_start = Snapshot::take(pids)?;
     let mut window_end = None;
+    let (mut traffic_start, mut traffic_end) = (driver.traffic(), None);
     loop {
         let now = Instant::now();
         if stage == Stage::Warmup && (now >= measure_start || ctl.stopped()) {
             stage = Stage::Measure;
             ctl.phase("measuring");
             window_start = Snapshot::take(pids)?;
+            traffic_start = driver.traffic();
             ctl.measuring(driver.conns.len() as u64);
         }
         if stage == Stage::Measure && (now >= measure_end || ctl.stopped()) {
             stage = Stage::Drain;
             ctl.phase("draining");
             window_end = Some(Snapshot::take(pids)?);
+            traffic_end = Some(driver.traffic());
             ctl.measured(rx.window_msgs);
             drain_end = now + args.drain_timeout;
             sends_until = now.min(measure_end);
@@ -575,7 +698,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                     if conn.state.sent_at.len() >= MAX_OUTSTANDING || conn.pending_out() >= MAX_UNWRITTEN {
                         schedule.stats.skipped += u64::from(in_window);
                     } else {
-                        send(conn, due, &mut sent);
+                        send(conn, &mut driver.wire, due, &mut sent);
                         schedule.stats.late += u64::from(in_window && Schedule::is_late(due, next_due, now));
                     }
                 }
@@ -605,13 +728,16 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         Some(end) => end,
         None => Snapshot::take(pids)?,
     };
+    let window_traffic = traffic_end.unwrap_or_else(|| driver.traffic()).since(&traffic_start);
     let outstanding = sent - rx.received - lost;
     lost += outstanding;
     let close = driver.close_all(ctl, args.drain_timeout, &mut |_, _| {})?;
 
     let window_s = window_end.wall_s(&window_start);
     let msgs_per_s = ratio(rx.window_msgs as f64, window_s);
-    let mib_per_s = msgs_per_s * args.size as f64 / (1024.0 * 1024.0);
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib_per_s = msgs_per_s * args.size as f64 / MIB;
+    let wire_rate = |bytes: u64| round3(ratio(bytes as f64 / MIB, window_s));
     let mut report = Report {
         mode: "echo".into(),
         url: target.url.clone(),
@@ -620,6 +746,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         inflight,
         open_loop: schedule.map(|schedule| schedule.stats),
         binary: args.binary,
+        payload: args.payload.name().into(),
         warmup_s: args.warmup.as_secs_f64(),
         duration_s: args.duration.as_secs_f64(),
         dial,
@@ -627,6 +754,11 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
         window_s: round3(window_s),
         msgs_per_s: round3(msgs_per_s),
         mib_per_s: round3(mib_per_s),
+        wire_mib_per_s_sent: wire_rate(window_traffic.wire_bytes_sent),
+        wire_mib_per_s_received: wire_rate(window_traffic.wire_bytes_received),
+        window_traffic,
+        traffic: driver.traffic(),
+        deflate: driver.deflate_report(),
         rtt: rx.rtt,
         total_sent: sent,
         total_received: rx.received,
@@ -693,22 +825,42 @@ mod tests {
 
     #[test]
     fn payload_check_accepts_any_split_and_catches_changes() {
-        for size in [0usize, 1, 15, 16, 17, 100] {
-            let template: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut msg = template.clone();
-            fill(&mut msg, 0xdead_beef);
-            for cut in 0..=size {
-                assert!(matches_expected(&template, 0xdead_beef, 0, &msg[..cut]));
-                assert!(matches_expected(&template, 0xdead_beef, cut, &msg[cut..]));
+        for payload in [Payload::Letters, Payload::Json, Payload::Random] {
+            for size in [0usize, 1, 8, 15, 16, 17, 24, 25, 100, 1000] {
+                let pattern = Pattern::new(payload, size);
+                assert_eq!(pattern.template.len(), size, "{payload:?}");
+                let mut msg = pattern.template.clone();
+                pattern.fill(&mut msg, 0xdead_beef);
+                for cut in 0..=size {
+                    assert!(pattern.matches(0xdead_beef, 0, &msg[..cut]), "{payload:?} {size} {cut}");
+                    assert!(pattern.matches(0xdead_beef, cut, &msg[cut..]), "{payload:?} {size} {cut}");
+                }
+                // The stamp is all there: another sequence number differs.
+                let whole_stamp = pattern.stamp_range().len() == STAMP;
+                assert_eq!(pattern.matches(0xdead_bee0, 0, &msg), !whole_stamp, "{payload:?} {size}");
+                if size > 0 {
+                    let mut bad = msg.clone();
+                    bad[size - 1] ^= 1;
+                    assert!(!pattern.matches(0xdead_beef, 0, &bad));
+                }
+                assert!(!pattern.matches(0, size, b"x"));
             }
-            if size > 0 {
-                assert!(!matches_expected(&template, 0xdead_bee0, 0, &msg) || size < 16);
-                let mut bad = msg.clone();
-                bad[size - 1] ^= 1;
-                assert!(!matches_expected(&template, 0xdead_beef, 0, &bad));
-            }
-            assert!(!matches_expected(&template, 0, size, b"x"));
         }
         assert_eq!(&stamp(0xdead_beef), b"00000000deadbeef");
+    }
+
+    #[test]
+    fn json_payloads_are_json_of_the_size_asked_for() {
+        for size in [40usize, 100, 1000, 4096] {
+            let pattern = Pattern::new(Payload::Json, size);
+            let mut msg = pattern.template.clone();
+            pattern.fill(&mut msg, 42);
+            let v: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+            assert_eq!(v["seq"], "000000000000002a", "{size}");
+            assert_eq!(msg.len(), size);
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&Pattern::new(Payload::Json, 1000).template).unwrap();
+        assert!(v["items"].as_array().unwrap().len() >= 5, "{v}");
     }
 }

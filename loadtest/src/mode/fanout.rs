@@ -19,12 +19,13 @@ use throng::proto::Item;
 
 use crate::cli::FanoutArgs;
 use crate::ctl::Ctl;
+use crate::deflate::DeflateReport;
 use crate::driver::{CloseStats, DialPlan, DialStats, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
 use crate::publish::{self, find_number, now_ns, PublishStats};
-use crate::stats::{merge_causes, ratio, Causes, Latency};
+use crate::stats::{merge_causes, ratio, Causes, Latency, Traffic};
 use crate::target::Target;
 use crate::threshold::Metrics;
 
@@ -173,6 +174,12 @@ pub(crate) struct Report {
     /// From the first publish to the end of the drain.
     pub(crate) cpu: Usage,
     close: CloseStats,
+    /// Bytes and messages through the sockets over the whole run.
+    #[serde(default)]
+    traffic: Traffic,
+    /// `--deflate`: how the connections negotiated compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deflate: Option<DeflateReport>,
     ok: bool,
     #[serde(flatten)]
     run: RunInfo,
@@ -208,12 +215,14 @@ impl super::Report for Report {
         }
         self.cpu.merge(&other.cpu, self.deliveries);
         self.close.merge(other.close);
+        self.traffic.merge(&other.traffic);
+        crate::deflate::merge(&mut self.deflate, other.deflate);
         self.run.merge(&other.run);
         self.finish();
     }
 
     fn rows(&self) -> Vec<(String, String)> {
-        vec![
+        let mut rows = vec![
             (
                 "fanout".into(),
                 format!(
@@ -228,6 +237,7 @@ impl super::Report for Report {
                 ),
             ),
             ("subscribe".into(), self.dial.line()),
+            ("deflate".into(), self.deflate.as_ref().map(DeflateReport::line).unwrap_or_default()),
             ("publish".into(), self.publish.line()),
             (
                 "delivery".into(),
@@ -254,7 +264,10 @@ impl super::Report for Report {
                 ),
             ),
             ("close".into(), self.close.line()),
-        ]
+            ("traffic".into(), self.traffic.line()),
+        ];
+        rows.retain(|(_, line)| !line.is_empty());
+        rows
     }
 
     fn metrics(&self) -> Metrics {
@@ -381,7 +394,8 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
     let common = &args.common;
     let plan = plan(args).map_err(io::Error::other)?;
     let sub_target = subscribe_target(target, &args.channel);
-    let mut driver: Driver<Sub> = Driver::new(&sub_target, sources, 256 * 1024, args.common.backend)?;
+    let mut driver: Driver<Sub> =
+        Driver::new(&sub_target, sources, 256 * 1024, common.backend, common.deflate)?;
     let planned = plan.planned() as usize;
     let mut rx = Rx::new(planned);
     let dial_plan = DialPlan {
@@ -487,6 +501,8 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
         time_to_last_delivery: Latency::new(),
         cpu: window_end.usage_since(&window_start, rx.deliveries),
         close,
+        traffic: driver.traffic(),
+        deflate: driver.deflate_report(),
         ok: false,
         run: RunInfo::new(ctl.stopped(), driver.backend()),
         t_ns: rx.t_ns,
@@ -558,6 +574,8 @@ mod tests {
                 time_to_last_delivery: Latency::new(),
                 cpu: Usage::default(),
                 close: CloseStats::default(),
+                traffic: Traffic::default(),
+                deflate: None,
                 ok: false,
                 run: RunInfo::new(false, crate::driver::Backend::Epoll),
                 t_ns: vec![base, base + 1_000_000_000],

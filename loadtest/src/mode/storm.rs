@@ -11,11 +11,12 @@ use throng::proto::Item;
 use crate::cli::StormArgs;
 use crate::conn::{End, Status};
 use crate::ctl::Ctl;
+use crate::deflate::DeflateReport;
 use crate::driver::{end_cause, Driver};
 use crate::mode::{Report as _, RunInfo};
 use crate::net::Sources;
 use crate::procfs::{Snapshot, Usage};
-use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency};
+use crate::stats::{bump, merge_causes, ratio, round3, Causes, Latency, Traffic};
 use crate::target::Target;
 use crate::threshold::Metrics;
 
@@ -36,6 +37,12 @@ pub(crate) struct Report {
     /// Connect start to the server's FIN after the close handshake.
     cycle: Latency,
     pub(crate) cpu: Usage,
+    /// Bytes and messages through the sockets over the whole run.
+    #[serde(default)]
+    traffic: Traffic,
+    /// `--deflate`: how the connections negotiated compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deflate: Option<DeflateReport>,
     ok: bool,
     #[serde(flatten)]
     run: RunInfo,
@@ -52,12 +59,14 @@ impl super::Report for Report {
         self.handshake.add(&other.handshake);
         self.cycle.add(&other.cycle);
         self.cpu.merge(&other.cpu, self.cycles);
+        self.traffic.merge(&other.traffic);
+        crate::deflate::merge(&mut self.deflate, other.deflate);
         self.run.merge(&other.run);
         self.finish();
     }
 
     fn rows(&self) -> Vec<(String, String)> {
-        vec![
+        let mut rows = vec![
             (
                 "storm".into(),
                 format!(
@@ -79,7 +88,12 @@ impl super::Report for Report {
             ("handshake".into(), self.handshake.summary().line()),
             ("cycle".into(), self.cycle.summary().line()),
             ("cpu".into(), self.cpu.line("cycle")),
-        ]
+            ("traffic".into(), self.traffic.line()),
+        ];
+        if let Some(deflate) = &self.deflate {
+            rows.push(("deflate".into(), deflate.line()));
+        }
+        rows
     }
 
     fn metrics(&self) -> Metrics {
@@ -124,7 +138,7 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
     let common = &args.common;
     let parallel = args.parallel.max(1);
     let n_sources = sources.len();
-    let mut driver: Driver<()> = Driver::new(target, sources, 16 * 1024, args.common.backend)?;
+    let mut driver: Driver<()> = Driver::new(target, sources, 16 * 1024, common.backend, common.deflate)?;
     let (mut handshake, mut cycle) = (Latency::new(), Latency::new());
     let mut failed = Causes::new();
     let mut cycles = 0u64;
@@ -214,6 +228,8 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
         handshake,
         cycle,
         cpu: window_end.usage_since(&window_start, cycles),
+        traffic: driver.traffic(),
+        deflate: driver.deflate_report(),
         ok: false,
         run: RunInfo::new(ctl.stopped(), driver.backend()),
     };
