@@ -19,6 +19,11 @@
 #   32       server CPU µs per echoed message, 32 B × 100 conns, INFLIGHT_32 in flight
 #   512      the same, 512 B × 1000 conns, INFLIGHT_512 in flight (sources 127.0.0.2-127.0.0.10)
 #   64k      the same, 64 KiB binary × 10 conns, INFLIGHT_64K in flight
+#   json200  the same, 200 B compressible JSON text (`--payload json`) × 100 conns, 4 in flight
+#   json2k   the same with 2 KiB of JSON
+#   wire200  bytes on the wire per message from the server in the json200 run's shape (frame
+#            headers included: what compression saves)
+#   wire2k   the same for json2k
 #   storm    server CPU µs per connect–upgrade–close cycle, STORM_PARALLEL in parallel
 #   churn    a gateway's server CPU µs per subscribe or unsubscribe command (throng-churn:
 #            CHURN_CONNS connections, CHURN_ROUNDS rounds of one of each per connection)
@@ -35,7 +40,9 @@
 #   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
 #   URL_PATH=""  (the path every run's URL has, e.g. "ws" for the gateway's endpoint)
 #   CHURN=target/release/throng-churn  CHURN_CONNS=200  CHURN_ROUNDS=200
-#   FANOUT_SUBSCRIBERS=15000  FANOUT_DURATION=5s
+#   FANOUT_SUBSCRIBERS=15000  FANOUT_DURATION=5s  FANOUT_PAD=""  (`--pad N`: a publish of about
+#   N + 40 bytes of JSON)
+#   LOAD_ARGS=""  (added to every throng-load run, e.g. "--deflate")
 #   PERF=""  (e.g. "record -e cpu-clock -g", or "stat -e EVENTS")  PERF_SECONDS=4  PERF_DIR=target/perf
 #   (PERF profiles the server during each throng-load run; its own CPU then counts on the
 #   client's side of the machine, so leave it out of runs whose figures are compared)
@@ -169,7 +176,8 @@ bench_load() {
             -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" --server-pid "$SERVER_PID" --json \
+    # shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
+    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" ${LOAD_ARGS:-} --server-pid "$SERVER_PID" --json \
         2>/dev/null | tail -n 1 || true
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" || echo "$BENCH_SCRIPT: perf did not finish ($BENCH_TAG); is PERF_SECONDS within DURATION?" >&2
@@ -212,6 +220,10 @@ bench_measure() {
             --sources 127.0.0.2-127.0.0.10 --warmup "$WARMUP" --duration "$DURATION") ;;
         64k) json=$(bench_load echo "$URL" --conns 10 --size 65536 --inflight "$INFLIGHT_64K" --binary \
             --warmup "$WARMUP" --duration "$DURATION") ;;
+        json200 | wire200) json=$(bench_load echo "$URL" --conns 100 --size 200 --payload json --inflight 4 \
+            --warmup "$WARMUP" --duration "$DURATION") ;;
+        json2k | wire2k) json=$(bench_load echo "$URL" --conns 100 --size 2048 --payload json --inflight 4 \
+            --warmup "$WARMUP" --duration "$DURATION") ;;
         storm) json=$(bench_load storm "$URL" --parallel "$STORM_PARALLEL" --duration "$DURATION" \
             --sources "$SOURCES") ;;
         churn)
@@ -222,12 +234,13 @@ bench_measure() {
             return ;;
         fanout) json=$(bench_load fanout "$URL" --subscribers "$FANOUT_SUBSCRIBERS" --channel bench \
             --publish "http://127.0.0.1:$ADMIN_PORT/v1/publish" --rate 2/s --duration "$FANOUT_DURATION" \
-            --sources "$SOURCES") ;;
+            --sources "$SOURCES" ${FANOUT_PAD:+--pad "$FANOUT_PAD"}) ;;
         *) bench_die "unknown shape $what" ;;
     esac
     bench_stop
     case $what in
         memory | memory1 | memory3) filter='.server.rss_bytes_per_conn | floor | tostring' ;;
+        wire200 | wire2k) filter='.traffic.wire_bytes_received / ([.traffic.messages_received, 1] | max) | floor | tostring' ;;
         *) filter='"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
     esac
     jq -r "($filter) + (if .ok == true then \"\" else \"!\" end)" <<<"$json" 2>/dev/null || echo "?"
@@ -281,9 +294,13 @@ bench_label() {
         32) echo "server/client CPU µs per msg, 32 B × 100 conns, $INFLIGHT_32 in flight" ;;
         512) echo "server/client CPU µs per msg, 512 B × 1000 conns, $INFLIGHT_512 in flight" ;;
         64k) echo "server/client CPU µs per msg, 64 KiB × 10 conns, $INFLIGHT_64K in flight" ;;
+        json200) echo "server/client CPU µs per msg, 200 B JSON × 100 conns, 4 in flight" ;;
+        json2k) echo "server/client CPU µs per msg, 2 KiB JSON × 100 conns, 4 in flight" ;;
+        wire200) echo "bytes on the wire per 200 B JSON message from the server" ;;
+        wire2k) echo "bytes on the wire per 2 KiB JSON message from the server" ;;
         storm) echo "server/client CPU µs per connect–upgrade–close cycle, $STORM_PARALLEL in parallel" ;;
         churn) echo "server/client CPU µs per subscribe or unsubscribe, $CHURN_CONNS conns" ;;
-        fanout) echo "server/client CPU µs per delivery, $FANOUT_SUBSCRIBERS subscribers, 2 msg/s for $FANOUT_DURATION" ;;
+        fanout) echo "server/client CPU µs per delivery, $FANOUT_SUBSCRIBERS subscribers, 2 msg/s for $FANOUT_DURATION${FANOUT_PAD:+, --pad $FANOUT_PAD}" ;;
     esac
 }
 
@@ -312,7 +329,7 @@ bench_table() {
         for name in "${BENCH_NAMES[@]}"; do
             med=$(bench_median_of "$what" "$name")
             case $what in
-                32 | 512 | 64k | storm | churn | fanout) med+=" (server/client $(bench_sc_of "$what" "$name"))" ;;
+                32 | 512 | 64k | json200 | json2k | storm | churn | fanout) med+=" (server/client $(bench_sc_of "$what" "$name"))" ;;
             esac
             cells=${BENCH_CELLS["$what $name"]:-}
             row+=" ${cells# } | $med |"
