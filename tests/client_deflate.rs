@@ -25,9 +25,24 @@ fn options() -> ClientOptions {
     }
 }
 
-/// A one-connection server on a thread: reads the upgrade request, checks it offered what
-/// `options().deflate` offers, answers 101 with `extensions` (if any), then runs `script`.
+/// The offer `options().deflate` makes.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// [`scripted_offers`] for a client that offers [`OFFER`].
 fn scripted<F>(extensions: Option<&'static str>, script: F) -> (String, thread::JoinHandle<()>)
+where
+    F: FnOnce(&mut TcpStream) + Send + 'static,
+{
+    scripted_offers(&[OFFER], extensions, script)
+}
+
+/// A one-connection server on a thread: reads the upgrade request, checks it offered `offers`,
+/// answers 101 with `extensions` (if any), then runs `script`.
+fn scripted_offers<F>(
+    offers: &'static [&'static str],
+    extensions: Option<&'static str>,
+    script: F,
+) -> (String, thread::JoinHandle<()>)
 where
     F: FnOnce(&mut TcpStream) + Send + 'static,
 {
@@ -43,8 +58,7 @@ where
             assert!(n > 0, "the client closed during the handshake");
             buf.extend_from_slice(&chunk[..n]);
             if let Parsed::Complete(request) = parse_request(&buf, &RequestLimits::default()).unwrap() {
-                let offers: Vec<&str> = request.extensions().collect();
-                assert_eq!(offers, ["permessage-deflate; client_max_window_bits"]);
+                assert_eq!(request.extensions().collect::<Vec<_>>(), offers);
                 let headers: Vec<(&str, &str)> =
                     extensions.iter().map(|value| ("Sec-WebSocket-Extensions", *value)).collect();
                 let mut out = Vec::new();
@@ -397,4 +411,30 @@ fn bad_compressed_data_and_bad_text_fail_with_1007() {
     frame(&mut continuation, false, RSV1, OpCode::Text, &compressed(&mut Deflater::new(6, 15), b"a", false));
     frame(&mut continuation, true, RSV1, OpCode::Continuation, b"");
     fails_with(continuation, options(), ProtocolError::ReservedBitsSet);
+}
+
+#[test]
+fn without_the_option_a_callers_extension_header_is_sent_and_any_answer_taken() {
+    let (url, server) = scripted_offers(&["x-custom; p=1"], Some("x-custom"), |stream| {
+        let message = next_message(stream).unwrap();
+        assert_eq!((message.rsv, message.payload.as_slice()), (0, &b"plain"[..]));
+        close_from_server(stream);
+    });
+    let opts = ClientOptions {
+        deflate: false,
+        headers: vec![("Sec-WebSocket-Extensions".into(), "x-custom; p=1".into())],
+        ..options()
+    };
+    let mut conn = connect(&url, &opts).expect("connect");
+    assert_eq!(conn.compression(), None);
+    conn.send_text("plain").unwrap();
+    expect_closed(&mut conn, 1000);
+    server.join().unwrap();
+
+    // Without the option and without such a header, no extension is offered.
+    let (url, server) = scripted_offers(&[], None, close_from_server);
+    let mut conn = connect(&url, &ClientOptions { deflate: false, ..options() }).expect("connect");
+    assert_eq!(conn.compression(), None);
+    expect_closed(&mut conn, 1000);
+    server.join().unwrap();
 }
