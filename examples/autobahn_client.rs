@@ -7,7 +7,9 @@
 //! ```
 //! Asks the case count (`/getCaseCount`), echoes every message of each case
 //! (`/runCase?case=N&agent=…`) until the server closes, then has the reports written
-//! (`/updateReports?agent=…`). `scripts/conformance.sh` does all of this.
+//! (`/updateReports?agent=…`). `--deflate` offers permessage-deflate on every case connection
+//! (for cases 12.* and 13.*; the others run compressed too when the server accepts).
+//! `scripts/conformance.sh` does all of this.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,8 +17,9 @@ use std::time::{Duration, Instant};
 use throng::client::{connect, ClientError, ClientOptions};
 use throng::Message;
 
-fn options() -> ClientOptions {
+fn options(deflate: bool) -> ClientOptions {
     ClientOptions {
+        deflate,
         // Section 9 sends 16 MiB messages; leave room above them.
         max_message_size: 64 << 20,
         max_frame_size: 64 << 20,
@@ -28,8 +31,8 @@ fn options() -> ClientOptions {
 
 /// Echoes until the server ends the connection. `Ok` however it ended (failing the connection
 /// on a protocol error is the expected behaviour in many cases); `Err` on local trouble.
-fn echo_until_closed(url: &str) -> Result<String, ClientError> {
-    let mut conn = connect(url, &options())?;
+fn echo_until_closed(url: &str, deflate: bool) -> Result<String, ClientError> {
+    let mut conn = connect(url, &options(deflate))?;
     let mut echoed = 0u64;
     loop {
         match conn.recv() {
@@ -48,7 +51,7 @@ fn echo_until_closed(url: &str) -> Result<String, ClientError> {
 
 /// Reads the one text message of `/getCaseCount`.
 fn case_count(base: &str) -> Result<u32, String> {
-    let mut conn = connect(&format!("{base}/getCaseCount"), &options()).map_err(|e| e.to_string())?;
+    let mut conn = connect(&format!("{base}/getCaseCount"), &options(false)).map_err(|e| e.to_string())?;
     let count = match conn.recv().map_err(|e| e.to_string())? {
         Message::Text(text) => text.trim().parse().map_err(|_| format!("not a case count: {text:?}"))?,
         Message::Binary(_) => return Err("binary case count".into()),
@@ -61,13 +64,17 @@ fn case_count(base: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let mut base = "ws://127.0.0.1:9002".to_owned();
     let mut agent = "throng-client".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut deflate = false;
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
+        match (arg.as_str(), args.next_if(|_| arg != "--deflate")) {
+            ("--deflate", None) => deflate = true,
             ("--url", Some(value)) => base = value.trim_end_matches('/').to_owned(),
             ("--agent", Some(value)) => agent = value,
             _ => {
-                eprintln!("usage: autobahn_client [--url ws://127.0.0.1:9002] [--agent throng-client]");
+                eprintln!(
+                    "usage: autobahn_client [--url ws://127.0.0.1:9002] [--agent throng-client] [--deflate]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -79,11 +86,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("autobahn_client: {count} cases from {base} as agent {agent}");
+    let offer = if deflate { ", offering permessage-deflate" } else { "" };
+    eprintln!("autobahn_client: {count} cases from {base} as agent {agent}{offer}");
     let mut failures = 0;
     for case in 1..=count {
         let started = Instant::now();
-        let outcome = echo_until_closed(&format!("{base}/runCase?case={case}&agent={agent}"));
+        let outcome = echo_until_closed(&format!("{base}/runCase?case={case}&agent={agent}"), deflate);
         let elapsed = started.elapsed();
         match outcome {
             Ok(what) => eprintln!("case {case}/{count}: {what} ({elapsed:.2?})"),
@@ -93,7 +101,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Err(e) = echo_until_closed(&format!("{base}/updateReports?agent={agent}")) {
+    if let Err(e) = echo_until_closed(&format!("{base}/updateReports?agent={agent}"), false) {
         eprintln!("autobahn_client: updateReports failed: {e}");
         return ExitCode::FAILURE;
     }

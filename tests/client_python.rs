@@ -9,13 +9,24 @@ use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use throng::client::{connect, ClientError, ClientOptions, Connection};
+use throng::proto::deflate::Params;
 use throng::{DataKind, Message};
 
 /// The server: echoes everything; on text commands it closes with 4002, sends a fragmented
-/// message, or pings us and reports the pong. Prints `PORT <n>` once listening.
+/// message, pings us and reports the pong, or names the extensions in use. Prints `PORT <n>`
+/// once listening. It accepts permessage-deflate (websockets' default); with the argument
+/// `strict` it asks for no context takeover both ways and small windows.
 const SERVER: &str = r#"
 import asyncio, sys
 import websockets
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+def extensions(ws):
+    # The asyncio implementation keeps them on its protocol object, the legacy one on itself.
+    found = getattr(getattr(ws, "protocol", None), "extensions", None)
+    if found is None:
+        found = ws.extensions
+    return ",".join(e.name for e in found) or "none"
 
 async def handler(ws, *_):
     try:
@@ -31,12 +42,22 @@ async def handler(ws, *_):
                 await asyncio.wait_for(waiter, 5)
                 await ws.send("pong received")
                 continue
+            if msg == "extensions?":
+                await ws.send(extensions(ws))
+                continue
             await ws.send(msg)
     except websockets.ConnectionClosed:
         pass
 
 async def main():
-    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None) as server:
+    options = {}
+    if sys.argv[1:] == ["strict"]:
+        options["compression"] = None
+        options["extensions"] = [ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True,
+            server_max_window_bits=10, client_max_window_bits=9)]
+    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None,
+                                **options) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         print("PORT", port, flush=True)
         await asyncio.Future()
@@ -103,6 +124,11 @@ impl Drop for TempDir {
 
 /// Starts the server, or `None` (after printing why) when Python cannot run it.
 fn python_server() -> Option<PyServer> {
+    python_server_with(&[])
+}
+
+/// [`python_server`] with arguments for the script.
+fn python_server_with(args: &[&str]) -> Option<PyServer> {
     if let Err(reason) = python_ready() {
         eprintln!("skipping: {reason}");
         return None;
@@ -115,6 +141,7 @@ fn python_server() -> Option<PyServer> {
     std::fs::write(&script, SERVER).unwrap();
     let mut child = Command::new("python3")
         .arg(&script)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -143,6 +170,51 @@ fn options() -> ClientOptions {
 
 fn dial(server: &PyServer) -> Connection {
     connect(&format!("ws://127.0.0.1:{}/any/path?x=y", server.port), &options()).expect("connect to python")
+}
+
+fn dial_deflate(server: &PyServer) -> Connection {
+    let options = ClientOptions { deflate: true, ..options() };
+    connect(&format!("ws://127.0.0.1:{}/", server.port), &options).expect("connect to python")
+}
+
+/// Bytes deflate cannot shrink (an xorshift stream).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Text and binary both ways, small to large, compressible or not, whole and fragmented; the
+/// large message is `large_copies` times 52 bytes.
+fn echo_compressed(conn: &mut Connection, large_copies: usize) {
+    for len in [0, 1, 125, 126, 65536, 1 << 20] {
+        let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        conn.send_text(&text).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Text(text), "text of {len}");
+        let binary = noise(len);
+        conn.send_binary(&binary).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Binary(binary), "binary of {len}");
+    }
+    // A large message, compressed many times over.
+    let large = "zażółć gęślą jaźń, large and compressible. ".repeat(large_copies);
+    conn.send(Message::Text(large.clone())).unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text(large));
+    let text = "zażółć gęślą jaźń ".repeat(500);
+    conn.send_fragmented(DataKind::Text, text.as_bytes(), 5).unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text(text));
+    let binary = noise(200_000);
+    conn.send_fragmented(DataKind::Binary, &binary, 4096).unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Binary(binary));
+    conn.send_text("fragments-please").unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text("fragmented ok ✓".into()));
+    conn.send_text("ping-me").unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text("pong received".into()));
 }
 
 #[test]
@@ -202,4 +274,43 @@ fn server_close_with_code_and_reason() {
         other => panic!("expected Closed(4002), got {other:?}"),
     }
     assert!(matches!(conn.send_text("late"), Err(ClientError::Closed { code: 4002, .. })));
+}
+
+#[test]
+fn permessage_deflate_with_context_takeover() {
+    let Some(server) = python_server() else { return };
+    let mut conn = dial_deflate(&server);
+    let params = conn.compression().expect("websockets accepts permessage-deflate");
+    assert!(!params.client_no_context_takeover, "{params:?}");
+    conn.send_text("extensions?").unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text("permessage-deflate".into()));
+    // 9 MiB.
+    echo_compressed(&mut conn, 180_000);
+    conn.close(1000, "done").expect("clean close");
+}
+
+#[test]
+fn permessage_deflate_without_context_takeover_and_small_windows() {
+    let Some(server) = python_server_with(&["strict"]) else { return };
+    let mut conn = dial_deflate(&server);
+    let agreed = Params {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        server_max_window_bits: 10,
+        client_max_window_bits: 9,
+    };
+    assert_eq!(conn.compression(), Some(agreed));
+    // 1 MiB: deflate with a 512-byte window is slow on repetitive text in a debug build.
+    echo_compressed(&mut conn, 20_000);
+    conn.close(1000, "").expect("clean close");
+}
+
+#[test]
+fn without_the_option_nothing_is_offered() {
+    let Some(server) = python_server() else { return };
+    let mut conn = dial(&server);
+    assert_eq!(conn.compression(), None);
+    conn.send_text("extensions?").unwrap();
+    assert_eq!(conn.recv().unwrap(), Message::Text("none".into()));
+    conn.close(1000, "").unwrap();
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::error::{io_error, is_timeout};
 use super::{ClientError, ClientOptions};
-use crate::proto::frame::{encode_header, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use crate::proto::deflate::{Deflater, Inflater, Params, RSV1};
+use crate::proto::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::Message;
 use crate::proto::{CloseCode, DataKind, FrameWriter, Item, Limits, OpCode, ProtocolError, Role, Session};
@@ -22,14 +23,69 @@ pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// written in pieces of this size, so a large send never holds a second copy of the payload.
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// The compressed-message buffer is kept between sends up to this capacity; a larger one (a
+/// large message went out) is freed after its send.
+const KEEP_COMPRESSED: usize = WRITE_CHUNK;
+
+/// The deflate level messages are compressed at (zlib's default).
+const DEFLATE_LEVEL: u8 = 6;
+
 /// Called with the payload of every pong that arrives.
 type PongHandler = Box<dyn FnMut(&[u8]) + Send>;
+
+/// The permessage-deflate state of a connection that negotiated it: one compressor and one
+/// inflater, each keeping its window between messages unless the parameters say otherwise.
+struct Deflate {
+    params: Params,
+    deflater: Deflater,
+    inflater: Inflater,
+    /// The compressed form of the message being sent.
+    out: Vec<u8>,
+}
+
+impl Deflate {
+    fn new(params: Params) -> Self {
+        Self {
+            params,
+            // Our messages may only refer back as far as the window the server inflates with.
+            deflater: Deflater::new(DEFLATE_LEVEL, params.client_max_window_bits),
+            inflater: Inflater::new(params.server_max_window_bits),
+            out: Vec::new(),
+        }
+    }
+
+    /// Inflates one whole compressed message (its frames' payloads joined), at most `limit`
+    /// bytes of it; a text message is checked to be UTF-8.
+    fn inflate(&mut self, kind: DataKind, compressed: &[u8], limit: u64) -> Result<Message, ProtocolError> {
+        let mut out = Vec::new();
+        let reset = self.params.server_no_context_takeover;
+        self.inflater.inflate(compressed, kind, limit, &mut out, reset)?;
+        Ok(Message::from_parts(kind, out))
+    }
+}
+
+/// Inflates a received compressed message with the connection's state.
+fn inflate(
+    deflate: Option<&mut Deflate>,
+    kind: DataKind,
+    compressed: &[u8],
+    limit: u64,
+) -> Result<Message, ProtocolError> {
+    match deflate {
+        Some(deflate) => deflate.inflate(kind, compressed, limit),
+        // The decoder takes RSV1 only when permessage-deflate was agreed, which made the state.
+        None => Err(ProtocolError::ReservedBitsSet),
+    }
+}
 
 /// An open WebSocket connection from [`connect`](super::connect). Blocking; one caller at a time.
 ///
 /// Frames are sent masked with a fresh key, each in one `write` (up to 256 KiB). Received frames
 /// are decoded from one 64 KiB read buffer; pings are answered while [`recv`](Self::recv) runs, so
 /// keep calling it (a [`read_timeout`](ClientOptions::read_timeout) bounds each call).
+///
+/// With permessage-deflate agreed ([`ClientOptions::deflate`], [`compression`](Self::compression)),
+/// every data message is sent compressed and compressed messages are inflated on receipt.
 ///
 /// Dropping the connection closes the socket without a close handshake; [`close`](Self::close)
 /// does it properly.
@@ -51,6 +107,10 @@ pub struct Connection {
     ended: Option<(u16, String)>,
     subprotocol: Option<String>,
     on_pong: Option<PongHandler>,
+    /// What permessage-deflate agreement the handshake reached, if any.
+    compression: Option<Params>,
+    /// The compressor and inflater, while the connection is open and compression was agreed.
+    deflate: Option<Box<Deflate>>,
 }
 
 impl fmt::Debug for Connection {
@@ -58,6 +118,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("peer", &self.stream.peer_addr().ok())
             .field("subprotocol", &self.subprotocol)
+            .field("compression", &self.compression)
             .field("session", &self.session)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
@@ -71,6 +132,7 @@ impl Connection {
         buf: Box<[u8]>,
         unread: Range<usize>,
         subprotocol: Option<String>,
+        compression: Option<Params>,
         options: &ClientOptions,
     ) -> Self {
         Self {
@@ -79,7 +141,7 @@ impl Connection {
             limits: Limits {
                 max_frame_size: options.max_frame_size,
                 max_message_size: options.max_message_size,
-                allowed_rsv: 0,
+                allowed_rsv: if compression.is_some() { RSV1 } else { 0 },
             },
             rbuf: buf,
             pos: unread.start,
@@ -90,7 +152,15 @@ impl Connection {
             ended: None,
             subprotocol,
             on_pong: None,
+            compression,
+            deflate: compression.map(|params| Box::new(Deflate::new(params))),
         }
+    }
+
+    /// The permessage-deflate parameters agreed with the server, or `None` when the connection
+    /// runs uncompressed ([`ClientOptions::deflate`] was off, or the server declined).
+    pub fn compression(&self) -> Option<Params> {
+        self.compression
     }
 
     /// The subprotocol the server chose among the offered ones, if any.
@@ -118,41 +188,34 @@ impl Connection {
         self.on_pong = Some(Box::new(handler));
     }
 
-    /// Sends a whole message in one frame; takes a [`Message`] or a `&Message`.
+    /// Sends a whole message in one frame (compressed when permessage-deflate was agreed);
+    /// takes a [`Message`] or a `&Message`.
     pub fn send(&mut self, message: impl Borrow<Message>) -> Result<(), ClientError> {
         let message = message.borrow();
-        self.send_frame(true, message.kind().opcode(), message.as_bytes())
+        self.send_message(message.kind(), message.as_bytes(), usize::MAX)
     }
 
-    /// Sends a text message in one frame.
+    /// Sends a text message in one frame (compressed when permessage-deflate was agreed).
     pub fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
-        self.send_frame(true, OpCode::Text, text.as_bytes())
+        self.send_message(DataKind::Text, text.as_bytes(), usize::MAX)
     }
 
-    /// Sends a binary message in one frame.
+    /// Sends a binary message in one frame (compressed when permessage-deflate was agreed).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ClientError> {
-        self.send_frame(true, OpCode::Binary, data)
+        self.send_message(DataKind::Binary, data, usize::MAX)
     }
 
     /// Sends one message as frames of at most `fragment_size` bytes (at least 1): a `kind` frame,
     /// continuation frames, the last with FIN. Text is cut at byte boundaries, as RFC 6455
-    /// allows. An empty payload is one empty frame.
+    /// allows. An empty payload is one empty frame. With permessage-deflate agreed, the whole
+    /// message is compressed first and the compressed bytes are cut into frames.
     pub fn send_fragmented(
         &mut self,
         kind: DataKind,
         payload: &[u8],
         fragment_size: usize,
     ) -> Result<(), ClientError> {
-        let mut pieces = payload.chunks(fragment_size.max(1)).peekable();
-        let mut opcode = kind.opcode();
-        if pieces.peek().is_none() {
-            return self.send_frame(true, opcode, &[]);
-        }
-        while let Some(piece) = pieces.next() {
-            self.send_frame(pieces.peek().is_none(), opcode, piece)?;
-            opcode = OpCode::Continuation;
-        }
-        Ok(())
+        self.send_message(kind, payload, fragment_size)
     }
 
     /// Sends a ping; the server's pong goes to the [`on_pong`](Self::on_pong) handler. The
@@ -161,7 +224,7 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(invalid_input("a ping payload is at most 125 bytes"));
         }
-        self.send_frame(true, OpCode::Ping, payload)
+        self.send_frame(true, OpCode::Ping, 0, payload)
     }
 
     /// Waits for the next whole message, assembling fragments and answering pings on the way.
@@ -188,13 +251,23 @@ impl Connection {
                 self.pos += used;
                 match item {
                     None => break,
+                    // A whole compressed frame is inflated from the read buffer, without a copy.
+                    Some(Item::Data { kind, chunk, first: true, last: true })
+                        if self.session.compressed() =>
+                    {
+                        let limit = self.limits.max_message_size;
+                        return match inflate(self.deflate.as_deref_mut(), kind, chunk, limit) {
+                            Ok(message) => Ok(message),
+                            Err(error) => Err(self.fail_inflate(error)),
+                        };
+                    }
                     Some(Item::Data { kind, chunk, first: true, last: true }) => {
                         return Ok(Message::from_parts(kind, chunk.to_vec()));
                     }
                     Some(Item::Data { kind, chunk, last, .. }) => {
                         self.message.extend_from_slice(chunk);
                         if last {
-                            return Ok(Message::from_parts(kind, std::mem::take(&mut self.message)));
+                            return self.finish_message(kind);
                         }
                     }
                     // The session framed the pong.
@@ -295,6 +368,29 @@ impl Connection {
         ClientError::Closed { code, reason }
     }
 
+    /// The last piece of an assembled message arrived: hand it out, inflated if compressed.
+    fn finish_message(&mut self, kind: DataKind) -> Result<Message, ClientError> {
+        if !self.session.compressed() {
+            return Ok(Message::from_parts(kind, std::mem::take(&mut self.message)));
+        }
+        let limit = self.limits.max_message_size;
+        let inflated = inflate(self.deflate.as_deref_mut(), kind, &self.message, limit);
+        // The compressed bytes are done with; a small buffer is kept for the next message.
+        self.message.clear();
+        if self.message.capacity() > READ_BUFFER {
+            self.message = Vec::new();
+        }
+        inflated.map_err(|error| self.fail_inflate(error))
+    }
+
+    /// A compressed message could not be inflated (bad data, too large once inflated, not UTF-8):
+    /// fail the connection through the session, as for an error the decoder found.
+    fn fail_inflate(&mut self, error: ProtocolError) -> ClientError {
+        let mut tx = FrameWriter::new(&mut self.wbuf, Role::Client);
+        self.session.fail(error.close_code(), error.reason(), &mut tx);
+        self.fail(error)
+    }
+
     /// The session failed the connection: send the close frame it framed with the error's code
     /// (if it had not sent one), then wait for the TCP close.
     fn fail(&mut self, error: ProtocolError) -> ClientError {
@@ -331,6 +427,8 @@ impl Connection {
         self.filled = 0;
         self.message = Vec::new();
         self.wbuf = Vec::new();
+        // The compression windows are large and no message will use them again.
+        self.deflate = None;
         let (code, reason) = self.ended.get_or_insert_with(|| (code, reason.to_owned()));
         ClientError::Closed { code: *code, reason: reason.clone() }
     }
@@ -375,21 +473,77 @@ impl Connection {
         })
     }
 
+    /// Sends a data message as frames of at most `fragment_size` bytes: compressed first (RSV1
+    /// on its first frame) when permessage-deflate was agreed, as given otherwise.
+    fn send_message(
+        &mut self,
+        kind: DataKind,
+        payload: &[u8],
+        fragment_size: usize,
+    ) -> Result<(), ClientError> {
+        // Checked before compressing: a message that is not sent must not enter the window the
+        // server's inflater mirrors.
+        self.check_sendable()?;
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return self.send_pieces(kind, 0, payload, fragment_size);
+        };
+        let mut compressed = std::mem::take(&mut deflate.out);
+        compressed.clear();
+        let reset = deflate.params.client_no_context_takeover;
+        deflate.deflater.compress(payload, &mut compressed, reset);
+        let sent = self.send_pieces(kind, RSV1, &compressed, fragment_size);
+        if let Some(deflate) = self.deflate.as_deref_mut() {
+            if compressed.capacity() <= KEEP_COMPRESSED {
+                deflate.out = compressed;
+            }
+        }
+        sent
+    }
+
+    /// Sends a message's bytes as frames of at most `fragment_size` bytes (at least 1), `rsv` on
+    /// the first; an empty payload is one empty frame.
+    fn send_pieces(
+        &mut self,
+        kind: DataKind,
+        rsv: u8,
+        payload: &[u8],
+        fragment_size: usize,
+    ) -> Result<(), ClientError> {
+        let mut pieces = payload.chunks(fragment_size.max(1)).peekable();
+        let (mut opcode, mut rsv) = (kind.opcode(), rsv);
+        if pieces.peek().is_none() {
+            return self.send_frame(true, opcode, rsv, &[]);
+        }
+        while let Some(piece) = pieces.next() {
+            self.send_frame(pieces.peek().is_none(), opcode, rsv, piece)?;
+            // RSV1 marks the message, on its first frame only (RFC 7692 §6.1).
+            (opcode, rsv) = (OpCode::Continuation, 0);
+        }
+        Ok(())
+    }
+
     /// Sends a data or ping/pong frame, refused once a close was sent or the connection ended.
-    fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> Result<(), ClientError> {
+    fn send_frame(&mut self, fin: bool, opcode: OpCode, rsv: u8, payload: &[u8]) -> Result<(), ClientError> {
+        self.check_sendable()?;
+        self.write_frame(fin, opcode, rsv, payload)
+    }
+
+    /// Data and pings may go out: the connection is open and our close was not sent.
+    fn check_sendable(&self) -> Result<(), ClientError> {
         self.check_open()?;
         if !self.session.can_send() {
             return Err(ClientError::Closed { code: CloseCode::NORMAL.0, reason: String::new() });
         }
-        self.write_frame(fin, opcode, payload)
+        Ok(())
     }
 
     /// Masks and writes one frame: header and payload in one `write` when it fits in
     /// [`WRITE_CHUNK`]. A failed write ends the connection (part of a frame may have gone out).
-    fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) -> Result<(), ClientError> {
+    fn write_frame(&mut self, fin: bool, opcode: OpCode, rsv: u8, payload: &[u8]) -> Result<(), ClientError> {
         let mask = Role::Client.send_mask();
         let mut header = [0u8; MAX_HEADER_LEN];
-        let header_len = encode_header(&mut header, fin, opcode, mask, payload.len() as u64);
+        let frame = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
+        let header_len = frame.encode(&mut header);
         self.wbuf.clear();
         self.wbuf.reserve((header_len + payload.len()).min(WRITE_CHUNK));
         self.wbuf.extend_from_slice(&header[..header_len]);

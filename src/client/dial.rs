@@ -8,7 +8,11 @@ use super::conn::{Connection, READ_BUFFER};
 use super::error::{io_error, is_timeout};
 use super::url::{self, Target};
 use super::{ClientError, ClientOptions};
-use crate::proto::handshake::{ClientRequest, Parsed};
+use crate::proto::deflate;
+use crate::proto::handshake::{ClientRequest, HandshakeError, Parsed};
+
+/// The header that carries extension offers and answers.
+const EXTENSIONS: &str = "Sec-WebSocket-Extensions";
 
 /// Opens a WebSocket connection to a `ws://host[:port][/path][?query]` URL.
 ///
@@ -17,7 +21,8 @@ use crate::proto::handshake::{ClientRequest, Parsed};
 /// [`ClientOptions::handshake_timeout`]). Errors: [`ClientError::InvalidUrl`] or
 /// [`ClientError::TlsUnsupported`] before any I/O; [`ClientError::Io`] when the connect fails
 /// (e.g. `ConnectionRefused`); [`ClientError::Handshake`] when the server answers anything but
-/// a valid 101 (e.g. `BadStatus(403)`); [`ClientError::Timeout`].
+/// a valid 101 (e.g. `BadStatus(403)`, or an invalid permessage-deflate answer to
+/// [`ClientOptions::deflate`]); [`ClientError::Timeout`].
 pub fn connect(url: &str, options: &ClientOptions) -> Result<Connection, ClientError> {
     let target = url::parse(url)?;
     let stream = dial(&target, options.connect_timeout)?;
@@ -60,7 +65,15 @@ fn handshake(
     stream.set_nodelay(true)?;
 
     let protocols: Vec<&str> = options.subprotocols.iter().map(String::as_str).collect();
-    let headers: Vec<(&str, &str)> = options.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> =
+        options.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    if options.deflate {
+        // The offer is ours: another one of the caller's would make the answer ambiguous.
+        if headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(EXTENSIONS)) {
+            return Err(ClientError::Handshake(HandshakeError::ReservedHeader));
+        }
+        headers.push((EXTENSIONS, deflate::client_offer(false)));
+    }
     let request = ClientRequest {
         host: &target.authority,
         path_and_query: &target.path_and_query,
@@ -77,10 +90,14 @@ fn handshake(
     // server sent right behind its 101 stay where the decoder will look for them.
     let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
     let mut filled = 0;
-    let (head_len, subprotocol) = loop {
+    let (head_len, subprotocol, compression) = loop {
         if filled > 0 {
             if let Parsed::Complete(response) = expected.parse_response(&buf[..filled])? {
-                break (response.len(), response.subprotocol().map(str::to_owned));
+                // Without our offer, extensions the caller offered are theirs to judge (none is
+                // applied); with it, the answer must be a valid permessage-deflate or nothing.
+                let compression =
+                    if options.deflate { deflate::accept_response(response.extensions())? } else { None };
+                break (response.len(), response.subprotocol().map(str::to_owned), compression);
             }
         }
         stream.set_read_timeout(left(deadline)?)?;
@@ -98,5 +115,5 @@ fn handshake(
     };
     stream.set_read_timeout(options.read_timeout)?;
     stream.set_write_timeout(options.write_timeout)?;
-    Ok(Connection::new(stream, buf, head_len..filled, subprotocol, options))
+    Ok(Connection::new(stream, buf, head_len..filled, subprotocol, compression, options))
 }

@@ -40,11 +40,30 @@ pub struct ClientOptions {
     /// and how long the client then waits for the server to close TCP. Default 5 s.
     pub close_timeout: Duration,
     /// The largest message accepted (all its frames); a larger one fails the connection with 1009.
-    /// Default 16 MiB.
+    /// A compressed message ([`deflate`](Self::deflate)) is held to it both as received and as
+    /// inflated (inflating stops there). Default 16 MiB.
     pub max_message_size: u64,
     /// The largest single frame accepted; a larger one fails the connection with 1009.
     /// Default 16 MiB.
     pub max_frame_size: u64,
+    /// Offer permessage-deflate (RFC 7692): `permessage-deflate; client_max_window_bits`, which
+    /// lets both sides keep their compression window between messages (one compressor and one
+    /// inflater per connection, up to about 300 KiB together with 32 KiB windows). When the
+    /// server accepts, every data message is sent compressed and compressed messages are
+    /// inflated, up to [`max_message_size`](Self::max_message_size) inflated bytes;
+    /// [`Connection::compression`](super::Connection::compression) tells what was agreed. A
+    /// server that declines leaves the connection uncompressed; an invalid answer fails the
+    /// handshake ([`HandshakeError::InvalidExtensionResponse`] or
+    /// [`HandshakeError::UnexpectedExtension`]). With it set, a `Sec-WebSocket-Extensions` among
+    /// [`headers`](Self::headers) is refused ([`HandshakeError::ReservedHeader`]); without it
+    /// such a header is sent as given, any answer is accepted and no extension is applied.
+    /// A compressed send holds the compressed copy of the message while it goes out.
+    /// Default `false`.
+    ///
+    /// [`HandshakeError::InvalidExtensionResponse`]: crate::proto::handshake::HandshakeError::InvalidExtensionResponse
+    /// [`HandshakeError::UnexpectedExtension`]: crate::proto::handshake::HandshakeError::UnexpectedExtension
+    /// [`HandshakeError::ReservedHeader`]: crate::proto::handshake::HandshakeError::ReservedHeader
+    pub deflate: bool,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +79,7 @@ impl Default for ClientOptions {
             close_timeout: Duration::from_secs(5),
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
+            deflate: false,
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct LoopDeflate {
     /// The loop's compressors without context, by window bits (index `bits - 8`), made on
     /// first use: most connections use the 15-bit one.
     shared: [Option<Deflater>; 8],
+    /// The loop's compressor for broadcast frames (at the broadcast level, a full window).
+    broadcast: Option<Deflater>,
     /// The loop's inflater for peers without context, reset after every message.
     inflater: Option<Inflater>,
     special: HashMap<u32, Special>,
@@ -45,6 +47,7 @@ impl LoopDeflate {
         Self {
             config,
             shared: Default::default(),
+            broadcast: None,
             inflater: None,
             special: HashMap::new(),
             compressed: Vec::new(),
@@ -135,11 +138,9 @@ impl LoopDeflate {
             return None;
         }
         self.compressed.clear();
-        shared_deflater(&mut self.shared, self.config.level, 15).compress(
-            payload,
-            &mut self.compressed,
-            true,
-        );
+        let level = self.config.broadcast_level;
+        let deflater = self.broadcast.get_or_insert_with(|| Deflater::new(level, 15));
+        deflater.compress(payload, &mut self.compressed, true);
         if self.compressed.len() >= payload.len() {
             return None;
         }

@@ -259,6 +259,16 @@ impl<'b> ServerResponse<'b> {
     pub fn headers(&self) -> impl Iterator<Item = Header<'b>> + '_ {
         self.headers.iter(self.buf)
     }
+
+    /// The extensions the server accepted (`name; param=value`), trimmed, across repeated
+    /// `Sec-WebSocket-Extensions` headers: what
+    /// [`deflate::accept_response`](crate::proto::deflate::accept_response) checks. A response
+    /// value may hold non-ASCII bytes (obs-text); an element that is not UTF-8 comes out as
+    /// `"\u{fffd}"`, which names no extension.
+    pub fn extensions(&self) -> impl Iterator<Item = &'b str> + '_ {
+        let values = self.headers.values(self.buf, "sec-websocket-extensions");
+        values.flat_map(List::new).map(|e| std::str::from_utf8(e).unwrap_or("\u{fffd}"))
+    }
 }
 
 impl fmt::Debug for ServerResponse<'_> {

@@ -136,3 +136,32 @@ fn client_side_failures() {
     fails(&hs, &[STATUS, UPGRADE, CONNECTION, ACCEPT_LINE, ext], UnexpectedExtension);
     fails(&hs, &[STATUS, "Upgrade: websocket\r\n folded"], Malformed("obs-fold continuation line"));
 }
+
+#[test]
+fn lists_the_accepted_extensions() {
+    let extra = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")];
+    let req = ClientRequest { extra_headers: &extra, ..ClientRequest::new("example.com", "/") };
+    let hs = req.write_with_nonce(&mut Vec::new(), NONCE).unwrap();
+    let buf = response(&[
+        STATUS,
+        UPGRADE,
+        CONNECTION,
+        ACCEPT_LINE,
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10 , x-other",
+        "sec-websocket-extensions: third; p=\"a,b\"",
+        "Sec-WebSocket-Extensions: caf\u{e9}",
+    ]);
+    let res = hs.parse_response(&buf).unwrap().complete().unwrap();
+    assert_eq!(
+        res.extensions().collect::<Vec<_>>(),
+        ["permessage-deflate; client_max_window_bits=10", "x-other", "third; p=\"a,b\"", "caf\u{e9}"]
+    );
+    // A value byte above 0x7f is allowed (obs-text) but not UTF-8 here.
+    let mut latin1 = response(&[STATUS, UPGRADE, CONNECTION, ACCEPT_LINE]);
+    latin1.truncate(latin1.len() - 2);
+    latin1.extend_from_slice(b"Sec-WebSocket-Extensions: caf\xe9, permessage-deflate\r\n\r\n");
+    let res = hs.parse_response(&latin1).unwrap().complete().unwrap();
+    assert_eq!(res.extensions().collect::<Vec<_>>(), ["\u{fffd}", "permessage-deflate"]);
+    let plain = response(&[STATUS, UPGRADE, CONNECTION, ACCEPT_LINE]);
+    assert_eq!(hs.parse_response(&plain).unwrap().complete().unwrap().extensions().count(), 0);
+}
