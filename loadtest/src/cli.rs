@@ -180,6 +180,12 @@ pub(crate) struct Common {
     /// compression.
     #[arg(long)]
     pub(crate) deflate: bool,
+    /// `--deflate`, offering context takeover on the server's side (`permessage-deflate;
+    /// client_max_window_bits` only): a server that keeps a window per connection (throng's
+    /// `dedicated` mode) then does, and each such connection gets an inflater of its own here.
+    /// Our compressor still starts every message afresh, which any server accepts.
+    #[arg(long)]
+    pub(crate) deflate_context: bool,
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,

@@ -29,9 +29,17 @@ const LEVEL: u8 = 6;
 /// message should not pin its buffer for the rest of the run.
 const KEEP: usize = 1 << 20;
 
+/// Whether the offer leaves the server its context (`--deflate-context`): set once at start.
+static OFFER_CONTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--deflate-context`: the offer from now on lets the server keep its context.
+pub(crate) fn offer_context_takeover(on: bool) {
+    OFFER_CONTEXT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The `Sec-WebSocket-Extensions` value every connection offers.
 pub(crate) fn offer() -> &'static str {
-    deflate::client_offer(true)
+    deflate::client_offer(!OFFER_CONTEXT.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// One loop's compression state, shared by its connections.

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => return compare::main(&args),
     };
     let common = mode.common();
+    deflate::offer_context_takeover(common.deflate_context);
     let target = match target::Target::parse(&common.url) {
         Ok(target) => target,
         Err(message) => return usage_error(&message),

@@ -169,7 +169,7 @@ pub(crate) fn run(args: &ConnectArgs, target: &Target, sources: Sources, ctl: &C
     let common = &args.common;
     let n_sources = sources.len();
     let mut driver: Driver<PingState> =
-        Driver::new(target, sources, 64 * 1024, common.backend, common.deflate)?;
+        Driver::new(target, sources, 64 * 1024, common.backend, common.deflate || common.deflate_context)?;
     // A child leaves the memory readings to its parent.
     let probe = if ctl.is_child() { None } else { Some(MemProbe::before(&common.server_pid)?) };
     let plan = DialPlan {

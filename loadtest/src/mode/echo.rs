@@ -535,8 +535,13 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
     };
     let inflight = if rate_per_conn.is_some() { 0 } else { args.inflight.max(1) };
     let scratch = (256 * 1024).max(args.size + 1024);
-    let mut driver: Driver<EchoState> =
-        Driver::new(target, sources, scratch, args.common.backend, args.common.deflate)?;
+    let mut driver: Driver<EchoState> = Driver::new(
+        target,
+        sources,
+        scratch,
+        args.common.backend,
+        args.common.deflate || args.common.deflate_context,
+    )?;
     let plan = DialPlan {
         n: args.conns,
         rate: None,

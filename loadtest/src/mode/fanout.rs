@@ -394,8 +394,13 @@ pub(crate) fn run(args: &FanoutArgs, target: &Target, sources: Sources, ctl: &Ct
     let common = &args.common;
     let plan = plan(args).map_err(io::Error::other)?;
     let sub_target = subscribe_target(target, &args.channel);
-    let mut driver: Driver<Sub> =
-        Driver::new(&sub_target, sources, 256 * 1024, common.backend, common.deflate)?;
+    let mut driver: Driver<Sub> = Driver::new(
+        &sub_target,
+        sources,
+        256 * 1024,
+        common.backend,
+        common.deflate || common.deflate_context,
+    )?;
     let planned = plan.planned() as usize;
     let mut rx = Rx::new(planned);
     let dial_plan = DialPlan {

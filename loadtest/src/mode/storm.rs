@@ -138,7 +138,8 @@ pub(crate) fn run(args: &StormArgs, target: &Target, sources: Sources, ctl: &Ctl
     let common = &args.common;
     let parallel = args.parallel.max(1);
     let n_sources = sources.len();
-    let mut driver: Driver<()> = Driver::new(target, sources, 16 * 1024, common.backend, common.deflate)?;
+    let mut driver: Driver<()> =
+        Driver::new(target, sources, 16 * 1024, common.backend, common.deflate || common.deflate_context)?;
     let (mut handshake, mut cycle) = (Latency::new(), Latency::new());
     let mut failed = Causes::new();
     let mut cycles = 0u64;

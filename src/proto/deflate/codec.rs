@@ -132,8 +132,11 @@ impl Inflater {
                 if produced > limit {
                     return Err(ProtocolError::MessageTooLarge);
                 }
-                // One byte of room past the limit tells "exactly the limit" from "more".
-                let room = (limit - produced).saturating_add(1).min(INFLATE_STEP);
+                // One byte of room past the limit tells "exactly the limit" from "more". The
+                // first step is sized from the input (most messages inflate in one), later ones
+                // grow up to the step.
+                let guess = input.len().saturating_mul(4).max(out.len() - start).max(256);
+                let room = (limit - produced).saturating_add(1).min(guess).min(INFLATE_STEP);
                 // Output goes into at most `room` bytes past what was made, so the work done
                 // over the limit is bounded by the step, not by the vector's spare capacity.
                 let before_out = out.len();
