@@ -20,11 +20,12 @@ use crate::proto::{DataKind, ProtocolError};
 /// The scratch buffers shrink back to this after a larger message.
 const SCRATCH_KEEP: usize = 64 * 1024;
 
-/// What a connection outside the shared default agreed on, and its own codec once used.
+/// What a connection outside the shared default agreed on, and its own codec once used (boxed:
+/// a zlib-rs stream is hundreds of bytes even before its windows, and most entries never get one).
 struct Special {
     params: Params,
-    deflater: Option<Deflater>,
-    inflater: Option<Inflater>,
+    deflater: Option<Box<Deflater>>,
+    inflater: Option<Box<Inflater>>,
 }
 
 /// One loop's compression state (see the module doc).
@@ -94,7 +95,7 @@ impl LoopDeflate {
         let (deflater, reset) = match self.special.get_mut(&index) {
             Some(special) if !special.params.server_no_context_takeover => {
                 let bits = special.params.server_max_window_bits;
-                (special.deflater.get_or_insert_with(|| Deflater::new(level, bits)), false)
+                (&mut **special.deflater.get_or_insert_with(|| Box::new(Deflater::new(level, bits))), false)
             }
             // Without context a smaller window is one of the loop's compressors too.
             Some(special) => {
@@ -122,7 +123,7 @@ impl LoopDeflate {
         let (inflater, reset) = match self.special.get_mut(&index) {
             Some(special) if !special.params.client_no_context_takeover => {
                 let bits = special.params.client_max_window_bits;
-                (special.inflater.get_or_insert_with(|| Inflater::new(bits)), false)
+                (&mut **special.inflater.get_or_insert_with(|| Box::new(Inflater::new(bits))), false)
             }
             _ => (self.inflater.get_or_insert_with(|| Inflater::new(15)), true),
         };
