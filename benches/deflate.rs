@@ -1,10 +1,11 @@
 //! permessage-deflate per message: compressing and inflating compressible JSON of 200 B and 2 KiB
 //! without context (shared mode: the loop's codec, reset after every message) and with context
-//! (dedicated mode), each result checked by a round trip before it is timed.
+//! (dedicated mode), at the per-connection level (`DeflateConfig::level`) and the broadcast
+//! level (`broadcast_level`), each result checked by a round trip before it is timed.
 #![allow(missing_docs)]
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use throng::proto::deflate::{Deflater, Inflater};
+use throng::proto::deflate::{DeflateConfig, Deflater, Inflater};
 use throng::proto::DataKind;
 
 /// A push notification as JSON, `len` bytes: the shape the gateway sends.
@@ -29,8 +30,13 @@ fn deflate(c: &mut Criterion) {
     for size in [200usize, 2048] {
         let messages: Vec<Vec<u8>> = (0..64).map(|seq| json(size, seq)).collect();
         group.throughput(Throughput::Bytes(size as u64));
-        for (mode, reset) in [("shared", true), ("dedicated", false)] {
-            let mut deflater = Deflater::new(6, 15);
+        let defaults = DeflateConfig::default();
+        for (mode, reset, level) in [
+            ("shared", true, defaults.level),
+            ("dedicated", false, defaults.level),
+            ("broadcast", true, defaults.broadcast_level),
+        ] {
+            let mut deflater = Deflater::new(level, 15);
             let mut inflater = Inflater::new(15);
             let mut wire = Vec::new();
             let mut out = Vec::new();
@@ -56,7 +62,7 @@ fn deflate(c: &mut Criterion) {
             });
             // Inflating the same compressed message again needs a fresh context each time,
             // so the inflate side is timed without context only.
-            if reset {
+            if mode == "shared" {
                 let mut one = Vec::new();
                 deflater.compress(&messages[0], &mut one, true);
                 group.bench_with_input(BenchmarkId::new("inflate-shared", size), &size, |b, _| {
