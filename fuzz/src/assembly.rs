@@ -201,6 +201,9 @@ fn model(frames: &[Frame], role: Role, limits: &Limits) -> Vec<Out> {
     let mut out = Vec::new();
     let mut message: Option<(DataKind, Vec<u8>)> = None;
     let mut announced = 0u64;
+    // The message's first frame had RSV1 (permessage-deflate): its bytes are deflate data, whose
+    // UTF-8 is the inflater's to check, not the decoder's.
+    let mut compressed = false;
     for f in frames {
         let fail = |out: &mut Vec<Out>, e| {
             out.push(Out::Error(e));
@@ -213,6 +216,10 @@ fn model(frames: &[Frame], role: Role, limits: &Limits) -> Vec<Out> {
             _ => 0,
         };
         if rsv & !limits.allowed_rsv != 0 {
+            return fail(&mut out, ProtocolError::ReservedBitsSet);
+        }
+        // RSV1 marks a message on its first frame only (RFC 7692 §6.1).
+        if rsv & 0b100 != 0 && (f.opcode.is_control() || f.opcode == OpCode::Continuation) {
             return fail(&mut out, ProtocolError::ReservedBitsSet);
         }
         if f.corruption == Corruption::WrongMask {
@@ -263,6 +270,7 @@ fn model(frames: &[Frame], role: Role, limits: &Limits) -> Vec<Out> {
                         let kind = if start == OpCode::Text { DataKind::Text } else { DataKind::Binary };
                         message = Some((kind, Vec::new()));
                         announced = 0;
+                        compressed = rsv & 0b100 != 0;
                     }
                 }
                 announced += len as u64;
@@ -271,7 +279,7 @@ fn model(frames: &[Frame], role: Role, limits: &Limits) -> Vec<Out> {
                 }
                 let (kind, m) = message.as_mut().unwrap();
                 m.extend_from_slice(&f.payload);
-                if *kind == DataKind::Text {
+                if *kind == DataKind::Text && !compressed {
                     if let Err(e) = std::str::from_utf8(m) {
                         if e.error_len().is_some() || f.fin {
                             return fail(&mut out, ProtocolError::InvalidUtf8);
