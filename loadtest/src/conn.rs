@@ -415,13 +415,8 @@ impl<S> Conn<S> {
             match handshake.parse_response(&self.inbuf) {
                 Ok(Parsed::Complete(response)) => {
                     if let Some(codec) = wire.deflate.as_mut() {
-                        let extensions = response.headers().filter_map(|header| {
-                            header
-                                .name
-                                .eq_ignore_ascii_case("sec-websocket-extensions")
-                                .then_some(header.value)
-                        });
-                        self.deflate = codec.negotiate(extensions).map_err(|_| "bad_extension_response")?;
+                        self.deflate =
+                            codec.negotiate(response.extensions()).map_err(|_| "bad_extension_response")?;
                     }
                     let len = response.len();
                     self.inbuf.drain(..len);

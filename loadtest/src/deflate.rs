@@ -61,18 +61,14 @@ pub(crate) struct Codec {
 }
 
 impl Codec {
-    /// Checks a 101's `Sec-WebSocket-Extensions` values (each a comma-separated list) against
-    /// our offer and counts the outcome: the connection's state when compression was agreed,
+    /// Checks the extensions a 101 accepted (its `Sec-WebSocket-Extensions` list elements, as
+    /// `ServerResponse::extensions` gives them) against our offer and counts the outcome: the connection's state when compression was agreed,
     /// `None` when the server declined, an error (fail the connection) for an invalid answer.
     pub(crate) fn negotiate<'a>(
         &mut self,
-        values: impl Iterator<Item = &'a [u8]>,
+        elements: impl IntoIterator<Item = &'a str>,
     ) -> Result<Option<Box<ConnDeflate>>, HandshakeError> {
-        let mut texts = Vec::new();
-        for value in values {
-            texts.push(std::str::from_utf8(value).map_err(|_| HandshakeError::InvalidExtensionResponse)?);
-        }
-        let Some(params) = deflate::accept_response(texts.iter().flat_map(|text| elements(text)))? else {
+        let Some(params) = deflate::accept_response(elements)? else {
             self.declined += 1;
             return Ok(None);
         };
@@ -222,62 +218,24 @@ pub(crate) fn describe(params: &Params) -> String {
     out
 }
 
-/// The elements of one header value's comma-separated list, trimmed, empty ones skipped; a
-/// comma inside a quoted string does not split.
-fn elements(value: &str) -> impl Iterator<Item = &str> {
-    let mut rest = value;
-    std::iter::from_fn(move || loop {
-        if rest.is_empty() {
-            return None;
-        }
-        let (mut quoted, mut escaped) = (false, false);
-        let mut end = rest.len();
-        for (i, c) in rest.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                ',' if !quoted => {
-                    end = i;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let element = rest[..end].trim();
-        rest = rest.get(end + 1..).unwrap_or("");
-        if !element.is_empty() {
-            return Some(element);
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lists_split_on_commas_outside_quotes() {
-        let got: Vec<&str> = elements(" a; x=\"1,2\" , ,b ,").collect();
-        assert_eq!(got, ["a; x=\"1,2\"", "b"]);
-        assert_eq!(elements("").count(), 0);
-    }
-
-    #[test]
     fn negotiation_is_counted_by_outcome() {
         let mut codec = Codec::default();
-        let shared = b"permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-        let conn = codec.negotiate([&shared[..]].into_iter()).unwrap().unwrap();
+        let shared = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let conn = codec.negotiate([shared]).unwrap().unwrap();
         assert!(conn.params.server_no_context_takeover && conn.params.client_no_context_takeover);
-        let split: [&[u8]; 2] = [b"permessage-deflate; client_max_window_bits=10", b""];
-        let conn = codec.negotiate(split.into_iter()).unwrap().unwrap();
+        let conn = codec.negotiate(["permessage-deflate; client_max_window_bits=10"]).unwrap().unwrap();
         assert_eq!((conn.params.client_max_window_bits, conn.params.server_no_context_takeover), (10, false));
         assert!(codec.negotiate(std::iter::empty()).unwrap().is_none());
-        assert!(codec.negotiate([&b"x-other"[..]].into_iter()).is_err());
-        assert!(codec.negotiate([&b"permessage-deflate, permessage-deflate"[..]].into_iter()).is_err());
+        assert!(codec.negotiate(["x-other"]).is_err());
+        assert!(codec.negotiate(["permessage-deflate", "permessage-deflate"]).is_err());
         let report = codec.report();
         assert_eq!((report.declined, report.server_context, report.own_inflaters), (1, 1, 0));
-        assert_eq!(report.negotiated.get(std::str::from_utf8(shared).unwrap()), Some(&1));
+        assert_eq!(report.negotiated.get(shared), Some(&1));
         assert_eq!(report.negotiated.get("permessage-deflate; client_max_window_bits=10"), Some(&1));
     }
 
@@ -286,10 +244,10 @@ mod tests {
         let mut codec = Codec::default();
         let payload = br#"{"seq":"0000000000000001","items":[{"id":1},{"id":2},{"id":3},{"id":4}]}"#;
         for (header, own) in [
-            (&b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"[..], 0),
-            (b"permessage-deflate; client_no_context_takeover; server_max_window_bits=9", 1),
+            ("permessage-deflate; server_no_context_takeover; client_no_context_takeover", 0),
+            ("permessage-deflate; client_no_context_takeover; server_max_window_bits=9", 1),
         ] {
-            let mut conn = codec.negotiate([header].into_iter()).unwrap().unwrap();
+            let mut conn = codec.negotiate([header]).unwrap().unwrap();
             for _ in 0..2 {
                 // Our own compressor stands in for the server's (it resets: valid either way).
                 let compressed = codec.compress(&conn.params, payload).to_vec();
@@ -299,7 +257,7 @@ mod tests {
             }
             assert_eq!(codec.report().own_inflaters, own);
         }
-        let mut conn = codec.negotiate([&b"permessage-deflate"[..]].into_iter()).unwrap().unwrap();
+        let mut conn = codec.negotiate(["permessage-deflate"]).unwrap().unwrap();
         let big = vec![b'a'; 4096];
         let compressed = codec.compress(&conn.params, &big).to_vec();
         assert_eq!(

@@ -144,6 +144,7 @@ impl TestClient {
     ) -> Self {
         write(&mut stream, &request).expect("write upgrade request");
         let extensions;
+        let params;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -153,6 +154,8 @@ impl TestClient {
                     extensions = response
                         .header("sec-websocket-extensions")
                         .map(|v| String::from_utf8_lossy(v).into_owned());
+                    params = deflate::accept_response(response.extensions())
+                        .expect("a valid permessage-deflate answer");
                     buf.drain(..len);
                     break;
                 }
@@ -163,10 +166,6 @@ impl TestClient {
             assert!(n > 0, "server closed during the upgrade: {:?}", String::from_utf8_lossy(&buf));
             buf.extend_from_slice(&chunk[..n]);
         }
-        let params = extensions.as_deref().and_then(|value| {
-            deflate::accept_response(value.split(',').map(str::trim))
-                .expect("a valid permessage-deflate answer")
-        });
         let mut limits = Limits::default();
         if params.is_some() {
             limits.allowed_rsv = deflate::RSV1;
