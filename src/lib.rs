@@ -122,6 +122,7 @@ pub mod client;
 pub mod engine;
 pub mod net;
 pub mod proto;
+pub mod tls;
 mod sys;
 
 pub use engine::{

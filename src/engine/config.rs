@@ -93,6 +93,8 @@ pub struct Config {
     pub(crate) max_assembly_bytes: usize,
     pub(crate) message_rate: Option<RateLimit>,
     pub(crate) proxy_trusted: Option<CidrList>,
+    /// TLS on the listener: every connection starts with a TLS handshake.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) admission: Option<Arc<dyn Admission>>,
     pub(crate) read_budget: usize,
     pub(crate) scratch_size: usize,
@@ -134,6 +136,7 @@ impl Default for Config {
             max_assembly_bytes: 256 << 20,
             message_rate: None,
             proxy_trusted: None,
+            tls: None,
             admission: None,
             read_budget: 16,
             scratch_size: 256 * 1024,

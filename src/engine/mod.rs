@@ -223,6 +223,16 @@ impl<T> ServerBuilder<T> {
         self
     }
 
+    /// Terminates TLS on the listener (`wss://`): every connection starts with a TLS
+    /// handshake, which the handshake timeout covers, then speaks WebSocket inside it.
+    /// [`crate::tls::server_config`] builds a configuration (certificates reloadable while
+    /// connections run); any rustls [`ServerConfig`](rustls::ServerConfig) works. Not with
+    /// [`ServerBuilder::proxy_protocol`] (yet): `start` refuses the pair.
+    pub fn tls(mut self, config: impl Into<Arc<rustls::ServerConfig>>) -> Self {
+        self.config.tls = Some(config.into());
+        self
+    }
+
     /// Counts clients from their first byte, before the upgrade (see [`Admission`]).
     pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
         self.config.admission = Some(admission);
@@ -496,6 +506,12 @@ impl Server {
 
 impl<T> Server<T> {
     fn start(config: Config) -> io::Result<Self> {
+        if config.tls.is_some() && config.proxy_trusted.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS with the PROXY protocol is not supported: terminate TLS at the balancer, or drop the PROXY header",
+            ));
+        }
         let nofile = match crate::sys::raise_nofile_limit() {
             Ok((before, hard)) => {
                 log::info!("open files: soft limit {before} raised to the hard limit {hard}");
