@@ -122,12 +122,13 @@ pub mod client;
 pub mod engine;
 pub mod net;
 pub mod proto;
-pub mod tls;
 mod sys;
+pub mod tls;
 
 pub use engine::{
     Accepted, Admission, Backend, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline,
-    Joined, Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats,
+    Joined, Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats, TlsFailure,
+    TlsFailures,
 };
 /// The io_uring probe and ring set-up the engine's backend uses, shared with `throng-load`'s
 /// client loop so that both decide alike (not part of the stable API).

@@ -52,7 +52,7 @@ pub use self::mailbox::CommandError;
 use self::mailbox::{LoopMailbox, Shared};
 pub use self::outbound::Prepared;
 use self::stats::LoopStats;
-pub use self::stats::{AtomicHistogram, Histogram, Stats, LATENCY_BUCKETS};
+pub use self::stats::{AtomicHistogram, Histogram, Stats, TlsFailure, TlsFailures, LATENCY_BUCKETS};
 use self::topics::Interner;
 pub use self::topics::{Joined, PublishReceipt, TopicHook};
 use crate::proto::handshake::{Rejection, RequestLimits, UpgradeRequest};

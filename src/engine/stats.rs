@@ -131,6 +131,9 @@ pub(crate) struct LoopStats {
     pub(crate) compressed_in: AtomicU64,
     pub(crate) compressed_out: AtomicU64,
     pub(crate) inflate_too_large: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
+    pub(crate) tls_failures: [AtomicU64; TlsFailure::ALL.len()],
 }
 
 impl LoopStats {
@@ -176,6 +179,9 @@ impl LoopStats {
             compressed_in: get(&self.compressed_in),
             compressed_out: get(&self.compressed_out),
             inflate_too_large: get(&self.inflate_too_large),
+            tls_handshakes: get(&self.tls_handshakes),
+            tls_resumed: get(&self.tls_resumed),
+            tls_failures: TlsFailures(std::array::from_fn(|i| get(&self.tls_failures[i]))),
         }
     }
 }
@@ -259,6 +265,81 @@ pub struct Stats {
     /// Connections closed with 1009 because a compressed message inflated past the message
     /// size limit (a deflate bomb).
     pub inflate_too_large: u64,
+    /// TLS handshakes completed (full and resumed).
+    pub tls_handshakes: u64,
+    /// Of [`Stats::tls_handshakes`], those that resumed a session (a ticket or a cached id).
+    pub tls_resumed: u64,
+    /// TLS handshakes that failed, by reason.
+    pub tls_failures: TlsFailures,
+}
+
+/// Why a TLS handshake failed (see [`TlsFailures`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    /// The first bytes were not TLS (typically plain HTTP sent to the TLS port: answered with
+    /// a 400 that says so).
+    NotTls,
+    /// The peer sent malformed or unexpected TLS messages.
+    Protocol,
+    /// No protocol version, cipher suite, key exchange or ALPN protocol in common.
+    Incompatible,
+    /// The peer refused the handshake with an alert (a client that does not trust the
+    /// certificate says `bad_certificate` or `unknown_ca` this way).
+    PeerAlert,
+    /// The peer closed the connection before the handshake finished.
+    Closed,
+    /// The handshake (TLS and then the WebSocket upgrade) did not finish within the handshake
+    /// timeout while TLS was still negotiating.
+    Timeout,
+}
+
+impl TlsFailure {
+    /// Every reason, in the order of [`TlsFailures`]' counts.
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::NotTls,
+        TlsFailure::Protocol,
+        TlsFailure::Incompatible,
+        TlsFailure::PeerAlert,
+        TlsFailure::Closed,
+        TlsFailure::Timeout,
+    ];
+
+    /// The reason as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsFailure::NotTls => "not_tls",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::PeerAlert => "peer_alert",
+            TlsFailure::Closed => "closed",
+            TlsFailure::Timeout => "timeout",
+        }
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Failed TLS handshakes counted by [`TlsFailure`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsFailures([u64; TlsFailure::ALL.len()]);
+
+impl TlsFailures {
+    /// The failures for `reason`.
+    pub fn get(&self, reason: TlsFailure) -> u64 {
+        self.0[reason.slot()]
+    }
+
+    /// Every reason with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (TlsFailure, u64)> + '_ {
+        TlsFailure::ALL.iter().map(|&reason| (reason, self.get(reason)))
+    }
+
+    /// All failures, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 impl Stats {
@@ -296,6 +377,11 @@ impl Stats {
         self.compressed_in += other.compressed_in;
         self.compressed_out += other.compressed_out;
         self.inflate_too_large += other.inflate_too_large;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
+        for (a, b) in self.tls_failures.0.iter_mut().zip(other.tls_failures.0) {
+            *a += b;
+        }
     }
 }
 
