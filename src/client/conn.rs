@@ -2,12 +2,13 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::error::{io_error, is_timeout};
+use super::stream::Stream;
 use super::{ClientError, ClientOptions};
 use crate::proto::deflate::{Deflater, Inflater, Params, RSV1};
 use crate::proto::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
@@ -89,8 +90,11 @@ fn inflate(
 ///
 /// Dropping the connection closes the socket without a close handshake; [`close`](Self::close)
 /// does it properly.
+///
+/// A `wss://` connection runs the same way over TLS; closing it (or its end, whoever started
+/// it) sends TLS close_notify before the TCP shutdown.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// The protocol rules: pings answered, the close handshake, failures.
     session: Session,
     limits: Limits,
@@ -116,7 +120,8 @@ pub struct Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("peer", &self.stream.peer_addr().ok())
+            .field("peer", &self.stream.tcp().peer_addr().ok())
+            .field("tls", &matches!(self.stream, Stream::Tls(_)))
             .field("subprotocol", &self.subprotocol)
             .field("compression", &self.compression)
             .field("session", &self.session)
@@ -128,7 +133,7 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// A connection whose handshake completed; `buf[unread]` are frame bytes already received.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Stream,
         buf: Box<[u8]>,
         unread: Range<usize>,
         subprotocol: Option<String>,
@@ -170,17 +175,17 @@ impl Connection {
 
     /// Our end of the TCP connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.stream.tcp().local_addr()
     }
 
     /// The server's end of the TCP connection.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp().peer_addr()
     }
 
     /// Changes the limit on each blocking read in [`recv`](Self::recv) (`None`: wait forever).
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        self.stream.tcp().set_read_timeout(timeout)
     }
 
     /// Calls `handler` with the payload of each pong that arrives (during [`recv`](Self::recv)).
@@ -343,7 +348,7 @@ impl Connection {
             if left.is_zero() {
                 return Err(ClientError::Timeout);
             }
-            self.stream.set_read_timeout(Some(left))?;
+            self.stream.tcp().set_read_timeout(Some(left))?;
             match self.fill() {
                 Ok(0) => {
                     return Err(ClientError::Closed { code: CloseCode::ABNORMAL.0, reason: String::new() })
@@ -408,7 +413,7 @@ impl Connection {
     fn linger(&mut self, deadline: Instant) {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || self.stream.tcp().set_read_timeout(Some(left)).is_err() {
                 return;
             }
             match self.stream.read(&mut self.rbuf) {
@@ -422,7 +427,7 @@ impl Connection {
 
     /// Marks the connection ended with `code` and `reason` and closes the socket.
     fn end(&mut self, code: u16, reason: &str) -> ClientError {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown(self.close_timeout);
         self.pos = 0;
         self.filled = 0;
         self.message = Vec::new();

@@ -12,7 +12,7 @@ pub enum ClientError {
     /// The socket failed: name resolution, connect (e.g. `ConnectionRefused`), read or write.
     /// Local misuse (a ping over 125 bytes, an unsendable close code) is `InvalidInput`.
     Io(io::Error),
-    /// The URL is not `ws://host[:port][/path][?query]`; the text says what is wrong.
+    /// The URL is not `ws[s]://host[:port][/path][?query]`; the text says what is wrong.
     InvalidUrl(&'static str),
     /// The upgrade failed: the server answered something other than a valid 101
     /// ([`HandshakeError::BadStatus`] carries its status), or an option cannot be sent.
@@ -33,8 +33,16 @@ pub enum ClientError {
     /// [`ClientOptions::read_timeout`](super::ClientOptions::read_timeout) (the connection stays
     /// usable after a read timeout), or the wait for the server's close frame.
     Timeout,
-    /// The URL is `wss://`: this client speaks plain TCP only.
-    TlsUnsupported,
+    /// The TLS handshake of a `wss://` connection failed: the server's certificate was refused
+    /// (expired, not valid for the URL's host, issued by an authority the
+    /// [`tls_config`](super::ClientOptions::tls_config) does not trust) or the server answered
+    /// with an alert or something that is not TLS. The socket was closed.
+    Tls {
+        /// Whom the handshake was with: the URL's host and the address dialed.
+        server: String,
+        /// What rustls said, e.g. `invalid peer certificate: UnknownIssuer`.
+        error: rustls::Error,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -49,9 +57,7 @@ impl fmt::Display for ClientError {
             Self::Closed { code, reason } if reason.is_empty() => write!(f, "connection closed ({code})"),
             Self::Closed { code, reason } => write!(f, "connection closed ({code}: {reason})"),
             Self::Timeout => f.write_str("timed out"),
-            Self::TlsUnsupported => {
-                f.write_str("wss:// needs TLS, which this client does not support; use ws://")
-            }
+            Self::Tls { server, error } => write!(f, "TLS handshake with {server} failed: {error}"),
         }
     }
 }
@@ -62,6 +68,7 @@ impl std::error::Error for ClientError {
             Self::Io(e) => Some(e),
             Self::Handshake(e) => Some(e),
             Self::Protocol(e) => Some(e),
+            Self::Tls { error, .. } => Some(error),
             _ => None,
         }
     }

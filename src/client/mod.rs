@@ -1,10 +1,13 @@
-//! A blocking WebSocket client: dial a `ws://` URL, then send and receive whole messages.
+//! A blocking WebSocket client: dial a `ws://` or `wss://` URL, then send and receive whole
+//! messages.
 //!
 //! Built on the same sans-IO core as the server ([`crate::proto`]): the upgrade request and
 //! response check come from [`proto::handshake`](crate::proto::handshake), received frames go
 //! through a [`Session`](crate::proto::Session) for the client role (so every RFC 6455 rule,
 //! UTF-8 checked as bytes arrive, the size limits, and the server's own ping and close rules
-//! apply), and frames are sent masked with a fresh key. Plain TCP only: `wss://` is refused with [`ClientError::TlsUnsupported`].
+//! apply), and frames are sent masked with a fresh key. `wss://` runs over TLS with rustls
+//! ([`ClientOptions::tls`]: the webpki roots by default, or a CA file with
+//! [`ClientOptions::ca_file`]); a refused certificate is [`ClientError::Tls`].
 //!
 //! Call order: [`connect`] → [`Connection::send`] / [`Connection::recv`] (which also answers
 //! pings) → [`Connection::close`], or [`Connection::recv`] returning [`ClientError::Closed`] when
@@ -38,6 +41,7 @@ mod conn;
 mod dial;
 mod error;
 mod options;
+mod stream;
 mod url;
 
 pub use conn::Connection;

@@ -1,6 +1,12 @@
 //! Dialer settings.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::tls::TlsError;
 
 /// How [`connect`](super::connect) dials and what the connection accepts.
 ///
@@ -14,7 +20,8 @@ use std::time::Duration;
 /// };
 /// # let _ = options;
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+// Not `PartialEq`: a rustls configuration has no equality.
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Subprotocols to offer, most preferred first; each must be an HTTP token.
     pub subprotocols: Vec<String>,
@@ -27,7 +34,8 @@ pub struct ClientOptions {
     /// Limit on the TCP connect, over all resolved addresses (name resolution itself is not
     /// bounded). `None`: the system's limit. Default 10 s.
     pub connect_timeout: Option<Duration>,
-    /// Limit on writing the upgrade request and reading the 101 response. Default 10 s.
+    /// Limit on the TLS handshake (`wss://`), writing the upgrade request and reading the 101
+    /// response, together. Default 10 s.
     pub handshake_timeout: Option<Duration>,
     /// Limit on each blocking read in [`Connection::recv`](super::Connection::recv); on expiry
     /// `recv` returns [`ClientError::Timeout`](super::ClientError::Timeout) and the connection
@@ -64,6 +72,26 @@ pub struct ClientOptions {
     /// [`HandshakeError::UnexpectedExtension`]: crate::proto::handshake::HandshakeError::UnexpectedExtension
     /// [`HandshakeError::ReservedHeader`]: crate::proto::handshake::HandshakeError::ReservedHeader
     pub deflate: bool,
+    /// The TLS configuration of `wss://` connections: whom to trust, which versions, session
+    /// resumption. `None` (the default): [`tls::client_config(None)`](crate::tls::client_config),
+    /// the webpki roots, built once for the process. The server name sent and checked is the
+    /// URL's host (a name, or an IP address the certificate must list). Set it with
+    /// [`tls_config`](Self::tls_config) or [`ca_file`](Self::ca_file).
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl ClientOptions {
+    /// These options with `config` for `wss://` connections.
+    pub fn tls_config(self, config: Arc<ClientConfig>) -> Self {
+        Self { tls: Some(config), ..self }
+    }
+
+    /// These options trusting only the certificate authorities of `path` (PEM, one or more
+    /// certificates) for `wss://` connections, instead of the webpki roots. Fails when the file
+    /// cannot be read or holds no certificate.
+    pub fn ca_file(self, path: impl AsRef<Path>) -> Result<Self, TlsError> {
+        Ok(self.tls_config(crate::tls::client_config(Some(path.as_ref()))?))
+    }
 }
 
 impl Default for ClientOptions {
@@ -80,6 +108,7 @@ impl Default for ClientOptions {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
             deflate: false,
+            tls: None,
         }
     }
 }
