@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// A WebSocket load generator (ws:// targets: loopback or any reachable host).
+/// A WebSocket load generator (ws:// and wss:// targets: loopback or any reachable host).
 #[derive(Parser, Debug)]
 #[command(name = "throng-load", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -121,9 +121,20 @@ impl Mode {
 /// Options shared by all modes.
 #[derive(Args, Debug)]
 pub(crate) struct Common {
-    /// Target: `ws://HOST[:PORT][/PATH]`, HOST an IPv4 address, `[IPv6]` or a DNS name (the
-    /// first IPv4 address it resolves to, else the first); the `Host` header is `HOST[:PORT]`.
+    /// Target: `ws://` or `wss://HOST[:PORT][/PATH]` (port 80 or 443 by default), HOST an IPv4
+    /// address, `[IPv6]` or a DNS name (the first IPv4 address it resolves to, else the first);
+    /// the `Host` header is `HOST[:PORT]`, and for `wss://` HOST is the TLS server name the
+    /// certificate must be valid for. `wss://` runs on the epoll backend.
     pub(crate) url: String,
+    /// `wss://`: trust the certificate authorities of this PEM file (one or more
+    /// certificates) instead of the built-in webpki roots, e.g. the CA of a test certificate.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    /// `wss://`: `on` resumes TLS sessions from the tickets of earlier connections (what
+    /// reconnecting clients do: a shorter handshake), `off` makes every handshake a full one
+    /// (what a `storm` run then measures is the full handshake cost).
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    pub(crate) tls_resume: OnOff,
     /// Local source addresses, round-robin: `127.0.0.2-127.0.0.40`, or a comma-separated list,
     /// of the target's family. Loopback addresses for a loopback target; for any other target,
     /// addresses of this machine's interfaces (others are refused before connecting). Each
@@ -189,6 +200,20 @@ pub(crate) struct Common {
     /// Internal: run as one of the processes of `--procs` (speaks to the parent on stdin/stdout).
     #[arg(long, hide = true)]
     pub(crate) child: bool,
+}
+
+impl Common {
+    /// The target of `url`, with the TLS options.
+    pub(crate) fn target(&self) -> Result<crate::target::Target, String> {
+        crate::target::Target::parse_tls(&self.url, self.ca_file.as_deref(), self.tls_resume == OnOff::On)
+    }
+}
+
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OnOff {
+    On,
+    Off,
 }
 
 /// `connect` mode.
@@ -397,6 +422,19 @@ mod tests {
         let storm = ["throng-load", "storm", "ws://127.0.0.1:8080/", "--deflate"];
         let Command::Run(mode) = Cli::try_parse_from(storm).unwrap().command else { panic!() };
         assert!(mode.common().deflate);
+    }
+
+    #[test]
+    fn tls_options_are_common() {
+        let base = ["throng-load", "storm", "wss://127.0.0.1:4443/"];
+        let Command::Run(mode) = Cli::try_parse_from(base).unwrap().command else { panic!() };
+        assert_eq!((mode.common().tls_resume, mode.common().ca_file.as_deref()), (OnOff::On, None));
+        assert!(mode.common().target().unwrap().tls.is_some());
+        let with = base.iter().chain(&["--tls-resume", "off", "--ca-file", "/ca.pem"]);
+        let Command::Run(mode) = Cli::try_parse_from(with).unwrap().command else { panic!() };
+        assert_eq!(mode.common().tls_resume, OnOff::Off);
+        assert_eq!(mode.common().ca_file.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert!(Cli::try_parse_from(base.iter().chain(&["--tls-resume", "maybe"])).is_err());
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! server agrees, data messages go out compressed (RSV1) and compressed messages are inflated
 //! here before the mode sees them: a mode's `on_item` always gets plain payloads, on either
 //! backend. Every byte through the socket and every data message is counted ([`Traffic`]).
+//!
+//! A `wss://` connection ([`Conn::with_tls`], epoll only) runs rustls' buffered
+//! `ClientConnection` between the socket and the rest: what comes in goes through `read_tls` /
+//! `process_new_packets` / `reader` before the response parser and the session see it, and
+//! what is queued goes through `writer` / `write_tls`. Everything above that is the same.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -25,6 +30,7 @@ use throng::proto::frame::{encode_frame, MAX_HEADER_LEN};
 use throng::proto::handshake::{ClientHandshake, ClientRequest, HandshakeError, Parsed};
 use throng::proto::mask::apply_mask;
 use throng::proto::{CloseCode, FrameHeader, FrameWriter, Item, Limits, OpCode, Role, Session};
+use throng::tls::rustls::{ClientConnection, HandshakeKind};
 
 use crate::deflate::{Codec, ConnDeflate};
 use crate::net;
@@ -114,6 +120,73 @@ impl Source<'_> {
     }
 }
 
+/// A [`Source`] as the `io::Read` rustls' `read_tls` takes.
+struct SourceReader<'s, 'a> {
+    source: &'s mut Source<'a>,
+    stream: &'s TcpStream,
+}
+
+impl Read for SourceReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.source.read(self.stream, buf)
+    }
+}
+
+/// Reads what the server sent into `buf`, as `read(2)` on a non-blocking socket would, counting
+/// the bytes off the wire: the socket's bytes as they are, or over TLS the plaintext rustls
+/// decrypted from them (reading the socket only when rustls holds none). A TLS failure is an
+/// `InvalidData` error carrying rustls' error ([`net::cause`] names it).
+fn read_in(
+    stream: &TcpStream,
+    tls: Option<&mut ClientConnection>,
+    source: &mut Source<'_>,
+    buf: &mut [u8],
+    traffic: &mut Traffic,
+) -> io::Result<usize> {
+    let Some(tls) = tls else {
+        let n = source.read(stream, buf)?;
+        traffic.wire_bytes_received += n as u64;
+        return Ok(n);
+    };
+    loop {
+        match tls.reader().read(buf) {
+            // A server that closes TCP without close_notify, as many do after the close
+            // handshake, ends the stream like one that sends it: the WebSocket close frame is
+            // what tells a clean end.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        let n = tls.read_tls(&mut SourceReader { source: &mut *source, stream })?;
+        traffic.wire_bytes_received += n as u64;
+        let handshaking = tls.is_handshaking();
+        if let Err(error) = tls.process_new_packets() {
+            // The alert rustls queued tells the server why; the error stands either way.
+            let _ = write_tls(tls, stream, traffic);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+        }
+        if handshaking && !tls.is_handshaking() {
+            traffic.tls_handshakes += 1;
+            traffic.tls_resumed += u64::from(tls.handshake_kind() == Some(HandshakeKind::Resumed));
+        }
+        // The handshake's next flight, or the request that waited for the handshake to end.
+        write_tls(tls, stream, traffic)?;
+    }
+}
+
+/// Writes the TLS records rustls holds until the socket refuses more; `Ok(true)` when it did.
+fn write_tls(tls: &mut ClientConnection, stream: &TcpStream, traffic: &mut Traffic) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut &*stream) {
+            Ok(n) => traffic.wire_bytes_sent += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Who writes a connection's queued bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Writes {
@@ -149,6 +222,9 @@ pub(crate) enum End {
 /// A client connection carrying a mode's per-connection state `S`.
 pub(crate) struct Conn<S> {
     stream: TcpStream,
+    /// `wss://`: the TLS state between the socket and everything else. Boxed: it is large, and
+    /// a `ws://` connection should not carry its room.
+    tls: Option<Box<ClientConnection>>,
     phase: Phase,
     handshake: Option<Box<ClientHandshake>>,
     /// The protocol rules: pings answered, the close handshake, failures.
@@ -196,6 +272,7 @@ impl<S> Conn<S> {
         let handshake = request.write_with_nonce(&mut out, &nonce)?;
         Ok(Conn {
             stream,
+            tls: None,
             phase: Phase::Connecting,
             handshake: Some(Box::new(handshake)),
             session: Session::new(Role::Client),
@@ -213,6 +290,12 @@ impl<S> Conn<S> {
         })
     }
 
+    /// Runs the connection over TLS (the epoll backend's [`Writes::Direct`] only): the upgrade
+    /// request waits in `tls` for the handshake, which starts once TCP connects.
+    pub(crate) fn with_tls(self, tls: Box<ClientConnection>) -> Self {
+        Conn { tls: Some(tls), ..self }
+    }
+
     /// The socket, to register with a poll.
     pub(crate) fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
@@ -228,9 +311,11 @@ impl<S> Conn<S> {
         self.phase
     }
 
-    /// Bytes queued (or handed over) and not yet accepted by the kernel.
+    /// Bytes queued (or handed over) and not yet accepted by the kernel; over TLS, plus one
+    /// while rustls holds records the socket refused (it does not say how many bytes).
     pub(crate) fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos + self.in_flight
+        let tls = self.tls.as_ref().is_some_and(|tls| tls.wants_write());
+        self.out.len() - self.out_pos + self.in_flight + usize::from(tls)
     }
 
     /// [`Writes::Handed`]: whether there are queued bytes to hand over now (connected, and
@@ -305,6 +390,9 @@ impl<S> Conn<S> {
         if self.phase == Phase::Connecting || self.writes == Writes::Handed {
             return Ok(());
         }
+        if self.tls.is_some() {
+            return self.flush_tls(traffic).map_err(|e| net::cause(&e));
+        }
         while self.out_pos < self.out.len() {
             match (&self.stream).write(&self.out[self.out_pos..]) {
                 Ok(n) => {
@@ -324,6 +412,31 @@ impl<S> Conn<S> {
             self.out_pos = 0;
         }
         Ok(())
+    }
+
+    /// [`flush`](Self::flush) over TLS: the queued bytes go to rustls (up to its buffer limit,
+    /// 64 KiB: the rest waits here, as it would for a full socket) and its records to the
+    /// socket. Once our close frame is in, close_notify follows it: nothing else is sent after.
+    fn flush_tls(&mut self, traffic: &mut Traffic) -> io::Result<()> {
+        let Some(tls) = self.tls.as_deref_mut() else { return Ok(()) };
+        loop {
+            let took = tls.writer().write(&self.out[self.out_pos..])?;
+            self.out_pos += took;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+                if self.session.close_sent() {
+                    tls.send_close_notify();
+                }
+            }
+            let sent_before = traffic.wire_bytes_sent;
+            let blocked = write_tls(tls, &self.stream, traffic)?;
+            // Done when the socket is full, nothing is left, or rustls takes no more (during the
+            // handshake it holds the request until the handshake ends).
+            if blocked || self.out.is_empty() || (took == 0 && traffic.wire_bytes_sent == sent_before) {
+                return Ok(());
+            }
+        }
     }
 
     /// Handles a readiness event, reading from `source`. `on_item` sees every frame received
@@ -395,7 +508,13 @@ impl<S> Conn<S> {
             let filled = self.inbuf.len();
             let room = 1024.min(MAX_HEAD + 1 - filled);
             self.inbuf.resize(filled + room, 0);
-            let result = source.read(&self.stream, &mut self.inbuf[filled..]);
+            let result = read_in(
+                &self.stream,
+                self.tls.as_deref_mut(),
+                source,
+                &mut self.inbuf[filled..],
+                &mut wire.traffic,
+            );
             let n = match result {
                 Ok(0) => return Err("eof_in_handshake"),
                 Ok(n) => n,
@@ -409,8 +528,8 @@ impl<S> Conn<S> {
                 }
             };
             self.inbuf.truncate(filled + n);
-            wire.traffic.wire_bytes_received += n as u64;
-            let drained = n < room;
+            // A short read drains a socket, not rustls: over TLS only `WouldBlock` says so.
+            let drained = n < room && self.tls.is_none();
             let handshake = self.handshake.as_ref().ok_or("handshake_state")?;
             match handshake.parse_response(&self.inbuf) {
                 Ok(Parsed::Complete(response)) => {
@@ -460,15 +579,15 @@ impl<S> Conn<S> {
         loop {
             let mut drained = !may_read;
             if may_read {
-                match source.read(&self.stream, &mut scratch[filled..]) {
+                match read_in(&self.stream, self.tls.as_deref_mut(), source, &mut scratch[filled..], traffic)
+                {
                     Ok(0) => {
                         eof = true;
                         drained = true;
                     }
                     Ok(n) => {
                         filled += n;
-                        traffic.wire_bytes_received += n as u64;
-                        drained = filled < scratch.len() && !read_closed;
+                        drained = filled < scratch.len() && !read_closed && self.tls.is_none();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

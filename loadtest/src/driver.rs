@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 use throng::proto::Item;
+use throng::tls::rustls::ClientConnection;
 
 use crate::conn::{Conn, End, Phase, Readiness, Source, Status, Wire, Writes};
 use crate::ctl::Ctl;
@@ -38,6 +39,18 @@ impl Backend {
     /// `Auto`, epoll and why io_uring cannot run when it cannot.
     pub(crate) fn resolve(self) -> Result<(Backend, Option<String>), String> {
         self.resolve_with(uring_probe)
+    }
+
+    /// [`resolve`](Self::resolve) for `target`: a `wss://` one runs on epoll, the only loop
+    /// that drives TLS (`auto` picks it; `io_uring` is refused, saying so).
+    pub(crate) fn resolve_for(self, target: &Target) -> Result<(Backend, Option<String>), String> {
+        match (self, target.tls.is_some()) {
+            (Backend::IoUring, true) => {
+                Err("wss:// (TLS) runs on the epoll loop only; use --backend epoll".to_owned())
+            }
+            (_, true) => Ok((Backend::Epoll, None)),
+            (_, false) => self.resolve(),
+        }
     }
 
     /// [`resolve`](Self::resolve) with `probe` saying whether io_uring can run (asked only
@@ -139,7 +152,7 @@ impl<S> Driver<S> {
         deflate: bool,
     ) -> io::Result<Self> {
         let io = match backend
-            .resolve()
+            .resolve_for(target)
             .map_err(|why| io::Error::other(format!("--backend io_uring: {why}")))?
             .0
         {
@@ -182,6 +195,11 @@ impl<S> Driver<S> {
         let (host, path, offer) = (&self.target.host, &self.target.path, self.wire.deflate.is_some());
         let mut conn = Conn::new(stream, host, path, self.generation, writes, offer, state)
             .map_err(|_| "bad_request")?;
+        if let Some(tls) = &self.target.tls {
+            // `resolve_for` keeps TLS targets on epoll, where connections write their sockets.
+            let session = ClientConnection::new(tls.config.clone(), tls.name.clone());
+            conn = conn.with_tls(Box::new(session.map_err(|e| net::tls_cause(&e))?));
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         match &mut self.io {
@@ -654,5 +672,16 @@ mod tests {
         assert_eq!(Backend::IoUring.resolve_with(|| Ok(())), Ok((Backend::IoUring, None)));
         let never = || -> Result<(), String> { panic!("epoll needs no probe") };
         assert_eq!(Backend::Epoll.resolve_with(never), Ok((Backend::Epoll, None)));
+    }
+
+    #[test]
+    fn wss_runs_on_epoll_and_refuses_io_uring_clearly() {
+        let wss = Target::parse("wss://127.0.0.1:4443/").unwrap();
+        assert_eq!(Backend::Auto.resolve_for(&wss), Ok((Backend::Epoll, None)));
+        assert_eq!(Backend::Epoll.resolve_for(&wss), Ok((Backend::Epoll, None)));
+        let err = Backend::IoUring.resolve_for(&wss).unwrap_err();
+        assert!(err.contains("use --backend epoll"), "{err}");
+        let ws = Target::parse("ws://127.0.0.1:4443/").unwrap();
+        assert_eq!(Backend::Epoll.resolve_for(&ws), Ok((Backend::Epoll, None)));
     }
 }

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     };
     let common = mode.common();
     deflate::offer_context_takeover(common.deflate_context);
-    let target = match target::Target::parse(&common.url) {
+    let target = match common.target() {
         Ok(target) => target,
         Err(message) => return usage_error(&message),
     };
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         None if matches!(mode, Mode::Storm(_)) => 1,
         None => conns.div_ceil(CONNS_PER_PROC).max(1),
     };
-    match common.backend.resolve() {
+    match common.backend.resolve_for(&target) {
         Err(why) => return usage_error(&format!("--backend io_uring: {why}")),
         // Said once, by the process the user started.
         Ok((_, Some(why))) if !common.child => {

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use mio::net::TcpStream;
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use throng::tls::rustls;
 
 /// The most source addresses a range may name.
 const MAX_SOURCES: usize = 4096;
@@ -103,6 +104,10 @@ pub(crate) fn connect(sources: &mut Sources, dest: SocketAddr) -> io::Result<Tcp
 /// A short name for why a socket operation failed, used as a key in failure counts.
 pub(crate) fn cause(e: &io::Error) -> &'static str {
     use nix::errno::Errno;
+    // TLS failures come through the connection's reads as `InvalidData` carrying rustls' error.
+    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        return tls_cause(tls);
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => return "refused",
         io::ErrorKind::ConnectionReset => return "reset",
@@ -120,12 +125,40 @@ pub(crate) fn cause(e: &io::Error) -> &'static str {
     }
 }
 
+/// A short name for a TLS failure: the certificate problems a misconfigured run meets apart,
+/// the rest by kind.
+pub(crate) fn tls_cause(e: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError as Cert, Error};
+    match e {
+        Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => "tls_cert_expired",
+        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "tls_cert_wrong_name"
+        }
+        Error::InvalidCertificate(Cert::UnknownIssuer) => "tls_cert_unknown_issuer",
+        Error::InvalidCertificate(_) => "tls_cert_invalid",
+        Error::AlertReceived(_) => "tls_alert_received",
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "tls_not_tls",
+        Error::NoApplicationProtocol => "tls_no_alpn",
+        _ => "tls_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn target() -> SocketAddr {
         "127.0.0.1:9001".parse().unwrap()
+    }
+
+    #[test]
+    fn tls_failures_are_named_through_io_errors() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert_eq!(cause(&io::Error::new(io::ErrorKind::InvalidData, expired)), "tls_cert_expired");
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(tls_cause(&unknown), "tls_cert_unknown_issuer");
+        assert_eq!(tls_cause(&rustls::Error::General("x".into())), "tls_error");
+        assert_eq!(cause(&io::Error::new(io::ErrorKind::InvalidData, "not TLS")), "io_error");
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl HttpTarget {
     /// literal or a DNS name: the same rules as the `ws://` target.
     pub(crate) fn parse(url: &str, api_key: Option<String>) -> Result<Self, String> {
         let target =
-            Target::parse_scheme(url, "http://", "/v1/publish").map_err(|e| format!("--publish {e}"))?;
+            Target::parse_scheme(url, "http://", "/v1/publish", 80).map_err(|e| format!("--publish {e}"))?;
         Ok(HttpTarget { addr: target.addr, host: target.host, path: target.path, api_key })
     }
 }

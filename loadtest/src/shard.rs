@@ -25,7 +25,6 @@ use crate::net::Sources;
 use crate::probe::MemProbe;
 use crate::procfs::Snapshot;
 use crate::publish::{self, PublishStats};
-use crate::target::Target;
 
 /// A line from a child, or its end.
 enum Line {
@@ -220,7 +219,7 @@ fn run_thread(mode: &Mode, ctl: &Ctl) -> io::Result<String> {
     crate::stats::export_histograms();
     crate::procfs::client_is_this_thread();
     let common = mode.common();
-    let target = Target::parse(&common.url).map_err(io::Error::other)?;
+    let target = common.target().map_err(io::Error::other)?;
     let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
     let json = match mode {
         Mode::Connect(args) => {
@@ -237,7 +236,7 @@ fn run_thread(mode: &Mode, ctl: &Ctl) -> io::Result<String> {
 /// and merges their reports.
 pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, threads: bool, ctl: &Ctl) -> io::Result<R> {
     let common = mode.common();
-    let target = Target::parse(&common.url).map_err(io::Error::other)?;
+    let target = common.target().map_err(io::Error::other)?;
     let sources = Sources::new(common.sources.as_deref(), target.addr).map_err(io::Error::other)?;
     let (shard_option, total) = mode.shard_option();
     let args: Vec<String> = std::env::args().skip(1).collect();

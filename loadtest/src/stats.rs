@@ -60,6 +60,12 @@ pub(crate) struct Traffic {
     pub(crate) ratio_sent: f64,
     #[serde(default)]
     pub(crate) ratio_received: f64,
+    /// `wss://`: TLS handshakes completed, and of them those that resumed an earlier session
+    /// (`--tls-resume on`).
+    #[serde(default)]
+    pub(crate) tls_handshakes: u64,
+    #[serde(default)]
+    pub(crate) tls_resumed: u64,
 }
 
 impl Traffic {
@@ -75,6 +81,8 @@ impl Traffic {
         self.payload_bytes_received += other.payload_bytes_received;
         self.uncompressed_bytes_sent += other.uncompressed_bytes_sent;
         self.uncompressed_bytes_received += other.uncompressed_bytes_received;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
         self.finish();
     }
 
@@ -92,6 +100,8 @@ impl Traffic {
             uncompressed_bytes_sent: self.uncompressed_bytes_sent - earlier.uncompressed_bytes_sent,
             uncompressed_bytes_received: self.uncompressed_bytes_received
                 - earlier.uncompressed_bytes_received,
+            tls_handshakes: self.tls_handshakes - earlier.tls_handshakes,
+            tls_resumed: self.tls_resumed - earlier.tls_resumed,
             ..Traffic::default()
         };
         out.finish();
@@ -118,8 +128,12 @@ impl Traffic {
             }
             out
         };
+        let tls = match self.tls_handshakes {
+            0 => String::new(),
+            n => format!("; TLS: {n} handshakes, {} resumed", self.tls_resumed),
+        };
         format!(
-            "sent {}; received {}",
+            "sent {}; received {}{tls}",
             side(
                 self.wire_bytes_sent,
                 self.messages_sent,
@@ -135,7 +149,7 @@ impl Traffic {
                 self.payload_bytes_received,
                 self.uncompressed_bytes_received,
                 self.ratio_received
-            )
+            ),
         )
     }
 }
