@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use throng::client::{connect, ClientError, ClientOptions};
+use throng::proto::deflate::Compression;
 use throng::proto::frame::encode_frame;
 use throng::proto::handshake::{parse_request, write_accept, Parsed, RequestLimits};
 use throng::proto::{DataKind, FrameWriter, Item, Limits, Message, Role, Session};
 use throng::tls::rustls::{self, ServerConfig, ServerConnection, StreamOwned};
 use throng::tls::{server_config, Certificates};
+use throng::{Flow, Server};
 
 /// Every wait of the test, on either side: nothing here takes more than a few milliseconds.
 const WAIT: Duration = Duration::from_secs(5);
@@ -244,6 +246,42 @@ fn echo_round_trips_over_wss_with_the_ca_file() {
     assert_eq!(served.handshake, Ok(()));
     assert_eq!(served.echoed, 4);
     assert!(served.close_notify, "the client ends TLS with close_notify");
+}
+
+#[test]
+fn round_trips_with_the_engine_compressed_and_resumed() {
+    let ca = Authority::new("throng test CA");
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .expect("bind")
+        .loops(1)
+        .compression(Compression::Shared)
+        .max_message_size(4 << 20)
+        .max_frame_size(4 << 20)
+        .on_message(|inline, kind, payload| {
+            inline.reply(kind, payload);
+            Flow::Consumed
+        })
+        .tls(ca.server(&["localhost", "127.0.0.1"], false))
+        .start()
+        .expect("start");
+    // One configuration for both connections: its session cache is what the second resumes from.
+    let options = ClientOptions { deflate: true, ..ca.options() };
+    let url = format!("wss://localhost:{}/", server.local_addr().port());
+    let text = "compressible ".repeat(1000);
+    for _ in 0..2 {
+        let mut conn = connect(&url, &options).expect("wss connect to the engine");
+        assert!(conn.compression().is_some(), "permessage-deflate agreed over TLS");
+        conn.send_text(&text).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Text(text.clone()));
+        let big: Vec<u8> = (0..3usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        conn.send_binary(&big).unwrap();
+        assert_eq!(conn.recv().unwrap(), Message::Binary(big));
+        conn.close(1000, "bye").expect("close handshake with the engine");
+    }
+    let stats = server.stats();
+    assert_eq!((stats.tls_handshakes, stats.tls_resumed), (2, 1));
+    assert_eq!(stats.tls_failures.total(), 0);
 }
 
 #[test]

@@ -392,7 +392,16 @@ fn threads_2_split_the_connections_and_merge_like_procs() {
 /// A miniature gateway: `?channels=C` subscribes, a welcome is sent once subscribed, and
 /// `POST /v1/publish {"channel","data"}` publishes `{"channel","data","ts"}`.
 fn mini_gateway() -> (SocketAddr, SocketAddr) {
-    let server = Server::builder().bind("127.0.0.1:0").unwrap().loops(1).start().unwrap();
+    mini_gateway_with(None)
+}
+
+/// [`mini_gateway`], its WebSocket listener on TLS with `tls`.
+fn mini_gateway_with(tls: Option<throng::tls::rustls::ServerConfig>) -> (SocketAddr, SocketAddr) {
+    let mut builder = Server::builder().bind("127.0.0.1:0").unwrap().loops(1);
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
+    let server = builder.start().unwrap();
     let ws = server.local_addr();
     let (events, handle) = (server.events(), server.handle());
     std::thread::spawn(move || {
@@ -543,7 +552,10 @@ fn fanout_delivers_every_message_to_every_subscriber() {
 fn refuses_bad_targets_and_sources_without_sending() {
     for args in [
         &["echo", "ws://bad!name:9001/"][..],
-        &["echo", "wss://127.0.0.1:9/"],
+        &["echo", "wss://127.0.0.1:9/", "--backend", "io_uring"],
+        &["echo", "wss://127.0.0.1:9/", "--ca-file", "/nonexistent/ca.pem"],
+        &["echo", "ws://127.0.0.1:9/", "--ca-file", "/nonexistent/ca.pem"],
+        &["echo", "https://127.0.0.1:9/"],
         &["echo", "ws://192.0.2.7:9001/", "--sources", "192.0.2.99"],
         &["echo", "ws://192.0.2.7:9001/", "--sources", "127.0.0.2"],
         &["echo", "ws://127.0.0.1:9/", "--sources", "10.0.0.1"],
@@ -554,6 +566,155 @@ fn refuses_bad_targets_and_sources_without_sending() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.starts_with("throng-load: "), "{args:?}: {stderr}");
     }
+}
+
+/// A TLS server configuration presenting a leaf for `localhost` and 127.0.0.1, and the PEM
+/// file of the certificate authority that signed it.
+fn test_pki() -> (throng::tls::rustls::ServerConfig, std::path::PathBuf) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static FILES: AtomicUsize = AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, Ordering::Relaxed);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // A name of its own: a certificate from another CA of the same name reads as a forgery.
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("throng-load test CA {n}"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let certificates =
+        throng::tls::Certificates::from_pem(leaf.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let ca_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-ca-{}-{n}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    (throng::tls::server_config(certificates).unwrap(), ca_file)
+}
+
+/// A TLS echo server (throng's engine) with a [`test_pki`] certificate, living as long as the
+/// test process, and its CA file.
+fn tls_echo_server() -> (SocketAddr, std::path::PathBuf) {
+    let (config, ca_file) = test_pki();
+    let server = Server::builder()
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .loops(1)
+        .on_message(|inline, kind, payload| {
+            inline.reply(kind, payload);
+            Flow::Consumed
+        })
+        .tls(config)
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let events = server.events();
+    std::thread::spawn(move || for _ in events.iter() {});
+    std::mem::forget(server);
+    (addr, ca_file)
+}
+
+/// Every mode that dials runs over `wss://` (on epoll, which `auto` picks for TLS): the
+/// handshakes are counted, and `--tls-resume` decides whether they resume.
+#[test]
+fn wss_runs_every_mode_and_resumes_on_request() {
+    let (addr, ca_file) = tls_echo_server();
+    let ca = ca_file.to_str().unwrap();
+    let url = format!("wss://localhost:{}/", addr.port());
+    let (code, v, text) = load(&[
+        "echo",
+        &url,
+        "--ca-file",
+        ca,
+        "--conns",
+        "4",
+        "--size",
+        "3000",
+        "--warmup",
+        "0s",
+        "--duration",
+        "300ms",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["backend"], "epoll", "{text}");
+    assert_eq!(u(&v, "dial.established"), 4);
+    assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0));
+    assert!(u(&v, "total_received") > 0, "{v}");
+    assert_eq!(u(&v, "traffic.tls_handshakes"), 4, "{v}");
+
+    let (code, v, text) = load(&["connect", &url, "--ca-file", ca, "--conns", "50", "--hold", "0s"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "dial.established"), u(&v, "close.clean")), (50, 50), "{v}");
+    assert_eq!(u(&v, "pongs_received"), 50, "{v}");
+
+    for (resume, resumed) in [("off", false), ("on", true)] {
+        let (code, v, text) = load(&[
+            "storm",
+            &url,
+            "--ca-file",
+            ca,
+            "--tls-resume",
+            resume,
+            "--parallel",
+            "2",
+            "--duration",
+            "300ms",
+        ]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(v["failed"], serde_json::json!({}), "{v}");
+        let (handshakes, resumptions) = (u(&v, "traffic.tls_handshakes"), u(&v, "traffic.tls_resumed"));
+        assert!(handshakes >= u(&v, "cycles") && handshakes > 1, "{v}");
+        // On, every cycle after the first of each parallel slot can resume; off, none does.
+        assert_eq!(resumptions > 0, resumed, "--tls-resume {resume}: {v}");
+    }
+}
+
+/// `fanout` over `wss://`: the subscribers on TLS, the publisher on plain HTTP.
+#[test]
+fn wss_fanout_delivers_every_message() {
+    let (config, ca_file) = test_pki();
+    let (ws, admin) = mini_gateway_with(Some(config));
+    let url = format!("wss://localhost:{}/ws", ws.port());
+    let publish = format!("http://{admin}/v1/publish");
+    let ca = ca_file.to_str().unwrap();
+    let (code, v, text) = load(&[
+        "fanout",
+        &url,
+        "--ca-file",
+        ca,
+        "--subscribers",
+        "20",
+        "--channel",
+        "tls",
+        "--publish",
+        &publish,
+        "--rate",
+        "20/s",
+        "--duration",
+        "300ms",
+        "--drain-timeout",
+        "3s",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(u(&v, "dial.established"), 20, "{v}");
+    assert_eq!(u(&v, "deliveries"), u(&v, "expected"), "{v}");
+    assert!(u(&v, "deliveries") > 0, "{v}");
+}
+
+/// A certificate the client does not trust fails every connection, counted by reason.
+#[test]
+fn wss_counts_an_untrusted_certificate_as_such() {
+    let (addr, _) = tls_echo_server();
+    let (_, other_ca) = tls_echo_server();
+    let url = format!("wss://localhost:{}/", addr.port());
+    let (code, v, text) =
+        load(&["connect", &url, "--ca-file", other_ca.to_str().unwrap(), "--conns", "3", "--hold", "0s"]);
+    assert_ne!(code, 0, "{text}");
+    assert_eq!(u(&v, "dial.failed.tls_cert_unknown_issuer"), 3, "{v}");
 }
 
 /// `storm`: connect–upgrade–close cycles, each ended by a clean close handshake.
