@@ -198,15 +198,11 @@ fn report(rx: &mpsc::Receiver<Served>) -> Served {
 
 /// The TLS error of a failed connect, as text, with the server's view of the handshake.
 fn refused(url: &str, options: &ClientOptions, rx: &mpsc::Receiver<Served>) -> (rustls::Error, String) {
-    match connect(url, options) {
-        Err(ClientError::Tls { server, error }) => {
-            let text = ClientError::Tls { server, error: error.clone() }.to_string();
-            let served = report(rx);
-            assert!(served.handshake.is_err(), "the server finished a handshake the client refused");
-            (error, text)
-        }
-        other => panic!("{url}: expected a TLS error, got {other:?}"),
-    }
+    let err = connect(url, options).expect_err("a refused handshake");
+    let text = err.to_string();
+    let ClientError::Tls { error, .. } = err else { panic!("{url}: expected a TLS error, got {err:?}") };
+    assert!(report(rx).handshake.is_err(), "the server finished a handshake the client refused");
+    (error, text)
 }
 
 #[test]
