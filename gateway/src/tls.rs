@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use throng::tls::rustls::ServerConfig;
-use throng::tls::{server_config, Certificates};
+use throng::tls::{server_config, Certificates, TlsError};
 
 use super::config::{Settings, TlsFiles};
 use super::metrics::Counters;
@@ -30,7 +30,13 @@ struct Pair {
 
 impl Pair {
     fn load(listener: &'static str, keys: &'static str, files: TlsFiles<'_>) -> Result<Pair, String> {
-        let fail = |e: throng::tls::TlsError| format!("{keys}: {e}");
+        let fail = |e: TlsError| match e {
+            // rustls' refusals (a key that does not match) do not say which files they read.
+            TlsError::Rustls(_) => {
+                format!("{keys}: {e} ({} / {})", files.cert.display(), files.key.display())
+            }
+            _ => format!("{keys}: {e}"),
+        };
         let certificates = Certificates::from_pem_files(files.cert, files.key).map_err(fail)?;
         let config = Arc::new(server_config(certificates.clone()).map_err(fail)?);
         Ok(Pair {
@@ -44,8 +50,10 @@ impl Pair {
     }
 
     fn reload(&self) -> Result<(), String> {
-        (self.certificates.reload_pem_files(&self.cert, &self.key))
-            .map_err(|e| format!("{} listener ({}): {e}", self.listener, self.keys))
+        self.certificates.reload_pem_files(&self.cert, &self.key).map_err(|e| {
+            let files = format!("{} / {}", self.cert.display(), self.key.display());
+            format!("{} listener ({}, {files}): {e}", self.listener, self.keys)
+        })
     }
 }
 
