@@ -214,6 +214,27 @@ impl Conn {
         }
     }
 
+    /// Bytes were queued beneath the connection (TLS records): flush at the end of the turn.
+    pub(crate) fn wants_flush(&mut self, core: &mut LoopCore, index: u32) {
+        self.mark_dirty(core, index);
+    }
+
+    /// The transport under the connection ended or failed (TLS: an error, a plain HTTP
+    /// request, the peer's close_notify): nothing more is read; what is queued still goes,
+    /// then FIN. Before the upgrade this is a failed handshake.
+    pub(crate) fn abandon(&mut self, core: &mut LoopCore, index: u32) {
+        if self.before_upgrade() {
+            // Counted here: lingering, the removal does not count it again.
+            LoopStats::add(&core.stats.handshakes_failed, 1);
+        }
+        self.linger(core, index);
+    }
+
+    /// Whether the connection is lingering (flushing, then FIN).
+    pub(crate) fn lingering(&self) -> bool {
+        self.phase == Phase::Lingering
+    }
+
     /// The backend took the connection off the dirty list.
     pub(crate) fn flushed(&mut self) {
         self.clear(DIRTY);

@@ -23,6 +23,7 @@ pub(crate) mod mailbox;
 pub(crate) mod outbound;
 pub(crate) mod stats;
 pub(crate) mod timer;
+pub(crate) mod tls;
 pub(crate) mod topics;
 
 use std::io;

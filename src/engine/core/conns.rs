@@ -12,6 +12,8 @@ use crate::engine::conn::{Conn, Next};
 use crate::engine::mailbox::{Command, Shared};
 use crate::engine::stats::LoopStats;
 use crate::engine::timer::TimerEntry;
+use crate::engine::tls::LoopTls;
+use crate::engine::TlsFailure;
 
 /// Whether a backend may read a connection now (see [`Loop::reading`]).
 pub(crate) enum Reading<'a, S> {
@@ -38,11 +40,16 @@ pub(crate) struct Loop<S> {
     pub(super) subscribers: Vec<u32>,
     /// The command budget ran out with commands still queued: poll without sleeping.
     pub(super) commands_left: bool,
+    /// TLS on every connection, when the listener has it: between the backend's bytes and
+    /// the connections (see `engine::tls`).
+    tls: Option<LoopTls>,
 }
 
 impl<S> Loop<S> {
     pub(crate) fn new(core: LoopCore, commands: Receiver<Command>, shared: Arc<Shared>) -> Self {
+        let tls = core.config.tls.clone().map(LoopTls::new);
         Self {
+            tls,
             core,
             slots: Slots::default(),
             commands,
@@ -122,6 +129,12 @@ impl<S> Loop<S> {
             self.remove(index, backend);
             return None;
         }
+        if let Some(tls) = &mut self.tls {
+            if !tls.start(index, &self.core.stats) {
+                self.remove(index, backend);
+                return None;
+            }
+        }
         let (conn, core) = self.conn(index)?;
         conn.rearm(core, index);
         conn.on_accepted(core, index, peer);
@@ -131,24 +144,64 @@ impl<S> Loop<S> {
     /// Whether to read slot `index` now; on [`Reading::Go`] its leftover bytes were copied to
     /// the front of `buf`.
     pub(crate) fn reading(&mut self, index: u32, buf: &mut [u8]) -> Reading<'_, S> {
-        let Some((conn, socket, core)) = self.occupant(index) else { return Reading::Stop };
+        let Some((conn, _, core)) = self.occupant(index) else { return Reading::Stop };
         if core.workers_behind() {
             return Reading::Later;
         }
         if conn.pause_reading(core) {
             return Reading::Stop;
         }
-        let spill = conn.spill();
+        let spill = match &mut self.tls {
+            // With TLS the leftover in front is ciphertext: the start of a record.
+            Some(tls) => tls.get(index).map_or(&[][..], |session| session.spill()),
+            None => self.slots.get_mut(index).map_or(&[][..], |occupant| occupant.conn.spill()),
+        };
         buf[..spill.len()].copy_from_slice(spill);
-        Reading::Go { spill: spill.len(), socket }
+        let spill = spill.len();
+        match self.occupant(index) {
+            Some((_, socket, _)) => Reading::Go { spill, socket },
+            None => Reading::Stop,
+        }
     }
 
     /// Bytes arrived for slot `index`: `data` is its leftover bytes followed by the new ones.
     /// `peer` gives the socket's peer address, asked only when the upgrade needs it.
     pub(crate) fn on_bytes(&mut self, index: u32, data: &mut [u8], peer: &dyn Fn(&S) -> SocketAddr) {
+        if self.tls.is_some() {
+            return self.on_ciphertext(index, data, peer);
+        }
         if let Some((conn, socket, core)) = self.occupant(index) {
             let socket = &*socket;
             conn.on_bytes(core, index, data, &|| peer(socket));
+        }
+    }
+
+    /// [`Loop::on_bytes`] with TLS: `data` is ciphertext (the leftover record start, then the
+    /// new bytes); its plaintext goes to the connection behind the plaintext leftover.
+    fn on_ciphertext(&mut self, index: u32, data: &mut [u8], peer: &dyn Fn(&S) -> SocketAddr) {
+        let Some(tls) = &mut self.tls else { return };
+        let Some(mut session) = tls.take(index) else { return };
+        let mut plain = std::mem::take(&mut tls.plain);
+        if let Some((conn, socket, core)) = self.occupant(index) {
+            plain.clear();
+            plain.extend_from_slice(conn.spill());
+            let kept = plain.len();
+            let received = session.receive(data, &mut plain, &core.stats);
+            if received.queued {
+                conn.wants_flush(core, index);
+            }
+            if plain.len() > kept && !conn.lingering() {
+                let socket = &*socket;
+                conn.on_bytes(core, index, &mut plain, &|| peer(socket));
+            }
+            if received.ended {
+                conn.abandon(core, index);
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.put(index, session);
+            tls.plain = plain;
+            tls.trim();
         }
     }
 
@@ -182,6 +235,19 @@ impl<S> Loop<S> {
 
     /// `n` bytes of slot `index`'s queue reached the socket.
     fn written<B: Backend<Socket = S>>(&mut self, index: u32, n: usize, backend: &mut B) {
+        if let Some(tls) = &mut self.tls {
+            // The backend writes the ciphertext queue; the plaintext one moved on when it
+            // was encrypted.
+            if let Some(session) = tls.get(index) {
+                session.out.advance(n);
+            }
+            return;
+        }
+        self.plain_written(index, n, backend);
+    }
+
+    /// `n` bytes of slot `index`'s (plaintext) queue were written, or encrypted.
+    fn plain_written<B: Backend<Socket = S>>(&mut self, index: u32, n: usize, backend: &mut B) {
         let Some((conn, core)) = self.conn(index) else { return };
         if conn.written(core, n) {
             // Reading stopped for a full queue; the peer's bytes wait unread.
@@ -191,6 +257,9 @@ impl<S> Loop<S> {
 
     /// Writes what slot `index` has queued, then sends FIN (and removes it) when it is done.
     fn flush<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        if self.tls.is_some() {
+            return self.flush_tls(index, backend);
+        }
         loop {
             let Some((conn, socket, core)) = self.occupant(index) else { return };
             let generation = core.generation(index);
@@ -204,6 +273,50 @@ impl<S> Loop<S> {
                 }
             }
         }
+        self.fin(index, backend);
+    }
+
+    /// [`Loop::flush`] with TLS: the plaintext queue is encrypted into the ciphertext queue
+    /// ahead of the socket (a bounded amount at a time), which the backend writes; the
+    /// close_notify goes before FIN.
+    fn flush_tls<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
+        let Some(mut session) = self.tls.as_mut().and_then(|tls| tls.take(index)) else { return };
+        let mut failed = false;
+        while let Some((conn, _, core)) = self.occupant(index) {
+            let taken = conn.outbound(core).map_or(0, |queue| session.encrypt(queue));
+            if taken > 0 {
+                self.plain_written(index, taken, backend);
+            }
+            let Some((conn, socket, core)) = self.occupant(index) else { break };
+            if conn.wants_fin() {
+                session.close_notify();
+            }
+            if session.out.is_empty() {
+                break;
+            }
+            match backend.write(index, core.generation(index), socket, &mut session.out) {
+                Write::Wrote(0) | Write::Later => break,
+                Write::Wrote(n) => session.out.advance(n),
+                Write::Failed => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let drained = session.out.is_empty();
+        if let Some(tls) = &mut self.tls {
+            tls.put(index, session);
+        }
+        if failed {
+            self.remove(index, backend);
+        } else if drained {
+            self.fin(index, backend);
+        }
+    }
+
+    /// Sends FIN once a lingering connection's queue is written, and removes it when the
+    /// close handshake is done.
+    fn fin<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
         let Some((conn, socket, _)) = self.occupant(index) else { return };
         if conn.wants_fin() {
             backend.shutdown_write(socket);
@@ -246,6 +359,9 @@ impl<S> Loop<S> {
                 continue;
             }
             if conn.on_timer(core, entry.index) == Next::Remove {
+                if let Some(session) = self.tls.as_mut().and_then(|tls| tls.get(entry.index)) {
+                    session.abandoned(&self.core.stats, TlsFailure::Timeout);
+                }
                 self.remove(entry.index, backend);
             }
         }
@@ -256,6 +372,10 @@ impl<S> Loop<S> {
     pub(crate) fn remove<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
         let Some((mut conn, socket, generation)) = self.slots.remove(index) else { return };
         backend.close(index, generation, socket);
+        if let Some(mut session) = self.tls.as_mut().and_then(|tls| tls.remove(index)) {
+            // Still negotiating: the peer went away (a timeout was counted before this).
+            session.abandoned(&self.core.stats, TlsFailure::Closed);
+        }
         self.core.driving = (index, generation);
         conn.on_removed(&mut self.core, index);
     }

@@ -1,0 +1,411 @@
+//! TLS between the backend's bytes and the connection's WebSocket logic, on rustls' unbuffered
+//! API, for every backend.
+//!
+//! Reading: the backend reads ciphertext into its buffer behind the connection's ciphertext
+//! leftover (a partial record, [`TlsConn::spill`]); [`TlsConn::receive`] runs the records
+//! through rustls, queues handshake records to send, and appends the plaintext to the loop's
+//! plaintext buffer behind the connection's plaintext leftover, which the `Conn` then reads
+//! as if it came from the socket. Writing: the `Conn`'s queue stays the plaintext queue (the
+//! outbound cap, slow-consumer policy and read pausing apply to it unchanged);
+//! [`TlsConn::encrypt`] moves its front into a ciphertext queue, at most [`ENCRYPT_AHEAD`] at
+//! a time, and the backend writes that queue as it would a plain one.
+//!
+//! Memory: an idle TLS connection keeps rustls' connection state (the traffic keys and the
+//! record layer) and an empty ciphertext queue; both leftovers and both queues are empty
+//! `Vec`s between bursts, like a plain connection's.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::{HandshakeKind, ServerConfig};
+
+use super::outbound::{Outbound, MAX_IOVECS};
+use super::stats::{LoopStats, TlsFailure};
+use crate::proto::handshake::Rejection;
+
+/// The most ciphertext queued ahead of the socket: past it, plaintext waits in the `Conn`'s
+/// queue, where the outbound cap sees it.
+pub(crate) const ENCRYPT_AHEAD: usize = 64 * 1024;
+
+/// The largest plaintext per record (RFC 8446 §5.1), and what one adds at most on the wire
+/// (header, tag, content type and padding room); used to size the output before encrypting.
+const RECORD_PLAINTEXT: usize = 16 * 1024;
+const RECORD_OVERHEAD: usize = 64;
+
+/// How many queued records an error may still flush (a server flight is a handful).
+const MAX_PENDING_RECORDS: usize = 16;
+
+/// The plaintext buffer shrinks back after a read larger than this.
+const PLAIN_KEEP: usize = 512 * 1024;
+
+/// The loop's TLS: the configuration, each connection's state by slot, the plaintext buffer.
+pub(crate) struct LoopTls {
+    config: Arc<ServerConfig>,
+    conns: Vec<Option<Box<TlsConn>>>,
+    /// Where a read's plaintext is put (behind the connection's plaintext leftover).
+    pub(crate) plain: Vec<u8>,
+}
+
+impl LoopTls {
+    pub(crate) fn new(config: Arc<ServerConfig>) -> Self {
+        Self { config, conns: Vec::new(), plain: Vec::new() }
+    }
+
+    /// A new connection in slot `index` starts its TLS handshake. `false`: rustls refused to
+    /// start one (it only does for a configuration it cannot use).
+    pub(crate) fn start(&mut self, index: u32, stats: &Arc<LoopStats>) -> bool {
+        let tls = match UnbufferedServerConnection::new(self.config.clone()) {
+            Ok(tls) => tls,
+            Err(e) => {
+                log::error!("TLS: cannot start a session: {e}");
+                return false;
+            }
+        };
+        let mut out = Outbound::default();
+        out.track(stats);
+        let conn = Box::new(TlsConn { tls, spill: Vec::new(), out, state: State::Handshaking });
+        let index = index as usize;
+        if self.conns.len() <= index {
+            self.conns.resize_with(index + 1, || None);
+        }
+        self.conns[index] = Some(conn);
+        true
+    }
+
+    /// Takes slot `index`'s state out while the loop drives it; [`LoopTls::put`] puts it back.
+    pub(crate) fn take(&mut self, index: u32) -> Option<Box<TlsConn>> {
+        self.conns.get_mut(index as usize)?.take()
+    }
+
+    pub(crate) fn put(&mut self, index: u32, conn: Box<TlsConn>) {
+        if let Some(slot) = self.conns.get_mut(index as usize) {
+            *slot = Some(conn);
+        }
+    }
+
+    /// Slot `index`'s state, in place.
+    pub(crate) fn get(&mut self, index: u32) -> Option<&mut TlsConn> {
+        self.conns.get_mut(index as usize)?.as_deref_mut()
+    }
+
+    /// Slot `index`'s connection is gone.
+    pub(crate) fn remove(&mut self, index: u32) -> Option<Box<TlsConn>> {
+        self.take(index)
+    }
+
+    /// Gives the plaintext buffer's room back after an unusually large read.
+    pub(crate) fn trim(&mut self) {
+        self.plain.clear();
+        if self.plain.capacity() > PLAIN_KEEP {
+            self.plain = Vec::new();
+        }
+    }
+}
+
+/// Where a connection's TLS is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The handshake is under way (no application data either way yet).
+    Handshaking,
+    /// Application data flows.
+    Open,
+    /// Our close_notify is queued: nothing more is encrypted.
+    Closing,
+    /// Failed (an alert or an HTTP answer is queued, nothing else goes out), or the failure
+    /// of a handshake that timed out or was cut off was counted.
+    Failed,
+}
+
+/// One connection's TLS state.
+pub(crate) struct TlsConn {
+    tls: UnbufferedServerConnection,
+    /// Ciphertext kept from the previous read: the start of a record.
+    spill: Vec<u8>,
+    /// Ciphertext waiting for the socket (TLS records, or an HTTP answer to a plain request).
+    pub(crate) out: Outbound,
+    state: State,
+}
+
+/// What [`TlsConn::receive`] found, besides plaintext.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Records to send were queued (handshake messages, tickets, an alert).
+    pub(crate) queued: bool,
+    /// The handshake finished in this read.
+    pub(crate) opened: bool,
+    /// The connection cannot go on: a TLS error, a plain HTTP request, the peer's
+    /// close_notify. The caller winds the connection down (what is queued still goes out).
+    pub(crate) ended: bool,
+}
+
+impl TlsConn {
+    /// The ciphertext leftover, to put in front of the next read.
+    pub(crate) fn spill(&self) -> &[u8] {
+        &self.spill
+    }
+
+    /// Whether nothing more will be accepted: failed or closing.
+    pub(crate) fn done(&self) -> bool {
+        matches!(self.state, State::Failed | State::Closing)
+    }
+
+    /// Counts a handshake that ended without an error of its own (the deadline, the peer's
+    /// FIN) once; later calls and finished handshakes count nothing.
+    pub(crate) fn abandoned(&mut self, stats: &LoopStats, reason: TlsFailure) {
+        if self.state == State::Handshaking {
+            LoopStats::add(&stats.tls_failures[reason.slot()], 1);
+            self.state = State::Failed;
+        }
+    }
+
+    /// Runs `data` (the ciphertext leftover followed by what was just read) through rustls:
+    /// plaintext is appended to `plain`, records to send go to the ciphertext queue, and what
+    /// is left of a partial record is kept for the next read.
+    pub(crate) fn receive(&mut self, data: &mut [u8], plain: &mut Vec<u8>, stats: &LoopStats) -> Received {
+        let mut received = Received::default();
+        if self.done() {
+            self.spill = Vec::new();
+            return received;
+        }
+        if self.state == State::Handshaking
+            && self.spill.is_empty()
+            && data.first().is_some_and(u8::is_ascii_uppercase)
+        {
+            // A TLS record starts with a content type (20..=24); an HTTP request with its
+            // method. Tell a person with curl what happened instead of sending them an alert.
+            let mut response = Vec::new();
+            Rejection::new(400, "this port speaks TLS: use https:// or wss://").write(&mut response);
+            self.queue_raw(&response);
+            self.fail(stats, TlsFailure::NotTls);
+            received.queued = true;
+            received.ended = true;
+            return received;
+        }
+        let mut offset = 0;
+        loop {
+            let UnbufferedStatus { mut discard, state } = self.tls.process_tls_records(&mut data[offset..]);
+            match state {
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                plain.extend_from_slice(record.payload);
+                            }
+                            Err(e) => {
+                                offset += discard;
+                                self.error(&e, stats, &mut received);
+                                return self.finish(data, offset, received);
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if let Err(e) = encode_into(&mut self.out, |buf| encode.encode(buf)) {
+                        log::warn!("TLS: encoding a handshake record failed: {e}");
+                    }
+                    received.queued = true;
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // Queued for the end of the loop's turn: every record of this read goes
+                    // out in one write.
+                    transmit.done();
+                }
+                Ok(ConnectionState::WriteTraffic(_)) | Ok(ConnectionState::BlockedHandshake) => {
+                    offset += discard;
+                    break;
+                }
+                Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
+                    offset += discard;
+                    if self.state == State::Handshaking {
+                        self.fail(stats, TlsFailure::Closed);
+                    }
+                    received.ended = true;
+                    break;
+                }
+                Ok(ConnectionState::ReadEarlyData(_)) | Ok(_) => {
+                    // Early data is off (`max_early_data_size` 0): nothing to read here.
+                    offset += discard;
+                    break;
+                }
+                Err(e) => {
+                    offset += discard;
+                    self.error(&e, stats, &mut received);
+                    return self.finish(data, offset, received);
+                }
+            }
+            offset += discard;
+        }
+        if self.state == State::Handshaking && !self.tls.is_handshaking() {
+            self.state = State::Open;
+            received.opened = true;
+            LoopStats::add(&stats.tls_handshakes, 1);
+            if self.tls.handshake_kind() == Some(HandshakeKind::Resumed) {
+                LoopStats::add(&stats.tls_resumed, 1);
+            }
+        }
+        self.finish(data, offset, received)
+    }
+
+    /// Keeps what `data` holds past `offset` (a partial record) for the next read.
+    fn finish(&mut self, data: &[u8], offset: usize, received: Received) -> Received {
+        let rest = data.get(offset..).unwrap_or_default();
+        if self.done() || rest.is_empty() {
+            self.spill = Vec::new();
+        } else {
+            self.spill.clear();
+            self.spill.extend_from_slice(rest);
+        }
+        received
+    }
+
+    /// A TLS error: rustls has an alert for the peer queued; count it, queue the alert.
+    fn error(&mut self, error: &rustls::Error, stats: &LoopStats, received: &mut Received) {
+        log::debug!("TLS: {error}");
+        let reason = failure_reason(error);
+        // Take the alert: after an error rustls hands out what it still has to send (records
+        // of this flight queued before the error, then the alert) as records to encode.
+        for _ in 0..MAX_PENDING_RECORDS {
+            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else { break };
+            if encode_into(&mut self.out, |buf| encode.encode(buf)).is_err() {
+                break;
+            }
+            received.queued = true;
+        }
+        self.fail(stats, reason);
+        received.ended = true;
+    }
+
+    fn fail(&mut self, stats: &LoopStats, reason: TlsFailure) {
+        if self.state == State::Handshaking {
+            LoopStats::add(&stats.tls_failures[reason.slot()], 1);
+        }
+        self.state = State::Failed;
+    }
+
+    /// Queues bytes as they are (not a TLS record).
+    fn queue_raw(&mut self, bytes: &[u8]) {
+        self.out.owned_tail().extend_from_slice(bytes);
+        self.out.commit(bytes.len());
+    }
+
+    /// Encrypts the front of `queue` (the connection's plaintext queue) into the ciphertext
+    /// queue while that holds less than [`ENCRYPT_AHEAD`]. Returns the plaintext bytes taken
+    /// (the caller advances `queue` by them).
+    pub(crate) fn encrypt(&mut self, queue: &Outbound) -> usize {
+        if self.state != State::Open || self.out.queued() >= ENCRYPT_AHEAD {
+            return 0;
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = queue.io_slices(&mut slices);
+        let mut taken = 0;
+        // The leftover is the start of a record, never a whole one (a read runs every complete
+        // record), so this finds no record to process and answers whether we may write.
+        let mut spill = std::mem::take(&mut self.spill);
+        let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut spill);
+        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
+            for slice in &slices[..n] {
+                if self.out.queued() >= ENCRYPT_AHEAD {
+                    break;
+                }
+                // At most this much per pass, so the queue stays near its bound.
+                let take = slice.len().min(ENCRYPT_AHEAD);
+                let plain = &slice[..take];
+                match encode_into(&mut self.out, |buf| traffic.encrypt(plain, buf)) {
+                    Ok(_) => taken += take,
+                    Err(e) => {
+                        log::warn!("TLS: encrypting failed: {e}");
+                        break;
+                    }
+                }
+                if take < slice.len() {
+                    break;
+                }
+            }
+        }
+        self.spill = spill;
+        taken
+    }
+
+    /// Queues our close_notify, once, after the last data (nothing is encrypted after it).
+    pub(crate) fn close_notify(&mut self) {
+        if self.state != State::Open {
+            return;
+        }
+        let mut spill = std::mem::take(&mut self.spill);
+        let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut spill);
+        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
+            if let Err(e) = encode_into(&mut self.out, |buf| traffic.queue_close_notify(buf)) {
+                log::debug!("TLS: close_notify not queued: {e}");
+            }
+        }
+        self.spill = spill;
+        self.state = State::Closing;
+    }
+}
+
+/// A rustls output call that says how much room it needs when the buffer is too small.
+trait NeedsRoom {
+    fn required(&self) -> Option<usize>;
+}
+
+impl NeedsRoom for EncodeError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+            _ => None,
+        }
+    }
+}
+
+impl NeedsRoom for EncryptError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `write` into room at the end of `out`'s owned tail (growing it once if rustls asks for
+/// more) and commits what it wrote.
+fn encode_into<E: NeedsRoom + std::fmt::Display>(
+    out: &mut Outbound,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let tail = out.owned_tail();
+    let start = tail.len();
+    let mut room = RECORD_PLAINTEXT + RECORD_OVERHEAD;
+    loop {
+        tail.resize(start + room, 0);
+        match write(&mut tail[start..]) {
+            Ok(n) => {
+                tail.truncate(start + n);
+                out.commit(n);
+                return Ok(n);
+            }
+            Err(e) => match e.required() {
+                Some(required) if required > room => room = required,
+                _ => {
+                    tail.truncate(start);
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
+/// The counted reason for a TLS error.
+fn failure_reason(error: &rustls::Error) -> TlsFailure {
+    use rustls::Error;
+    match error {
+        Error::PeerIncompatible(_) | Error::NoApplicationProtocol => TlsFailure::Incompatible,
+        Error::AlertReceived(_) => TlsFailure::PeerAlert,
+        _ => TlsFailure::Protocol,
+    }
+}
