@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         admin = %admin_addr,
         ws_url = %ws_url,
         admin_url = %format!("{admin_scheme}://{admin_addr}"),
-        demo_url = demo_url.as_deref(),
+        demo_url = demo_url.as_ref().map(tracing::field::display),
         ws_path = %settings.ws_path,
         loops = settings.loops,
         backend = %server.backend(),

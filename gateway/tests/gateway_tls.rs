@@ -128,7 +128,7 @@ fn https(addr: SocketAddr, ca: &Path, method: &str, path: &str, auth: bool) -> R
 }
 
 /// Polls `/metrics` (through `get`) until `name` has `want`, within `TIMEOUT`.
-fn wait_metric(get: impl Fn() -> Resp, name: &str, want: u64) {
+fn wait_metric(mut get: impl FnMut() -> Resp, name: &str, want: u64) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let got = metric_in(&get().body, name);
@@ -187,7 +187,9 @@ fn admin_api_over_https_reloads_its_certificate_without_dropping_connections() {
     // SIGHUP re-reads the files too.
     certs.serve(&certs.one);
     gw.signal(libc::SIGHUP);
-    wait_metric(|| metrics(one), "throng_tls_reloads_total{result=\"ok\"}", 2);
+    // Asked on the session from before every reload: a new handshake would race the signal.
+    let ok = "throng_tls_reloads_total{result=\"ok\"}";
+    wait_metric(|| exchange(&mut held, "GET", "/metrics", true, true), ok, 2);
     assert!(tls_connect(gw.admin, two).is_err(), "the second certificate is no longer presented");
     let text = metrics(one).body;
     assert_eq!(metric_in(&text, "throng_tls_reloads_total{result=\"error\"}"), 1);
@@ -208,14 +210,16 @@ fn reload_without_tls_is_a_conflict() {
 /// `recv`: the next message of every open connection, as a JSON list.
 /// `try CA`: a new connection trusting CA: `ok`, or `refused` and why.
 const CLIENT: &str = r#"
-import json, ssl, sys
+import contextlib, json, ssl, sys
 from websockets.sync.client import connect
 
 url = sys.argv[1]
 conns = []
+# The connections outlive each command: entered here, closed when the script ends.
+held = contextlib.ExitStack()
 
 def dial(ca):
-    ws = connect(url, ssl=ssl.create_default_context(cafile=ca), open_timeout=5)
+    ws = held.enter_context(connect(url, ssl=ssl.create_default_context(cafile=ca), open_timeout=5))
     welcome = json.loads(ws.recv(timeout=5))
     assert welcome["type"] == "welcome", welcome
     return ws
@@ -368,4 +372,19 @@ fn wss_clients_keep_their_connections_across_certificate_reloads() {
     }
     // The refused tries: Python says why with an alert.
     assert!(metric_in(&text, "throng_tls_handshake_failures_total{reason=\"peer_alert\"}") >= 2, "{text}");
+    // Typed counters with their help, as every family.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    for family in [
+        "throng_tls_handshakes_total",
+        "throng_tls_resumed_total",
+        "throng_tls_handshake_failures_total",
+        "throng_tls_reloads_total",
+    ] {
+        assert!(scrape.docs.contains_key(family), "no HELP for {family}");
+        let samples: Vec<_> = scrape.samples.iter().filter(|s| s.metric == family).collect();
+        assert!(!samples.is_empty(), "no samples of {family}");
+        for s in samples {
+            assert!(matches!(s.value, prometheus_parse::Value::Counter(_)), "{family} is not a counter");
+        }
+    }
 }

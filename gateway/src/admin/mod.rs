@@ -97,6 +97,11 @@ fn busy() -> Response {
 fn refuse_busy(ctx: &Ctx, mut stream: TcpStream) {
     ctx.counters().admin_limit(AdminLimit::Connections);
     count_error(ctx);
+    if ctx.tls.admin().is_some() {
+        // The answer would need a TLS handshake, which the accept thread must not wait on: the
+        // connection is just closed (the client sees the handshake fail, and retries).
+        return;
+    }
     // A fresh socket's send buffer takes the short answer whole; never block accepting on it.
     let _ = stream.set_nonblocking(true);
     let _ = busy().write(&mut stream, false);
