@@ -8,11 +8,8 @@ use throng::{Flow, Server};
 
 fn main() -> std::io::Result<()> {
     let args = common::parse();
-    let server = Server::builder()
-        .bind(args.addr)?
-        .loops(args.loops)
-        .backend(args.backend)
-        .compression(args.compression)
+    let server = args
+        .apply(Server::builder().bind(args.addr)?)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)
@@ -25,7 +22,8 @@ fn main() -> std::io::Result<()> {
         eprintln!("open files: soft limit was {soft}, raised to hard limit {hard}");
     }
     eprintln!(
-        "echo: listening on ws://{} with {} loop(s) on {}, compression {}",
+        "echo: listening on {}://{} with {} loop(s) on {}, compression {}",
+        args.scheme(),
         server.local_addr(),
         args.loops,
         server.backend(),

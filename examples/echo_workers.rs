@@ -10,11 +10,8 @@ use throng::{Event, Server};
 
 fn main() -> std::io::Result<()> {
     let args = common::parse();
-    let server = Server::builder()
-        .bind(args.addr)?
-        .loops(args.loops)
-        .backend(args.backend)
-        .compression(args.compression)
+    let server = args
+        .apply(Server::builder().bind(args.addr)?)
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .max_outbound_bytes(64 << 20)
@@ -25,8 +22,10 @@ fn main() -> std::io::Result<()> {
     }
     let addr = server.local_addr();
     eprintln!(
-        "echo_workers: listening on ws://{addr} with {} loop(s), {} worker(s)",
-        args.loops, args.workers
+        "echo_workers: listening on {}://{addr} with {} loop(s), {} worker(s)",
+        args.scheme(),
+        args.loops,
+        args.workers
     );
     let workers: Vec<_> = (server.shards().into_iter())
         .map(|events| {

@@ -1,7 +1,9 @@
 //! Command-line handling shared by the echo examples:
-//! `[ADDR] [--loops N] [--workers N] [--backend auto|epoll|io_uring] [--compression off|shared|dedicated]`.
+//! `[ADDR] [--loops N] [--workers N] [--backend auto|epoll|io_uring] [--compression off|shared|dedicated]
+//! [--tls-cert PATH --tls-key PATH]`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// The listen address, loop count and worker count from the command line.
 pub(crate) struct Args {
@@ -14,6 +16,34 @@ pub(crate) struct Args {
     pub(crate) backend: throng::Backend,
     /// permessage-deflate (default off).
     pub(crate) compression: throng::proto::deflate::Compression,
+    /// The certificate chain and key to serve `wss://` with (`--tls-cert`, `--tls-key`).
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Args {
+    /// Applies the options every example shares to `builder`: loops, backend, compression and
+    /// TLS. A certificate that does not load ends the process with the reason.
+    pub(crate) fn apply<T>(&self, builder: throng::ServerBuilder<T>) -> throng::ServerBuilder<T> {
+        let builder = builder.loops(self.loops).backend(self.backend).compression(self.compression);
+        match &self.tls {
+            None => builder,
+            Some((cert, key)) => {
+                let config = throng::tls::Certificates::from_pem_files(cert, key)
+                    .and_then(throng::tls::server_config)
+                    .unwrap_or_else(|e| fail(&format!("--tls-cert/--tls-key: {e}")));
+                builder.tls(config)
+            }
+        }
+    }
+
+    /// `wss` with TLS, else `ws`: for the line that says where the example listens.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        }
+    }
 }
 
 pub(crate) fn parse() -> Args {
@@ -22,6 +52,7 @@ pub(crate) fn parse() -> Args {
     let mut workers = 2;
     let mut backend = throng::Backend::Auto;
     let mut compression = throng::proto::deflate::Compression::Off;
+    let (mut cert, mut key): (Option<PathBuf>, Option<PathBuf>) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -41,18 +72,31 @@ pub(crate) fn parse() -> Args {
                     fail(&format!("--compression wants off, shared or dedicated, got {value:?}"))
                 });
             }
+            flag @ ("--tls-cert" | "--tls-key") => {
+                let value = args
+                    .next()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| fail(&format!("{flag} wants a path")));
+                *(if flag == "--tls-cert" { &mut cert } else { &mut key }) = Some(value.into());
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: [ADDR (default 127.0.0.1:9001)] [--loops N (default: cores)] [--workers N (default 2)] \
                      [--backend auto|epoll|io_uring (default auto)] \
-                     [--compression off|shared|dedicated (default off)]"
+                     [--compression off|shared|dedicated (default off)] \
+                     [--tls-cert PEM_CHAIN --tls-key PEM_KEY (wss://; default off)]"
                 );
                 std::process::exit(0);
             }
             other => addr = other.parse().unwrap_or_else(|_| fail(&format!("not an address: {other:?}"))),
         }
     }
-    Args { addr, loops, workers, backend, compression }
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => fail("--tls-cert and --tls-key go together"),
+    };
+    Args { addr, loops, workers, backend, compression, tls }
 }
 
 fn fail(message: &str) -> ! {

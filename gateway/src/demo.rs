@@ -15,6 +15,8 @@ pub(crate) fn page(ctx: &Ctx) -> Response {
         "wsHost": host,
         "wsPort": ws.port(),
         "wsPath": ctx.front.settings.ws_path,
+        // The client listener's scheme, whatever the admin listener's (this page's) is.
+        "wsTls": ctx.front.settings.tls().is_some(),
         "auth": ctx.front.live().jwt_secret.is_some(),
     });
     let html = PAGE.replace("/*CONFIG*/{}", &config.to_string());
@@ -28,11 +30,29 @@ pub(crate) fn client_page(front: &Front, admin_addr: std::net::SocketAddr) -> Ve
         "sameOrigin": true,
         "wsPath": front.settings.ws_path,
         "auth": front.live().jwt_secret.is_some(),
-        "adminBase": format!("http://{admin_addr}"),
+        "adminBase": format!("{}://{admin_addr}", admin_scheme(front)),
     });
     let html = PAGE.replace("/*CONFIG*/{}", &config.to_string());
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
     let _ = Response::text(200, "text/html; charset=utf-8", html).write(&mut out, false);
     out
+}
+
+/// `https` when the admin listener serves TLS, else `http`.
+pub(crate) fn admin_scheme(front: &Front) -> &'static str {
+    if front.settings.admin_tls().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The scheme of pages the client listener serves: `https` with TLS on it.
+pub(crate) fn page_scheme(front: &Front) -> &'static str {
+    if front.settings.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }

@@ -31,6 +31,7 @@ mod metrics;
 mod origin;
 mod process;
 mod state;
+mod tls;
 mod upgrade;
 mod workers;
 
@@ -63,6 +64,8 @@ pub use self::upgrade::BEARER_PROTOCOL;
 /// operator: a bad configuration, a port in use.
 pub fn run(cli: Cli) -> Result<(), String> {
     let settings = Settings::load(&cli).map_err(|e| e.to_string())?;
+    // Before --print-config returns, so that it refuses a certificate the start would refuse.
+    let tls = tls::Tls::load(&settings)?;
     if cli.print_config {
         println!("{:#}", settings.to_json());
         return Ok(());
@@ -75,7 +78,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     // The engine reports topics' first and last subscribers (and count changes) from its loops;
     // the broker that hears them exists only once the engine runs.
     let topic_reports: TopicReports = Arc::default();
-    let server = start_engine(&settings, front.clone(), admin_addr, topic_reports.clone())?;
+    let server = start_engine(&settings, front.clone(), admin_addr, topic_reports.clone(), &tls)?;
     let handle = server.handle();
     let broker: Arc<dyn Broker> = match &settings.broker {
         None => Arc::new(LocalBroker::new(handle.clone())),
@@ -105,6 +108,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         started: Instant::now(),
         nofile: server.nofile_limits(),
         ws_addr: server.local_addr(),
+        tls,
     });
     fn io(what: &'static str) -> impl Fn(std::io::Error) -> String {
         move |e| format!("cannot start {what}: {e}")
@@ -117,9 +121,18 @@ pub fn run(cli: Cli) -> Result<(), String> {
     // gateway as soon as it says it started must reach the drain, not the default action.
     let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
     let (soft, hard) = server.nofile_limits().map_or((None, None), |(s, h)| (Some(s), Some(h)));
+    let page = demo::page_scheme(&ctx.front);
+    let ws = if settings.tls().is_some() { "wss" } else { "ws" };
+    let admin_scheme = demo::admin_scheme(&ctx.front);
+    // `listen` and `admin` stay bare addresses (scripts read them); the URLs say the scheme.
+    let ws_url = format!("{ws}://{}{}", server.local_addr(), settings.ws_path);
+    let demo_url = settings.demo.then(|| format!("{page}://{}/", server.local_addr()));
     tracing::info!(
         listen = %server.local_addr(),
         admin = %admin_addr,
+        ws_url = %ws_url,
+        admin_url = %format!("{admin_scheme}://{admin_addr}"),
+        demo_url = demo_url.as_ref().map(tracing::field::display),
         ws_path = %settings.ws_path,
         loops = settings.loops,
         backend = %server.backend(),
@@ -150,6 +163,7 @@ fn start_engine(
     front: Arc<Front>,
     admin_addr: std::net::SocketAddr,
     reports: TopicReports,
+    tls: &tls::Tls,
 ) -> Result<Server<Opening>, String> {
     let page_front = front.clone();
     let changes = reports.clone();
@@ -196,6 +210,9 @@ fn start_engine(
     if let Some(trusted) = &s.proxy_trusted {
         builder = builder.proxy_protocol(trusted.clone());
     }
+    if let Some(config) = tls.client() {
+        builder = builder.tls(config);
+    }
     if let Some(interval) = s.ping_interval {
         builder = builder.ping_interval(interval, s.pong_timeout);
     }
@@ -217,6 +234,11 @@ fn wait_for_signals(
         match (signal, server.take()) {
             (SIGHUP, running) => {
                 reload(cli, ctx, log);
+                // The certificates are re-read whatever became of the file: a renewal must not
+                // wait for a config file to parse. The error is logged and counted there.
+                if ctx.tls.is_on() {
+                    let _ = ctx.tls.reload(ctx.counters(), "SIGHUP");
+                }
                 server = running;
             }
             (_, Some(server)) => drain(ctx.clone(), server, signal),

@@ -114,6 +114,11 @@ pub(crate) struct Counters {
     pub(crate) admin_errors: AtomicU64,
     pub(crate) admin_limits: [AtomicU64; AdminLimit::ALL.len()],
     pub(crate) reloads: AtomicU64,
+    /// TLS certificate reloads (SIGHUP, `POST /v1/tls/reload`) by result.
+    pub(crate) tls_reloads_ok: AtomicU64,
+    pub(crate) tls_reloads_failed: AtomicU64,
+    /// Admin connections whose TLS handshake failed or did not finish in time.
+    pub(crate) admin_tls_failures: AtomicU64,
     pub(crate) worker_panics: AtomicU64,
     /// Caps the `info` lines for refused upgrades (a flood of them must not fill the disk).
     pub(crate) refusal_log: super::logging::LogLimiter,
@@ -180,6 +185,10 @@ pub(crate) struct Snapshot {
     pub(crate) workers_dead: usize,
     /// `/proc/self` read at scrape time (`None` where there is no `/proc`).
     pub(crate) process: Option<super::process::Process>,
+    /// Whether the client listener serves TLS (`tls_cert`).
+    pub(crate) tls_client: bool,
+    /// Whether the admin listener serves TLS (`admin_tls_cert`).
+    pub(crate) tls_admin: bool,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -468,6 +477,49 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         ("draining", G, "1 while shutting down.", one(u64::from(s.draining))),
         ("uptime_seconds", G, "Seconds since start.", one(s.uptime_secs)),
     ];
+    // The TLS families exist only where TLS is on, each with every label value from the start.
+    if s.tls_client {
+        let failures: Vec<(String, u64)> =
+            (e.tls_failures.iter()).map(|(r, n)| (format!("{{reason=\"{}\"}}", r.name()), n)).collect();
+        metrics.extend([
+            (
+                "tls_handshakes_total",
+                C,
+                "TLS handshakes completed on the client listener (full and resumed).",
+                one(e.tls_handshakes),
+            ),
+            (
+                "tls_resumed_total",
+                C,
+                "Of those, handshakes that resumed a session (a ticket or a cached id).",
+                one(e.tls_resumed),
+            ),
+            (
+                "tls_handshake_failures_total",
+                C,
+                "TLS handshakes that failed on the client listener, by reason.",
+                failures,
+            ),
+        ]);
+    }
+    if s.tls_client || s.tls_admin {
+        let reloads =
+            labelled("result", &[("ok", get(&c.tls_reloads_ok)), ("error", get(&c.tls_reloads_failed))]);
+        metrics.push((
+            "tls_reloads_total",
+            C,
+            "TLS certificate reloads (SIGHUP, POST /v1/tls/reload) by result; on error the previous certificates stay.",
+            reloads,
+        ));
+    }
+    if s.tls_admin {
+        metrics.push((
+            "admin_tls_handshake_failures_total",
+            C,
+            "Admin connections closed because their TLS handshake failed or did not finish in time.",
+            one(get(&c.admin_tls_failures)),
+        ));
+    }
     if let Some((soft, hard)) = s.nofile {
         let pairs = labelled("kind", &[("soft", soft), ("hard", hard)]);
         metrics.push((
@@ -567,6 +619,18 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "reconnects": s.broker_stats.reconnects,
         "queued": s.broker_stats.queued,
     });
+    let tls = serde_json::json!({
+        "client": s.tls_client,
+        "admin": s.tls_admin,
+        "handshakes": e.tls_handshakes,
+        "resumed": e.tls_resumed,
+        "handshake_failures": (e.tls_failures.iter())
+            .map(|(r, n)| (r.name().to_owned(), n.into()))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "reloads_ok": get(&c.tls_reloads_ok),
+        "reloads_failed": get(&c.tls_reloads_failed),
+        "admin_handshake_failures": get(&c.admin_tls_failures),
+    });
     serde_json::json!({
         "connections": e.connections,
         "connections_open": s.open,
@@ -620,6 +684,7 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "workers_dead": s.workers_dead,
         "broker": s.broker,
         "broker_stats": broker_stats,
+        "tls": tls,
         "draining": s.draining,
         "uptime_seconds": s.uptime_secs,
     })

@@ -84,6 +84,8 @@ pub(crate) struct Ctx {
     pub(crate) started: Instant,
     pub(crate) nofile: Option<(u64, u64)>,
     pub(crate) ws_addr: std::net::SocketAddr,
+    /// The listeners' certificates (reloaded on SIGHUP and `POST /v1/tls/reload`).
+    pub(crate) tls: super::tls::Tls,
 }
 
 impl Ctx {
@@ -108,6 +110,8 @@ impl Ctx {
             token_expiry_entries: self.expiry.len(),
             workers_dead: self.front.workers.dead().len(),
             process: super::process::Process::read(),
+            tls_client: self.front.settings.tls().is_some(),
+            tls_admin: self.front.settings.admin_tls().is_some(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway_support::{command, temp_dir};
+use gateway_support::{command, temp_dir, write_cert};
 
 /// Where a case puts its values.
 enum From<'a> {
@@ -206,6 +206,87 @@ fn addresses_origins_and_names() {
         "proxy_trusted: proxy_protocol is on: list the balancers' addresses (proxy_trusted: the default; \
          proxy_protocol: set by THRONG_PROXY_PROTOCOL)",
     );
+}
+
+#[test]
+fn tls_files_come_in_pairs() {
+    refused(
+        From::Flags(&["--tls-cert", "/etc/throng/cert.pem"]),
+        "tls_key: tls_cert is set without it: give both (the listener then serves TLS) or neither \
+         (tls_key: the default; tls_cert: set by --tls-cert)",
+    );
+    refused(
+        From::Env(&[("THRONG_ADMIN_TLS_KEY", "/etc/throng/admin.key")]),
+        "admin_tls_cert: admin_tls_key is set without it: give both (the listener then serves TLS) or \
+         neither (admin_tls_cert: the default; admin_tls_key: set by THRONG_ADMIN_TLS_KEY)",
+    );
+    refused(
+        From::File("loops = 1\ntls_key = \"k.pem\"\n"),
+        "tls_cert: tls_key is set without it: give both (the listener then serves TLS) or neither \
+         (tls_cert: the default; tls_key: set in {file} line 2)",
+    );
+    refused(
+        From::Flags(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--proxy-protocol",
+            "true",
+            "--proxy-trusted",
+            "10.0.0.0/8",
+        ]),
+        "proxy_protocol: not with TLS on the client listener: terminate TLS at the balancer, or turn \
+         proxy_protocol off (proxy_protocol: set by --proxy-protocol; tls_cert: set by --tls-cert)",
+    );
+}
+
+#[test]
+fn a_tls_file_that_does_not_load_stops_the_start_and_is_named() {
+    refused(
+        From::Flags(&["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"]),
+        "tls_cert, tls_key: cannot read /nonexistent/cert.pem: No such file or directory (os error 2)",
+    );
+    let dir = temp_dir();
+    let (cert, key) = write_cert(&dir, "good");
+    let (_, other_key) = write_cert(&dir, "other");
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let (cert, key, other_key, junk) =
+        (cert.to_str().unwrap(), key.to_str().unwrap(), other_key.to_str().unwrap(), junk.to_str().unwrap());
+    refused(
+        From::Env(&[("THRONG_ADMIN_TLS_CERT", junk), ("THRONG_ADMIN_TLS_KEY", key)]),
+        &format!("admin_tls_cert, admin_tls_key: no certificate in {junk} / {key}: no CERTIFICATE section"),
+    );
+    let (out, stderr) = run(&From::Flags(&["--tls-cert", cert, "--tls-key", other_key]), &["--print-config"]);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("throng: error: tls_cert, tls_key: TLS: ")
+            && stderr.ends_with(&format!(" ({cert} / {other_key})\n")),
+        "a key that does not match its certificate: {stderr}"
+    );
+    // The same pair from each source is accepted and shown.
+    let file = format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n");
+    for from in [
+        From::Flags(&[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--admin-tls-cert",
+            cert,
+            "--admin-tls-key",
+            key,
+        ]),
+        From::Env(&[("THRONG_TLS_CERT", cert), ("THRONG_TLS_KEY", key)]),
+        From::File(&file),
+    ] {
+        let (out, stderr) = run(&from, &["--print-config"]);
+        assert!(out.status.success(), "{stderr}");
+        let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((config["tls_cert"].as_str(), config["tls_key"].as_str()), (Some(cert), Some(key)));
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub(crate) mod http;
 mod routes;
+mod tls;
 
 pub(crate) use self::http::Response;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::http::{read_request, Limits, ReadError};
+use self::tls::TlsStream;
 use super::metrics::AdminLimit;
 use super::state::Ctx;
 
@@ -95,6 +97,11 @@ fn busy() -> Response {
 fn refuse_busy(ctx: &Ctx, mut stream: TcpStream) {
     ctx.counters().admin_limit(AdminLimit::Connections);
     count_error(ctx);
+    if ctx.tls.admin().is_some() {
+        // The answer would need a TLS handshake, which the accept thread must not wait on: the
+        // connection is just closed (the client sees the handshake fail, and retries).
+        return;
+    }
     // A fresh socket's send buffer takes the short answer whole; never block accepting on it.
     let _ = stream.set_nonblocking(true);
     let _ = busy().write(&mut stream, false);
@@ -110,7 +117,60 @@ fn count_error(ctx: &Ctx) {
     ctx.counters().inc(&ctx.counters().admin_errors);
 }
 
-fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
+/// An admin connection: the socket itself, or TLS over it (`admin_tls_cert`).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl std::io::Read for Conn {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(out),
+            Conn::Tls(s) => s.read(out),
+        }
+    }
+}
+
+impl std::io::Write for Conn {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(bytes),
+            Conn::Tls(s) => s.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl http::Stream for Conn {
+    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => http::Stream::set_read_timeout(s, timeout),
+            Conn::Tls(s) => s.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl Conn {
+    /// Ends the session (a TLS `close_notify`) and hands back the socket.
+    fn finish(&mut self) -> &mut TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => {
+                s.close();
+                s.socket()
+            }
+        }
+    }
+}
+
+fn serve(ctx: &Ctx, stream: TcpStream, slot: Slot) {
     let settings = &ctx.front.settings;
     let mut limits = Limits { request: settings.admin_request_timeout, idle: settings.admin_idle_timeout };
     if slot == Slot::Probe {
@@ -119,9 +179,21 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
     }
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.request));
+    let mut conn = match ctx.tls.admin() {
+        None => Conn::Plain(stream),
+        // The handshake gets the request deadline: it is the first part of the first request.
+        Some(config) => match TlsStream::accept(config.clone(), stream, limits.request) {
+            Ok(tls) => Conn::Tls(Box::new(tls)),
+            Err(e) => {
+                ctx.counters().inc(&ctx.counters().admin_tls_failures);
+                tracing::debug!("admin: {e}");
+                return;
+            }
+        },
+    };
     let mut buf = Vec::new();
     loop {
-        let refusal = match read_request(&mut stream, &mut buf, &limits) {
+        let refusal = match read_request(&mut conn, &mut buf, &limits) {
             Ok(request) => {
                 let keep_alive = request.keep_alive && slot == Slot::Full;
                 let response = if slot == Slot::Probe && !routes::is_probe(&request.path) {
@@ -135,7 +207,11 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
                 if response.status >= 400 {
                     ctx.counters().inc(&ctx.counters().admin_errors);
                 }
-                if response.write(&mut stream, keep_alive).is_err() || !keep_alive {
+                if response.write(&mut conn, keep_alive).is_err() {
+                    return;
+                }
+                if !keep_alive {
+                    conn.finish();
                     return;
                 }
                 continue;
@@ -143,6 +219,7 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
             Err(ReadError::Gone) => return,
             Err(ReadError::Idle) => {
                 ctx.counters().admin_limit(AdminLimit::IdleTimeout);
+                conn.finish();
                 return;
             }
             Err(ReadError::Deadline) => {
@@ -153,8 +230,8 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, slot: Slot) {
             Err(ReadError::Refuse(response)) => response,
         };
         count_error(ctx);
-        if refusal.write(&mut stream, false).is_ok() {
-            linger(&mut stream);
+        if refusal.write(&mut conn, false).is_ok() {
+            linger(conn.finish());
         }
         return;
     }

@@ -29,6 +29,7 @@ enum Route<'a> {
     Channel(&'a str),
     User(&'a str),
     CloseConnection(&'a str),
+    TlsReload,
 }
 
 impl Route<'_> {
@@ -89,6 +90,7 @@ fn route(path: &str) -> Option<Route<'_>> {
         "/v1/channels" => Route::Channels,
         "/v1/publish" => Route::Publish,
         "/v1/publish/batch" => Route::PublishBatch,
+        "/v1/tls/reload" => Route::TlsReload,
         _ => {
             if let Some(name) = path.strip_prefix("/v1/channels/").filter(|n| !n.is_empty()) {
                 Route::Channel(name)
@@ -126,10 +128,11 @@ fn is_demo_origin(ctx: &Ctx, origin: &str) -> bool {
     let ip = ctx.ws_addr.ip();
     let hosts = [ip.to_string(), "localhost".to_owned(), "127.0.0.1".to_owned()];
     let served_here = ip.is_loopback() || ip.is_unspecified();
+    let scheme = crate::demo::page_scheme(&ctx.front);
     hosts
         .iter()
         .enumerate()
-        .any(|(i, host)| (i == 0 || served_here) && origin == format!("http://{host}:{port}"))
+        .any(|(i, host)| (i == 0 || served_here) && origin == format!("{scheme}://{host}:{port}"))
 }
 
 fn respond(ctx: &Ctx, req: &Request) -> Response {
@@ -219,6 +222,20 @@ fn respond_to(ctx: &Ctx, req: &Request, method: &str) -> Response {
             _ => Response::error(400, "bad_request", "invalid user id"),
         },
         Route::CloseConnection(id) => close_connection(ctx, id, &req.body),
+        Route::TlsReload => tls_reload(ctx),
+    }
+}
+
+/// `POST /v1/tls/reload`: re-reads both listeners' certificate files, as SIGHUP does.
+fn tls_reload(ctx: &Ctx) -> Response {
+    if !ctx.tls.is_on() {
+        let text = "neither listener serves TLS: set tls_cert and tls_key (or admin_tls_cert and \
+                    admin_tls_key) and restart";
+        return Response::error(409, "tls_off", text);
+    }
+    match ctx.tls.reload(ctx.counters(), "admin API") {
+        Ok(body) => Response::json(200, &body),
+        Err(why) => Response::error(500, "reload_failed", why),
     }
 }
 
@@ -490,6 +507,7 @@ mod tests {
             Route::Channel(_) => "/v1/channels/{name}",
             Route::User(_) => "/v1/users/{id}",
             Route::CloseConnection(_) => "/v1/connections/{id}/close",
+            Route::TlsReload => "/v1/tls/reload",
         }
     }
 
@@ -512,6 +530,7 @@ mod tests {
             "/v1/channels/news",
             "/v1/users/alice",
             "/v1/connections/7/close",
+            "/v1/tls/reload",
         ];
         let mut seen = Vec::new();
         for path in served {

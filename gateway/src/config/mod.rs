@@ -39,6 +39,14 @@ pub struct Settings {
     pub admin_allowed_hosts: Vec<String>,
     /// Resolved from [`Options::admin_insecure`].
     pub admin_insecure: bool,
+    /// Resolved from [`Options::tls_cert`]; see [`Settings::tls`].
+    pub tls_cert: Option<PathBuf>,
+    /// Resolved from [`Options::tls_key`]; see [`Settings::tls`].
+    pub tls_key: Option<PathBuf>,
+    /// Resolved from [`Options::admin_tls_cert`]; see [`Settings::admin_tls`].
+    pub admin_tls_cert: Option<PathBuf>,
+    /// Resolved from [`Options::admin_tls_key`]; see [`Settings::admin_tls`].
+    pub admin_tls_key: Option<PathBuf>,
     /// Resolved from [`Options::loops`].
     pub loops: usize,
     /// Resolved from [`Options::backend`].
@@ -114,6 +122,15 @@ pub struct Settings {
     pub broker_raw_user_topics: bool,
 }
 
+/// The certificate chain and key files of a listener with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsFiles<'a> {
+    /// The PEM certificate chain, leaf first.
+    pub cert: &'a Path,
+    /// The PEM private key of the leaf.
+    pub key: &'a Path,
+}
+
 /// A configuration that cannot be used, with a message naming the file and key at fault.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -155,6 +172,8 @@ impl Settings {
 
     fn resolve(o: Options, config_file: Option<PathBuf>, src: &Sources) -> Result<Settings, ConfigError> {
         let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        // An empty path (`THRONG_TLS_CERT=`) is not given, as an empty secret is.
+        let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
         let off_if_zero = |s: Option<Span>, default: Duration| {
             let d = s.map_or(default, |s| s.0);
             (!d.is_zero()).then_some(d)
@@ -186,6 +205,10 @@ impl Settings {
             admin_idle_timeout: o.admin_idle_timeout.map_or(Duration::from_secs(30), |s| s.0),
             admin_allowed_hosts: o.admin_allowed_hosts.map(|l| l.0).unwrap_or_default(),
             admin_insecure: o.admin_insecure.unwrap_or(false),
+            tls_cert: path(o.tls_cert),
+            tls_key: path(o.tls_key),
+            admin_tls_cert: path(o.admin_tls_cert),
+            admin_tls_key: path(o.admin_tls_key),
             loops: o.loops.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             backend: o.backend.unwrap_or(IoBackend::Auto),
             workers: o.workers.unwrap_or(2),
@@ -227,10 +250,22 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The client listener's certificate and key, when it serves `wss://` (validation makes
+    /// sure both or neither are set).
+    pub fn tls(&self) -> Option<TlsFiles<'_>> {
+        Some(TlsFiles { cert: self.tls_cert.as_deref()?, key: self.tls_key.as_deref()? })
+    }
+
+    /// The admin listener's certificate and key, when it serves `https://`.
+    pub fn admin_tls(&self) -> Option<TlsFiles<'_>> {
+        Some(TlsFiles { cert: self.admin_tls_cert.as_deref()?, key: self.admin_tls_key.as_deref()? })
+    }
+
     /// The settings as JSON for `--print-config` and `GET /v1/stats`, secrets redacted.
     pub fn to_json(&self) -> serde_json::Value {
         let secs = |d: Option<Duration>| d.map_or_else(|| "off".to_owned(), |d| Span(d).to_string());
         let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         serde_json::json!({
             "config_file": self.config_file.as_ref().map(|p| p.display().to_string()),
             "listen": self.listen.to_string(),
@@ -241,6 +276,10 @@ impl Settings {
             "admin_idle_timeout": secs(Some(self.admin_idle_timeout)),
             "admin_allowed_hosts": self.admin_allowed_hosts,
             "admin_insecure": self.admin_insecure,
+            "tls_cert": path(&self.tls_cert),
+            "tls_key": path(&self.tls_key),
+            "admin_tls_cert": path(&self.admin_tls_cert),
+            "admin_tls_key": path(&self.admin_tls_key),
             "loops": self.loops,
             "backend": self.backend.to_string(),
             "workers": self.workers,
@@ -327,6 +366,24 @@ fn validate(s: &Settings, src: &Sources) -> Result<(), ConfigError> {
     if let Some(h) = s.admin_allowed_hosts.iter().find(|h| h.contains(['/', ' ', '@'])) {
         check(false, &["admin_allowed_hosts"], &format!("{h:?} is not a Host value (e.g. localhost:9090)"))?;
     }
+    // TLS: a certificate without its key (or a key without its certificate) cannot serve.
+    for (cert, key, names) in [
+        (&s.tls_cert, &s.tls_key, ["tls_cert", "tls_key"]),
+        (&s.admin_tls_cert, &s.admin_tls_key, ["admin_tls_cert", "admin_tls_key"]),
+    ] {
+        let (given, missing) = if cert.is_some() { (names[0], names[1]) } else { (names[1], names[0]) };
+        check(
+            cert.is_some() == key.is_some(),
+            &[missing, given],
+            &format!("{given} is set without it: give both (the listener then serves TLS) or neither"),
+        )?;
+    }
+    // The engine reads no PROXY header ahead of a TLS handshake.
+    check(
+        !(s.tls_cert.is_some() && s.proxy_trusted.is_some()),
+        &["proxy_protocol", "tls_cert"],
+        "not with TLS on the client listener: terminate TLS at the balancer, or turn proxy_protocol off",
+    )?;
     // Threads.
     let loops = 1..=throng::engine::MAX_LOOPS;
     check(loops.contains(&s.loops), &["loops"], &format!("must be between 1 and {}", loops.end()))?;

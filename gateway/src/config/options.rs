@@ -82,6 +82,25 @@ pub struct Options {
     #[arg(long, env = "THRONG_ADMIN_INSECURE", value_name = "BOOL")]
     pub admin_insecure: Option<bool>,
 
+    /// PEM certificate chain (leaf first, then intermediates) the client listener presents:
+    /// with `tls_key`, clients connect with `wss://`; re-read on SIGHUP and
+    /// `POST /v1/tls/reload` [default: none, plain ws://].
+    #[arg(long, env = "THRONG_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert` [default: none].
+    #[arg(long, env = "THRONG_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain the admin listener presents: with `admin_tls_key`, the admin API
+    /// is served over `https://`; re-read like `tls_cert` [default: none, plain http://].
+    #[arg(long, env = "THRONG_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `admin_tls_cert` [default: none].
+    #[arg(long, env = "THRONG_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
+
     /// Event loop threads [default: number of cores].
     #[arg(long, env = "THRONG_LOOPS", value_name = "N")]
     pub loops: Option<usize>,
@@ -279,6 +298,10 @@ macro_rules! with_every_option {
             admin_idle_timeout,
             admin_allowed_hosts,
             admin_insecure,
+            tls_cert,
+            tls_key,
+            admin_tls_cert,
+            admin_tls_key,
             loops,
             backend,
             workers,

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,17 @@ pub(crate) fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("throng-gw-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written to `dir` as `NAME.crt`
+/// (the chain, here one certificate: clients trust it as its own CA) and `NAME.key`.
+pub(crate) fn write_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert, made.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write the key");
+    (cert, key)
 }
 
 /// The binary with `args`, `THRONG_*` variables from this environment removed but
