@@ -3,7 +3,7 @@
 //! The server side: [`Certificates`] holds the certificate chain and key the listener presents,
 //! replaceable while connections run (a reload never touches an established session: each keeps
 //! the keys it negotiated), and [`server_config`] builds the rustls configuration the engine
-//! takes with [`Builder::tls`](crate::engine::Builder::tls): TLS 1.3 and 1.2, ALPN `http/1.1`,
+//! takes with [`ServerBuilder::tls`](crate::ServerBuilder::tls): TLS 1.3 and 1.2, ALPN `http/1.1`,
 //! session tickets and a session cache for resumption, no 0-RTT (a WebSocket upgrade is not
 //! idempotent). The engine drives rustls' unbuffered API between the backend's bytes and the
 //! WebSocket session, so an idle TLS connection keeps no plaintext or ciphertext buffer.
