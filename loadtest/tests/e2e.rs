@@ -19,19 +19,23 @@ fn echo_server() -> SocketAddr {
 /// An echo server (one loop) that spends `delay` on every message before echoing it: it
 /// cannot echo more than `1/delay` messages per second, whoever sends them.
 fn echo_server_taking(delay: Duration) -> SocketAddr {
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .loops(1)
-        .on_message(move |inline, kind, payload| {
+    start_echo_server(delay, None)
+}
+
+/// The echo server of [`echo_server_taking`], over TLS when given a configuration.
+fn start_echo_server(delay: Duration, tls: Option<throng::tls::rustls::ServerConfig>) -> SocketAddr {
+    let mut builder =
+        Server::builder().bind("127.0.0.1:0").unwrap().loops(1).on_message(move |inline, kind, payload| {
             if !delay.is_zero() {
                 std::thread::sleep(delay);
             }
             inline.reply(kind, payload);
             Flow::Consumed
-        })
-        .start()
-        .unwrap();
+        });
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
+    let server = builder.start().unwrap();
     let addr = server.local_addr();
     let events = server.events();
     std::thread::spawn(move || for _ in events.iter() {});
@@ -598,22 +602,7 @@ fn test_pki() -> (throng::tls::rustls::ServerConfig, std::path::PathBuf) {
 /// test process, and its CA file.
 fn tls_echo_server() -> (SocketAddr, std::path::PathBuf) {
     let (config, ca_file) = test_pki();
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .loops(1)
-        .on_message(|inline, kind, payload| {
-            inline.reply(kind, payload);
-            Flow::Consumed
-        })
-        .tls(config)
-        .start()
-        .unwrap();
-    let addr = server.local_addr();
-    let events = server.events();
-    std::thread::spawn(move || for _ in events.iter() {});
-    std::mem::forget(server);
-    (addr, ca_file)
+    (start_echo_server(Duration::ZERO, Some(config)), ca_file)
 }
 
 /// Every mode that dials runs over `wss://` (on epoll, which `auto` picks for TLS): the
