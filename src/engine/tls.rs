@@ -76,7 +76,8 @@ impl LoopTls {
         true
     }
 
-    /// Takes slot `index`'s state out while the loop drives it; [`LoopTls::put`] puts it back.
+    /// Takes slot `index`'s state out while the loop drives it ([`LoopTls::put`] puts it back),
+    /// or for good when its connection is gone.
     pub(crate) fn take(&mut self, index: u32) -> Option<Box<TlsConn>> {
         self.conns.get_mut(index as usize)?.take()
     }
@@ -90,11 +91,6 @@ impl LoopTls {
     /// Slot `index`'s state, in place.
     pub(crate) fn get(&mut self, index: u32) -> Option<&mut TlsConn> {
         self.conns.get_mut(index as usize)?.as_deref_mut()
-    }
-
-    /// Slot `index`'s connection is gone.
-    pub(crate) fn remove(&mut self, index: u32) -> Option<Box<TlsConn>> {
-        self.take(index)
     }
 
     /// Gives the plaintext buffer's room back after an unusually large read.

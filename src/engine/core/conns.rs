@@ -372,7 +372,7 @@ impl<S> Loop<S> {
     pub(crate) fn remove<B: Backend<Socket = S>>(&mut self, index: u32, backend: &mut B) {
         let Some((mut conn, socket, generation)) = self.slots.remove(index) else { return };
         backend.close(index, generation, socket);
-        if let Some(mut session) = self.tls.as_mut().and_then(|tls| tls.remove(index)) {
+        if let Some(mut session) = self.tls.as_mut().and_then(|tls| tls.take(index)) {
             // Still negotiating: the peer went away (a timeout was counted before this).
             session.abandoned(&self.core.stats, TlsFailure::Closed);
         }
