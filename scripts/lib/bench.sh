@@ -1,11 +1,14 @@
 # shellcheck shell=bash
-# Shared by scripts/ab.sh and scripts/backends.sh (sourced, not run): echo servers measured in
+# Shared by scripts/ab.sh, backends.sh, deflate.sh, tls.sh… (sourced, not run): echo servers measured in
 # alternating rounds on the same machine, one table of rounds, medians and ratios. Runs vary by
 # ±15 % here, so one run of each server proves nothing; compare medians of alternating rounds.
 #
 # Each server is a NAME and a command with `{port}` in it (run as `sh -c "exec CMD"`, so it must
 # be one program: its pid is the one measured), started on a fresh loopback port for every
 # single measure, pinned to SERVER_CPU; the client (throng-load, one thread) runs on CLIENT_CPU.
+# A server may come with throng-load arguments of its own, added to each of its runs: with
+# `--ca-file CA` among them the server speaks TLS, and its URLs are `wss://localhost:PORT/…`
+# (the name the certificate of scripts/lib/tls-cert.sh is for, sent as SNI).
 # Every run is bounded in time (each throng-load run, and the whole script by MAX_SECONDS).
 #
 # Measures (the SHAPES list, in that order):
@@ -24,7 +27,9 @@
 #   wire200  bytes on the wire per message from the server in the json200 run's shape (frame
 #            headers included: what compression saves)
 #   wire2k   the same for json2k
-#   storm    server CPU µs per connect–upgrade–close cycle, STORM_PARALLEL in parallel
+#   storm    server CPU µs per connect–upgrade–close cycle, STORM_PARALLEL in parallel; the same
+#            run also gives the rows storm_rate (cycles per second) and storm_resumed (the share
+#            of TLS handshakes that were resumptions, from throng-load's counters; "–" without TLS)
 #   churn    a gateway's server CPU µs per subscribe or unsubscribe command (throng-churn:
 #            CHURN_CONNS connections, CHURN_ROUNDS rounds of one of each per connection)
 #   fanout   a gateway's server CPU µs per delivery (throng-load fanout: FANOUT_SUBSCRIBERS
@@ -47,8 +52,9 @@
 #   (PERF profiles the server during each throng-load run; its own CPU then counts on the
 #   client's side of the machine, so leave it out of runs whose figures are compared)
 #
-# API: bench_init SCRIPT LOAD; bench_server NAME CMD (repeat); bench_run; bench_table RATIOS,
-# RATIOS being "A/B ..." pairs of names (the ratio of their medians gets a column).
+# API: bench_init SCRIPT LOAD; bench_server NAME CMD [ARGS] (repeat); bench_run;
+# bench_table RATIOS, RATIOS being "A/B ..." pairs of names (the ratio of their medians gets a
+# column); bench_median_of ROW NAME for a script's own checks of the figures.
 
 ROUNDS=${ROUNDS:-3}
 MEM_CONNS=${MEM_CONNS:-15000}
@@ -78,6 +84,8 @@ BENCH_TAG=run
 
 BENCH_NAMES=()
 BENCH_CMDS=()
+BENCH_ARGS=()   # each server's own throng-load arguments ("" for none)
+BENCH_SERVER_ARGS="" # those of the server being measured
 declare -A BENCH_CELLS=() # "SHAPE NAME" -> the rounds' cells, space-separated
 SERVER_PID=""
 WATCHDOG_PID=""
@@ -120,11 +128,13 @@ bench_cleanup() {
     rm -f "$BENCH_LOG"
 }
 
-# bench_server NAME CMD: one more server to measure; CMD has {port} where its port goes.
+# bench_server NAME CMD [ARGS]: one more server to measure; CMD has {port} where its port goes;
+# ARGS, throng-load arguments for this server's runs only (`--ca-file CA` makes them wss://).
 bench_server() {
     [[ $2 == *"{port}"* ]] || bench_die "the command of $1 has no {port}: $2"
     BENCH_NAMES+=("$1")
     BENCH_CMDS+=("$2")
+    BENCH_ARGS+=("${3:-}")
 }
 
 # bench_start CMD: the server on a fresh port (and, for {admin}, an admin port 1000 above it),
@@ -140,7 +150,11 @@ bench_start() {
     SERVER_PID=$!
     for _ in $(seq 200); do
         if [[ -n $(ss -Hltn "sport = :$PORT") ]]; then
-            URL="ws://127.0.0.1:$PORT/$URL_PATH"
+            if [[ " $BENCH_SERVER_ARGS " == *" --ca-file "* ]]; then
+                URL="wss://localhost:$PORT/$URL_PATH"
+            else
+                URL="ws://127.0.0.1:$PORT/$URL_PATH"
+            fi
             sleep 0.3 # let it settle before the "before" readings
             return
         fi
@@ -176,9 +190,9 @@ bench_load() {
             -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    # shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
-    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" ${LOAD_ARGS:-} --server-pid "$SERVER_PID" --json \
-        2>/dev/null | tail -n 1 || true
+    # shellcheck disable=SC2086 # LOAD_ARGS and BENCH_SERVER_ARGS are lists of arguments
+    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" ${LOAD_ARGS:-} $BENCH_SERVER_ARGS \
+        --server-pid "$SERVER_PID" --json 2>/dev/null | tail -n 1 || true
     if [[ -n $perf_pid ]]; then
         wait "$perf_pid" || echo "$BENCH_SCRIPT: perf did not finish ($BENCH_TAG); is PERF_SECONDS within DURATION?" >&2
     fi
@@ -194,10 +208,12 @@ bench_seconds() {
     esac
 }
 
-# bench_measure SHAPE CMD -> one cell: a number, "server/client" for the CPU shapes, "?" when the
-# run gave no figure; "!" appended when throng-load reported a failed check in that run.
+# bench_measure SHAPE CMD [ARGS] -> one cell: a number, "server/client" for the CPU shapes, "?"
+# when the run gave no figure; "!" appended when throng-load reported a failed check in that run.
+# For storm, two more lines: "storm_rate CELL" and "storm_resumed CELL" (rows of the same run).
 bench_measure() {
     local what=$1 json filter
+    BENCH_SERVER_ARGS=${3:-}
     bench_start "$2"
     case $what in
         fresh)
@@ -244,12 +260,26 @@ bench_measure() {
         *) filter='"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
     esac
     jq -r "($filter) + (if .ok == true then \"\" else \"!\" end)" <<<"$json" 2>/dev/null || echo "?"
+    if [[ $what == storm ]]; then
+        jq -r '"storm_rate \(.cycles_per_s | floor)",
+            "storm_resumed \(if (.traffic.tls_handshakes // 0) > 0
+                then .traffic.tls_resumed / .traffic.tls_handshakes * 1000 | round / 1000 else "–" end)"' \
+            <<<"$json" 2>/dev/null || printf 'storm_rate ?\nstorm_resumed ?\n'
+    fi
+}
+
+# bench_rows SHAPE: the table's rows a shape's runs give (itself, and storm's extra rows).
+bench_rows() {
+    case $1 in
+        storm) echo "storm storm_rate storm_resumed" ;;
+        *) echo "$1" ;;
+    esac
 }
 
 # bench_run: every SHAPE, ROUNDS rounds, every server once a round; the order of the servers turns
 # by one each round, so none always runs first (after a fresh port's quiet) or last.
 bench_run() {
-    local what round i k cell n=${#BENCH_NAMES[@]}
+    local what round i k out cell row n=${#BENCH_NAMES[@]}
     for what in $SHAPES; do
         [[ -n $(bench_label "$what") ]] || bench_die "unknown shape $what (SHAPES=\"$SHAPES\")"
     done
@@ -260,8 +290,11 @@ bench_run() {
                 echo "== $what, round $round: ${BENCH_NAMES[i]}" >&2
                 # A measure runs in a subshell (it prints its cell): its failure must end the script.
                 BENCH_TAG="${BENCH_NAMES[i]}.$what.$round"
-                cell=$(bench_measure "$what" "${BENCH_CMDS[i]}") || exit 1
-                BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" $cell"
+                out=$(bench_measure "$what" "${BENCH_CMDS[i]}" "${BENCH_ARGS[i]}") || exit 1
+                BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" ${out%%$'\n'*}"
+                while read -r row cell; do
+                    BENCH_CELLS["$row ${BENCH_NAMES[i]}"]+=" $cell"
+                done < <(sed 1d <<<"$out")
             done
         done
     done
@@ -299,6 +332,8 @@ bench_label() {
         wire200) echo "bytes on the wire per 200 B JSON message from the server" ;;
         wire2k) echo "bytes on the wire per 2 KiB JSON message from the server" ;;
         storm) echo "server/client CPU µs per connect–upgrade–close cycle, $STORM_PARALLEL in parallel" ;;
+        storm_rate) echo "cycles per second (same runs)" ;;
+        storm_resumed) echo "share of TLS handshakes resumed (same runs)" ;;
         churn) echo "server/client CPU µs per subscribe or unsubscribe, $CHURN_CONNS conns" ;;
         fanout) echo "server/client CPU µs per delivery, $FANOUT_SUBSCRIBERS subscribers, 2 msg/s for $FANOUT_DURATION${FANOUT_PAD:+, --pad $FANOUT_PAD}" ;;
     esac
@@ -312,7 +347,7 @@ bench_table() {
     echo "# $BENCH_SCRIPT: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), ROUNDS=$ROUNDS DURATION=$DURATION"
     echo
     for ((i = 0; i < ${#BENCH_NAMES[@]}; i++)); do
-        echo "- ${BENCH_NAMES[i]}: \`${BENCH_CMDS[i]}\`"
+        echo "- ${BENCH_NAMES[i]}: \`${BENCH_CMDS[i]}\`${BENCH_ARGS[i]:+, throng-load \`${BENCH_ARGS[i]}\`}"
     done
     echo "- server on CPU $SERVER_CPU, throng-load on CPU $CLIENT_CPU; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
@@ -324,7 +359,9 @@ bench_table() {
     for _ in "${BENCH_NAMES[@]}"; do row+=" --- | ---: |"; done
     for _ in $ratios; do row+=" ---: |"; done
     echo "$row"
-    for what in $SHAPES; do
+    local rows="" shape
+    for shape in $SHAPES; do rows+=" $(bench_rows "$shape")"; done
+    for what in $rows; do
         row="| $(bench_label "$what") |"
         for name in "${BENCH_NAMES[@]}"; do
             med=$(bench_median_of "$what" "$name")
