@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by scripts/ab.sh, backends.sh, deflate.sh, tls.sh… (sourced, not run): echo servers measured in
-# alternating rounds on the same machine, one table of rounds, medians and ratios. Runs vary by
-# ±15 % here, so one run of each server proves nothing; compare medians of alternating rounds.
+# Shared by scripts/ab.sh, backends.sh, deflate.sh, tls.sh and others (sourced, not run): echo
+# servers measured in alternating rounds on the same machine, one table of rounds, medians and
+# ratios. Runs vary by ±15 % here, so one run of each server proves nothing; compare medians of
+# alternating rounds.
 #
 # Each server is a NAME and a command with `{port}` in it (run as `sh -c "exec CMD"`, so it must
 # be one program: its pid is the one measured), started on a fresh loopback port for every
