@@ -269,3 +269,81 @@ fn a_slow_tls_handshake_is_cut_at_the_deadline() {
     drop(raw);
     assert!(wait_until(Duration::from_secs(5), || failures(&server, TlsFailure::Closed) == 1));
 }
+
+/// After a TLS 1.3 handshake the engine runs the session's records itself (rustls keeps the
+/// key schedule): key updates either way keep it going, in both directions.
+#[test]
+fn key_updates_keep_the_session_going() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let config = client_config(&pki, &[&rustls::version::TLS13]);
+    let mut tls = wss(server.local_addr(), &config);
+    for round in 0..4u8 {
+        // rustls' client asks for the server's key to be updated too: the server answers
+        // with its own KeyUpdate before its next record, under its old key.
+        tls.conn.refresh_traffic_keys().expect("key update");
+        let payload = vec![round; 40_000];
+        send(&mut tls, OpCode::Binary, &payload);
+        assert_eq!(recv(&mut tls), (2, payload), "round {round}");
+    }
+    send(&mut tls, OpCode::Close, &1000u16.to_be_bytes());
+    assert_eq!(recv(&mut tls), (8, 1000u16.to_be_bytes().to_vec()));
+    assert_eq!(read_to_end(&mut tls).expect("close_notify, then EOF"), Vec::<u8>::new());
+}
+
+/// Records split across many reads (one byte per write) are put together.
+#[test]
+fn records_split_across_reads_are_joined() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let config = client_config(&pki, &[&rustls::version::TLS13]);
+    let mut tls = wss(server.local_addr(), &config);
+    tls.sock.set_nodelay(true).expect("nodelay");
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, true, OpCode::Text, Some(random_mask()), b"one byte at a time");
+    tls.conn.writer().write_all(&frame).expect("plaintext");
+    let mut wire = Vec::new();
+    tls.conn.write_tls(&mut wire).expect("ciphertext");
+    for byte in &wire {
+        tls.sock.write_all(std::slice::from_ref(byte)).expect("one byte");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(recv(&mut tls), (1, b"one byte at a time".to_vec()));
+}
+
+/// The records of an established session: what breaks them ends that connection with the
+/// right alert, and the others carry on.
+#[test]
+fn a_tampered_or_unprotected_record_gets_its_alert() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let config = client_config(&pki, &[&rustls::version::TLS13]);
+    let mut bystander = wss(server.local_addr(), &config);
+
+    // A flipped bit in a record's ciphertext: bad_record_mac.
+    let mut tls = wss(server.local_addr(), &config);
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, true, OpCode::Text, Some(random_mask()), b"tampered");
+    tls.conn.writer().write_all(&frame).expect("plaintext");
+    let mut wire = Vec::new();
+    tls.conn.write_tls(&mut wire).expect("ciphertext");
+    wire[8] ^= 1;
+    tls.sock.write_all(&wire).expect("send");
+    let error = read_to_end(&mut tls).expect_err("an alert");
+    assert!(error.to_string().contains("BadRecordMac"), "{error}");
+
+    // A plaintext alert record after the handshake: unexpected_message.
+    let mut tls = wss(server.local_addr(), &config);
+    tls.sock.write_all(&[21, 3, 3, 0, 2, 1, 0]).expect("send");
+    let error = read_to_end(&mut tls).expect_err("an alert");
+    assert!(error.to_string().contains("UnexpectedMessage"), "{error}");
+
+    // A record longer than TLS allows: record_overflow, before its body arrives.
+    let mut tls = wss(server.local_addr(), &config);
+    tls.sock.write_all(&[23, 3, 3, 0x48, 0x01]).expect("send");
+    let error = read_to_end(&mut tls).expect_err("an alert");
+    assert!(error.to_string().contains("RecordOverflow"), "{error}");
+
+    send(&mut bystander, OpCode::Text, b"still here");
+    assert_eq!(recv(&mut bystander), (1, b"still here".to_vec()));
+}
