@@ -346,4 +346,7 @@ fn a_tampered_or_unprotected_record_gets_its_alert() {
 
     send(&mut bystander, OpCode::Text, b"still here");
     assert_eq!(recv(&mut bystander), (1, b"still here".to_vec()));
+    // Counted as the connections' protocol violations, not as handshake failures.
+    let stats = server.stats();
+    assert_eq!((stats.protocol_errors, stats.tls_failures.total()), (3, 0));
 }

@@ -211,8 +211,10 @@ impl TlsConn {
                     log::debug!("TLS: records ended: {end:?}");
                     // After the peer's close_notify our last records (a close frame's answer,
                     // then our close_notify) still go out; after an alert nothing does.
-                    if end != End::PeerClosed {
-                        self.state = State::Failed;
+                    match end {
+                        End::PeerClosed => {}
+                        End::PeerAlert(_) => fail(&mut self.state, stats, TlsFailure::PeerAlert),
+                        End::Broken(_) => fail(&mut self.state, stats, TlsFailure::Protocol),
                     }
                     received.ended = true;
                 }
@@ -447,10 +449,13 @@ fn error(
     received.ended = true;
 }
 
-/// The session failed; a failure during the handshake is counted, by reason.
+/// The session failed: a failure during the handshake is counted by reason, a protocol
+/// violation after it with the connections' other protocol errors.
 fn fail(state: &mut State, stats: &LoopStats, reason: TlsFailure) {
     if *state == State::Handshaking {
         LoopStats::add(&stats.tls_failures[reason.slot()], 1);
+    } else if reason == TlsFailure::Protocol {
+        LoopStats::add(&stats.protocol_errors, 1);
     }
     *state = State::Failed;
 }
