@@ -60,18 +60,19 @@ run plain http
 
 # The same over TLS on both listeners: the page over https, its socket over wss (the page picks
 # the scheme from location.protocol), its publishes to the admin API over https. The certificate
-# is made here for localhost and 127.0.0.1. Trust, rather than --ignore-certificate-errors: Node
-# (the backend publishes from demo.mjs) trusts the file through NODE_EXTRA_CA_CERTS, and Chromium
-# through --ignore-certificate-errors-spki-list with this key's SPKI hash, which lets exactly
-# this certificate through (a mix-up with any other certificate still fails the run).
+# (scripts/lib/test-cert.sh: a throwaway CA and a leaf it signed) is made here for localhost and
+# 127.0.0.1. Trust, rather than --ignore-certificate-errors: Node (the backend publishes from
+# demo.mjs) trusts the CA through NODE_EXTRA_CA_CERTS, and Chromium through
+# --ignore-certificate-errors-spki-list with the leaf key's SPKI hash, which lets exactly this
+# certificate through (a mix-up with any other certificate still fails the run).
+# shellcheck source=scripts/lib/test-cert.sh
+. scripts/lib/test-cert.sh
 tls=target/browser/tls
-mkdir -p "$tls"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$tls/key.pem" -out "$tls/cert.pem" 2>/dev/null
+test_cert "$tls"
+# cert.pem starts with the leaf: x509 reads the first certificate of the file.
 TRUST_SPKI=$(openssl x509 -in "$tls/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
     openssl dgst -sha256 -binary | base64)
-export TRUST_SPKI NODE_EXTRA_CA_CERTS="$tls/cert.pem"
+export TRUST_SPKI NODE_EXTRA_CA_CERTS="$tls/ca.pem"
 run tls https --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem" \
     --admin-tls-cert "$tls/cert.pem" --admin-tls-key "$tls/key.pem"
 
