@@ -7,10 +7,13 @@
 #       virtualenv with autobahntestsuite. Idempotent; needs root for apt.
 #   scripts/autobahn.sh server --url ws://127.0.0.1:9001 [--cases "1.*,2.*"]
 #                              [--exclude "12.*,13.*"] [--out DIR] [--agent NAME]
-#                              [--markdown FILE]
+#                              [--markdown FILE] [--ca PEM [--tls12]]
 #       Run wstest's fuzzingclient against a server the CALLER has started,
 #       then check the report (exit non-zero unless every case is OK or
-#       INFORMATIONAL).
+#       INFORMATIONAL). A wss:// URL works as is, but wstest then checks no
+#       certificate; with --ca it trusts only that CA and checks the URL's
+#       host against the server's certificate (sending a name as SNI), and
+#       with --tls12 it speaks TLS 1.2 only (else it offers 1.3).
 #   scripts/autobahn.sh client --port 9002 [--cases ...] [--exclude ...]
 #                              [--out DIR]
 #       Start wstest's fuzzingserver on 127.0.0.1:PORT (to test a client);
@@ -175,7 +178,7 @@ EOF
 }
 
 run_server_mode() {
-  local url="" cases=$DEFAULT_CASES exclude="" out="" agent="throng" markdown=""
+  local url="" cases=$DEFAULT_CASES exclude="" out="" agent="throng" markdown="" ca="" tls12=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --url) url=${2:?}; shift 2 ;;
@@ -184,10 +187,20 @@ run_server_mode() {
       --out) out=${2:?}; shift 2 ;;
       --agent) agent=${2:?}; shift 2 ;;
       --markdown) markdown=${2:?}; shift 2 ;;
+      --ca) ca=${2:?}; shift 2 ;;
+      --tls12) tls12=1; shift ;;
       *) die "server: unknown argument: $1" ;;
     esac
   done
   [ -n "$url" ] || die "server: --url ws://HOST:PORT is required"
+  local run=("$WSTEST")
+  if [ -n "$ca" ]; then
+    [ -f "$ca" ] || die "server: --ca $ca: no such file"
+    ca=$(cd "$(dirname "$ca")" && pwd)/$(basename "$ca")
+    run=(env "AUTOBAHN_CA=$ca" "AUTOBAHN_TLS12=$tls12" "$VENV/bin/python" -c "$VERIFYING_WSTEST")
+  elif [ "$tls12" = 1 ]; then
+    die "server: --tls12 goes with --ca"
+  fi
   out=${out:-$REPO_DIR/target/autobahn/server}
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
@@ -209,7 +222,7 @@ EOF
   log "spec: $spec"
   log "running fuzzingclient against $url (cap ${TIMEOUT}s)"
   local rc=0
-  (cd "$out" && timeout --kill-after=10 "$TIMEOUT" "$WSTEST" -m fuzzingclient -s "$spec") || rc=$?
+  (cd "$out" && timeout --kill-after=10 "$TIMEOUT" "${run[@]}" -m fuzzingclient -s "$spec") || rc=$?
   if [ "$rc" -ne 0 ]; then
     [ "$rc" -eq 124 ] && log "wstest timed out after ${TIMEOUT}s"
     [ -f "$report/index.json" ] || die "wstest exited $rc and wrote no report"
@@ -221,6 +234,32 @@ EOF
   "${check[@]}"
   return "$rc"
 }
+
+# wstest's fuzzingclient connects to wss:// with Twisted's ClientContextFactory, which verifies
+# nothing and sends no SNI. This shim hands its connectWS Twisted's verifying options instead:
+# only the CA in $AUTOBAHN_CA is trusted, and the certificate must name the URL's host (an IP
+# address is checked against the IP SANs). With $AUTOBAHN_TLS12=1 it is held to TLS 1.2, through
+# the version-locked method: Twisted 20.3's lowerMaximumSecurityTo disables the version it is
+# given as well as those above it. wstest is imported first: it installs the reactor.
+VERIFYING_WSTEST='
+import os, sys
+from autobahntestsuite.wstest import run
+from autobahntestsuite import fuzzing
+from twisted.internet import ssl
+from OpenSSL import SSL
+with open(os.environ["AUTOBAHN_CA"]) as f:
+    trust = ssl.Certificate.loadPEM(f.read())
+_connect = fuzzing.connectWS
+def connectWS(factory, contextFactory=None, *args, **kwargs):
+    if factory.isSecure and contextFactory is None:
+        extra = {"method": SSL.TLSv1_2_METHOD} if os.environ.get("AUTOBAHN_TLS12") == "1" else {}
+        contextFactory = ssl.optionsForClientTLS(unicode(factory.host), trustRoot=trust,
+                                                 extraCertificateOptions=extra)
+    return _connect(factory, contextFactory, *args, **kwargs)
+fuzzing.connectWS = connectWS
+sys.argv[0] = "wstest"
+sys.exit(run())
+'
 
 LOOPBACK_WSTEST='
 import sys

@@ -12,6 +12,12 @@
 #   CONFORMANCE_CLIENT=0  skip the client cases: wstest's fuzzingserver (1–7, 9, 10, 12, 13)
 #                    against throng::client, run beside the server's deflate runs
 #   CONFORMANCE_CLIENT_CASES="1.*,…,13.*"  the client cases to run
+#   CONFORMANCE_TLS=0  skip the wss:// runs: 1–7, 9, 10 against the echo example serving TLS
+#                    (2 loops, each backend, TLS 1.3; and TLS 1.2 on the first backend), then 12,
+#                    13 against it with compression shared (the first backend), wstest verifying
+#                    the server's chain against a CA made for the run; they run one after the
+#                    other beside the server's deflate runs
+#   CONFORMANCE_TLS_DEFLATE=0  leave out that wss:// run of 12 and 13 (the slow one)
 #   CONFORMANCE_WRITE_DOC=1  also rewrite docs/conformance.md from this run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,22 +40,35 @@ wait_for_port() { # PORT TRIES
     done
 }
 
-# One run: the echo example on BACKEND with LOOPS loops and COMPRESSION, wstest's CASES against
-# it; the summary goes to $out/summary-RUN.md. Returns non-zero unless every case passed.
-run_server() { # RUN PORT BACKEND LOOPS COMPRESSION CASES
-    local run=$1 port=$2 backend=$3 loops=$4 compression=$5 cases=$6 pid rc=0
+# The wss:// runs' certificate: a CA made for this run and a leaf for 127.0.0.1 it signed; wstest
+# trusts only that CA (scripts/autobahn.sh --ca), so the echo example's whole chain is checked.
+# shellcheck source=scripts/lib/tls-cert.sh
+. scripts/lib/tls-cert.sh
+tls=$out/tls
+
+# One run: the echo example on BACKEND with LOOPS loops and COMPRESSION, serving SCHEME (ws, or
+# wss with the certificate in $tls), wstest's CASES against it; the summary goes to
+# $out/summary-RUN.md. Returns non-zero unless every case passed.
+run_server() { # RUN PORT BACKEND LOOPS COMPRESSION CASES [SCHEME [TLS12]]
+    local run=$1 port=$2 backend=$3 loops=$4 compression=$5 cases=$6 scheme=${7:-ws} pid rc=0
+    local serve=() check=() start=$SECONDS
+    if [ "$scheme" = wss ]; then
+        serve=(--tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem")
+        check=(--ca "$tls/ca.pem")
+        [ "${8:-}" = tls12 ] && check+=(--tls12)
+    fi
     ./target/release/examples/echo "127.0.0.1:$port" --loops "$loops" --backend "$backend" \
-        --compression "$compression" >"$out/echo-$run.log" 2>&1 &
+        --compression "$compression" "${serve[@]}" >"$out/echo-$run.log" 2>&1 &
     pid=$!
     wait_for_port "$port" 50
     # 12 and 13 take minutes (longer two at a time on a loaded machine): a cap well over that.
     AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-3600} AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server \
-        --url "ws://127.0.0.1:$port" \
+        --url "$scheme://127.0.0.1:$port" "${check[@]}" \
         --cases "$cases" --agent "throng-$run" --out "$out/$run" --markdown "$out/summary-$run.md" \
         >"$out/wstest-$run.log" 2>&1 || rc=$?
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    echo "==> Autobahn ($cases) against the echo example on $backend, $loops loop(s), compression $compression"
+    echo "==> Autobahn ($cases) against the echo example on $backend, $loops loop(s), compression $compression, $scheme://${8:+ ($8)} ($((SECONDS - start)) s)"
     tail -n 12 "$out/wstest-$run.log"
     return "$rc"
 }
@@ -101,6 +120,52 @@ if [ "${CONFORMANCE_CLIENT:-1}" != "0" ]; then
     client_pid=$!
 fi
 
+# TLS: the server cases over wss://, through the engine's own rustls termination (a relay in
+# front would test the relay's TLS, not ours). 1–10 on each backend (each hands TLS its bytes its
+# own way; TLS sits below the frame codec, so one loop count is enough) in TLS 1.3, which wstest
+# offers, and in TLS 1.2 on one (a TLS 1.3 session runs the engine's own record layer after the
+# handshake, a TLS 1.2 one stays in rustls'), then 12
+# and 13 on one: compressed frames through TLS. They run one after the other (a 1–10 run takes
+# a minute or two) beside the server's deflate runs.
+tls_backend=""
+tls_pid=""
+if [ "${CONFORMANCE_TLS:-1}" != "0" ]; then
+    read -r tls_backend _ <<<"$backends"
+    tls_cert "$tls"
+    tls_cert "$tls/other"
+    (
+        s=0 tls_port=9120 # clear of the runs above (9101–), the client (9110) and the deflate runs
+        # wstest must refuse a server whose chain leads to another CA: else the runs below would
+        # pass with verification silently off, whatever the server sent.
+        ./target/release/examples/echo "127.0.0.1:$tls_port" --backend "$tls_backend" --tls-cert "$tls/other/cert.pem" \
+            --tls-key "$tls/other/key.pem" >"$out/echo-wss-other-ca.log" 2>&1 &
+        pid=$!
+        wait_for_port "$tls_port" 50
+        if AUTOBAHN_TIMEOUT=120 AUTOBAHN_SKIP_INSTALL=1 bash scripts/autobahn.sh server \
+            --url "wss://127.0.0.1:$tls_port" --ca "$tls/ca.pem" --cases 1.1.1 --agent throng-wss-other-ca \
+            --out "$out/wss-other-ca" >"$out/wstest-wss-other-ca.log" 2>&1; then
+            echo "==> wstest accepted a certificate from a CA it was not given: its verification is off"
+            s=1
+        fi
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        for backend in $backends; do
+            tls_port=$((tls_port + 1))
+            run_server "wss-$backend-2" "$tls_port" "$backend" 2 off "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*" wss ||
+                s=1
+        done
+        tls_port=$((tls_port + 1))
+        run_server "wss-tls12-$tls_backend-2" "$tls_port" "$tls_backend" 2 off "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*" \
+            wss tls12 || s=1
+        if [ "${CONFORMANCE_TLS_DEFLATE:-1}" != "0" ]; then
+            run_server "wss-deflate-shared-$tls_backend-2" "$((tls_port + 1))" "$tls_backend" 2 shared "12.*,13.*" wss ||
+                s=1
+        fi
+        exit "$s"
+    ) &
+    tls_pid=$!
+fi
+
 # permessage-deflate: cases 12 and 13 (the only ones whose client offers the extension) in each
 # mode × loop count × backend, in an order where the first two configurations already cover
 # both modes, both loop counts and both backends, the first four every pair of them.
@@ -133,6 +198,9 @@ done
 if [ -n "$client_pid" ]; then
     wait "$client_pid" || status=1
 fi
+if [ -n "$tls_pid" ]; then
+    wait "$tls_pid" || status=1
+fi
 
 if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
     {
@@ -146,6 +214,18 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
         echo "\`CONFORMANCE_DEFLATE_RUNS=all\` runs 12 and 13 in every mode × loop count × backend, CI runs"
         echo "the first two, which cover both modes, both loop counts and both backends); CI fails on"
         echo "anything but OK or INFORMATIONAL. NON-STRICT counts as a failure."
+        echo
+        echo "12 and 13 are slow through the Python suite: each run of their 216 cases sends 1000 messages of"
+        echo "up to 128 KiB per case, about a quarter of an hour here, so CI runs two of the eight"
+        echo "configurations side by side, and the client's run and the \`wss://\` runs beside them."
+        if [ -n "$tls_backend" ]; then
+            echo
+            echo "Over \`wss://\` (the sections marked so), the echo example serves TLS itself (rustls,"
+            echo "\`--tls-cert\`/\`--tls-key\`) with a certificate for 127.0.0.1 signed by a CA made for the"
+            echo "run (scripts/lib/tls-cert.sh); wstest trusts only that CA and checks the certificate"
+            echo "against the URL's host (\`scripts/autobahn.sh server --ca\`). It offers TLS 1.3; one run"
+            echo "holds it to TLS 1.2 (\`--tls12\`)."
+        fi
         echo
         echo "Run on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr)."
         for backend in $backends; do
@@ -163,6 +243,24 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
             echo
             sed -n '/^|/p' "$out/summary-$run.md"
         done
+        if [ -n "$tls_backend" ]; then
+            for backend in $backends; do
+                echo
+                echo "## wss:// (TLS 1.3): $backend backend, 2 loop(s)"
+                echo
+                sed -n '/^|/p' "$out/summary-wss-$backend-2.md"
+            done
+            echo
+            echo "## wss:// (TLS 1.2): $tls_backend backend, 2 loop(s)"
+            echo
+            sed -n '/^|/p' "$out/summary-wss-tls12-$tls_backend-2.md"
+            if [ "${CONFORMANCE_TLS_DEFLATE:-1}" != "0" ]; then
+                echo
+                echo "## wss:// (TLS 1.3), permessage-deflate (12, 13): shared mode, $tls_backend backend, 2 loop(s)"
+                echo
+                sed -n '/^|/p' "$out/summary-wss-deflate-shared-$tls_backend-2.md"
+            fi
+        fi
         if [ -f "$out/summary-client.md" ]; then
             echo
             echo "## Client (\`throng::client\`, \`examples/autobahn_client.rs --deflate\`) against the fuzzingserver"
