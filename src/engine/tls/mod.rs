@@ -37,11 +37,6 @@ use crate::proto::handshake::Rejection;
 /// queue, where the outbound cap sees it.
 pub(crate) const ENCRYPT_AHEAD: usize = 64 * 1024;
 
-/// The largest plaintext per record (RFC 8446 §5.1), and what one adds at most on the wire
-/// (header, tag, content type and padding room); used to size the output before encrypting.
-const RECORD_PLAINTEXT: usize = 16 * 1024;
-const RECORD_OVERHEAD: usize = 64;
-
 /// How many queued records an error may still flush (a server flight is a handful).
 const MAX_PENDING_RECORDS: usize = 16;
 
@@ -483,15 +478,17 @@ impl NeedsRoom for EncryptError {
     }
 }
 
-/// Runs `write` into room at the end of `out`'s owned tail (growing it once if rustls asks for
-/// more) and commits what it wrote.
+/// Runs `write` into room at the end of `out`'s owned tail and commits what it wrote. rustls is
+/// asked first with no room and says how much it needs: a guess (a record's worth, 16 KiB)
+/// would leave that much capacity in the queue's chunk of every connection handshaking in a
+/// turn, which in a reconnect storm is heap the process keeps, fragmented, after it.
 fn encode_into<E: NeedsRoom + std::fmt::Display>(
     out: &mut Outbound,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> Result<usize, E> {
     let tail = out.owned_tail();
     let start = tail.len();
-    let mut room = RECORD_PLAINTEXT + RECORD_OVERHEAD;
+    let mut room = 0;
     loop {
         tail.resize(start + room, 0);
         match write(&mut tail[start..]) {
