@@ -223,8 +223,9 @@ if [ "${CONFORMANCE_WRITE_DOC:-0}" = "1" ]; then
             echo "Over \`wss://\` (the sections marked so), the echo example serves TLS itself (rustls,"
             echo "\`--tls-cert\`/\`--tls-key\`) with a certificate for 127.0.0.1 signed by a CA made for the"
             echo "run (scripts/lib/tls-cert.sh); wstest trusts only that CA and checks the certificate"
-            echo "against the URL's host (\`scripts/autobahn.sh server --ca\`). It offers TLS 1.3; one run"
-            echo "holds it to TLS 1.2 (\`--tls12\`)."
+            echo "against the URL's host (\`scripts/autobahn.sh server --ca\`). It offers TLS 1.3 (after the"
+            echo "handshake, the engine's own record layer runs the session); one run holds it to TLS 1.2"
+            echo "(\`--tls12\`: rustls runs the whole session)."
         fi
         echo
         echo "Run on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr)."
