@@ -350,3 +350,28 @@ fn a_tampered_or_unprotected_record_gets_its_alert() {
     let stats = server.stats();
     assert_eq!((stats.protocol_errors, stats.tls_failures.total()), (3, 0));
 }
+
+/// A client that keeps asking for key updates without sending data is cut off (each answer is
+/// queued for it whether it reads or not), with unexpected_message.
+#[test]
+fn a_key_update_flood_is_cut_off() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let config = client_config(&pki, &[&rustls::version::TLS13]);
+    let mut tls = wss(server.local_addr(), &config);
+    // Within the allowance, with data between: the session goes on.
+    for _ in 0..3 {
+        for _ in 0..32 {
+            tls.conn.refresh_traffic_keys().expect("key update");
+        }
+        send(&mut tls, OpCode::Text, b"between");
+        assert_eq!(recv(&mut tls), (1, b"between".to_vec()));
+    }
+    for _ in 0..40 {
+        tls.conn.refresh_traffic_keys().expect("key update");
+    }
+    tls.conn.complete_io(&mut tls.sock).expect("send the updates");
+    let error = read_to_end(&mut tls).expect_err("an alert");
+    assert!(error.to_string().contains("UnexpectedMessage"), "{error}");
+    assert_eq!(server.stats().protocol_errors, 1);
+}

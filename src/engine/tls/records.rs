@@ -22,6 +22,7 @@ use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets};
 
+use super::ENCRYPT_AHEAD;
 use crate::engine::outbound::Outbound;
 
 /// Content types (RFC 8446 §5.1).
@@ -36,6 +37,10 @@ const TAG: usize = 16;
 /// The largest plaintext of a record, and of its ciphertext (RFC 8446 §5.1, §5.2).
 const MAX_PLAIN: usize = 1 << 14;
 const MAX_CIPHER: usize = MAX_PLAIN + 256;
+
+/// KeyUpdates a client may ask us to answer between two of its application data records (as
+/// rustls allows): past it, a peer is making us work (and queue answers) for nothing.
+const MAX_KEY_UPDATE_REQUESTS: u8 = 32;
 
 /// How a connection's records ended, if they did.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub(crate) struct Records {
     /// Records one sending key protects before it is replaced (a margin under the suite's
     /// confidentiality limit).
     tx_limit: u64,
+    /// KeyUpdates answered since the peer's last application data record.
+    key_update_requests: u8,
 }
 
 impl Records {
@@ -117,6 +124,7 @@ impl Records {
             tx: Direction { secrets: tx, seq: tx_seq },
             rx: Direction { secrets: rx, seq: rx_seq },
             tx_limit: limit - limit / 16,
+            key_update_requests: 0,
         })
     }
 
@@ -167,7 +175,10 @@ impl Records {
                 return (offset, Some(self.broken(AlertDescription::RecordOverflow, out)));
             }
             match content_type {
-                APPLICATION_DATA => plain.extend_from_slice(content),
+                APPLICATION_DATA => {
+                    self.key_update_requests = 0;
+                    plain.extend_from_slice(content);
+                }
                 ALERT => match alert(content) {
                     Ok(None) => {}
                     Ok(Some(end)) => return (offset, Some(end)),
@@ -184,8 +195,18 @@ impl Records {
                     }
                     // The next records are under the new key.
                     key = None;
-                    if requested && !self.update_tx(out) {
-                        return (offset, Some(End::Broken(AlertDescription::InternalError)));
+                    if requested {
+                        // Our answer is queued whether or not the peer reads: one that asks
+                        // again and again, or asks while 64 KiB of ours wait unread, would
+                        // grow the queue without bound.
+                        self.key_update_requests += 1;
+                        if self.key_update_requests > MAX_KEY_UPDATE_REQUESTS || out.queued() >= ENCRYPT_AHEAD
+                        {
+                            return (offset, Some(self.broken(AlertDescription::UnexpectedMessage, out)));
+                        }
+                        if !self.update_tx(out) {
+                            return (offset, Some(End::Broken(AlertDescription::InternalError)));
+                        }
                     }
                 }
                 _ => return (offset, Some(self.broken(AlertDescription::UnexpectedMessage, out))),
