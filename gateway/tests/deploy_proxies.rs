@@ -85,7 +85,8 @@ fn nginx(file: &str, listen: &str, upstream: SocketAddr) -> Proxy {
         .arg(&dir)
         .arg("-e")
         .arg(&log)
-        .args(["-g", "daemon off;"])
+        // One process: the master's workers would outlive the kill of the master on drop.
+        .args(["-g", "daemon off; master_process off;"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

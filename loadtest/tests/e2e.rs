@@ -11,19 +11,26 @@ use std::time::Duration;
 use serde_json::Value;
 use throng::{Event, Flow, Server};
 
-/// An echo server on 127.0.0.1:0 that lives as long as the test process.
-fn echo_server() -> SocketAddr {
+/// An echo server of the test's: stopped (its loops and their rings gone) when dropped, at the
+/// end of the test, so that the file's tests do not pile servers up in one process.
+struct Echo {
+    addr: SocketAddr,
+    _server: Server,
+}
+
+/// An echo server on 127.0.0.1:0.
+fn echo_server() -> Echo {
     echo_server_taking(Duration::ZERO)
 }
 
 /// An echo server (one loop) that spends `delay` on every message before echoing it: it
 /// cannot echo more than `1/delay` messages per second, whoever sends them.
-fn echo_server_taking(delay: Duration) -> SocketAddr {
+fn echo_server_taking(delay: Duration) -> Echo {
     start_echo_server(delay, None)
 }
 
 /// The echo server of [`echo_server_taking`], over TLS when given a configuration.
-fn start_echo_server(delay: Duration, tls: Option<throng::tls::rustls::ServerConfig>) -> SocketAddr {
+fn start_echo_server(delay: Duration, tls: Option<throng::tls::rustls::ServerConfig>) -> Echo {
     let mut builder =
         Server::builder().bind("127.0.0.1:0").unwrap().loops(1).on_message(move |inline, kind, payload| {
             if !delay.is_zero() {
@@ -39,8 +46,7 @@ fn start_echo_server(delay: Duration, tls: Option<throng::tls::rustls::ServerCon
     let addr = server.local_addr();
     let events = server.events();
     std::thread::spawn(move || for _ in events.iter() {});
-    std::mem::forget(server);
-    addr
+    Echo { addr, _server: server }
 }
 
 /// The client loop's backends (`--backend`): the tests that run the loop run on each.
@@ -89,7 +95,8 @@ fn assert_ordered(v: &Value, latency: &str) {
 #[test]
 fn connect_holds_500_and_checks_them() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let (code, v, text) =
             load_on(backend, &["connect", &url, "--conns", "500", "--hold", "2s", "--ping-sample", "100"]);
         assert_eq!(code, 0, "{text}");
@@ -106,7 +113,8 @@ fn connect_holds_500_and_checks_them() {
 #[test]
 fn echo_checks_payloads_and_orders_percentiles() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let (code, v, text) = load_on(
             backend,
             &[
@@ -140,7 +148,8 @@ fn echo_checks_payloads_and_orders_percentiles() {
 #[test]
 fn csv_has_a_row_per_second() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let path = std::env::temp_dir().join(format!("throng-load-e2e-{}.csv", std::process::id()));
         let pid = std::process::id().to_string();
         let csv = path.to_str().unwrap();
@@ -179,7 +188,8 @@ fn csv_has_a_row_per_second() {
 #[test]
 fn open_loop_measures_the_queue_a_closed_loop_hides() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server_taking(Duration::from_millis(2)));
+        let echo = echo_server_taking(Duration::from_millis(2));
+        let url = format!("ws://{}/", echo.addr);
         let common = ["--conns", "2", "--warmup", "0s", "--duration", "2s", "--drain-timeout", "20s"];
         let closed: Vec<&str> = ["echo", &url, "--inflight", "1"].into_iter().chain(common).collect();
         let (code, closed, text) = load_on(backend, &closed);
@@ -209,7 +219,8 @@ fn open_loop_measures_the_queue_a_closed_loop_hides() {
 #[test]
 fn total_rate_is_shared_by_the_processes() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let (code, v, text) = load_on(
             backend,
             &[
@@ -240,7 +251,8 @@ fn total_rate_is_shared_by_the_processes() {
 #[test]
 fn a_ramp_raises_the_sent_rate_over_the_run() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let (code, v, text) = load_on(
             backend,
             &["echo", &url, "--conns", "2", "--ramp", "10:400/s:4s", "--warmup", "0s", "--duration", "4s"],
@@ -265,7 +277,8 @@ fn a_ramp_raises_the_sent_rate_over_the_run() {
 #[test]
 fn thresholds_set_the_exit_status() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let base = ["echo", &url, "--conns", "2", "--warmup", "0s", "--duration", "500ms"];
         let with = |extra: &[&'static str]| -> Vec<&str> {
             base.iter().copied().chain(extra.iter().copied()).collect()
@@ -304,7 +317,8 @@ fn thresholds_set_the_exit_status() {
 #[test]
 fn procs_2_merges_counts_and_histograms() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let (code, v, text) = load_on(
             backend,
             &["connect", &url, "--conns", "301", "--hold", "300ms", "--procs", "2", "--report", "/dev/null"],
@@ -349,7 +363,8 @@ fn procs_2_merges_counts_and_histograms() {
 #[test]
 fn threads_2_split_the_connections_and_merge_like_procs() {
     for backend in BACKENDS {
-        let url = format!("ws://{}/", echo_server());
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
         let pid = std::process::id().to_string();
         let (code, v, text) = load_on(
             backend,
@@ -598,9 +613,8 @@ fn test_pki() -> (throng::tls::rustls::ServerConfig, std::path::PathBuf) {
     (throng::tls::server_config(certificates).unwrap(), ca_file)
 }
 
-/// A TLS echo server (throng's engine) with a [`test_pki`] certificate, living as long as the
-/// test process, and its CA file.
-fn tls_echo_server() -> (SocketAddr, std::path::PathBuf) {
+/// A TLS echo server (throng's engine) with a [`test_pki`] certificate, and its CA file.
+fn tls_echo_server() -> (Echo, std::path::PathBuf) {
     let (config, ca_file) = test_pki();
     (start_echo_server(Duration::ZERO, Some(config)), ca_file)
 }
@@ -609,7 +623,8 @@ fn tls_echo_server() -> (SocketAddr, std::path::PathBuf) {
 /// handshakes are counted, and `--tls-resume` decides whether they resume.
 #[test]
 fn wss_runs_every_mode_and_resumes_on_request() {
-    let (addr, ca_file) = tls_echo_server();
+    let (echo, ca_file) = tls_echo_server();
+    let addr = echo.addr;
     let ca = ca_file.to_str().unwrap();
     let url = format!("wss://localhost:{}/", addr.port());
     let (code, v, text) = load(&[
@@ -697,7 +712,9 @@ fn wss_fanout_delivers_every_message() {
 /// A certificate the client does not trust fails every connection, counted by reason.
 #[test]
 fn wss_counts_an_untrusted_certificate_as_such() {
-    let (addr, _) = tls_echo_server();
+    let (echo, _) = tls_echo_server();
+    let addr = echo.addr;
+    // Only the other server's CA is used.
     let (_, other_ca) = tls_echo_server();
     let url = format!("wss://localhost:{}/", addr.port());
     let (code, v, text) =
@@ -709,7 +726,8 @@ fn wss_counts_an_untrusted_certificate_as_such() {
 /// `storm`: connect–upgrade–close cycles, each ended by a clean close handshake.
 #[test]
 fn storm_cycles_close_cleanly() {
-    let url = format!("ws://{}/", echo_server());
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
     for backend in BACKENDS {
         let (code, v, text) = load_on(backend, &["storm", &url, "--parallel", "4", "--duration", "500ms"]);
         assert_eq!(code, 0, "{text}");
