@@ -468,3 +468,52 @@ fn each_connection_keeps_to_one_shard_in_order() {
         reader.join().unwrap();
     }
 }
+
+#[test]
+fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
+    let server = builder()
+        .loops(2)
+        .on_upgrade(|request, _| {
+            let topics =
+                request.query().map(|q| q.split(',').map(str::to_owned).collect()).unwrap_or_default();
+            Ok(throng::Accepted { topics, ..throng::Accepted::new(request.path().to_owned()) })
+        })
+        .greeting(|conn, path: &String, out| match path.as_str() {
+            "/quiet" => {}
+            "/broken" => out.extend_from_slice(b"not \xff UTF-8"),
+            _ => out.extend_from_slice(format!("hello {} at {path}", conn.as_u64()).as_bytes()),
+        })
+        .start()
+        .unwrap();
+    let events = server.events();
+    let handle = server.handle();
+    let mut client = connect(server.local_addr(), "/room?news,sport");
+    let open = |events: &throng::Events<String>| match next_event(events) {
+        Event::Open { conn, value, .. } => (conn, value),
+        other => panic!("expected Open, got {other:?}"),
+    };
+    let (id, path) = open(&events);
+    assert_eq!(path, "/room");
+    // The greeting is the first message, and once the client has it the topics are joined: a
+    // publish from here on reaches it, with no worker's subscribe in between.
+    client.expect_text(&format!("hello {} at /room", id.as_u64()));
+    assert_eq!(handle.subscribers("news"), 1);
+    assert_eq!(handle.subscribers("sport"), 1);
+    handle.publish("sport", "goal").unwrap();
+    client.expect_text("goal");
+
+    // Nothing written: no greeting. Not UTF-8: not sent. The topics are joined all the same.
+    for path in ["/quiet", "/broken"] {
+        let mut other = connect(server.local_addr(), &format!("{path}?news"));
+        let (other_id, _) = open(&events);
+        assert_eq!(handle.subscribers("news"), 2, "{path}");
+        handle.publish("news", format!("news for {path}")).unwrap();
+        other.expect_text(&format!("news for {path}"));
+        other.close_handshake(1000);
+        // Its topics are left before its Close event is sent.
+        assert!(matches!(next_event(&events), Event::Close { conn, .. } if conn == other_id));
+    }
+    client.expect_text("news for /quiet");
+    client.expect_text("news for /broken");
+    client.close_handshake(1000);
+}

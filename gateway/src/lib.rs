@@ -193,6 +193,7 @@ fn start_engine(
         .max_assembly_bytes(s.max_assembly_bytes)
         .admission(Arc::new(admission::Gate(front.clone())))
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
+        .greeting(upgrade::welcome)
         .on_topic(move |topic, _| {
             if let Some(broker) = reports.get() {
                 broker.topic_membership(topic);

@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 
 use super::auth::{self, Claims, TokenError};
-use super::channels::{allowed, check_client_channel, query_channels, query_param, NameError};
+use super::channels::{allowed, check_client_channel, query_channels, query_param, user_topic, NameError};
 use super::expiry::unix_now;
 use super::metrics::Reject;
 use super::state::Front;
+use serde::Serialize;
 use throng::proto::handshake::UpgradeRequest;
-use throng::{Accepted, Rejection};
+use throng::{Accepted, ConnId, Rejection};
 
 /// The subprotocol prefix browsers use to carry a token (`new WebSocket(url, ["bearer.<jwt>"])`).
 pub const BEARER_PROTOCOL: &str = "bearer.";
@@ -83,7 +84,37 @@ pub(crate) fn decide(
     // A browser that offered only the token entry fails the connection unless one protocol is
     // echoed, so the token entry itself is the fallback.
     let subprotocol = req.select_subprotocol(&preference).or(bearer_protocol).map(str::to_owned);
-    Ok(Accepted { subprotocol, ..Accepted::new(Opening { claims, channels }) })
+    // The engine joins these before the 101 and the welcome go out (see `welcome`).
+    let topics =
+        claims.as_ref().map(|c| user_topic(&c.sub)).into_iter().chain(channels.iter().cloned()).collect();
+    Ok(Accepted { subprotocol, topics, ..Accepted::new(Opening { claims, channels }) })
+}
+
+/// The connection's first message, queued by the engine behind its 101 (one write), after it
+/// joined its user topic and channels: a client that has read it is subscribed. Written on the
+/// loop thread into the loop's buffer, so a connection's open costs no command from a worker
+/// and no allocation.
+pub(crate) fn welcome(conn: ConnId, opening: &Opening, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Welcome<'a> {
+        r#type: &'static str,
+        /// A string: JavaScript numbers cannot hold every 64-bit id.
+        #[serde(serialize_with = "as_string")]
+        conn: u64,
+        user: Option<&'a str>,
+        channels: &'a [String],
+    }
+    fn as_string<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+    let welcome = Welcome {
+        r#type: "welcome",
+        conn: conn.as_u64(),
+        user: opening.claims.as_ref().map(|c| c.sub.as_str()),
+        channels: &opening.channels,
+    };
+    // Writing to a Vec cannot fail, and these fields always serialize.
+    let _ = serde_json::to_writer(out, &welcome);
 }
 
 /// The token from `Authorization: Bearer`, then `?token=`, then a `bearer.` subprotocol.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::admission::IpKey;
 use super::broker;
-use super::channels::{allowed, check_client_channel, user_topic};
+use super::channels::{allowed, check_client_channel};
 use super::config::ClientMessages;
 use super::conns::Principal;
 use super::metrics::Counters;
@@ -176,28 +176,13 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
             let exp = claims.as_ref().and_then(|c| c.exp);
             let principal = claims
                 .map(|c| Principal { sub: Arc::from(c.sub), allowed: c.channels.map(Vec::into_boxed_slice) });
-            let principal = ctx.conns.open(conn, IpKey::from(peer.ip()), principal, exp.is_some());
-            let user_name = principal.as_ref().map(|p| p.sub.clone());
-            // Refused only by an overloaded loop, which counts it (commands_refused). The
-            // engine's index is the one record of who is subscribed to what.
-            if let Some(user) = &user_name {
-                let _ = ctx.handle.subscribe(conn, &user_topic(user));
-            }
-            for channel in &channels {
-                let _ = ctx.handle.subscribe(conn, channel);
-            }
+            // The engine joined the user topic and the channels at the upgrade and sent the
+            // welcome behind the 101 (`upgrade::welcome`); its index is the one record of who
+            // is subscribed to what.
+            ctx.conns.open(conn, IpKey::from(peer.ip()), principal, exp.is_some());
             if let Some(exp) = exp {
                 ctx.expiry.schedule(conn, exp);
             }
-            // Sent after the subscribes were posted, so a client that has read it is subscribed.
-            let welcome = json!({
-                "type": "welcome",
-                "conn": conn.as_u64().to_string(),
-                "user": user_name.as_deref(),
-                "channels": channels,
-            });
-            // Refused only by an overloaded loop, which counts it (commands_refused).
-            let _ = ctx.handle.send(conn, welcome.to_string());
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
         Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),

@@ -65,13 +65,17 @@ fn a_dead_workers_connections_are_closed_and_the_other_worker_serves_on() {
     assert_eq!(wait_unhealthy(&gw).status, 503);
     // Held open (a close frame left unanswered keeps its slot), so each takes a new slot and
     // the connections spread over both shards.
+    // The loop welcomes every connection; the dead worker's shard is read for it and its
+    // connections closed with 1011, so a command there is answered by that close.
     let (mut welcomed, mut closed) = (Vec::new(), Vec::new());
     for _ in 0..24 {
         let mut ws = gw.upgrade("/ws");
+        assert!(ws.recv_text().contains("welcome"));
+        ws.send_text(&json!({"op": "subscribe", "channel": "probe"}).to_string());
         match ws.recv() {
-            Got::Text(text) if text.contains("welcome") => welcomed.push(ws),
+            Got::Text(text) if text.contains("subscribed") => welcomed.push(ws),
             Got::Close(1011, reason) if reason == "internal error" => closed.push(ws),
-            other => panic!("expected a welcome or 1011, got {other:?}"),
+            other => panic!("expected a reply or 1011, got {other:?}"),
         }
     }
     assert!(

@@ -249,10 +249,14 @@ impl Conn {
     /// Queues a data message (from the application) under the outbound cap, compressed when
     /// deflate was negotiated and it is worth it.
     pub(crate) fn send(&mut self, core: &mut LoopCore, index: u32, message: &Message) {
+        self.send_data(core, index, message.kind(), message.as_bytes());
+    }
+
+    /// [`Conn::send`] of a payload of `kind` (text must be valid UTF-8: the caller checked).
+    fn send_data(&mut self, core: &mut LoopCore, index: u32, kind: DataKind, payload: &[u8]) {
         if !self.may_send() {
             return;
         }
-        let payload = message.as_bytes();
         // The cap is applied before compressing (to the larger, uncompressed size): a message
         // compressed with context and then refused would leave the peer's window behind ours.
         if !self.admit(core, index, MAX_HEADER_LEN + payload.len()) {
@@ -261,7 +265,7 @@ impl Conn {
         let compressed = self.has(DEFLATE) && core.deflate.compress(index, payload);
         let scratch = std::mem::take(&mut core.deflate.compressed);
         let bytes = if compressed { &scratch[..] } else { payload };
-        self.cold(core).outbound.push_data(message.kind().opcode(), compressed, bytes);
+        self.cold(core).outbound.push_data(kind.opcode(), compressed, bytes);
         self.mark_dirty(core, index);
         LoopStats::add(&core.stats.messages_out, 1);
         LoopStats::add(&core.stats.compressed_out, u64::from(compressed));
@@ -589,6 +593,14 @@ impl Conn {
             self.refuse(core, index, &response);
             return None;
         }
+        let conn = self.id(core, index);
+        // Written before the value moves into the Open event; queued behind the 101 below.
+        let mut greeting = std::mem::take(&mut core.greeting);
+        greeting.clear();
+        if let Some(greet) = &core.config.greeting {
+            greet(conn, &accepted.value, &mut greeting);
+        }
+        let topics = accepted.topics;
         let headers = core
             .config
             .open_headers
@@ -596,7 +608,7 @@ impl Conn {
             .filter_map(|name| request.header_str(name).map(|v| (name.clone(), v.to_owned())))
             .collect();
         let open = Event::Open {
-            conn: self.id(core, index),
+            conn,
             peer,
             path: request.path().to_owned(),
             query: request.query().map(str::to_owned),
@@ -630,6 +642,23 @@ impl Conn {
         // Until the upgrade the limiter's timestamp is still the accept's turn time (reads
         // leave it alone while handshaking), so no clock is read and no field is added.
         core.stats.handshake_duration.observe(FINE * core.now_fine.wrapping_sub(self.rate_tat));
+        // Joined before anything reaches the client, so whatever it reads next, a publish to
+        // these topics from then on reaches it.
+        for topic in &topics {
+            core.topics.subscribe_name(&mut self.topics, index, topic);
+        }
+        if !greeting.is_empty() {
+            match std::str::from_utf8(&greeting) {
+                Ok(_) => self.send_data(core, index, DataKind::Text, &greeting),
+                Err(e) => {
+                    log::warn!("loop {}: the greeting hook wrote invalid UTF-8 ({e}): not sent", core.loop_id)
+                }
+            }
+        }
+        // The buffer is kept for the next upgrade unless a greeting made it large.
+        if greeting.capacity() <= 4096 {
+            core.greeting = greeting;
+        }
         core.emit(open);
         self.rearm(core, index);
         Some(used)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::compress::LoopDeflate;
+use super::delivery::Erased;
 use super::outbound::Outbound;
 use super::ConnId;
 use crate::proto::frame::MAX_HEADER_LEN;
@@ -94,6 +95,11 @@ pub struct Accepted<T = ()> {
     /// get `value` instead. 0 (the default) costs nothing; any other value costs a map entry on
     /// the loop for the connection's life.
     pub user: u64,
+    /// Topics the connection joins at its upgrade, before its 101 is queued and before its
+    /// [`Event::Open`]: a publish made after anything the client read from this connection
+    /// (its 101, a [greeting](super::ServerBuilder::greeting)) reaches it. Joining here costs
+    /// no command from a worker and no per-connection limit check (the hook decides how many).
+    pub topics: Vec<String>,
     /// The application's value for this connection, delivered in [`Event::Open`] (the
     /// connection itself does not store it, so an idle connection stays small).
     pub value: T,
@@ -102,7 +108,7 @@ pub struct Accepted<T = ()> {
 impl<T> Accepted<T> {
     /// Accepts with `value` and no subprotocol, headers or tag.
     pub fn new(value: T) -> Self {
-        Self { subprotocol: None, headers: Vec::new(), user: 0, value }
+        Self { subprotocol: None, headers: Vec::new(), user: 0, topics: Vec::new(), value }
     }
 }
 
@@ -116,6 +122,11 @@ impl Default for Accepted {
 /// Decides whether an upgrade is accepted. Runs on the loop thread: keep it cheap.
 pub type UpgradeHook<T = ()> =
     Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted<T>, Rejection> + Send + Sync>;
+
+/// The first message of every connection, written on the loop thread at its upgrade from its
+/// id and its upgrade value into the loop's buffer (see
+/// [`ServerBuilder::greeting`](super::ServerBuilder::greeting)).
+pub(crate) type GreetingHook = Arc<dyn Fn(ConnId, &Erased, &mut Vec<u8>) + Send + Sync>;
 
 /// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
 /// health check: given the request target and the raw request head, returns the whole HTTP

@@ -275,10 +275,35 @@ impl<T> ServerBuilder<T> {
                 subprotocol: accepted.subprotocol,
                 headers: accepted.headers,
                 user: accepted.user,
+                topics: accepted.topics,
                 value: Box::new(accepted.value) as Erased,
             })
         }));
+        // A greeting set before was written for the old value type.
+        config.greeting = None;
         ServerBuilder { config, value: PhantomData }
+    }
+
+    /// Sends every connection a first text message, which `greeting(conn, value, out)` writes
+    /// into `out` (UTF-8; left empty, nothing is sent) from the connection's id and its upgrade
+    /// value. It is queued right behind the 101 (one write for both) and before anything else:
+    /// e.g. a welcome naming the connection and what it joined ([`Accepted::topics`] are joined
+    /// before it). Runs on the loop thread at the upgrade; `out` is the loop's own buffer, so a
+    /// greeting costs no allocation, no command and nothing after the upgrade, unlike a welcome
+    /// sent from a worker. Text that is not UTF-8 is not sent (and logged). Set it after
+    /// [`ServerBuilder::on_upgrade`], which fixes the value type (and drops a greeting set
+    /// before it).
+    pub fn greeting<F>(mut self, greeting: F) -> Self
+    where
+        F: Fn(ConnId, &T, &mut Vec<u8>) + Send + Sync + 'static,
+        T: 'static,
+    {
+        self.config.greeting = Some(Arc::new(move |conn, value: &Erased, out: &mut Vec<u8>| {
+            if let Some(value) = value.downcast_ref::<T>() {
+                greeting(conn, value, out);
+            }
+        }));
+        self
     }
 
     /// Handles messages on the loop thread (cheap logic such as echo); return [`Flow::Forward`]

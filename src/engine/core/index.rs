@@ -118,6 +118,13 @@ impl TopicIndex {
         Joined::Added
     }
 
+    /// [`TopicIndex::subscribe`] by name, without a limit: for topics joined on the loop itself
+    /// (at an upgrade), with a pin held only for the call.
+    pub(crate) fn subscribe_name(&mut self, head: &mut u32, slot: u32, name: &str) -> Joined {
+        let pin = self.interner.pin(name);
+        self.subscribe(head, slot, pin.record(), usize::MAX)
+    }
+
     /// Whether the list at `head` holds local `topic` ([`Joined::Already`]), else whether it
     /// holds `limit` topics ([`Joined::Full`]) or has room ([`Joined::Added`]). One walk: a
     /// connection's topics are as many as the application lets it have.

@@ -76,6 +76,8 @@ pub(crate) struct LoopCore {
     pub(crate) deflate: LoopDeflate,
     /// Where a compressed message is inflated before it is delivered.
     pub(crate) inflated: Vec<u8>,
+    /// Where the greeting hook writes a connection's first message.
+    pub(crate) greeting: Vec<u8>,
 }
 
 impl LoopCore {
@@ -112,6 +114,7 @@ impl LoopCore {
             cold_pool: ColdPool::default(),
             deflate,
             inflated: Vec::new(),
+            greeting: Vec::new(),
         }
     }
 
