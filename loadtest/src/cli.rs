@@ -72,6 +72,10 @@ pub(crate) enum Mode {
     /// N subscribers of a channel, messages published through the gateway's admin API:
     /// delivery ratio and publish-to-delivery latency.
     Fanout(FanoutArgs),
+    /// A run in phases from a TOML file: connections ramping up and down at a connect rate,
+    /// an open-loop message rate, payload sizes and template, subscribers, slow readers,
+    /// thresholds (see loadtest/README.md).
+    Scenario(ScenarioArgs),
 }
 
 impl Mode {
@@ -82,6 +86,7 @@ impl Mode {
             Mode::Echo(args) => &args.common,
             Mode::Storm(args) => &args.common,
             Mode::Fanout(args) => &args.common,
+            Mode::Scenario(args) => &args.common,
         }
     }
 
@@ -93,6 +98,8 @@ impl Mode {
             Mode::Echo(args) => ("--conns", args.conns),
             Mode::Storm(args) => ("--parallel", args.parallel),
             Mode::Fanout(args) => ("--subscribers", args.subscribers),
+            // Not split: `main` refuses --procs and --threads for a scenario.
+            Mode::Scenario(args) => ("--conns", args.scenario.conns.peak() as usize),
         }
     }
 
@@ -113,6 +120,9 @@ impl Mode {
                 // Setting up: a generous 1,000 subscribers per second.
                 let dialing = Duration::from_secs(args.subscribers as u64 / 1000);
                 dialing + args.common.connect_timeout + args.duration + args.drain_timeout + margin
+            }
+            Mode::Scenario(args) => {
+                args.scenario.duration() + args.common.connect_timeout + 2 * args.drain_timeout + margin
             }
         }
     }
@@ -359,6 +369,20 @@ pub(crate) struct FanoutArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) pad: usize,
     /// How long to wait for the last deliveries after the last publish.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) drain_timeout: Duration,
+}
+
+/// `scenario` mode.
+#[derive(Args, Debug)]
+pub(crate) struct ScenarioArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The scenario (TOML), read and checked before anything connects.
+    #[arg(value_name = "FILE.toml", value_parser = crate::scenario::load)]
+    pub(crate) scenario: crate::scenario::Scenario,
+    /// After the last phase, how long to wait for the last echoes, and then for the close
+    /// handshakes.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,
 }

@@ -87,7 +87,7 @@ fn check_run(run: &[String]) -> Result<(), String> {
     line.extend(args);
     match Cli::try_parse_from(&line) {
         Ok(Cli { command: CliCommand::Run(_) }) => Ok(()),
-        Ok(_) => Err("compare: MODE is one of connect, echo, storm, fanout".to_owned()),
+        Ok(_) => Err("compare: MODE is one of connect, echo, storm, fanout, scenario".to_owned()),
         Err(e) => Err(format!("compare: MODE ARGS: {}", e.render())),
     }
 }

@@ -825,3 +825,121 @@ fn compare_reports_memory_per_connection_in_connect() {
     assert_eq!(u(only, "report.dial.established"), 200);
     assert!(only["server_rss_bytes_per_conn"].is_number(), "{only}");
 }
+
+/// A scenario file of the test's, in the temporary directory (removed when dropped).
+struct ScenarioFile(std::path::PathBuf);
+
+impl ScenarioFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("throng-load-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        ScenarioFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ScenarioFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The sample scenario (loadtest/scenarios/fleet.toml, slow readers included: the client runs
+/// it on epoll) against a loopback echo server: every phase sends and gets its echoes, the
+/// connections follow the ramp down and up again, subscribers and slow readers are there, the
+/// file's thresholds are judged.
+#[test]
+fn the_sample_scenario_runs_its_phases() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/fleet.toml");
+    let (code, v, text) = load(&["scenario", &url, sample]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((v["mode"].as_str(), v["backend"].as_str()), (Some("scenario"), Some("epoll")), "{text}");
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 5, "{v}");
+    for phase in &phases[..4] {
+        assert!(u(phase, "echoes") > 0, "{phase}");
+    }
+    // The storm dropped to 10 and the push phase brought them back: more dialled than the peak.
+    assert_eq!(u(&v, "peak_open"), 60, "{text}");
+    assert!(u(&v, "dialled") > 60 && u(&v, "closed_by_ramp") > 50, "{text}");
+    assert_eq!(u(&v, "dialled"), u(&v, "established"));
+    assert_eq!(
+        (u(&v, "subscribers") > 0, u(&v, "slow_readers") > 0, u(&v, "pushed") > 0),
+        (true, true, true)
+    );
+    assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0), "{text}");
+    assert_eq!(u(&v, "close.clean"), u(&v, "established"), "{text}");
+    assert_ordered(&v, "latency");
+    assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["thresholds_ok"], true);
+}
+
+/// A scenario on each client backend: the message rate ramps with the phases, messages have
+/// the drawn sizes and the template's fields (checked through the echo's length), and a failed
+/// threshold from the file makes the exit status 4.
+#[test]
+fn scenario_ramps_connections_and_rates_on_each_backend() {
+    let file = ScenarioFile::new(
+        "ramps",
+        r#"thresholds = ["p99<100s", "rate>=100000000/s"]
+[message]
+kind = "binary"
+sizes = [{ bytes = 20 }, { bytes = 3000 }]
+template = "{seq}-{ts}"
+[[phase]]
+duration = "1s"
+connections = 20
+message_rate = 10
+[[phase]]
+duration = "1s"
+message_rate = 40
+[[phase]]
+duration = "1s"
+connections = 5
+"#,
+    );
+    for backend in BACKENDS {
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
+        let (code, v, text) = load_on(backend, &["scenario", &url, file.path()]);
+        assert_eq!(code, 4, "{text}");
+        assert_eq!(v["ok"], true, "{text}");
+        assert_eq!(v["thresholds"][1]["ok"], false, "{v}");
+        let sent: Vec<u64> = (0..3).map(|i| u(&v["phases"][i], "sent")).collect();
+        // 0 → 10/s over the first second (about 5 per connection), 10 → 40/s in the second.
+        assert!(sent[1] > 2 * sent[0], "{sent:?} {text}");
+        assert_eq!(u(&v, "peak_open"), 20, "{text}");
+        assert!(u(&v, "closed_by_ramp") >= 15, "{text}");
+        assert_eq!((u(&v, "payload_errors"), u(&v, "lost"), u(&v, "subscribers")), (0, 0, 0), "{text}");
+        assert_eq!(u(&v, "echoes") + u(&v, "abandoned"), u(&v, "sent"), "{text}");
+    }
+}
+
+/// A bad scenario is refused before anything connects, with the file, the line and the key.
+#[test]
+fn scenario_errors_name_the_line_and_the_key() {
+    let cases = [
+        ("[[phase]]\nduration = \"1s\"\nconnections = 5\nconections = 5\n", "line 4", "conections"),
+        ("[[phase]]\nduration = \"soon\"\nconnections = 5\n", "line 2", "duration"),
+        (
+            "[slow_readers]\nshare = 2\npause = \"1s\"\n[[phase]]\nduration = \"1s\"\nconnections = 5\n",
+            "line 2",
+            "share",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let file = ScenarioFile::new("bad", text);
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(["scenario", "ws://127.0.0.1:9/", file.path()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(file.path()) && stderr.contains(line) && stderr.contains(key), "{stderr}");
+    }
+}
