@@ -804,8 +804,89 @@ fn compare_runs_the_mode_against_each_server() {
         stdout.lines().filter(|l| l.starts_with("  first") || l.starts_with("  second")).collect();
     assert_eq!(table.len(), 2, "{text}");
     let page = std::fs::read_to_string(&report).unwrap();
-    let _ = std::fs::remove_file(&report);
     assert!(page.contains("<td>first</td>") && page.contains("<td>second</td>") && page.contains("<svg"));
+    // Each chart over time has a line of each server.
+    for chart in ["sent/s", "p99", "client"] {
+        assert!(
+            page.contains(&format!(">first {chart}<")) && page.contains(&format!(">second {chart}<")),
+            "{chart}"
+        );
+    }
+    // Rate, latency, connections, CPU: all drawn.
+    if let Some(drawn) = charts_drawn(&report) {
+        assert_eq!(drawn, page.matches("<svg class=\"chart\"").count());
+        assert!(drawn >= 4, "{drawn}");
+    }
+    let _ = std::fs::remove_file(&report);
+}
+
+/// Opens the HTML report at `path` in headless Chromium (`$CHROMIUM`, else `chromium`) and
+/// returns the number of charts the page says the browser drew (`data-charts-drawn`); `None`,
+/// saying so, when Chromium is not installed.
+fn charts_drawn(path: &std::path::Path) -> Option<usize> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    // Root in a container has no user namespaces for the sandbox; no network to reach.
+    let output = Command::new("timeout")
+        .args(["120", &chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        .args(["--no-first-run", "--disable-background-networking", "--disable-component-update"])
+        .args(["--disable-sync", "--dump-dom", &format!("file://{}", path.display())])
+        .output()
+        .expect("timeout(1) runs");
+    if output.status.code() == Some(127) {
+        eprintln!(
+            "SKIPPED the browser check of {}: {chromium} not found (apt-get install chromium)",
+            path.display()
+        );
+        return None;
+    }
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{chromium}: {:?}\n{stderr}", output.status);
+    let drawn = dom.split("data-charts-drawn=\"").nth(1).and_then(|rest| rest.split('"').next());
+    Some(
+        drawn
+            .unwrap_or_else(|| panic!("no data-charts-drawn in the page Chromium rendered:\n{dom}"))
+            .parse()
+            .unwrap(),
+    )
+}
+
+/// A run's report, opened in headless Chromium: the latency histogram and the charts over time
+/// (rate, p50/p99 per second, connections, client and server CPU) are all drawn.
+#[test]
+fn the_html_report_draws_its_charts_in_a_browser() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let report = std::env::temp_dir().join(format!("throng-load-report-{}.html", std::process::id()));
+    let pid = std::process::id().to_string();
+    let (code, _, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "4",
+        "--message-rate",
+        "50",
+        "--warmup",
+        "0s",
+        "--duration",
+        "3s",
+        "--server-pid",
+        &pid,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    for title in ["Rate:", "Latency per second", "Connections open", "CPU:", ">server<", ">client<", ">p99<"]
+    {
+        assert!(page.contains(title), "{title}");
+    }
+    let charts = page.matches("<svg class=\"chart\"").count();
+    assert_eq!(charts, 5, "the histogram and four charts over time");
+    if let Some(drawn) = charts_drawn(&report) {
+        assert_eq!(drawn, charts);
+    }
+    let _ = std::fs::remove_file(&report);
 }
 
 /// `compare -- connect`: the server's memory per connection is in the comparison.
