@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     }
     let mut thresholds = common.thresholds.clone();
     if let Mode::Scenario(args) = &mode {
-        thresholds.extend(args.scenario.thresholds.iter().cloned());
+        thresholds.extend(args.scenario().thresholds.iter().cloned());
     }
     let thresholds = &thresholds;
     match &mode {

@@ -110,6 +110,18 @@ impl Ramp {
         (!phases.is_empty() && !all_zero).then_some(Ramp { phases, text })
     }
 
+    /// Where each phase ends, seconds since the start.
+    pub(crate) fn ends(&self) -> Vec<f64> {
+        let mut t = 0.0;
+        self.phases
+            .iter()
+            .map(|phase| {
+                t += phase.secs;
+                t
+            })
+            .collect()
+    }
+
     /// The value (rate) at `t` seconds since the start.
     pub(crate) fn rate_at(&self, t: f64) -> f64 {
         let mut t0 = 0.0;

@@ -47,6 +47,9 @@ pub(crate) const MAX_CONNECTIONS: u64 = 1_000_000;
 /// The most phases (each is a row of the report).
 const MAX_PHASES: usize = 1000;
 
+/// The payload template when none is given: a JSON object.
+const DEFAULT_TEMPLATE: &str = r#"{"seq":{seq},"ts":{ts},"pad":"{pad}"}"#;
+
 /// A checked scenario.
 #[derive(Clone, Debug)]
 pub(crate) struct Scenario {
@@ -85,6 +88,50 @@ impl Scenario {
     /// The whole run's planned length.
     pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.phases.iter().map(|p| p.secs).sum())
+    }
+
+    /// The scenario of the command line (`scenario URL --conns-ramp …`): connections on `conns`,
+    /// messages on `rate` (none without), `connect_rate` throughout, one size, no subscribers or
+    /// slow readers. Its phases, for the report, end where a phase of either ramp ends.
+    pub(crate) fn from_ramps(
+        conns: Ramp,
+        rate: Option<Ramp>,
+        connect_rate: Option<f64>,
+        size: usize,
+        binary: bool,
+    ) -> Scenario {
+        let mut ends = conns.ends();
+        ends.extend(rate.iter().flat_map(Ramp::ends));
+        ends.sort_by(f64::total_cmp);
+        ends.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        let mut t0 = 0.0;
+        let phases = (ends.iter())
+            .map(|&end| {
+                // The values the phase ends at (just before a jump of `echo --ramp`'s grammar).
+                let at = end - 1e-9;
+                let phase = PhasePlan {
+                    name: format!("{}s-{}s", crate::stats::round3(t0), crate::stats::round3(end)),
+                    secs: end - t0,
+                    connections: conns.rate_at(at).round() as u64,
+                    connect_rate,
+                    message_rate: crate::stats::round3(rate.as_ref().map_or(0.0, |r| r.rate_at(at))),
+                };
+                t0 = end;
+                phase
+            })
+            .collect();
+        Scenario {
+            path: format!("--conns-ramp {}", conns.text()),
+            phases,
+            conns,
+            rate,
+            binary,
+            sizes: vec![(size.min(MAX_MESSAGE), 1.0)],
+            template: Template::parse(DEFAULT_TEMPLATE),
+            subscribe: None,
+            slow_readers: None,
+            thresholds: Vec::new(),
+        }
     }
 
     /// The phase running at `t` seconds since the start (the last one after the end).
@@ -419,9 +466,7 @@ pub(crate) fn parse(path: &str, text: &str) -> Result<Scenario, String> {
         let threshold = crate::threshold::parse(spanned.get_ref());
         thresholds.push(threshold.map_err(|e| at(spanned.span(), "thresholds", &e))?);
     }
-    let template = Template::parse(
-        def.message.template.as_deref().unwrap_or("{\"seq\":{seq},\"ts\":{ts},\"pad\":\"{pad}\"}"),
-    );
+    let template = Template::parse(def.message.template.as_deref().unwrap_or(DEFAULT_TEMPLATE));
     Ok(Scenario {
         path: path.to_owned(),
         phases,
@@ -486,6 +531,21 @@ connections = 0
         assert!(s.binary && s.subscribe == Some((0.25, "news".into())) && s.slow_readers.is_none());
         assert_eq!((s.phase_at(0.0), s.phase_at(2.0), s.phase_at(3.4), s.phase_at(9.0)), (0, 1, 2, 2));
         assert_eq!(s.thresholds.len(), 1);
+    }
+
+    #[test]
+    fn command_line_ramps_make_phases_where_either_changes() {
+        let conns = crate::ramp::parse("0:10:2s,hold:2s").unwrap();
+        let rate = crate::ramp::parse("5:5:1s,5:20:3s").unwrap();
+        let s = Scenario::from_ramps(conns, Some(rate), Some(50.0), 100, true);
+        let ends: Vec<(f64, u64, f64)> =
+            s.phases.iter().map(|p| (p.secs, p.connections, p.message_rate)).collect();
+        assert_eq!(ends, [(1.0, 5, 5.0), (1.0, 10, 10.0), (2.0, 10, 20.0)]);
+        assert_eq!((s.phases[0].name.as_str(), s.duration()), ("0s-1s", Duration::from_secs(4)));
+        assert_eq!(
+            (s.sizes.as_slice(), s.binary, s.phases[2].connect_rate),
+            (&[(100, 1.0)][..], true, Some(50.0))
+        );
     }
 
     #[test]

@@ -1024,3 +1024,35 @@ fn scenario_errors_name_the_line_and_the_key() {
         assert!(stderr.contains(file.path()) && stderr.contains(line) && stderr.contains(key), "{stderr}");
     }
 }
+
+/// `scenario --conns-ramp`: the connection count ramps from the command line, with the message
+/// rate of `--ramp`; the file's options are refused beside a file.
+#[test]
+fn scenario_ramps_connections_from_the_command_line() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let (code, v, text) = load(&[
+        "scenario",
+        &url,
+        "--conns-ramp",
+        "0:12:1s,hold:1s,12:0:1s",
+        "--ramp",
+        "20:20:3s",
+        "--size",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "peak_open"), u(&v, "established")), (12, 12), "{text}");
+    // Down towards 0 at the end: the ramp closed the connections (what a late last turn left
+    // open, the end did), all cleanly.
+    assert!(u(&v, "closed_by_ramp") >= 9, "{text}");
+    assert_eq!(u(&v, "close.clean"), 12, "{text}");
+    assert!(u(&v, "echoes") > 0 && u(&v, "echoes") + u(&v, "abandoned") == u(&v, "sent"), "{text}");
+    assert_eq!(v["phases"].as_array().map(Vec::len), Some(3), "{v}");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/fleet.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["scenario", &url, sample, "--size", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -291,7 +291,7 @@ fn picked(i: u64, share: f64) -> bool {
 
 pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
     let common = &args.common;
-    let sc = &args.scenario;
+    let sc = args.scenario();
     // Slow readers hold events back, which io_uring's lent buffers do not allow.
     let backend = match (common.backend, sc.slow_readers.is_some_and(|s| s.0 > 0.0)) {
         (Backend::Auto, true) => Backend::Epoll,
