@@ -13,7 +13,7 @@
 //! share = 0.1
 //! channel = "news"
 //!
-//! [slow_readers]                             # a share of the connections read late
+//! [slow_readers]                             # a share of each kind of connection reads late
 //! share = 0.05
 //! pause = "200ms"
 //!

@@ -968,6 +968,8 @@ fn the_sample_scenario_runs_its_phases() {
     assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0), "{text}");
     assert_eq!(u(&v, "close.clean"), u(&v, "established"), "{text}");
     assert_ordered(&v, "latency");
+    // A slow reader's echoes wait for its next read, up to 200 ms after the last one.
+    assert!(f(&v, "latency.max_us") > 50_000.0, "{text}");
     assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(v["thresholds_ok"], true);
 }

@@ -343,6 +343,8 @@ pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &
     // `(due, key, generation)`, earliest first.
     let mut due: BinaryHeap<Reverse<(Instant, usize, u32)>> = BinaryHeap::new();
     let mut dial_credit = 0.0f64;
+    // Connections dialled so far as senders and as subscribers.
+    let mut dialled_as = [0u64; 2];
     // How the connections the ramp closed ended (those closed at the end are added).
     let mut ramp_close = CloseStats::default();
 
@@ -386,9 +388,13 @@ pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &
                     Some((share, _)) if picked(i, *share) => Role::Subscriber,
                     _ => Role::Sender,
                 };
+                let nth_of_role = dialled_as[role as usize];
+                dialled_as[role as usize] += 1;
                 let state = State {
                     role,
-                    slow: slow.is_some_and(|(share, _)| picked(i, share)),
+                    // Counted within the role: drawn over all connections, the two shares could
+                    // pick the same ones (every 20th is also every 10th).
+                    slow: slow.is_some_and(|(share, _)| picked(nth_of_role, share)),
                     closing: false,
                     in_flight: VecDeque::new(),
                     next_seq: 0,
