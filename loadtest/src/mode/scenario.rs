@@ -406,6 +406,12 @@ pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &
                     Ok(key) => {
                         pending += 1;
                         live += 1;
+                        // Connections that ended on their own leave stale entries: dropped
+                        // here, so that a server that keeps closing them cannot grow the list.
+                        if order.len() > 2 * driver.conns.len() + 1024 {
+                            let conns = &driver.conns;
+                            order.retain(|&(k, g)| conns.get(k).is_some_and(|c| c.generation == g));
+                        }
                         order.push((key, driver.conns[key].generation));
                     }
                     Err(cause) => bump(&mut dial_failed, cause),
@@ -528,10 +534,11 @@ pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &
             for key in keys {
                 let conn = &mut driver.conns[key];
                 let Some((_, event)) = conn.state.held.take() else { continue };
-                held_count -= 1;
                 conn.state.last_read = Some(now);
                 handle(&mut driver, key, event);
             }
+            // Recounted: connections removed with an event held took theirs with them.
+            held_count = driver.conns.iter().filter(|(_, c)| c.state.held.is_some()).count();
         }
 
         // Sends due by now.
