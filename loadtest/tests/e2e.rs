@@ -1070,3 +1070,20 @@ fn scenario_ramps_connections_from_the_command_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// A scenario against a port nothing listens on: every attempt is refused and counted, the
+/// count of connections is retried at the connect rate, and the run fails its checks.
+#[test]
+fn scenario_counts_refused_connections() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (code, v, text) = load(&["scenario", &url, "--conns-ramp", "3:3:1s", "--connect-rate", "20"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!((v["ok"].as_bool(), u(&v, "established")), (Some(false), 0), "{text}");
+    let refused = u(&v, "dial_failed.refused");
+    assert!(refused >= 3 && refused == u(&v, "dialled"), "{text}");
+    assert!(u(&v, "metrics.errors") >= refused, "{text}");
+}
