@@ -61,6 +61,8 @@ fn parse_server(text: &str) -> Result<(String, String), String> {
 }
 
 /// What to measure.
+// Parsed once per process; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub(crate) enum Mode {
     /// Open N connections, hold them idle, ping a sample, close cleanly (memory per connection).
@@ -72,6 +74,10 @@ pub(crate) enum Mode {
     /// N subscribers of a channel, messages published through the gateway's admin API:
     /// delivery ratio and publish-to-delivery latency.
     Fanout(FanoutArgs),
+    /// A run in phases from a TOML file: connections ramping up and down at a connect rate,
+    /// an open-loop message rate, payload sizes and template, subscribers, slow readers,
+    /// thresholds (see loadtest/README.md).
+    Scenario(ScenarioArgs),
 }
 
 impl Mode {
@@ -82,6 +88,7 @@ impl Mode {
             Mode::Echo(args) => &args.common,
             Mode::Storm(args) => &args.common,
             Mode::Fanout(args) => &args.common,
+            Mode::Scenario(args) => &args.common,
         }
     }
 
@@ -93,6 +100,8 @@ impl Mode {
             Mode::Echo(args) => ("--conns", args.conns),
             Mode::Storm(args) => ("--parallel", args.parallel),
             Mode::Fanout(args) => ("--subscribers", args.subscribers),
+            // Not split: `main` refuses --procs and --threads for a scenario.
+            Mode::Scenario(args) => ("--conns", args.scenario().conns.peak() as usize),
         }
     }
 
@@ -113,6 +122,9 @@ impl Mode {
                 // Setting up: a generous 1,000 subscribers per second.
                 let dialing = Duration::from_secs(args.subscribers as u64 / 1000);
                 dialing + args.common.connect_timeout + args.duration + args.drain_timeout + margin
+            }
+            Mode::Scenario(args) => {
+                args.scenario().duration() + args.common.connect_timeout + 2 * args.drain_timeout + margin
             }
         }
     }
@@ -361,6 +373,67 @@ pub(crate) struct FanoutArgs {
     /// How long to wait for the last deliveries after the last publish.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,
+}
+
+/// `scenario` mode: a file, or the ramps on the command line.
+#[derive(Args, Debug)]
+pub(crate) struct ScenarioArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The scenario (TOML), read and checked before anything connects.
+    #[arg(
+        value_name = "FILE.toml",
+        value_parser = crate::scenario::load,
+        required_unless_present = "conns_ramp",
+        conflicts_with_all = ["conns_ramp", "ramp", "size", "binary", "connect_rate"]
+    )]
+    pub(crate) file: Option<crate::scenario::Scenario>,
+    /// Without a file: the connections open over the run, phases `FROM:TO:DURATION` or
+    /// `hold:DURATION` as for `echo --ramp` (counts instead of rates), e.g.
+    /// `0:1000:30s,hold:60s,1000:0:10s`; the run lasts as long as its phases.
+    #[arg(long, value_name = "RAMP", value_parser = crate::ramp::parse)]
+    pub(crate) conns_ramp: Option<crate::ramp::Ramp>,
+    /// Without a file: messages per second per connection over the run, as `echo --ramp`
+    /// (default: none sent).
+    #[arg(long, value_name = "RAMP", value_parser = crate::ramp::parse, requires = "conns_ramp")]
+    pub(crate) ramp: Option<crate::ramp::Ramp>,
+    /// Without a file: new connections per second at most (default: as fast as
+    /// `--concurrency` allows).
+    #[arg(long, value_parser = parse_rate, requires = "conns_ramp")]
+    pub(crate) connect_rate: Option<f64>,
+    /// Without a file: payload bytes per message.
+    #[arg(long, default_value_t = 32, requires = "conns_ramp")]
+    pub(crate) size: usize,
+    /// Without a file: binary messages (default: text).
+    #[arg(long, requires = "conns_ramp")]
+    pub(crate) binary: bool,
+    /// After the last phase, how long to wait for the last echoes, and then for the close
+    /// handshakes.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) drain_timeout: Duration,
+    /// The scenario of the command-line ramps, made once.
+    #[arg(skip)]
+    built: std::sync::OnceLock<crate::scenario::Scenario>,
+}
+
+impl ScenarioArgs {
+    /// The scenario to run: the file's, or the one of `--conns-ramp` and the options beside it.
+    pub(crate) fn scenario(&self) -> &crate::scenario::Scenario {
+        if let Some(file) = &self.file {
+            return file;
+        }
+        self.built.get_or_init(|| {
+            // Unreachable without: clap requires `--conns-ramp` when no file is given.
+            let conns = self.conns_ramp.clone().expect("--conns-ramp or FILE");
+            crate::scenario::Scenario::from_ramps(
+                conns,
+                self.ramp.clone(),
+                self.connect_rate,
+                self.size,
+                self.binary,
+            )
+        })
+    }
 }
 
 /// `100`, `100/s`, `2.5/s`: a positive rate per second.

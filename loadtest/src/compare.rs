@@ -87,7 +87,7 @@ fn check_run(run: &[String]) -> Result<(), String> {
     line.extend(args);
     match Cli::try_parse_from(&line) {
         Ok(Cli { command: CliCommand::Run(_) }) => Ok(()),
-        Ok(_) => Err("compare: MODE is one of connect, echo, storm, fanout".to_owned()),
+        Ok(_) => Err("compare: MODE is one of connect, echo, storm, fanout, scenario".to_owned()),
         Err(e) => Err(format!("compare: MODE ARGS: {}", e.render())),
     }
 }
@@ -401,14 +401,13 @@ fn print_columns(rows: &[Vec<String>]) {
     }
 }
 
-/// Per server: its operations per second over time (from the run's `series`).
-fn charts(entries: &[Entry]) -> Vec<(String, Vec<(f64, f64)>)> {
-    let point = |s: &Value| Some((s["t_s"].as_f64()?, s["ops_per_s"].as_f64()?));
+/// Per server: its run's per-second series.
+fn charts(entries: &[Entry]) -> Vec<(String, Vec<crate::ctl::Sample>)> {
     entries
         .iter()
         .map(|e| {
-            let series = e.report["series"].as_array().map(|s| s.iter().filter_map(point).collect());
-            (e.name.clone(), series.unwrap_or_default())
+            let series = serde_json::from_value(e.report["series"].clone()).unwrap_or_default();
+            (e.name.clone(), series)
         })
         .collect()
 }

@@ -96,6 +96,16 @@ pub(crate) struct Event {
     input: Input,
 }
 
+impl Event {
+    /// Adds a later epoll event of the same connection to one held back (a scenario's slow
+    /// reader): the readiness of both. Events that carry bytes (io_uring) cannot be held.
+    pub(crate) fn merge(&mut self, later: Event) {
+        self.readiness.readable |= later.readiness.readable;
+        self.readiness.writable |= later.readiness.writable;
+        self.readiness.read_closed |= later.readiness.read_closed;
+    }
+}
+
 /// Where an [`Event`]'s bytes are.
 #[derive(Clone, Copy, Debug)]
 enum Input {
@@ -534,11 +544,7 @@ impl<S> Driver<S> {
                     Status::Busy | Status::Opened => {}
                     Status::Done(end) => {
                         self.remove(key);
-                        match end {
-                            End::Clean => stats.clean += 1,
-                            End::ServerClosed(_) => stats.server_closed += 1,
-                            End::Failed(cause) => bump(&mut stats.failed, cause),
-                        }
+                        stats.count(end);
                     }
                 }
             }
@@ -640,6 +646,15 @@ pub(crate) struct CloseStats {
 }
 
 impl CloseStats {
+    /// Counts how a connection we closed ended.
+    pub(crate) fn count(&mut self, end: End) {
+        match end {
+            End::Clean => self.clean += 1,
+            End::ServerClosed(_) => self.server_closed += 1,
+            End::Failed(cause) => bump(&mut self.failed, cause),
+        }
+    }
+
     pub(crate) fn merge(&mut self, other: CloseStats) {
         self.clean += other.clean;
         self.server_closed += other.server_closed;

@@ -1,5 +1,8 @@
-//! `--report FILE.html`: one self-contained page (no script, no external resource) with the
-//! final table, a latency histogram and the throughput and connections over time, as inline SVG.
+//! `--report FILE.html`: one self-contained page (no external resource) with the final table, a
+//! latency histogram and, over time (the per-second series), the send and echo rates, p50 and p99
+//! latency, the connections open and the client's and server's CPU, as inline SVG. One short
+//! inline script only counts the charts the browser drew (`data-charts-drawn` on `<body>`), for
+//! the headless-Chromium test.
 
 use std::fmt::Write as _;
 use std::io;
@@ -39,31 +42,23 @@ pub(crate) fn write<R: Report>(path: &Path, report: &R) -> io::Result<()> {
     page.push_str("</table>\n");
     let _ = write!(page, "<h2>{}</h2>\n{}\n", esc(title), histogram_svg(latency));
     page.push_str(&percentile_table(latency));
-    let ops: Vec<(f64, f64)> = series.iter().map(|s| (s.t_s, s.ops_per_s)).collect();
-    let open: Vec<(f64, f64)> = series.iter().map(|s| (s.t_s, s.open as f64)).collect();
-    let _ = write!(
-        page,
-        "<h2>Throughput: {} per second</h2>\n{}\n<h2>Connections open</h2>\n{}\n",
-        report.ops_name(),
-        line_svg(&ops, "#2060c0"),
-        line_svg(&open, "#20a060")
-    );
+    over_time(&mut page, &[(String::new(), series)], report.ops_name());
     let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
     let _ = write!(
         page,
-        "<details><summary>JSON report</summary><pre>{}</pre></details>\n</body></html>\n",
+        "<details><summary>JSON report</summary><pre>{}</pre></details>\n{COUNT_SCRIPT}</body></html>\n",
         esc(&pretty)
     );
     std::fs::write(path, page)
 }
 
 /// `compare --report FILE.html`: the comparison table (`rows`, the first one the header), then
-/// each server's throughput over time (`charts`: name, points).
+/// the servers' series over time, one line per server in each chart.
 pub(crate) fn write_compare(
     path: &Path,
     run: &str,
     rows: &[Vec<String>],
-    charts: &[(String, Vec<(f64, f64)>)],
+    series: &[(String, Vec<Sample>)],
 ) -> io::Result<()> {
     let mut page = String::with_capacity(32 * 1024);
     let _ = write!(
@@ -82,12 +77,80 @@ pub(crate) fn write_compare(
         page.push_str("</tr>\n");
     }
     page.push_str("</table>\n");
-    for (name, points) in charts {
-        let _ =
-            write!(page, "<h2>{}: operations per second</h2>\n{}\n", esc(name), line_svg(points, "#2060c0"));
-    }
+    over_time(&mut page, series, "operations");
+    page.push_str(COUNT_SCRIPT);
     page.push_str("</body></html>\n");
     std::fs::write(path, page)
+}
+
+/// Sets `data-charts-drawn` on `<body>` to the number of charts in which the browser laid out at
+/// least one data mark (class `m`: a line, a point, a bar) with a non-zero size (what the
+/// headless-Chromium test reads).
+const COUNT_SCRIPT: &str = "<script>addEventListener('load',function(){var n=0;\
+document.querySelectorAll('svg.chart').forEach(function(s){var d=Array.prototype.some.call(\
+s.querySelectorAll('.m'),function(m){var b=m.getBBox();return b.width>0&&b.height>0;});if(d)n++;});\
+document.body.setAttribute('data-charts-drawn',n);});</script>\n";
+
+/// Colours of the lines of one chart, in order.
+const COLORS: [&str; 6] = ["#2060c0", "#c07000", "#20a060", "#c0262d", "#7040b0", "#606060"];
+
+/// The charts over time of one run (`name` empty) or of each server of a comparison: rates,
+/// latency per second, connections open, CPU. A chart whose values no run measured is left out.
+fn over_time(page: &mut String, runs: &[(String, Vec<Sample>)], ops: &str) {
+    type Pick = fn(&Sample) -> Option<f64>;
+    /// A chart: its title, the metrics it draws (indexes into `metrics`), how values read.
+    type Chart = (String, &'static [usize], fn(f64) -> String);
+    let metrics: [(&str, Pick); 7] = [
+        ("sent/s", |s| s.sent_per_s),
+        ("completed/s", |s| Some(s.ops_per_s)),
+        ("p50", |s| s.p50_us),
+        ("p99", |s| s.p99_us),
+        ("open", |s| Some(s.open as f64)),
+        ("server", |s| s.server_cpu),
+        ("client", |s| s.client_cpu),
+    ];
+    let charts: [Chart; 4] = [
+        (format!("Rate: messages sent and {ops} completed per second"), &[0, 1], fmt_count),
+        ("Latency per second: p50 and p99".to_owned(), &[2, 3], fmt_us),
+        ("Connections open".to_owned(), &[4], fmt_count),
+        ("CPU: cores busy, server and client".to_owned(), &[5, 6], fmt_cores),
+    ];
+    for (title, picks, fmt) in charts {
+        let mut lines = Vec::new();
+        for (name, samples) in runs {
+            for &i in picks {
+                let (what, pick) = metrics[i];
+                let points: Vec<(f64, f64)> =
+                    samples.iter().filter_map(|s| pick(s).map(|v| (s.t_s, v))).collect();
+                if points.is_empty() {
+                    continue;
+                }
+                let label = match (name.is_empty(), picks.len() > 1) {
+                    (true, _) => what.to_owned(),
+                    (false, true) => format!("{name} {what}"),
+                    (false, false) => name.clone(),
+                };
+                lines.push(Line { label, color: COLORS[lines.len() % COLORS.len()], points });
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = write!(page, "<h2>{}</h2>\n{}\n", esc(&title), lines_svg(&lines, fmt));
+    }
+}
+
+/// `0.53`: cores busy.
+fn fmt_cores(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+/// One line of a chart over time.
+pub(crate) struct Line {
+    pub(crate) label: String,
+    pub(crate) color: &'static str,
+    /// `(seconds, value)`.
+    pub(crate) points: Vec<(f64, f64)>,
 }
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:820px;color:#222}\
@@ -141,7 +204,7 @@ fn area() -> (f64, f64, f64, f64) {
 fn svg_open(out: &mut String) {
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\">"
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\">"
     );
 }
 
@@ -212,7 +275,7 @@ pub(crate) fn histogram_svg(latency: &Latency) -> String {
             let x = x0 + i as f64 * bar;
             let _ = write!(
                 out,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#5b8fd6\"><title>{c}</title></rect>",
+                "<rect class=\"m\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#5b8fd6\"><title>{c}</title></rect>",
                 sy(c as f64),
                 (bar - 1.0).max(1.0),
                 y1 - sy(c as f64)
@@ -264,16 +327,26 @@ fn axes(out: &mut String) {
 }
 
 /// A line over time (`(seconds, value)` points) with round ticks on both axes.
-pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
+#[cfg(test)]
+fn line_svg(points: &[(f64, f64)], color: &'static str) -> String {
+    lines_svg(&[Line { label: String::new(), color, points: points.to_vec() }], fmt_count)
+}
+
+/// Lines over time on shared axes with round ticks (values labelled by `fmt`), and a legend
+/// when they have labels.
+pub(crate) fn lines_svg(lines: &[Line], fmt: fn(f64) -> String) -> String {
     let mut out = String::new();
     svg_open(&mut out);
     let (x0, x1, y0, y1) = area();
-    if points.is_empty() {
+    let all = || lines.iter().flat_map(|line| line.points.iter());
+    if all().next().is_none() {
         svg_close_empty(&mut out, "no samples (the run was shorter than a second)");
         return out;
     }
-    let t_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let v_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0);
+    let t_max = all().map(|p| p.0).fold(1.0, f64::max);
+    let v_max = all().map(|p| p.1).fold(0.0, f64::max);
+    // Small values (latency in µs, CPU in cores) keep their scale; counts start at 1.
+    let v_max = if v_max > 0.0 { v_max } else { 1.0 };
     let y_step = nice_step(v_max, 5.0);
     let v_top = (v_max / y_step).ceil() * y_step;
     let sx = |t: f64| x0 + t / t_max * (x1 - x0);
@@ -286,7 +359,7 @@ pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
             "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             x0 - 6.0,
             y + 4.0,
-            fmt_count(v)
+            fmt(v)
         );
         v += y_step;
     }
@@ -298,20 +371,37 @@ pub(crate) fn line_svg(points: &[(f64, f64)], color: &str) -> String {
         t += t_step;
     }
     axes(&mut out);
-    let path: Vec<String> = points.iter().map(|&(t, v)| format!("{:.1},{:.1}", sx(t), sy(v))).collect();
-    let _ = write!(
-        out,
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-        path.join(" ")
-    );
-    for &(t, v) in points {
+    let mut legend_x = x0 + 8.0;
+    for line in lines {
+        let color = line.color;
+        let path: Vec<String> =
+            line.points.iter().map(|&(t, v)| format!("{:.1},{:.1}", sx(t), sy(v))).collect();
         let _ = write!(
             out,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{t}s: {}</title></circle>",
-            sx(t),
-            sy(v),
-            fmt_count(v)
+            "<polyline class=\"m\" points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            path.join(" ")
         );
+        let prefix = if line.label.is_empty() { String::new() } else { format!("{} ", esc(&line.label)) };
+        for &(t, v) in &line.points {
+            let _ = write!(
+                out,
+                "<circle class=\"m\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{prefix}{t}s: {}</title></circle>",
+                sx(t),
+                sy(v),
+                fmt(v)
+            );
+        }
+        if !line.label.is_empty() {
+            let _ = write!(
+                out,
+                "<rect x=\"{legend_x:.1}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{}\">{}</text>",
+                y0 - 20.0,
+                legend_x + 14.0,
+                y0 - 11.0,
+                esc(&line.label)
+            );
+            legend_x += 24.0 + 7.0 * line.label.chars().count() as f64;
+        }
     }
     svg_close(&mut out, "seconds since start");
     out

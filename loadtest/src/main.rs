@@ -8,6 +8,8 @@
 //! - `storm`: connect–upgrade–close cycles per second.
 //! - `fanout`: N subscribers of a channel, messages published through the gateway's admin API;
 //!   delivery ratio and publish-to-delivery latency.
+//! - `scenario`: a run in phases from a TOML file (`scenario.rs`): connections and message rate
+//!   ramping, payload sizes and template, subscribers, slow readers, thresholds.
 //!
 //! A process runs on one thread with one loop (`driver.rs`: epoll through `mio`, or io_uring
 //! through `uring.rs`, `--backend`; the measurements pin the client to one
@@ -32,6 +34,7 @@ mod probe;
 mod procfs;
 mod publish;
 mod ramp;
+mod scenario;
 mod shard;
 mod stats;
 mod target;
@@ -80,6 +83,11 @@ fn main() -> ExitCode {
             return usage_error(&message);
         }
     }
+    if matches!(mode, Mode::Scenario(_))
+        && (common.procs.is_some_and(|p| p > 1) || common.threads.is_some_and(|t| t > 1))
+    {
+        return usage_error("scenario: runs in one process on one loop (no --procs or --threads above 1)");
+    }
     let (_, conns) = mode.shard_option();
     let threads = match common.threads {
         Some(0) => return usage_error("--threads: at least 1"),
@@ -93,7 +101,7 @@ fn main() -> ExitCode {
         _ if threads > 1 => 1,
         Some(0) => return usage_error("--procs: at least 1"),
         Some(k) => k,
-        None if matches!(mode, Mode::Storm(_)) => 1,
+        None if matches!(mode, Mode::Storm(_) | Mode::Scenario(_)) => 1,
         None => conns.div_ceil(CONNS_PER_PROC).max(1),
     };
     match common.backend.resolve_for(&target) {
@@ -117,29 +125,37 @@ fn main() -> ExitCode {
         // The parent of a `--procs` run is not where the client's work happens.
         ctl.watch_cpu(&common.server_pid, !sharded);
     }
+    let mut thresholds = common.thresholds.clone();
+    if let Mode::Scenario(args) = &mode {
+        thresholds.extend(args.scenario().thresholds.iter().cloned());
+    }
+    let thresholds = &thresholds;
     match &mode {
-        Mode::Connect(args) => finish(common, &ctl, || {
+        Mode::Scenario(args) => {
+            finish(common, thresholds, &ctl, || mode::scenario::run(args, &target, sources, &ctl))
+        }
+        Mode::Connect(args) => finish(common, thresholds, &ctl, || {
             if sharded {
                 shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::connect::run(args, &target, sources, &ctl)
             }
         }),
-        Mode::Echo(args) => finish(common, &ctl, || {
+        Mode::Echo(args) => finish(common, thresholds, &ctl, || {
             if sharded {
                 shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::echo::run(args, &target, sources, &ctl)
             }
         }),
-        Mode::Storm(args) => finish(common, &ctl, || {
+        Mode::Storm(args) => finish(common, thresholds, &ctl, || {
             if sharded {
                 shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
                 mode::storm::run(args, &target, sources, &ctl)
             }
         }),
-        Mode::Fanout(args) => finish(common, &ctl, || {
+        Mode::Fanout(args) => finish(common, thresholds, &ctl, || {
             if sharded {
                 shard::run(&mode, procs.max(threads), threads > 1, &ctl)
             } else {
@@ -149,8 +165,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the mode and prints its report: the table (not in a child), the HTML report, the JSON.
-fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::Result<R>) -> ExitCode {
+/// Runs the mode and prints its report: the table (not in a child), the HTML report, the JSON;
+/// judges it by `thresholds` (`--threshold` and a scenario's own).
+fn finish<R: Report>(
+    common: &Common,
+    thresholds: &[threshold::Threshold],
+    ctl: &Ctl,
+    run: impl FnOnce() -> std::io::Result<R>,
+) -> ExitCode {
     let result = run();
     let series = ctl.finish();
     let mut report = match result {
@@ -165,7 +187,7 @@ fn finish<R: Report>(common: &Common, ctl: &Ctl, run: impl FnOnce() -> std::io::
         Vec::new()
     } else {
         let metrics = report.metrics();
-        common.thresholds.iter().map(|t| t.evaluate(&metrics)).collect()
+        thresholds.iter().map(|t| t.evaluate(&metrics)).collect()
     };
     if !common.child {
         report.strip();

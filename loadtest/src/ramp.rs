@@ -1,4 +1,6 @@
-//! `echo --ramp`: a message rate per connection that changes over the run, as phases.
+//! A value that changes over a run in piecewise-linear phases: `echo --ramp` (a message rate
+//! per connection) and a scenario's phases (`scenario.rs`: the message rate and the number of
+//! connections open, both built with [`Ramp::from_steps`]).
 //!
 //! Grammar: `PHASE[,PHASE…]`, each PHASE either `FROM:TO:DURATION` (the rate goes linearly from
 //! FROM to TO messages per second per connection over DURATION) or `hold:DURATION` (the rate the
@@ -91,9 +93,37 @@ impl Ramp {
         self.phases.iter().map(|phase| phase.from.max(phase.to)).fold(0.0, f64::max)
     }
 
-    /// The rate at `t` seconds since the start.
-    #[cfg(test)]
-    fn rate_at(&self, t: f64) -> f64 {
+    /// Phases that each go from where the previous one ended (`start` for the first) to
+    /// `to` over `secs` (each more than 0), labelled `text`. `None` when the value is 0
+    /// throughout (nothing would be sent, or no connection opened).
+    pub(crate) fn from_steps(start: f64, steps: &[(f64, f64)], text: String) -> Option<Ramp> {
+        let mut from = start;
+        let phases: Vec<Phase> = steps
+            .iter()
+            .map(|&(to, secs)| {
+                let phase = Phase { from, to, secs };
+                from = to;
+                phase
+            })
+            .collect();
+        let all_zero = phases.iter().all(|phase| phase.from == 0.0 && phase.to == 0.0);
+        (!phases.is_empty() && !all_zero).then_some(Ramp { phases, text })
+    }
+
+    /// Where each phase ends, seconds since the start.
+    pub(crate) fn ends(&self) -> Vec<f64> {
+        let mut t = 0.0;
+        self.phases
+            .iter()
+            .map(|phase| {
+                t += phase.secs;
+                t
+            })
+            .collect()
+    }
+
+    /// The value (rate) at `t` seconds since the start.
+    pub(crate) fn rate_at(&self, t: f64) -> f64 {
         let mut t0 = 0.0;
         for phase in &self.phases {
             if t < t0 + phase.secs {
@@ -181,6 +211,14 @@ mod tests {
         assert!(err("1:2:0s").contains("more than 0"));
         assert!(err("0:0:5s,hold:1s").contains("0 throughout"));
         assert!(err("").contains("expected FROM:TO:DURATION"));
+    }
+
+    #[test]
+    fn steps_go_on_from_where_the_last_one_ended() {
+        let ramp = Ramp::from_steps(0.0, &[(100.0, 10.0), (100.0, 5.0), (0.0, 10.0)], "x".into()).unwrap();
+        assert_eq!(ramp, Ramp { text: "x".into(), ..parse("0:100:10s,hold:5s,100:0:10s").unwrap() });
+        assert_eq!(Ramp::from_steps(0.0, &[(0.0, 1.0)], String::new()), None);
+        assert_eq!(Ramp::from_steps(0.0, &[], String::new()), None);
     }
 
     #[test]

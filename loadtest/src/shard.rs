@@ -228,6 +228,10 @@ fn run_thread(mode: &Mode, ctl: &Ctl) -> io::Result<String> {
         Mode::Echo(args) => serde_json::to_string(&crate::mode::echo::run(args, &target, sources, ctl)?),
         Mode::Storm(args) => serde_json::to_string(&crate::mode::storm::run(args, &target, sources, ctl)?),
         Mode::Fanout(args) => serde_json::to_string(&crate::mode::fanout::run(args, &target, sources, ctl)?),
+        // `main` runs a scenario in one loop; a child started with one runs it whole.
+        Mode::Scenario(args) => {
+            serde_json::to_string(&crate::mode::scenario::run(args, &target, sources, ctl)?)
+        }
     };
     json.map_err(io::Error::other)
 }

@@ -184,7 +184,8 @@ fn csv_has_a_row_per_second() {
 /// The coordinated-omission check: a server that can echo about 500 messages per second. The
 /// closed loop (one in flight on each of 2 connections) waits for it and sees a few ms per echo;
 /// the open loop offers 800 messages per second whatever it answers, so a queue builds up and the
-/// latency from the scheduled send times grows over the run. Only the relation is asserted.
+/// latency from the scheduled send times grows over the run (the per-second series shows it).
+/// Only relations are asserted.
 #[test]
 fn open_loop_measures_the_queue_a_closed_loop_hides() {
     for backend in BACKENDS {
@@ -211,6 +212,17 @@ fn open_loop_measures_the_queue_a_closed_loop_hides() {
             "open-loop p99 {open_p99} µs vs closed-loop p99 {closed_p99} µs"
         );
         assert!(f(&open, "rtt.p50_us") > 5.0 * f(&closed, "rtt.p50_us"), "{open}\n{closed}");
+        // Over time: the open loop's per-second median grows as the queue does (about 0.3 s in
+        // the first second, 0.9 s in the second); the closed loop's stays where it was.
+        let growth = |v: &Value| {
+            let p50s: Vec<f64> =
+                v["series"].as_array().unwrap().iter().filter_map(|s| s["p50_us"].as_f64()).collect();
+            assert!(p50s.len() >= 2, "{v}");
+            p50s[p50s.len() - 1] / p50s[0]
+        };
+        let (open_growth, closed_growth) = (growth(&open), growth(&closed));
+        assert!(open_growth > 1.5, "open-loop p50 per second grew {open_growth}x: {open}");
+        assert!(open_growth > 1.5 * closed_growth, "open {open_growth}x, closed {closed_growth}x");
     }
 }
 
@@ -804,8 +816,89 @@ fn compare_runs_the_mode_against_each_server() {
         stdout.lines().filter(|l| l.starts_with("  first") || l.starts_with("  second")).collect();
     assert_eq!(table.len(), 2, "{text}");
     let page = std::fs::read_to_string(&report).unwrap();
-    let _ = std::fs::remove_file(&report);
     assert!(page.contains("<td>first</td>") && page.contains("<td>second</td>") && page.contains("<svg"));
+    // Each chart over time has a line of each server.
+    for chart in ["sent/s", "p99", "client"] {
+        assert!(
+            page.contains(&format!(">first {chart}<")) && page.contains(&format!(">second {chart}<")),
+            "{chart}"
+        );
+    }
+    // Rate, latency, connections, CPU: all drawn.
+    if let Some(drawn) = charts_drawn(&report) {
+        assert_eq!(drawn, page.matches("<svg class=\"chart\"").count());
+        assert!(drawn >= 4, "{drawn}");
+    }
+    let _ = std::fs::remove_file(&report);
+}
+
+/// Opens the HTML report at `path` in headless Chromium (`$CHROMIUM`, else `chromium`) and
+/// returns the number of charts the page says the browser drew (`data-charts-drawn`); `None`,
+/// saying so, when Chromium is not installed.
+fn charts_drawn(path: &std::path::Path) -> Option<usize> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    // Root in a container has no user namespaces for the sandbox; no network to reach.
+    let output = Command::new("timeout")
+        .args(["120", &chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        .args(["--no-first-run", "--disable-background-networking", "--disable-component-update"])
+        .args(["--disable-sync", "--dump-dom", &format!("file://{}", path.display())])
+        .output()
+        .expect("timeout(1) runs");
+    if output.status.code() == Some(127) {
+        eprintln!(
+            "SKIPPED the browser check of {}: {chromium} not found (apt-get install chromium)",
+            path.display()
+        );
+        return None;
+    }
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{chromium}: {:?}\n{stderr}", output.status);
+    let drawn = dom.split("data-charts-drawn=\"").nth(1).and_then(|rest| rest.split('"').next());
+    Some(
+        drawn
+            .unwrap_or_else(|| panic!("no data-charts-drawn in the page Chromium rendered:\n{dom}"))
+            .parse()
+            .unwrap(),
+    )
+}
+
+/// A run's report, opened in headless Chromium: the latency histogram and the charts over time
+/// (rate, p50/p99 per second, connections, client and server CPU) are all drawn.
+#[test]
+fn the_html_report_draws_its_charts_in_a_browser() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let report = std::env::temp_dir().join(format!("throng-load-report-{}.html", std::process::id()));
+    let pid = std::process::id().to_string();
+    let (code, _, text) = load(&[
+        "echo",
+        &url,
+        "--conns",
+        "4",
+        "--message-rate",
+        "50",
+        "--warmup",
+        "0s",
+        "--duration",
+        "3s",
+        "--server-pid",
+        &pid,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let page = std::fs::read_to_string(&report).unwrap();
+    for title in ["Rate:", "Latency per second", "Connections open", "CPU:", ">server<", ">client<", ">p99<"]
+    {
+        assert!(page.contains(title), "{title}");
+    }
+    let charts = page.matches("<svg class=\"chart\"").count();
+    assert_eq!(charts, 5, "the histogram and four charts over time");
+    if let Some(drawn) = charts_drawn(&report) {
+        assert_eq!(drawn, charts);
+    }
+    let _ = std::fs::remove_file(&report);
 }
 
 /// `compare -- connect`: the server's memory per connection is in the comparison.
@@ -824,4 +917,173 @@ fn compare_reports_memory_per_connection_in_connect() {
     let only = &v["servers"][0];
     assert_eq!(u(only, "report.dial.established"), 200);
     assert!(only["server_rss_bytes_per_conn"].is_number(), "{only}");
+}
+
+/// A scenario file of the test's, in the temporary directory (removed when dropped).
+struct ScenarioFile(std::path::PathBuf);
+
+impl ScenarioFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("throng-load-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        ScenarioFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ScenarioFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The sample scenario (loadtest/scenarios/fleet.toml, slow readers included: the client runs
+/// it on epoll) against a loopback echo server: every phase sends and gets its echoes, the
+/// connections follow the ramp down and up again, subscribers and slow readers are there, the
+/// file's thresholds are judged.
+#[test]
+fn the_sample_scenario_runs_its_phases() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/fleet.toml");
+    let (code, v, text) = load(&["scenario", &url, sample]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((v["mode"].as_str(), v["backend"].as_str()), (Some("scenario"), Some("epoll")), "{text}");
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 5, "{v}");
+    for phase in &phases[..4] {
+        assert!(u(phase, "echoes") > 0, "{phase}");
+    }
+    // The storm dropped to 10 and the push phase brought them back: more dialled than the peak.
+    assert_eq!(u(&v, "peak_open"), 60, "{text}");
+    assert!(u(&v, "dialled") > 60 && u(&v, "closed_by_ramp") > 50, "{text}");
+    assert_eq!(u(&v, "dialled"), u(&v, "established"));
+    assert_eq!(
+        (u(&v, "subscribers") > 0, u(&v, "slow_readers") > 0, u(&v, "pushed") > 0),
+        (true, true, true)
+    );
+    assert_eq!((u(&v, "payload_errors"), u(&v, "lost")), (0, 0), "{text}");
+    assert_eq!(u(&v, "close.clean"), u(&v, "established"), "{text}");
+    assert_ordered(&v, "latency");
+    // A slow reader's echoes wait for its next read, up to 200 ms after the last one.
+    assert!(f(&v, "latency.max_us") > 50_000.0, "{text}");
+    assert_eq!(v["thresholds"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["thresholds_ok"], true);
+}
+
+/// A scenario on each client backend: the message rate ramps with the phases, messages have
+/// the drawn sizes and the template's fields (checked through the echo's length), and a failed
+/// threshold from the file makes the exit status 4.
+#[test]
+fn scenario_ramps_connections_and_rates_on_each_backend() {
+    let file = ScenarioFile::new(
+        "ramps",
+        r#"thresholds = ["p99<100s", "rate>=100000000/s"]
+[message]
+kind = "binary"
+sizes = [{ bytes = 20 }, { bytes = 3000 }]
+template = "{seq}-{ts}"
+[[phase]]
+duration = "1s"
+connections = 20
+message_rate = 10
+[[phase]]
+duration = "1s"
+message_rate = 40
+[[phase]]
+duration = "1s"
+connections = 5
+"#,
+    );
+    for backend in BACKENDS {
+        let echo = echo_server();
+        let url = format!("ws://{}/", echo.addr);
+        let (code, v, text) = load_on(backend, &["scenario", &url, file.path()]);
+        assert_eq!(code, 4, "{text}");
+        assert_eq!(v["ok"], true, "{text}");
+        assert_eq!(v["thresholds"][1]["ok"], false, "{v}");
+        let sent: Vec<u64> = (0..3).map(|i| u(&v["phases"][i], "sent")).collect();
+        // 0 → 10/s over the first second (about 5 per connection), 10 → 40/s in the second.
+        assert!(sent[1] > 2 * sent[0], "{sent:?} {text}");
+        assert_eq!(u(&v, "peak_open"), 20, "{text}");
+        assert!(u(&v, "closed_by_ramp") >= 15, "{text}");
+        assert_eq!((u(&v, "payload_errors"), u(&v, "lost"), u(&v, "subscribers")), (0, 0, 0), "{text}");
+        assert_eq!(u(&v, "echoes") + u(&v, "abandoned"), u(&v, "sent"), "{text}");
+    }
+}
+
+/// A bad scenario is refused before anything connects, with the file, the line and the key.
+#[test]
+fn scenario_errors_name_the_line_and_the_key() {
+    let cases = [
+        ("[[phase]]\nduration = \"1s\"\nconnections = 5\nconections = 5\n", "line 4", "conections"),
+        ("[[phase]]\nduration = \"soon\"\nconnections = 5\n", "line 2", "duration"),
+        (
+            "[slow_readers]\nshare = 2\npause = \"1s\"\n[[phase]]\nduration = \"1s\"\nconnections = 5\n",
+            "line 2",
+            "share",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let file = ScenarioFile::new("bad", text);
+        let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+            .args(["scenario", "ws://127.0.0.1:9/", file.path()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(file.path()) && stderr.contains(line) && stderr.contains(key), "{stderr}");
+    }
+}
+
+/// `scenario --conns-ramp`: the connection count ramps from the command line, with the message
+/// rate of `--ramp`; the file's options are refused beside a file.
+#[test]
+fn scenario_ramps_connections_from_the_command_line() {
+    let echo = echo_server();
+    let url = format!("ws://{}/", echo.addr);
+    let (code, v, text) = load(&[
+        "scenario",
+        &url,
+        "--conns-ramp",
+        "0:12:1s,hold:1s,12:0:1s",
+        "--ramp",
+        "20:20:3s",
+        "--size",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!((u(&v, "peak_open"), u(&v, "established")), (12, 12), "{text}");
+    // Down towards 0 at the end: the ramp closed the connections (what a late last turn left
+    // open, the end did), all cleanly.
+    assert!(u(&v, "closed_by_ramp") >= 9, "{text}");
+    assert_eq!(u(&v, "close.clean"), 12, "{text}");
+    assert!(u(&v, "echoes") > 0 && u(&v, "echoes") + u(&v, "abandoned") == u(&v, "sent"), "{text}");
+    assert_eq!(v["phases"].as_array().map(Vec::len), Some(3), "{v}");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/fleet.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["scenario", &url, sample, "--size", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// A scenario against a port nothing listens on: every attempt is refused and counted, the
+/// count of connections is retried at the connect rate, and the run fails its checks.
+#[test]
+fn scenario_counts_refused_connections() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (code, v, text) = load(&["scenario", &url, "--conns-ramp", "3:3:1s", "--connect-rate", "20"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!((v["ok"].as_bool(), u(&v, "established")), (Some(false), 0), "{text}");
+    let refused = u(&v, "dial_failed.refused");
+    assert!(refused >= 3 && refused == u(&v, "dialled"), "{text}");
+    assert!(u(&v, "metrics.errors") >= refused, "{text}");
 }

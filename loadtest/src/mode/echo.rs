@@ -43,10 +43,10 @@ use crate::threshold::Metrics;
 const STAMP: usize = 16;
 
 /// Open loop: the most messages a connection has sent and not yet seen echoed.
-const MAX_OUTSTANDING: usize = 1024;
+pub(crate) const MAX_OUTSTANDING: usize = 1024;
 
 /// Open loop: the most bytes a connection keeps queued that the kernel has not taken yet.
-const MAX_UNWRITTEN: usize = 256 * 1024;
+pub(crate) const MAX_UNWRITTEN: usize = 256 * 1024;
 
 /// Open loop: the poll's timer resolution (mio rounds timeouts up to milliseconds); a send this
 /// late is on time.
@@ -516,13 +516,13 @@ impl Schedule {
             Some(ramp) => ramp.after_duration(due.duration_since(self.start), 1.0).map(|at| self.start + at),
         }
     }
+}
 
-    /// Whether a send due at `due`, followed by one at `next`, made at `now` is late: more than
-    /// one interval (and at least [`TIMER_SLACK`]) after its due time.
-    fn is_late(due: Instant, next: Option<Instant>, now: Instant) -> bool {
-        let interval = next.map_or(Duration::MAX, |next| next.duration_since(due));
-        now.duration_since(due) > interval.max(TIMER_SLACK)
-    }
+/// Whether a send due at `due`, followed by one at `next`, made at `now` is late: more than one
+/// interval (and at least [`TIMER_SLACK`]) after its due time (also the scenarios' rule).
+pub(crate) fn is_late(due: Instant, next: Option<Instant>, now: Instant) -> bool {
+    let interval = next.map_or(Duration::MAX, |next| next.duration_since(due));
+    now.duration_since(due) > interval.max(TIMER_SLACK)
 }
 
 pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl) -> io::Result<Report> {
@@ -704,7 +704,7 @@ pub(crate) fn run(args: &EchoArgs, target: &Target, sources: Sources, ctl: &Ctl)
                         schedule.stats.skipped += u64::from(in_window);
                     } else {
                         send(conn, &mut driver.wire, due, &mut sent);
-                        schedule.stats.late += u64::from(in_window && Schedule::is_late(due, next_due, now));
+                        schedule.stats.late += u64::from(in_window && is_late(due, next_due, now));
                     }
                 }
                 if let Err(cause) = driver.flush(key) {
@@ -803,11 +803,11 @@ mod tests {
     #[test]
     fn late_means_more_than_one_interval_and_the_timer_slack() {
         let (due, ms) = (Instant::now(), Duration::from_millis);
-        assert!(!Schedule::is_late(due, Some(due + ms(10)), due + ms(10)));
-        assert!(Schedule::is_late(due, Some(due + ms(10)), due + ms(11)));
+        assert!(!is_late(due, Some(due + ms(10)), due + ms(10)));
+        assert!(is_late(due, Some(due + ms(10)), due + ms(11)));
         // At 10,000/s the interval is below the poll's resolution: 1 ms is still on time.
-        assert!(!Schedule::is_late(due, Some(due + Duration::from_micros(100)), due + ms(1)));
-        assert!(!Schedule::is_late(due, None, due + ms(1000)));
+        assert!(!is_late(due, Some(due + Duration::from_micros(100)), due + ms(1)));
+        assert!(!is_late(due, None, due + ms(1000)));
     }
 
     #[test]

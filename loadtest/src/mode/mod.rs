@@ -4,6 +4,7 @@
 pub(crate) mod connect;
 pub(crate) mod echo;
 pub(crate) mod fanout;
+pub(crate) mod scenario;
 pub(crate) mod storm;
 
 use serde::de::DeserializeOwned;
