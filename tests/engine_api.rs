@@ -478,10 +478,14 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
                 request.query().map(|q| q.split(',').map(str::to_owned).collect()).unwrap_or_default();
             Ok(throng::Accepted { topics, ..throng::Accepted::new(request.path().to_owned()) })
         })
-        .greeting(|conn, path: &String, out| match path.as_str() {
-            "/quiet" => {}
-            "/broken" => out.extend_from_slice(b"not \xff UTF-8"),
-            _ => out.extend_from_slice(format!("hello {} at {path}", conn.as_u64()).as_bytes()),
+        .on_open(|conn, path: &mut String, out| {
+            match path.as_str() {
+                "/quiet" => {}
+                "/broken" => out.extend_from_slice(b"not \xff UTF-8"),
+                _ => out.extend_from_slice(format!("hello {} at {path}", conn.as_u64()).as_bytes()),
+            }
+            // What the hook makes of the value is what the Open event carries.
+            path.push_str(" (opened)");
         })
         .start()
         .unwrap();
@@ -493,7 +497,7 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
         other => panic!("expected Open, got {other:?}"),
     };
     let (id, path) = open(&events);
-    assert_eq!(path, "/room");
+    assert_eq!(path, "/room (opened)");
     // The greeting is the first message, and once the client has it the topics are joined: a
     // publish from here on reaches it, with no worker's subscribe in between.
     client.expect_text(&format!("hello {} at /room", id.as_u64()));

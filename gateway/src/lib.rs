@@ -78,7 +78,11 @@ pub fn run(cli: Cli) -> Result<(), String> {
     // The engine reports topics' first and last subscribers (and count changes) from its loops;
     // the broker that hears them exists only once the engine runs.
     let topic_reports: TopicReports = Arc::default();
-    let server = start_engine(&settings, front.clone(), admin_addr, topic_reports.clone(), &tls)?;
+    // Made before the engine: its loops record connections in them as they open.
+    let conns = Arc::new(Conns::new(settings.loops));
+    let expiry = Arc::new(Expiry::default());
+    let opens = (conns.clone(), expiry.clone());
+    let server = start_engine(&settings, front.clone(), admin_addr, topic_reports.clone(), &tls, opens)?;
     let handle = server.handle();
     let broker: Arc<dyn Broker> = match &settings.broker {
         None => Arc::new(LocalBroker::new(handle.clone())),
@@ -95,8 +99,6 @@ pub fn run(cli: Cli) -> Result<(), String> {
     // Nothing subscribes before the workers run (below), so no report is missed.
     let _ = topic_reports.set(broker.clone());
     let broker_name = settings.broker.as_deref().map_or_else(|| "local".to_owned(), broker::redact_url);
-    let conns = Arc::new(Conns::new(settings.loops));
-    let expiry = Arc::new(Expiry::default());
     let ctx = Arc::new(Ctx {
         front,
         handle: handle.clone(),
@@ -164,6 +166,7 @@ fn start_engine(
     admin_addr: std::net::SocketAddr,
     reports: TopicReports,
     tls: &tls::Tls,
+    (conns, expiry): (Arc<Conns>, Arc<Expiry>),
 ) -> Result<Server<Opening>, String> {
     let page_front = front.clone();
     let changes = reports.clone();
@@ -193,7 +196,7 @@ fn start_engine(
         .max_assembly_bytes(s.max_assembly_bytes)
         .admission(Arc::new(admission::Gate(front.clone())))
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
-        .greeting(upgrade::welcome)
+        .on_open(move |conn, opening, out| upgrade::opened(&conns, &expiry, conn, opening, out))
         .on_topic(move |topic, _| {
             if let Some(broker) = reports.get() {
                 broker.topic_membership(topic);

@@ -3,6 +3,11 @@
 //! here: the engine's admission hook (`admission::Gate`) applies them from the first byte.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::admission::IpKey;
+use super::conns::{Conns, Principal};
+use super::expiry::Expiry;
 
 use super::auth::{self, Claims, TokenError};
 use super::channels::{allowed, check_client_channel, query_channels, query_param, user_topic, NameError};
@@ -16,12 +21,15 @@ use throng::{Accepted, ConnId, Rejection};
 /// The subprotocol prefix browsers use to carry a token (`new WebSocket(url, ["bearer.<jwt>"])`).
 pub const BEARER_PROTOCOL: &str = "bearer.";
 
-/// What the upgrade hook decided that the Open event needs: the token's claims and the
-/// channels from the query, already checked. It travels as the upgrade value into
+/// What the upgrade hook decided that the connection's open needs: the token's claims and the
+/// channels from the query, already checked, and the address its admission slot was counted
+/// under. It travels as the upgrade value into [`opened`] (on the loop), then into
 /// `Event::Open`; a connection refused after the hook is dropped with it.
 pub(crate) struct Opening {
+    /// Taken by [`opened`] into the connection's entry.
     pub(crate) claims: Option<Claims>,
     pub(crate) channels: Vec<String>,
+    pub(crate) ip: IpKey,
 }
 
 pub(crate) fn decide(
@@ -87,14 +95,33 @@ pub(crate) fn decide(
     // The engine joins these before the 101 and the welcome go out (see `welcome`).
     let topics =
         claims.as_ref().map(|c| user_topic(&c.sub)).into_iter().chain(channels.iter().cloned()).collect();
-    Ok(Accepted { subprotocol, topics, ..Accepted::new(Opening { claims, channels }) })
+    Ok(Accepted {
+        subprotocol,
+        topics,
+        ..Accepted::new(Opening { claims, channels, ip: IpKey::from(peer.ip()) })
+    })
+}
+
+/// The engine's open hook, on the loop thread before the 101 goes out: the connection's entry
+/// (so the admin API knows it as soon as its client can have read its id), its token's expiry,
+/// and its welcome, written into `out`.
+pub(crate) fn opened(conns: &Conns, expiry: &Expiry, conn: ConnId, opening: &mut Opening, out: &mut Vec<u8>) {
+    welcome(conn, opening, out);
+    let claims = opening.claims.take();
+    let exp = claims.as_ref().and_then(|c| c.exp);
+    let principal =
+        claims.map(|c| Principal { sub: Arc::from(c.sub), allowed: c.channels.map(Vec::into_boxed_slice) });
+    conns.open(conn, opening.ip, principal, exp.is_some());
+    if let Some(exp) = exp {
+        expiry.schedule(conn, exp);
+    }
 }
 
 /// The connection's first message, queued by the engine behind its 101 (one write), after it
 /// joined its user topic and channels: a client that has read it is subscribed. Written on the
 /// loop thread into the loop's buffer, so a connection's open costs no command from a worker
 /// and no allocation.
-pub(crate) fn welcome(conn: ConnId, opening: &Opening, out: &mut Vec<u8>) {
+fn welcome(conn: ConnId, opening: &Opening, out: &mut Vec<u8>) {
     #[derive(Serialize)]
     struct Welcome<'a> {
         r#type: &'static str,

@@ -9,11 +9,9 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::admission::IpKey;
 use super::broker;
 use super::channels::{allowed, check_client_channel};
 use super::config::ClientMessages;
-use super::conns::Principal;
 use super::metrics::Counters;
 use super::state::Ctx;
 use super::upgrade::Opening;
@@ -164,25 +162,18 @@ mod fault {
 
 fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     match event {
-        Event::Open { conn, peer, path, value: Opening { claims, channels }, .. } => {
+        // The loop recorded the connection, joined its user topic and channels and sent its
+        // welcome at the upgrade (`upgrade::opened`); the engine's index is the one record of
+        // who is subscribed to what.
+        Event::Open { conn, peer, path, value: Opening { channels, .. }, .. } => {
             tracing::debug!(
                 conn = conn.as_u64(),
                 %peer,
                 path,
-                user = claims.as_ref().map(|c| c.sub.as_str()),
+                user = ctx.conns.principal(conn).map(|p| p.sub.to_string()),
                 channels = channels.len(),
                 "connection open"
             );
-            let exp = claims.as_ref().and_then(|c| c.exp);
-            let principal = claims
-                .map(|c| Principal { sub: Arc::from(c.sub), allowed: c.channels.map(Vec::into_boxed_slice) });
-            // The engine joined the user topic and the channels at the upgrade and sent the
-            // welcome behind the 101 (`upgrade::welcome`); its index is the one record of who
-            // is subscribed to what.
-            ctx.conns.open(conn, IpKey::from(peer.ip()), principal, exp.is_some());
-            if let Some(exp) = exp {
-                ctx.expiry.schedule(conn, exp);
-            }
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
         Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::delivery::Erased;
-use super::event::{Admission, GreetingHook, HttpHook, MessageHook, UpgradeHook};
+use super::event::{Admission, HttpHook, MessageHook, OpenHook, UpgradeHook};
 use super::topics::{ChangeHook, TopicHook};
 use crate::net::CidrList;
 use crate::proto::deflate::DeflateConfig;
@@ -103,7 +103,7 @@ pub struct Config {
     pub(crate) upgrade_hook: Option<UpgradeHook<Erased>>,
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
-    pub(crate) greeting: Option<GreetingHook>,
+    pub(crate) open_hook: Option<OpenHook>,
     pub(crate) topic_hook: Option<TopicHook>,
     pub(crate) change_hook: Option<ChangeHook>,
     pub(crate) reuse_port: bool,
@@ -144,7 +144,7 @@ impl Default for Config {
             open_headers: Vec::new(),
             upgrade_hook: None,
             message_hook: None,
-            greeting: None,
+            open_hook: None,
             http_hook: None,
             topic_hook: None,
             change_hook: None,

@@ -562,7 +562,7 @@ impl Conn {
             // Without a hook the value is `()`, the type `Server::builder` starts with.
             None => Ok(super::event::Accepted::new(Box::new(()) as super::delivery::Erased)),
         };
-        let accepted = match accepted {
+        let mut accepted = match accepted {
             Ok(accepted) => accepted,
             Err(rejection) => {
                 let mut response = Vec::new();
@@ -597,8 +597,8 @@ impl Conn {
         // Written before the value moves into the Open event; queued behind the 101 below.
         let mut greeting = std::mem::take(&mut core.greeting);
         greeting.clear();
-        if let Some(greet) = &core.config.greeting {
-            greet(conn, &accepted.value, &mut greeting);
+        if let Some(hook) = &core.config.open_hook {
+            hook(conn, &mut accepted.value, &mut greeting);
         }
         let topics = accepted.topics;
         let headers = core
@@ -651,7 +651,7 @@ impl Conn {
             match std::str::from_utf8(&greeting) {
                 Ok(_) => self.send_data(core, index, DataKind::Text, &greeting),
                 Err(e) => {
-                    log::warn!("loop {}: the greeting hook wrote invalid UTF-8 ({e}): not sent", core.loop_id)
+                    log::warn!("loop {}: the open hook wrote invalid UTF-8 ({e}): not sent", core.loop_id)
                 }
             }
         }

@@ -97,7 +97,7 @@ pub struct Accepted<T = ()> {
     pub user: u64,
     /// Topics the connection joins at its upgrade, before its 101 is queued and before its
     /// [`Event::Open`]: a publish made after anything the client read from this connection
-    /// (its 101, a [greeting](super::ServerBuilder::greeting)) reaches it. Joining here costs
+    /// (its 101, a first message from [`ServerBuilder::on_open`](super::ServerBuilder::on_open)) reaches it. Joining here costs
     /// no command from a worker and no per-connection limit check (the hook decides how many).
     pub topics: Vec<String>,
     /// The application's value for this connection, delivered in [`Event::Open`] (the
@@ -123,10 +123,10 @@ impl Default for Accepted {
 pub type UpgradeHook<T = ()> =
     Arc<dyn Fn(&UpgradeRequest<'_>, SocketAddr) -> Result<Accepted<T>, Rejection> + Send + Sync>;
 
-/// The first message of every connection, written on the loop thread at its upgrade from its
-/// id and its upgrade value into the loop's buffer (see
-/// [`ServerBuilder::greeting`](super::ServerBuilder::greeting)).
-pub(crate) type GreetingHook = Arc<dyn Fn(ConnId, &Erased, &mut Vec<u8>) + Send + Sync>;
+/// Runs on the loop thread as a connection opens, with its id and its upgrade value, and may
+/// write its first message into the loop's buffer (see
+/// [`ServerBuilder::on_open`](super::ServerBuilder::on_open)).
+pub(crate) type OpenHook = Arc<dyn Fn(ConnId, &mut Erased, &mut Vec<u8>) + Send + Sync>;
 
 /// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
 /// health check: given the request target and the raw request head, returns the whole HTTP

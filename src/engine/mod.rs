@@ -279,28 +279,31 @@ impl<T> ServerBuilder<T> {
                 value: Box::new(accepted.value) as Erased,
             })
         }));
-        // A greeting set before was written for the old value type.
-        config.greeting = None;
+        // An open hook set before was written for the old value type.
+        config.open_hook = None;
         ServerBuilder { config, value: PhantomData }
     }
 
-    /// Sends every connection a first text message, which `greeting(conn, value, out)` writes
-    /// into `out` (UTF-8; left empty, nothing is sent) from the connection's id and its upgrade
-    /// value. It is queued right behind the 101 (one write for both) and before anything else:
-    /// e.g. a welcome naming the connection and what it joined ([`Accepted::topics`] are joined
-    /// before it). Runs on the loop thread at the upgrade; `out` is the loop's own buffer, so a
-    /// greeting costs no allocation, no command and nothing after the upgrade, unlike a welcome
-    /// sent from a worker. Text that is not UTF-8 is not sent (and logged). Set it after
-    /// [`ServerBuilder::on_upgrade`], which fixes the value type (and drops a greeting set
-    /// before it).
-    pub fn greeting<F>(mut self, greeting: F) -> Self
+    /// Runs `hook(conn, value, out)` on the loop thread when a connection opens, right after
+    /// its upgrade hook accepted it and before its 101 is sent and its [`Event::Open`] queued,
+    /// with its upgrade value (which it may change: the Open event carries it on). What the
+    /// application keeps per connection can be recorded here, so it is in place before the
+    /// client hears anything; and the hook may write the connection's first text message into
+    /// `out` (UTF-8; left empty, nothing is sent), queued right behind the 101 (one write for
+    /// both) and before anything else, e.g. a welcome naming the connection and what it joined
+    /// ([`Accepted::topics`] are joined by then). `out` is the loop's own buffer, so this costs
+    /// no allocation, no command and nothing after the upgrade, unlike a welcome sent from a
+    /// worker. Text that is not UTF-8 is not sent (and logged). Set it after
+    /// [`ServerBuilder::on_upgrade`], which fixes the value type (and drops a hook set before
+    /// it).
+    pub fn on_open<F>(mut self, hook: F) -> Self
     where
-        F: Fn(ConnId, &T, &mut Vec<u8>) + Send + Sync + 'static,
+        F: Fn(ConnId, &mut T, &mut Vec<u8>) + Send + Sync + 'static,
         T: 'static,
     {
-        self.config.greeting = Some(Arc::new(move |conn, value: &Erased, out: &mut Vec<u8>| {
-            if let Some(value) = value.downcast_ref::<T>() {
-                greeting(conn, value, out);
+        self.config.open_hook = Some(Arc::new(move |conn, value: &mut Erased, out: &mut Vec<u8>| {
+            if let Some(value) = value.downcast_mut::<T>() {
+                hook(conn, value, out);
             }
         }));
         self

@@ -76,7 +76,7 @@ pub(crate) struct LoopCore {
     pub(crate) deflate: LoopDeflate,
     /// Where a compressed message is inflated before it is delivered.
     pub(crate) inflated: Vec<u8>,
-    /// Where the greeting hook writes a connection's first message.
+    /// Where the open hook writes a connection's first message.
     pub(crate) greeting: Vec<u8>,
 }
 
