@@ -471,6 +471,8 @@ fn each_connection_keeps_to_one_shard_in_order() {
 
 #[test]
 fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let on_close = removed.clone();
     let server = builder()
         .loops(2)
         .on_upgrade(|request, _| {
@@ -487,6 +489,7 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
             // What the hook makes of the value is what the Open event carries.
             path.push_str(" (opened)");
         })
+        .on_close(move |conn, code, _reason, clean| on_close.lock().unwrap().push((conn, code, clean)))
         .start()
         .unwrap();
     let events = server.events();
@@ -514,8 +517,9 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
         handle.publish("news", format!("news for {path}")).unwrap();
         other.expect_text(&format!("news for {path}"));
         other.close_handshake(1000);
-        // Its topics are left before its Close event is sent.
+        // Its topics are left, and the close hook ran, before its Close event is sent.
         assert!(matches!(next_event(&events), Event::Close { conn, .. } if conn == other_id));
+        assert_eq!(removed.lock().unwrap().pop(), Some((other_id, 1000, true)));
     }
     client.expect_text("news for /quiet");
     client.expect_text("news for /broken");

@@ -110,11 +110,15 @@ impl Expiry {
             loop {
                 let now = unix_now();
                 while let Some(due) = schedule.pop_due(now) {
+                    // Closed without the lock: the loops take it as connections open and close,
+                    // and a close may wait for room in a loop's command queue.
+                    drop(schedule);
                     for conn in due.into_iter().map(ConnId::from_u64).filter(|&c| conns.contains(c)) {
                         counters.inc(&counters.token_expired_closes);
                         // Refused only by an overloaded loop, which counts it.
                         let _ = handle.close(conn, TOKEN_EXPIRED, "token expired");
                     }
+                    schedule = self.lock();
                 }
                 // Second resolution is what `exp` has; wake at least every second regardless, so
                 // a clock step does not delay closes much.

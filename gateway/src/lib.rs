@@ -169,6 +169,7 @@ fn start_engine(
     (conns, expiry): (Arc<Conns>, Arc<Expiry>),
 ) -> Result<Server<Opening>, String> {
     let page_front = front.clone();
+    let close_front = front.clone();
     let changes = reports.clone();
     let mut builder = Server::builder()
         .bind(s.listen)
@@ -196,7 +197,13 @@ fn start_engine(
         .max_assembly_bytes(s.max_assembly_bytes)
         .admission(Arc::new(admission::Gate(front.clone())))
         .on_upgrade(move |req, peer| upgrade::decide(&front, req, peer))
-        .on_open(move |conn, opening, out| upgrade::opened(&conns, &expiry, conn, opening, out))
+        .on_open({
+            let (conns, expiry) = (conns.clone(), expiry.clone());
+            move |conn, opening, out| upgrade::opened(&conns, &expiry, conn, opening, out)
+        })
+        .on_close(move |conn, code, reason, clean| {
+            upgrade::closed(&close_front, &conns, &expiry, conn, code, reason, clean)
+        })
         .on_topic(move |topic, _| {
             if let Some(broker) = reports.get() {
                 broker.topic_membership(topic);

@@ -117,6 +117,39 @@ pub(crate) fn opened(conns: &Conns, expiry: &Expiry, conn: ConnId, opening: &mut
     }
 }
 
+/// The engine's close hook, on the loop thread as an open connection is removed (before the
+/// slot can take its next connection): its entry, token expiry and admission slot go with it.
+/// It is logged at `debug` (`peer` is the address its admission slot was counted under: an
+/// IPv4 address or an IPv6 /64).
+pub(crate) fn closed(
+    front: &Front,
+    conns: &Conns,
+    expiry: &Expiry,
+    conn: ConnId,
+    code: u16,
+    reason: &str,
+    clean: bool,
+) {
+    let Some(info) = conns.close(conn) else {
+        tracing::debug!(conn = conn.as_u64(), code, reason, clean, "connection closed");
+        return;
+    };
+    if info.expires {
+        expiry.closed(conns);
+    }
+    front.admission.release_key(info.ip);
+    tracing::debug!(
+        conn = conn.as_u64(),
+        peer = %info.ip,
+        user = info.principal.as_ref().map(|p| &*p.sub),
+        code,
+        reason,
+        clean,
+        duration_ms = info.open_for.as_millis() as u64,
+        "connection closed"
+    );
+}
+
 /// The connection's first message, queued by the engine behind its 101 (one write), after it
 /// joined its user topic and channels: a client that has read it is subscribed. Written on the
 /// loop thread into the loop's buffer, so a connection's open costs no command from a worker

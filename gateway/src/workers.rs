@@ -53,7 +53,7 @@ fn orphaned(ctx: &Ctx, events: &Events<Opening>) {
             Event::Message { conn, .. } => {
                 let _ = ctx.handle.close(conn, 1011, "internal error");
             }
-            Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),
+            Event::Close { code, .. } => closed(ctx, code),
         }
     }
 }
@@ -176,34 +176,17 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
             );
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
-        Event::Close { conn, code, reason, clean } => closed(ctx, conn, code, &reason, clean),
+        Event::Close { code, .. } => closed(ctx, code),
     }
 }
 
 /// A connection is gone: its entry, subscriptions, token expiry and admission slot go with
 /// it. It is counted under its code and logged at `debug` (`peer` is the address its admission
 /// slot was counted under: an IPv4 address or an IPv6 /64).
-fn closed(ctx: &Ctx, conn: ConnId, code: u16, reason: &str, clean: bool) {
+fn closed(ctx: &Ctx, code: u16) {
+    // The loop already forgot the connection (`upgrade::closed`) and the engine dropped its
+    // subscriptions.
     ctx.counters().close(code);
-    // The engine dropped the connection's subscriptions itself.
-    if let Some(info) = ctx.conns.close(conn) {
-        if info.expires {
-            ctx.expiry.closed(&ctx.conns);
-        }
-        ctx.front.admission.release_key(info.ip);
-        tracing::debug!(
-            conn = conn.as_u64(),
-            peer = %info.ip,
-            user = info.principal.as_ref().map(|p| &*p.sub),
-            code,
-            reason,
-            clean,
-            duration_ms = info.open_for.as_millis() as u64,
-            "connection closed"
-        );
-    } else {
-        tracing::debug!(conn = conn.as_u64(), code, reason, clean, "connection closed");
-    }
 }
 
 #[derive(Deserialize)]

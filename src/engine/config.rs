@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::delivery::Erased;
-use super::event::{Admission, HttpHook, MessageHook, OpenHook, UpgradeHook};
+use super::event::{Admission, CloseHook, HttpHook, MessageHook, OpenHook, UpgradeHook};
 use super::topics::{ChangeHook, TopicHook};
 use crate::net::CidrList;
 use crate::proto::deflate::DeflateConfig;
@@ -104,6 +104,7 @@ pub struct Config {
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
     pub(crate) open_hook: Option<OpenHook>,
+    pub(crate) close_hook: Option<CloseHook>,
     pub(crate) topic_hook: Option<TopicHook>,
     pub(crate) change_hook: Option<ChangeHook>,
     pub(crate) reuse_port: bool,
@@ -145,6 +146,7 @@ impl Default for Config {
             upgrade_hook: None,
             message_hook: None,
             open_hook: None,
+            close_hook: None,
             http_hook: None,
             topic_hook: None,
             change_hook: None,

@@ -885,7 +885,11 @@ impl Conn {
             let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();
             let clean = self.session.close_handshake_done();
-            core.emit(Event::Close { conn: self.id(core, index), code, reason, clean });
+            let conn = self.id(core, index);
+            if let Some(hook) = &core.config.close_hook {
+                hook(conn, code, &reason, clean);
+            }
+            core.emit(Event::Close { conn, code, reason, clean });
         } else {
             if self.before_upgrade() {
                 LoopStats::add(&core.stats.handshakes_failed, 1);

@@ -128,6 +128,11 @@ pub type UpgradeHook<T = ()> =
 /// [`ServerBuilder::on_open`](super::ServerBuilder::on_open)).
 pub(crate) type OpenHook = Arc<dyn Fn(ConnId, &mut Erased, &mut Vec<u8>) + Send + Sync>;
 
+/// Runs on the loop thread as an open connection is removed, with its id, close code, reason
+/// and whether the close handshake completed (see
+/// [`ServerBuilder::on_close`](super::ServerBuilder::on_close)).
+pub(crate) type CloseHook = Arc<dyn Fn(ConnId, u16, &str, bool) + Send + Sync>;
+
 /// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
 /// health check: given the request target and the raw request head, returns the whole HTTP
 /// response to send (the connection is closed after it), or `None` for the default 400.

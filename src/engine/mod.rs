@@ -296,6 +296,11 @@ impl<T> ServerBuilder<T> {
     /// worker. Text that is not UTF-8 is not sent (and logged). Set it after
     /// [`ServerBuilder::on_upgrade`], which fixes the value type (and drops a hook set before
     /// it).
+    /// Runs `hook(conn, code, reason, clean)` on the loop thread as a connection that opened is
+    /// removed, before its [`Event::Close`] is queued: the counterpart of
+    /// [`ServerBuilder::on_open`], so that what an application recorded there leaves on the
+    /// same thread, in order with the slot's next connection (whose open hook may run before a
+    /// worker has read this Close).
     pub fn on_open<F>(mut self, hook: F) -> Self
     where
         F: Fn(ConnId, &mut T, &mut Vec<u8>) + Send + Sync + 'static,
@@ -306,6 +311,19 @@ impl<T> ServerBuilder<T> {
                 hook(conn, value, out);
             }
         }));
+        self
+    }
+
+    /// Runs `hook(conn, code, reason, clean)` on the loop thread as a connection that opened is
+    /// removed, before its [`Event::Close`] is queued: the counterpart of
+    /// [`ServerBuilder::on_open`], so that what an application recorded there leaves on the
+    /// same thread, in order with the slot's next connection (whose open hook may run before a
+    /// worker has read this Close).
+    pub fn on_close<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnId, u16, &str, bool) + Send + Sync + 'static,
+    {
+        self.config.close_hook = Some(Arc::new(hook));
         self
     }
 
