@@ -354,7 +354,7 @@ fn reload(cli: &Cli, ctx: &Ctx, log: &logging::LogControl) {
         .map(|(key, _)| key.as_str())
         .collect();
     if !ignored.is_empty() {
-        tracing::warn!(?ignored, "reload: these changes need a restart");
+        tracing::warn!(ignored = ?logging::List(&ignored), "reload: these changes need a restart");
     }
     ctx.front.set_live(Live { max_connections: old.max_connections, ..Live::from_settings(&new) });
     counters.inc(&counters.reloads);

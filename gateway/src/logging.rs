@@ -1,11 +1,26 @@
 //! Logs through `tracing`: human lines or JSON objects on stderr, with a filter SIGHUP can
 //! change. The engine logs through the `log` crate; those records are bridged in.
+//!
+//! JSON lines are written by [`JsonLines`] rather than `tracing-subscriber`'s JSON writer, which
+//! prints every field that is not a number or a bool as a string (lists included) unless the
+//! unstable `valuable` support is compiled in. A list is logged as `field = ?List(&items)`: the
+//! human writer shows it as `["a","b"]`, and [`JsonLines`] writes it as a JSON array.
 
+use std::cell::Cell;
+use std::fmt;
 use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use super::config::LogFormat;
 
@@ -34,13 +49,110 @@ pub(crate) fn check_filter(filter: &str) -> Result<(), String> {
 pub(crate) fn init(format: LogFormat, filter: &str) -> Result<LogControl, String> {
     let (filter, handle) = reload::Layer::new(parse(filter)?);
     let output: Box<dyn Layer<_> + Send + Sync> = match format {
-        LogFormat::Human => {
-            fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).boxed()
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(std::io::stderr).boxed()
         }
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(output).try_init().map_err(|e| e.to_string())?;
     Ok(LogControl { handle })
+}
+
+thread_local! {
+    /// Set by a [`List`] while it is formatted, so that [`JsonLines`] knows the text it just
+    /// got is a list's (a peer's string that merely looks like one stays a string).
+    static LIST_FORMATTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A list field: `tracing::info!(listeners = ?List(&names), ...)`. Formats as a JSON array of
+/// the items' `Display` texts, which the JSON lines keep as an array.
+pub(crate) struct List<'a, T>(pub(crate) &'a [T]);
+
+impl<T: fmt::Display> fmt::Debug for List<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        LIST_FORMATTED.with(|seen| seen.set(true));
+        let items: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&serde_json::to_string(&items).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// One JSON object per line: `timestamp`, `level`, `fields` (the message among them) and
+/// `target`, as `tracing-subscriber`'s JSON writer lays them out, with [`List`] fields as
+/// arrays. Bridged `log` records carry their own target; their `log.*` fields are left out.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut fields = JsonFields(Map::new());
+        event.record(&mut fields);
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let line = serde_json::json!({
+            "timestamp": timestamp,
+            "level": meta.level().as_str(),
+            "fields": fields.0,
+            "target": meta.target(),
+        });
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Collects an event's fields as JSON values.
+struct JsonFields(Map<String, Value>);
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: Value) {
+        if !field.name().starts_with("log.") {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        LIST_FORMATTED.with(|seen| seen.set(false));
+        let text = format!("{value:?}");
+        if LIST_FORMATTED.with(|seen| seen.replace(false)) {
+            if let Ok(list @ Value::Array(_)) = serde_json::from_str(&text) {
+                return self.put(field, list);
+            }
+        }
+        self.put(field, Value::String(text));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
 }
 
 /// Caps how many lines of one kind are logged per second, so a flood of refusals cannot fill
@@ -95,8 +207,53 @@ impl LogLimiter {
 
 #[cfg(test)]
 mod tests {
-    use super::LogLimiter;
+    use super::{JsonLines, List, LogLimiter};
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
+
+    /// The lines `log` writes through the JSON writer, parsed.
+    fn json_lines(log: impl FnOnce()) -> Vec<serde_json::Value> {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let writer = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::fmt().event_format(JsonLines).with_writer(writer).finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_list_field_is_a_json_array_and_a_string_that_looks_like_one_stays_a_string() {
+        let listeners = ["client", "admin \"tls\""];
+        let lines = json_lines(|| {
+            tracing::info!(listeners = ?List(&listeners), detail = "[1,2]", n = 3u64, ok = true, "reloaded");
+            tracing::info!(ports = ?List(&[80u16, 443]), empty = ?List::<&str>(&[]), "second");
+        });
+        assert_eq!(lines.len(), 2);
+        let fields = &lines[0]["fields"];
+        assert_eq!(fields["listeners"], serde_json::json!(["client", "admin \"tls\""]), "{fields}");
+        assert_eq!(fields["detail"], "[1,2]", "a peer's text is not parsed");
+        assert_eq!((&fields["n"], &fields["ok"]), (&serde_json::json!(3), &serde_json::json!(true)));
+        assert_eq!(fields["message"], "reloaded");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert!(lines[0]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{}", lines[0]);
+        assert_eq!(lines[0]["target"], module_path!());
+        assert_eq!(lines[1]["fields"]["ports"], serde_json::json!(["80", "443"]));
+        assert_eq!(lines[1]["fields"]["empty"], serde_json::json!([]));
+    }
 
     #[test]
     fn at_most_n_lines_a_second_then_the_suppressed_count() {

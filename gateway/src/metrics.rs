@@ -544,6 +544,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
     );
     histogram(
         &mut out,
+        "publish_duration_seconds",
+        "Publishes (admin API or broker) queued to at least one local subscriber, by time from the publish to the last subscriber's write of the frame (or its connection's end, if that came first).",
+        &e.publish_duration,
+    );
+    histogram(
+        &mut out,
         "event_delay_seconds",
         "Client messages, by time from the loop turn that decoded them to a worker taking them (queueing in the loop's backlog and the worker's shard).",
         &c.event_delay.snapshot(),

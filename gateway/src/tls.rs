@@ -102,7 +102,7 @@ impl Tls {
         }
         if failed.is_empty() {
             counters.inc(&counters.tls_reloads_ok);
-            tracing::info!(trigger, listeners = ?reloaded, "TLS certificates reloaded");
+            tracing::info!(trigger, listeners = ?crate::logging::List(&reloaded), "TLS certificates reloaded");
             return Ok(json!({ "reloaded": reloaded }));
         }
         counters.inc(&counters.tls_reloads_failed);

@@ -247,3 +247,41 @@ fn bytes_are_split_by_direction_and_kind() {
         .sum();
     assert_eq!(split, total_in);
 }
+
+/// The histogram's `_sum` in seconds.
+fn histogram_sum(scrape: &Scrape, name: &str) -> f64 {
+    value(scrape, &format!("{name}_sum"), &[])
+}
+
+#[test]
+fn a_publish_is_timed_once_to_its_last_subscribers_write() {
+    const NAME: &str = "throng_publish_duration_seconds";
+    let gw = Gateway::start(None, &[]);
+    assert_eq!(histogram_count(&scrape(&gw), NAME), 0.0);
+    let mut subscribers: Vec<_> = (0..4).map(|_| gw.connect("/ws?channels=news")).collect();
+    gw.wait_subscribers("news", 4);
+    // Nobody subscribed: no frame is written, nothing timed.
+    assert_eq!(http(gw.admin, "POST", "/v1/channels/empty", &[], b"lost").status, 200);
+    const N: usize = 3;
+    for i in 0..N {
+        let body = format!("m{i}");
+        assert_eq!(http(gw.admin, "POST", "/v1/channels/news", &[], body.as_bytes()).status, 200);
+        for ws in &mut subscribers {
+            assert!(ws.recv_text().contains(&body));
+        }
+    }
+    // Each publish is observed once, by whichever loop let go of its frame last, which may be
+    // a moment after the client read it (on io_uring, when the send's completion is reaped).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = scrape(&gw);
+        let count = histogram_count(&s, NAME);
+        if count == N as f64 {
+            assert!(histogram_sum(&s, NAME) > 0.0);
+            assert_eq!(value(&s, "throng_fanout_total", &[]), (4 * N) as f64, "four deliveries each");
+            break;
+        }
+        assert!(count < N as f64 && Instant::now() < deadline, "{count} observations for {N} publishes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -11,7 +11,7 @@ use super::config::FINE;
 use super::core::LoopCore;
 use super::event::{Event, Flow, Inline};
 use super::ids::ConnId;
-use super::outbound::{Outbound, Prepared};
+use super::outbound::{Chunk, Form, Outbound, Prepared};
 use super::stats::LoopStats;
 use super::timer::{after, earlier, reached, Tick};
 use super::topics::{Joined, TopicShared, NONE};
@@ -280,15 +280,13 @@ impl Conn {
             return false;
         }
         // Compressed once for every connection that shares the loops' compressors.
-        let deflated = (self.has(DEFLATE) && core.deflate.takes_shared_frames(index))
-            .then(|| frame.deflated(|plain| core.deflate.compress_frame(plain)).cloned())
-            .flatten();
-        let compressed = deflated.is_some();
-        let bytes = deflated.unwrap_or_else(|| frame.frame.clone());
-        if !self.admit(core, index, bytes.len()) {
+        let deflate = self.has(DEFLATE) && core.deflate.takes_shared_frames(index);
+        let chunk = frame.chunk(deflate, |plain| core.deflate.compress_frame(plain));
+        let compressed = matches!(chunk, Chunk::Shared(_, Form::Deflated));
+        if !self.admit(core, index, chunk.bytes().len()) {
             return false;
         }
-        self.cold(core).outbound.push_shared(bytes);
+        self.cold(core).outbound.push_shared(chunk);
         self.mark_dirty(core, index);
         LoopStats::add(&core.stats.messages_out, 1);
         LoopStats::add(&core.stats.compressed_out, u64::from(compressed));

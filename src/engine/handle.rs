@@ -104,8 +104,12 @@ impl Handle {
     /// least one loop refused it (its subscribers miss the message; the others get it).
     ///
     /// A topic nobody is subscribed to (and no subscribe to it is on its way) costs a lookup.
+    ///
+    /// The time from here to the last write of the frame goes to
+    /// [`Stats::publish_duration`] (see [`Prepared`] for when it ends).
     pub fn publish_prepared(&self, topic: &str, message: &Prepared) -> Result<(), CommandError> {
         let Some(record) = self.shared.interner.find(topic) else { return Ok(()) };
+        message.stamp(&self.shared.publish_duration);
         let mut result = Ok(());
         for loop_id in 0..self.shared.mailboxes.len() {
             let posted = self.shared.post(loop_id, Command::Publish(record.clone(), message.clone(), None));
@@ -121,6 +125,7 @@ impl Handle {
     /// loop refused the command, as for [`Handle::publish_prepared`]: the others still deliver.
     pub fn publish_counted(&self, topic: &str, message: &Prepared) -> Result<PublishReceipt, CommandError> {
         let Some(record) = self.shared.interner.find(topic) else { return Ok(PublishReceipt::nobody()) };
+        message.stamp(&self.shared.publish_duration);
         let (receipt, reports) = PublishReceipt::new(self.shared.mailboxes.len());
         let mut result = Ok(());
         for (loop_id, report) in reports.enumerate() {
@@ -161,15 +166,19 @@ impl Handle {
         }
         total.channel_len = self.shared.channel_len();
         total.backend = self.shared.backend;
+        total.publish_duration = self.shared.publish_duration.snapshot();
         total
     }
 
     /// The counters of each loop, in loop order (`channel_len` is over all shards, which the
-    /// loops share).
+    /// loops share, and `publish_duration` over all loops: a publish spans them).
     pub fn loop_stats(&self) -> Vec<Stats> {
         let channel_len = self.shared.channel_len();
         let backend = self.shared.backend;
-        self.shared.stats.iter().map(|s| Stats { channel_len, backend, ..s.snapshot() }).collect()
+        let publish_duration = self.shared.publish_duration.snapshot();
+        (self.shared.stats.iter())
+            .map(|s| Stats { channel_len, backend, publish_duration, ..s.snapshot() })
+            .collect()
     }
 
     pub(crate) fn shutdown_all(&self, deadline: std::time::Instant) {

@@ -157,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) backend: super::config::Backend,
     /// The topics of all loops, by name.
     pub(crate) interner: Arc<Interner>,
+    /// Publishes by time to their frame's last write (one per publish, from any loop).
+    pub(crate) publish_duration: Arc<super::stats::AtomicHistogram>,
 }
 
 impl Shared {

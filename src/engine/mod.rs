@@ -631,6 +631,7 @@ impl<T> Server<T> {
             command_timeout: config.command_timeout,
             backend,
             interner: interner.clone(),
+            publish_duration: Arc::default(),
         });
 
         let mut listeners = listeners.into_iter();

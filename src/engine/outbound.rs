@@ -5,13 +5,23 @@
 //! per message. Consecutive owned frames are coalesced into one buffer; a broadcast frame is an
 //! `Arc` shared with every other subscriber, never copied. An empty queue is dropped, so an idle
 //! connection owns nothing here.
+//!
+//! A published frame also times its own fan-out (the publish-to-last-write histogram,
+//! [`Stats::publish_duration`](super::Stats::publish_duration)): the publish reads the clock once
+//! and stamps the shared frame, and whoever drops the frame's last reference (the last queue
+//! done with it: its write taken by the kernel, on io_uring the send completed, or its
+//! connection gone) reads the clock once more and counts it. So a publish costs two clock reads
+//! and one histogram count whatever its fan-out, and a delivery costs nothing more than the
+//! `Arc` clone it already made. These clock reads sit outside the protocol core, which only
+//! sees the loop's `now`.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use super::stats::LoopStats;
+use super::stats::{AtomicHistogram, LoopStats};
 use crate::proto::deflate::RSV1;
 use crate::proto::frame::{encode_header, FrameHeader, MAX_HEADER_LEN};
 use crate::proto::{Message, OpCode};
@@ -21,10 +31,42 @@ use crate::proto::{Message, OpCode};
 /// With permessage-deflate, the first loop that sends it to a connection sharing the loop's
 /// compressor compresses it once, and every such connection on every loop gets that
 /// compressed frame; the others get the uncompressed one.
+///
+/// Published ([`Handle::publish_prepared`](super::Handle::publish_prepared) and the like), it
+/// is timed from its first publish until its last clone is dropped, which is when the last
+/// connection it was queued to is done with it: drop yours once it is published, and publish
+/// a new one per message, or the time includes how long you kept it.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    pub(crate) frame: Arc<[u8]>,
-    deflated: Arc<OnceLock<Option<Arc<[u8]>>>>,
+    shared: Arc<Framed>,
+}
+
+/// What the clones of a [`Prepared`] share: both forms of the frame and the publish stamp.
+#[derive(Debug)]
+pub(crate) struct Framed {
+    plain: Box<[u8]>,
+    deflated: OnceLock<Option<Box<[u8]>>>,
+    /// When it was first published, and the histogram its fan-out time goes to.
+    published: OnceLock<(Instant, Arc<AtomicHistogram>)>,
+    /// Whether a publish queued it to a connection (a publish that reached nobody is not timed).
+    delivered: AtomicBool,
+}
+
+impl Drop for Framed {
+    fn drop(&mut self) {
+        if let Some((at, histogram)) = self.published.get() {
+            if self.delivered.load(Ordering::Relaxed) {
+                histogram.observe(at.elapsed());
+            }
+        }
+    }
+}
+
+/// Which form of a shared frame a queue holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Form {
+    Plain,
+    Deflated,
 }
 
 impl Prepared {
@@ -41,17 +83,55 @@ impl Prepared {
         let mut frame = Vec::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(payload);
-        Self { frame: Arc::from(frame), deflated: Arc::default() }
+        let shared = Framed {
+            plain: frame.into_boxed_slice(),
+            deflated: OnceLock::new(),
+            published: OnceLock::new(),
+            delivered: AtomicBool::new(false),
+        };
+        Self { shared: Arc::new(shared) }
     }
 
     /// The size of the uncompressed frame on the wire.
     pub fn wire_len(&self) -> usize {
-        self.frame.len()
+        self.shared.plain.len()
     }
 
-    /// The compressed frame, made by `compress` on first use (`None`: it goes uncompressed).
-    pub(crate) fn deflated(&self, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<&Arc<[u8]>> {
-        self.deflated.get_or_init(|| compress(&self.frame).map(Arc::from)).as_ref()
+    /// Makes the frame time its fan-out into `histogram`, from now (its first publish only).
+    pub(crate) fn stamp(&self, histogram: &Arc<AtomicHistogram>) {
+        if self.shared.published.get().is_none() {
+            let _ = self.shared.published.set((Instant::now(), histogram.clone()));
+        }
+    }
+
+    /// A publish queued it to at least one connection: its fan-out is timed.
+    pub(crate) fn delivered(&self) {
+        self.shared.delivered.store(true, Ordering::Relaxed);
+    }
+
+    /// The frame to queue: the compressed one when `compress` (run on first use) makes one
+    /// and `deflate` asks for it, else the plain one.
+    pub(crate) fn chunk(&self, deflate: bool, compress: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Chunk {
+        let form = if deflate
+            && (self.shared.deflated.get_or_init(|| compress(&self.shared.plain).map(Vec::into_boxed_slice)))
+                .is_some()
+        {
+            Form::Deflated
+        } else {
+            Form::Plain
+        };
+        Chunk::Shared(self.shared.clone(), form)
+    }
+}
+
+impl Framed {
+    fn bytes(&self, form: Form) -> &[u8] {
+        match form {
+            Form::Plain => &self.plain,
+            // A `Deflated` chunk is only made once the compressed form exists ([`Prepared::chunk`]);
+            // it is never unset again, so the fallback is never taken.
+            Form::Deflated => self.deflated.get().and_then(Option::as_deref).unwrap_or(&self.plain),
+        }
     }
 }
 
@@ -62,7 +142,7 @@ pub(crate) const MAX_IOVECS: usize = 64;
 /// other connections.
 pub(crate) enum Chunk {
     Owned(Vec<u8>),
-    Shared(Arc<[u8]>),
+    Shared(Arc<Framed>, Form),
 }
 
 impl Chunk {
@@ -71,7 +151,7 @@ impl Chunk {
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(a) => a,
+            Chunk::Shared(frame, form) => frame.bytes(*form),
         }
     }
 }
@@ -179,10 +259,10 @@ impl Outbound {
         header_len + payload.len()
     }
 
-    /// Queues a shared frame.
-    pub(crate) fn push_shared(&mut self, frame: Arc<[u8]>) {
-        self.commit(frame.len());
-        self.chunks.push_back(Chunk::Shared(frame));
+    /// Queues a shared frame (a [`Chunk::Shared`] from [`Prepared::chunk`]).
+    pub(crate) fn push_shared(&mut self, chunk: Chunk) {
+        self.commit(chunk.bytes().len());
+        self.chunks.push_back(chunk);
     }
 
     /// Fills `slices` with the unwritten bytes, front first; returns how many were filled.
@@ -260,6 +340,42 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    /// A shared chunk of exactly `bytes` (no frame header, unlike [`Prepared`]).
+    fn shared(bytes: &[u8]) -> Chunk {
+        let framed = Framed {
+            plain: bytes.into(),
+            deflated: OnceLock::new(),
+            published: OnceLock::new(),
+            delivered: AtomicBool::new(false),
+        };
+        Chunk::Shared(Arc::new(framed), Form::Plain)
+    }
+
+    #[test]
+    fn a_published_frame_is_timed_once_when_its_last_queue_lets_go() {
+        let histogram = Arc::new(AtomicHistogram::default());
+        let count = || histogram.snapshot().count();
+        let frame = Prepared::new(&Message::Text("hi".into()));
+        frame.stamp(&histogram);
+        frame.stamp(&histogram); // a second publish of the same frame keeps the first stamp
+        frame.delivered();
+        let (mut a, mut b) = (Outbound::default(), Outbound::default());
+        a.push_shared(frame.chunk(false, |_| None));
+        b.push_shared(frame.chunk(true, |plain| Some(plain.to_vec())));
+        assert_eq!(gather(&b), [0x81, 2, b'h', b'i'], "the compressed form, as compress made it");
+        drop(frame);
+        a.advance(4);
+        assert_eq!(count(), 0, "b still holds it");
+        // A queue dropped unwritten (its connection gone) lets go too.
+        drop(b);
+        assert_eq!(count(), 1);
+        // Published to nobody: not timed.
+        let nobody = Prepared::new(&Message::Text("hi".into()));
+        nobody.stamp(&histogram);
+        drop(nobody);
+        assert_eq!(count(), 1);
+    }
+
     fn gather(out: &Outbound) -> Vec<u8> {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let n = out.io_slices(&mut slices);
@@ -273,7 +389,7 @@ mod tests {
         out.commit(2);
         out.owned_tail().extend_from_slice(b"cd");
         out.commit(2);
-        out.push_shared(Arc::from(&b"SHARED"[..]));
+        out.push_shared(shared(b"SHARED"));
         out.owned_tail().extend_from_slice(b"ef");
         out.commit(2);
         assert_eq!(out.chunks.len(), 3);
@@ -303,7 +419,7 @@ mod tests {
         a.track(&stats);
         assert_eq!(gauge(), 2);
         a.push_frame(OpCode::Text, b"hello");
-        a.push_shared(Arc::from(&b"SHARED"[..]));
+        a.push_shared(shared(b"SHARED"));
         assert_eq!(gauge(), 2 + 7 + 6);
         a.advance(4);
         assert_eq!(gauge(), 11);

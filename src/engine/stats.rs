@@ -173,6 +173,7 @@ impl LoopStats {
             handshake_bytes_in: get(&self.handshake_bytes_in),
             handshake_bytes_out: get(&self.handshake_bytes_out),
             handshake_duration: self.handshake_duration.snapshot(),
+            publish_duration: Histogram::default(),
             backend: Backend::Auto,
             recv_buffers_exhausted: get(&self.recv_buffers_exhausted),
             deflate_negotiated: get(&self.deflate_negotiated),
@@ -250,6 +251,11 @@ pub struct Stats {
     /// Upgrades completed, by time from the accept to the 101 queued (the loop's turn clock,
     /// to 100 µs; a PROXY header's wait included).
     pub handshake_duration: Histogram,
+    /// Publishes queued to at least one connection, by time from the publish call to the last
+    /// write of the frame (the kernel took the last subscriber's copy; on io_uring its send
+    /// completed; a subscriber that went with the frame unwritten ends it as well). Over all
+    /// loops, also in [`Handle::loop_stats`](super::Handle::loop_stats).
+    pub publish_duration: Histogram,
     /// The backend the loops run on (io_uring or epoll once started; [`Backend::Auto`] only in
     /// a `Stats` that did not come from a server).
     pub backend: Backend,

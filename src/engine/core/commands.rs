@@ -95,6 +95,9 @@ impl<S> Loop<S> {
                     }
                 }
                 self.subscribers = subscribers;
+                if queued > 0 {
+                    frame.delivered();
+                }
                 if let Some(report) = report {
                     report.add(queued);
                 }

@@ -56,6 +56,7 @@ impl Harness {
             command_timeout: config.command_timeout,
             backend: crate::engine::Backend::Epoll,
             interner: interner.clone(),
+            publish_duration: Arc::default(),
         });
         let core = LoopCore::new(0, config.clone(), stats, events_tx, Arc::default(), interner);
         // The test clock starts where the loop's did, so that ticks fall on whole milliseconds.
@@ -263,6 +264,30 @@ fn publish_reaches_the_topics_subscribers_only() {
     h.turn();
     assert_eq!(h.mem.take_written(a), frame);
     assert!(h.mem.take_written(b).is_empty(), "an unsubscribed connection got the message");
+}
+
+#[test]
+fn a_publish_is_timed_once_after_its_last_subscriber_is_written() {
+    let mut h = Harness::new(Server::builder());
+    let timed = |h: &Harness| h.handle.stats().publish_duration.count();
+    let (a, a_id) = h.open();
+    let (b, b_id) = h.open();
+    h.handle.subscribe(a_id, "news").expect("queued");
+    h.handle.subscribe(b_id, "news").expect("queued");
+    h.handle.publish("news", "hi").expect("queued");
+    assert_eq!(timed(&h), 0, "not written yet");
+    h.turn();
+    assert_eq!(h.mem.take_written(a), [0x81, 2, b'h', b'i']);
+    assert_eq!(h.mem.take_written(b), [0x81, 2, b'h', b'i']);
+    assert_eq!(timed(&h), 1, "one observation for two deliveries");
+    // A topic whose subscribers left reaches nobody: not timed.
+    h.handle.unsubscribe(a_id, "news").expect("queued");
+    h.handle.unsubscribe(b_id, "news").expect("queued");
+    h.turn();
+    h.handle.publish("news", "hi").expect("queued");
+    h.turn();
+    assert_eq!(timed(&h), 1);
+    assert_eq!(h.handle.loop_stats()[0].publish_duration.count(), 1, "the per-loop view carries it");
 }
 
 #[test]
