@@ -1,17 +1,17 @@
-//! The upgrade hook: runs on a loop thread for every WebSocket request and decides, before the
-//! 101, whether the connection may open: cheap refusals first. The connection caps are not
-//! here: the engine's admission hook (`admission::Gate`) applies them from the first byte.
+//! The upgrade hook, and the loop's side of a gateway connection's open and close
+//! ([`opened`], [`closed`]). The upgrade hook runs on a loop thread for every WebSocket
+//! request and decides, before the 101, whether the connection may open: cheap refusals first.
+//! The connection caps are not here: the engine's admission hook (`admission::Gate`) applies
+//! them from the first byte.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::admission::IpKey;
-use super::conns::{Conns, Principal};
-use super::expiry::Expiry;
-
 use super::auth::{self, Claims, TokenError};
 use super::channels::{allowed, check_client_channel, query_channels, query_param, user_topic, NameError};
-use super::expiry::unix_now;
+use super::conns::{Conns, Principal};
+use super::expiry::{unix_now, Expiry};
 use super::metrics::Reject;
 use super::state::Front;
 use serde::Serialize;

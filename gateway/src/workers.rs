@@ -180,12 +180,9 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
     }
 }
 
-/// A connection is gone: its entry, subscriptions, token expiry and admission slot go with
-/// it. It is counted under its code and logged at `debug` (`peer` is the address its admission
-/// slot was counted under: an IPv4 address or an IPv6 /64).
+/// A connection is gone: it is counted under its code. The loop already forgot it and logged
+/// it (`upgrade::closed`), and the engine dropped its subscriptions.
 fn closed(ctx: &Ctx, code: u16) {
-    // The loop already forgot the connection (`upgrade::closed`) and the engine dropped its
-    // subscriptions.
     ctx.counters().close(code);
 }
 
