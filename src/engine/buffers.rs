@@ -15,7 +15,7 @@ pub(crate) fn spare_room(len: usize, capacity: usize) -> Option<usize> {
     (len * 4 < capacity).then_some(len * 2)
 }
 
-/// Boxes kept for reuse per loop; more are freed. A box is 168 bytes plus the small buffers it
+/// Boxes kept for reuse per loop; more are freed. A box is 192 bytes plus the small buffers it
 /// keeps: keeping 1024 held ~225 KiB per loop after a handshake storm (15 B per connection of a
 /// 15,000-connection gateway, measured), while the allocator serves a burst past 64 about as
 /// fast as the pool.

@@ -130,11 +130,16 @@ impl Conn {
     }
 
     /// Releases the boxed state once nothing is in it, so that idle connections hold no heap.
+    /// A box still in use keeps no spare outbound buffer once its queue drained (a peer that
+    /// leaves a partial frame must not hold one); the pool keeps it.
     fn release_cold(&mut self, core: &mut LoopCore) {
-        if self.cold.as_ref().is_some_and(|c| c.is_idle()) {
+        let Some(cold) = self.cold.as_mut() else { return };
+        if cold.is_idle() {
             if let Some(cold) = self.cold.take() {
                 core.cold_pool.give_back(cold);
             }
+        } else if cold.outbound.is_empty() {
+            cold.outbound.trim();
         }
     }
 
@@ -165,7 +170,7 @@ impl Conn {
         }
         if !self.has(READ_PAUSED) {
             self.set(READ_PAUSED);
-            LoopStats::add(&core.stats.read_pauses, 1);
+            LoopStats::count(&core.stats.read_pauses, 1);
         }
         true
     }
@@ -197,7 +202,7 @@ impl Conn {
         if let Some(cold) = self.cold.as_mut() {
             cold.outbound.advance(n);
         }
-        LoopStats::add(&core.stats.bytes_out, n as u64);
+        LoopStats::count(&core.stats.bytes_out, n as u64);
         self.release_cold(core);
         if self.has(READ_PAUSED) && !self.pause_reading(core) {
             self.clear(READ_PAUSED);
@@ -225,7 +230,7 @@ impl Conn {
     pub(crate) fn abandon(&mut self, core: &mut LoopCore, index: u32) {
         if self.before_upgrade() {
             // Counted here: lingering, the removal does not count it again.
-            LoopStats::add(&core.stats.handshakes_failed, 1);
+            LoopStats::count(&core.stats.handshakes_failed, 1);
         }
         self.linger(core, index);
     }
@@ -267,8 +272,8 @@ impl Conn {
         let bytes = if compressed { &scratch[..] } else { payload };
         self.cold(core).outbound.push_data(kind.opcode(), compressed, bytes);
         self.mark_dirty(core, index);
-        LoopStats::add(&core.stats.messages_out, 1);
-        LoopStats::add(&core.stats.compressed_out, u64::from(compressed));
+        LoopStats::count(&core.stats.messages_out, 1);
+        LoopStats::count(&core.stats.compressed_out, u64::from(compressed));
         core.deflate.compressed = scratch;
         core.deflate.trim();
     }
@@ -288,8 +293,8 @@ impl Conn {
         }
         self.cold(core).outbound.push_shared(chunk);
         self.mark_dirty(core, index);
-        LoopStats::add(&core.stats.messages_out, 1);
-        LoopStats::add(&core.stats.compressed_out, u64::from(compressed));
+        LoopStats::count(&core.stats.messages_out, 1);
+        LoopStats::count(&core.stats.compressed_out, u64::from(compressed));
         true
     }
 
@@ -306,9 +311,9 @@ impl Conn {
     /// `refused` messages did not fit under the outbound cap: apply the slow-consumer policy.
     fn over_cap(&mut self, core: &mut LoopCore, index: u32, refused: u64) {
         match core.config.slow_consumer {
-            SlowConsumerPolicy::Drop => LoopStats::add(&core.stats.slow_consumer_drops, refused),
+            SlowConsumerPolicy::Drop => LoopStats::count(&core.stats.slow_consumer_drops, refused),
             SlowConsumerPolicy::Close => {
-                LoopStats::add(&core.stats.slow_consumer_closes, 1);
+                LoopStats::count(&core.stats.slow_consumer_closes, 1);
                 self.fail(core, index, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
@@ -392,7 +397,7 @@ impl Conn {
         match admission.admit(client) {
             Ok(()) => core.keep_client(index, client),
             Err(rejection) => {
-                LoopStats::add(&core.stats.admission_refused, 1);
+                LoopStats::count(&core.stats.admission_refused, 1);
                 let mut response = Vec::new();
                 rejection.write(&mut response);
                 self.refuse(core, index, &response);
@@ -415,14 +420,14 @@ impl Conn {
                 None
             }
             Ok(proxy::Status::Complete { len, source }) => {
-                LoopStats::add(&core.stats.proxy_headers, 1);
+                LoopStats::count(&core.stats.proxy_headers, 1);
                 self.phase = Phase::Handshaking;
                 // LOCAL (a balancer's own health check): the balancer is the client.
                 self.admit_client(core, index, source.unwrap_or(peer), true);
                 (self.phase == Phase::Handshaking).then_some(len)
             }
             Err(error) => {
-                LoopStats::add(&core.stats.proxy_errors, 1);
+                LoopStats::count(&core.stats.proxy_errors, 1);
                 let mut response = Vec::new();
                 Rejection::new(400, error.reason()).write(&mut response);
                 self.refuse(core, index, &response);
@@ -456,11 +461,11 @@ impl Conn {
         peer: &dyn Fn() -> SocketAddr,
     ) {
         let fresh = data.len().saturating_sub(self.spill().len()) as u64;
-        LoopStats::add(&core.stats.bytes_in, fresh);
+        LoopStats::count(&core.stats.bytes_in, fresh);
         // A client sends no frame before it has read the 101 (RFC 6455 §4.1), so what arrives
         // before the upgrade is the request (and a PROXY header).
         if self.before_upgrade() {
-            LoopStats::add(&core.stats.handshake_bytes_in, fresh);
+            LoopStats::count(&core.stats.handshake_bytes_in, fresh);
         }
         // While handshaking, `last_seen` stays the accept time: a slowloris client trickling
         // bytes must not push its handshake deadline back.
@@ -496,7 +501,7 @@ impl Conn {
             match read {
                 Err(_) => {
                     // The session queued the close with the error's code.
-                    LoopStats::add(&core.stats.protocol_errors, 1);
+                    LoopStats::count(&core.stats.protocol_errors, 1);
                     self.queued(core, index);
                     self.linger(core, index);
                     used = data.len();
@@ -618,12 +623,12 @@ impl Conn {
         if let Some((params, _)) = deflate {
             self.set(DEFLATE);
             core.deflate.negotiated(index, params);
-            LoopStats::add(&core.stats.deflate_negotiated, 1);
+            LoopStats::count(&core.stats.deflate_negotiated, 1);
         }
         if accepted.user != 0 {
             core.tags.insert(index, accepted.user);
         }
-        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
+        LoopStats::count(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
         outbound.commit(response.len());
@@ -636,7 +641,7 @@ impl Conn {
         self.phase = Phase::Open;
         self.last_seen = core.now_tick;
         self.set(OPENED);
-        LoopStats::add(&core.stats.handshakes_ok, 1);
+        LoopStats::count(&core.stats.handshakes_ok, 1);
         // Until the upgrade the limiter's timestamp is still the accept's turn time (reads
         // leave it alone while handshaking), so no clock is read and no field is added.
         core.stats.handshake_duration.observe(FINE * core.now_fine.wrapping_sub(self.rate_tat));
@@ -663,13 +668,13 @@ impl Conn {
     }
 
     fn refuse(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
-        LoopStats::add(&core.stats.handshakes_failed, 1);
+        LoopStats::count(&core.stats.handshakes_failed, 1);
         self.answer(core, index, response);
     }
 
     /// Sends an HTTP response instead of upgrading, then closes.
     fn answer(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
-        LoopStats::add(&core.stats.handshake_bytes_out, response.len() as u64);
+        LoopStats::count(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(response);
         outbound.commit(response.len());
@@ -729,7 +734,7 @@ impl Conn {
         let ahead = self.rate_tat.wrapping_sub(now);
         let base = if (ahead as i32) <= 0 || ahead > rate.window() { now } else { self.rate_tat };
         if base.wrapping_sub(now) > rate.tolerance() {
-            LoopStats::add(&core.stats.rate_limited, 1);
+            LoopStats::count(&core.stats.rate_limited, 1);
             self.fail(core, index, CloseCode::POLICY_VIOLATION, "message rate limit exceeded");
             return false;
         }
@@ -741,7 +746,7 @@ impl Conn {
     /// loop's budget for partial messages. Returns false when the connection was failed.
     fn append_message(&mut self, core: &mut LoopCore, index: u32, first: bool, chunk: &[u8]) -> bool {
         if core.assembly_bytes + chunk.len() > core.config.max_assembly_bytes {
-            LoopStats::add(&core.stats.assembly_budget_closes, 1);
+            LoopStats::count(&core.stats.assembly_budget_closes, 1);
             self.fail(core, index, CloseCode::POLICY_VIOLATION, "server busy: too many partial messages");
             return false;
         }
@@ -783,14 +788,14 @@ impl Conn {
         let limit = core.config.limits.max_message_size;
         match core.deflate.inflate(index, kind, compressed, limit, &mut out) {
             Ok(()) => {
-                LoopStats::add(&core.stats.compressed_in, 1);
+                LoopStats::count(&core.stats.compressed_in, 1);
                 self.deliver(core, index, kind, &out);
             }
             Err(error) => {
                 if error == ProtocolError::MessageTooLarge {
-                    LoopStats::add(&core.stats.inflate_too_large, 1);
+                    LoopStats::count(&core.stats.inflate_too_large, 1);
                 }
-                LoopStats::add(&core.stats.protocol_errors, 1);
+                LoopStats::count(&core.stats.protocol_errors, 1);
                 self.fail(core, index, error.close_code(), error.reason());
             }
         }
@@ -805,15 +810,17 @@ impl Conn {
         if !self.within_rate(core, index) {
             return;
         }
-        LoopStats::add(&core.stats.messages_in, 1);
+        LoopStats::count(&core.stats.messages_in, 1);
         let conn = self.id(core, index);
-        if let Some(hook) = core.config.message_hook.clone() {
+        if core.config.message_hook.is_some() {
             let user = if core.tags.is_empty() { 0 } else { core.tags.get(&index).copied().unwrap_or(0) };
             let cap = core.config.max_outbound_bytes;
             let open = self.may_send();
             let deflate_on = self.has(DEFLATE);
             // Replies are framed straight into this connection's queue: no intermediate copy.
             let cold = self.cold.get_or_insert_with(|| take_cold(core));
+            // Borrowed, not cloned: the hook runs on every message (no reference count traffic).
+            let Some(hook) = core.config.message_hook.as_deref() else { return };
             let deflate = deflate_on.then_some(&mut core.deflate);
             let mut inline = Inline {
                 conn,
@@ -831,8 +838,8 @@ impl Conn {
             let (sent, compressed, refused) = (inline.sent, inline.compressed, inline.refused);
             core.deflate.trim();
             if sent > 0 {
-                LoopStats::add(&core.stats.messages_out, sent);
-                LoopStats::add(&core.stats.compressed_out, compressed);
+                LoopStats::count(&core.stats.messages_out, sent);
+                LoopStats::count(&core.stats.compressed_out, compressed);
                 self.mark_dirty(core, index);
             }
             if refused > 0 {
@@ -890,7 +897,7 @@ impl Conn {
             core.emit(Event::Close { conn, code, reason, clean });
         } else {
             if self.before_upgrade() {
-                LoopStats::add(&core.stats.handshakes_failed, 1);
+                LoopStats::count(&core.stats.handshakes_failed, 1);
             }
             // Admitted but never opened: the slot goes back here, exactly once.
             if let (Some(peer), Some(admission)) = (core.forget_client(index), &core.config.admission) {
@@ -968,7 +975,7 @@ impl Conn {
             Phase::Open => {
                 if let (Some(limit), Some(started)) = (config.message_timeout, self.message_started()) {
                     if reached(now, after(started, limit)) {
-                        LoopStats::add(&core.stats.assembly_timeouts, 1);
+                        LoopStats::count(&core.stats.assembly_timeouts, 1);
                         self.fail(core, index, CloseCode::POLICY_VIOLATION, "message not completed in time");
                         self.rearm(core, index);
                         return Next::Continue;
@@ -1047,7 +1054,7 @@ impl Transmit for Queue<'_> {
             let pong = cold.pong.get_or_insert_with(Vec::new);
             pong.clear();
             pong.extend_from_slice(payload);
-            LoopStats::add(&self.core.stats.pongs_coalesced, 1);
+            LoopStats::count(&self.core.stats.pongs_coalesced, 1);
         }
     }
 }

@@ -137,8 +137,21 @@ pub(crate) struct LoopStats {
 }
 
 impl LoopStats {
+    /// Adds to a counter that other threads write too (a command refused by a full mailbox).
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds to a counter only its own loop's thread writes: a plain load and store, no locked
+    /// instruction (several are bumped per echoed message; readers on other threads still see
+    /// whole values, a moment late at most).
+    pub(crate) fn count(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Takes from a gauge only its own loop's thread writes ([`LoopStats::count`]).
+    pub(crate) fn uncount(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -80,7 +80,7 @@ impl Mio {
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog;
                     // try again shortly instead of spinning on it.
-                    LoopStats::add(&core.core.stats.accept_errors, 1);
+                    LoopStats::count(&core.core.stats.accept_errors, 1);
                     log::warn!(
                         "loop {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}",
                         core.core.loop_id

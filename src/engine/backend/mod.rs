@@ -178,7 +178,7 @@ impl<L> Acceptor<L> {
             *next = next.wrapping_add(1);
             if target != loop_id {
                 if shared.try_post(target, Command::Adopt(socket, peer)).is_err() {
-                    LoopStats::add(&shared.stats[loop_id].rejected_over_limit, 1);
+                    LoopStats::count(&shared.stats[loop_id].rejected_over_limit, 1);
                 }
                 return None;
             }

@@ -38,7 +38,7 @@ use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
 use crate::engine::buffers::spare_room;
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
-use crate::engine::outbound::{Chunk, Outbound};
+use crate::engine::outbound::{keep_spare, Chunk, Outbound};
 use crate::engine::stats::LoopStats;
 
 /// How long accepting pauses after EMFILE/ENFILE (as on epoll).
@@ -462,6 +462,9 @@ struct SendOp {
     generation: u32,
     fd: RawFd,
     chunks: Vec<Chunk>,
+    /// A small owned buffer kept from the last send's chunks, for the next queue this op
+    /// takes from ([`Outbound::hand_off`]).
+    spare: Vec<u8>,
     iov: Vec<libc::iovec>,
     /// Where in `iov` the unsent bytes start (after a short send).
     first: usize,
@@ -476,6 +479,7 @@ impl SendOp {
             generation: 0,
             fd: -1,
             chunks: Vec::new(),
+            spare: Vec::new(),
             iov: Vec::new(),
             first: 0,
             left: 0,
@@ -509,7 +513,10 @@ impl SendOp {
     }
 
     fn recycle(&mut self) {
-        self.chunks.clear();
+        // Shared frames go now (their last drop times a publish); one small owned buffer stays.
+        for chunk in self.chunks.drain(..) {
+            keep_spare(&mut self.spare, chunk);
+        }
         self.iov.clear();
         self.first = 0;
         self.left = 0;
@@ -694,7 +701,7 @@ impl Uring {
                 core.open(self, peer, socket);
             }
         } else if matches!(-res, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
-            LoopStats::add(&core.core.stats.accept_errors, 1);
+            LoopStats::count(&core.core.stats.accept_errors, 1);
             let e = io::Error::from_raw_os_error(-res);
             log::warn!(
                 "loop {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}",
@@ -744,7 +751,7 @@ impl Uring {
                 self.unarmed.insert(index, Unarmed::Paused);
             }
             _ if res == -libc::ENOBUFS => {
-                LoopStats::add(&core.core.stats.recv_buffers_exhausted, 1);
+                LoopStats::count(&core.core.stats.recv_buffers_exhausted, 1);
                 self.bufs.starved();
                 self.unarmed.insert(index, Unarmed::Starved);
                 self.starved.push((index, generation));
@@ -1016,7 +1023,7 @@ impl Backend for Uring {
             return Write::Later; // One send in flight per connection keeps the bytes in order.
         }
         let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
-        let (bytes, skip) = queue.hand_off(&mut op.chunks);
+        let (bytes, skip) = queue.hand_off(&mut op.chunks, &mut op.spare);
         for (i, chunk) in op.chunks.iter().enumerate() {
             let bytes = chunk.bytes();
             let bytes = if i == 0 { &bytes[skip.min(bytes.len())..] } else { bytes };

@@ -112,17 +112,17 @@ impl<S> Loop<S> {
             || self.slots.len() >= config.max_connections_per_loop
             || self.core.shutting_down.is_some()
         {
-            LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+            LoopStats::count(&self.core.stats.rejected_over_limit, 1);
             return None;
         }
         let conn = Conn::new(&mut self.core);
         let Ok((index, generation)) = self.slots.insert(socket, conn) else {
-            LoopStats::add(&self.core.stats.rejected_over_limit, 1);
+            LoopStats::count(&self.core.stats.rejected_over_limit, 1);
             return None;
         };
         self.core.total_connections.fetch_add(1, Ordering::Relaxed);
         self.core.stats.connections.fetch_add(1, Ordering::Relaxed);
-        LoopStats::add(&self.core.stats.accepted, 1);
+        LoopStats::count(&self.core.stats.accepted, 1);
         let (_, socket, _) = self.occupant(index)?;
         if let Err(e) = backend.attach(index, generation, socket) {
             log::warn!("loop {}: taking a socket failed: {e}", self.core.loop_id);
@@ -240,6 +240,7 @@ impl<S> Loop<S> {
             // was encrypted.
             if let Some(session) = tls.get(index) {
                 session.out.advance(n);
+                session.out.trim();
             }
             return;
         }
@@ -296,7 +297,10 @@ impl<S> Loop<S> {
             }
             match backend.write(index, core.generation(index), socket, &mut session.out) {
                 Write::Wrote(0) | Write::Later => break,
-                Write::Wrote(n) => session.out.advance(n),
+                Write::Wrote(n) => {
+                    session.out.advance(n);
+                    session.out.trim();
+                }
                 Write::Failed => {
                     failed = true;
                     break;

@@ -169,7 +169,7 @@ impl TlsConn {
     /// FIN) once; later calls and finished handshakes count nothing.
     pub(crate) fn abandoned(&mut self, stats: &LoopStats, reason: TlsFailure) {
         if self.state == State::Handshaking {
-            LoopStats::add(&stats.tls_failures[reason.slot()], 1);
+            LoopStats::count(&stats.tls_failures[reason.slot()], 1);
             self.state = State::Failed;
         }
     }
@@ -221,9 +221,9 @@ impl TlsConn {
                 if self.state == State::Handshaking && !tls.is_handshaking() {
                     self.state = State::Open;
                     received.opened = true;
-                    LoopStats::add(&stats.tls_handshakes, 1);
+                    LoopStats::count(&stats.tls_handshakes, 1);
                     if tls.handshake_kind() == Some(HandshakeKind::Resumed) {
-                        LoopStats::add(&stats.tls_resumed, 1);
+                        LoopStats::count(&stats.tls_resumed, 1);
                     }
                 }
                 if writable
@@ -448,9 +448,9 @@ fn error(
 /// violation after it with the connections' other protocol errors.
 fn fail(state: &mut State, stats: &LoopStats, reason: TlsFailure) {
     if *state == State::Handshaking {
-        LoopStats::add(&stats.tls_failures[reason.slot()], 1);
+        LoopStats::count(&stats.tls_failures[reason.slot()], 1);
     } else if reason == TlsFailure::Protocol {
-        LoopStats::add(&stats.protocol_errors, 1);
+        LoopStats::count(&stats.protocol_errors, 1);
     }
     *state = State::Failed;
 }
