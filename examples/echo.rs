@@ -17,6 +17,8 @@ fn main() -> std::io::Result<()> {
             inline.reply(kind, payload);
             Flow::Consumed
         })
+        // Everything happens on the loop: no worker needs to hear of opens and closes.
+        .lifecycle_events(false)
         .start()?;
     if let Some((soft, hard)) = server.nofile_limits() {
         eprintln!("open files: soft limit was {soft}, raised to hard limit {hard}");

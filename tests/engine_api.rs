@@ -525,3 +525,46 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
     client.expect_text("news for /broken");
     client.close_handshake(1000);
 }
+
+#[test]
+fn without_lifecycle_events_the_hooks_see_opens_and_closes_and_the_workers_only_messages() {
+    let (hooked_tx, hooked) = crossbeam_channel::unbounded();
+    let closed_tx = hooked_tx.clone();
+    let server = builder()
+        .loops(1)
+        .event_shards(1)
+        .lifecycle_events(false)
+        .on_open(move |conn, _: &mut (), out| {
+            out.extend_from_slice(b"welcome");
+            hooked_tx.send(("open", conn)).unwrap();
+        })
+        .on_close(move |conn, _, _, _| closed_tx.send(("close", conn)).unwrap())
+        .on_message(|inline, kind, payload| {
+            if payload == b"forward" {
+                return throng::Flow::Forward;
+            }
+            inline.reply(kind, payload);
+            throng::Flow::Consumed
+        })
+        .start()
+        .unwrap();
+    let events = server.events();
+    let mut first = connect(server.local_addr(), "/");
+    first.expect_text("welcome");
+    let first_id = hooked.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first_id.0, "open");
+    first.send_text("echo");
+    first.expect_text("echo");
+    first.close_handshake(1000);
+    assert_eq!(hooked.recv_timeout(Duration::from_secs(10)).unwrap(), ("close", first_id.1));
+    // One loop, one shard, in order: had the first connection's Open or Close been queued, it
+    // would come before the second connection's forwarded message.
+    let mut second = connect(server.local_addr(), "/");
+    second.expect_text("welcome");
+    second.send_text("forward");
+    match next_event(&events) {
+        Event::Message { message, .. } => assert_eq!(message, Message::Text("forward".into())),
+        other => panic!("expected only the forwarded message, got {other:?}"),
+    }
+    second.close_handshake(1000);
+}

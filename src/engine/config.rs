@@ -103,6 +103,9 @@ pub struct Config {
     pub(crate) upgrade_hook: Option<UpgradeHook<Erased>>,
     pub(crate) message_hook: Option<MessageHook>,
     pub(crate) http_hook: Option<HttpHook>,
+    /// Whether [`Event::Open`](super::Event::Open) and [`Event::Close`](super::Event::Close)
+    /// are queued to the workers ([`ServerBuilder::lifecycle_events`](super::ServerBuilder::lifecycle_events)).
+    pub(crate) lifecycle_events: bool,
     pub(crate) open_hook: Option<OpenHook>,
     pub(crate) close_hook: Option<CloseHook>,
     pub(crate) topic_hook: Option<TopicHook>,
@@ -145,6 +148,7 @@ impl Default for Config {
             open_headers: Vec::new(),
             upgrade_hook: None,
             message_hook: None,
+            lifecycle_events: true,
             open_hook: None,
             close_hook: None,
             http_hook: None,

@@ -581,7 +581,8 @@ impl Conn {
             false => accept_offers(request.extensions(), core.deflate.config()),
             true => None,
         };
-        let mut response = Vec::new();
+        let mut response = std::mem::take(&mut core.response);
+        response.clear();
         let mut extra: Vec<(&str, &str)> =
             accepted.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         if let Some((_, header)) = &deflate {
@@ -604,21 +605,19 @@ impl Conn {
             hook(conn, &mut accepted.value, &mut greeting);
         }
         let topics = accepted.topics;
-        let headers = core
-            .config
-            .open_headers
-            .iter()
-            .filter_map(|name| request.header_str(name).map(|v| (name.clone(), v.to_owned())))
-            .collect();
-        let open = Event::Open {
+        // Built only for workers that asked for it: without lifecycle events the value is
+        // dropped here, and an upgrade allocates nothing for the event.
+        let open = core.config.lifecycle_events.then(|| Event::Open {
             conn,
             peer,
             path: request.path().to_owned(),
             query: request.query().map(str::to_owned),
             subprotocol: accepted.subprotocol,
-            headers,
+            headers: (core.config.open_headers.iter())
+                .filter_map(|name| request.header_str(name).map(|v| (name.clone(), v.to_owned())))
+                .collect(),
             value: accepted.value,
-        };
+        });
         let used = request.len();
         if let Some((params, _)) = deflate {
             self.set(DEFLATE);
@@ -632,6 +631,7 @@ impl Conn {
         let outbound = &mut self.cold(core).outbound;
         outbound.owned_tail().extend_from_slice(&response);
         outbound.commit(response.len());
+        core.response = response;
         if let Some(cold) = self.cold.as_mut() {
             cold.spill = Vec::new();
         }
@@ -662,7 +662,9 @@ impl Conn {
         if greeting.capacity() <= 4096 {
             core.greeting = greeting;
         }
-        core.emit(open);
+        if let Some(open) = open {
+            core.emit(open);
+        }
         self.rearm(core, index);
         Some(used)
     }
@@ -894,7 +896,9 @@ impl Conn {
             if let Some(hook) = &core.config.close_hook {
                 hook(conn, code, &reason, clean);
             }
-            core.emit(Event::Close { conn, code, reason, clean });
+            if core.config.lifecycle_events {
+                core.emit(Event::Close { conn, code, reason, clean });
+            }
         } else {
             if self.before_upgrade() {
                 LoopStats::count(&core.stats.handshakes_failed, 1);

@@ -327,6 +327,18 @@ impl<T> ServerBuilder<T> {
         self
     }
 
+    /// Whether the workers get [`Event::Open`] and [`Event::Close`] (on by default). An
+    /// application that does all its per-connection work on the loop ([`ServerBuilder::on_open`],
+    /// [`ServerBuilder::on_close`], [`ServerBuilder::on_message`]) turns them off: an upgrade then
+    /// builds no event (its path, query and headers are not copied, the upgrade hook's value is
+    /// dropped at the open) and no worker wakes for it. Messages forwarded to the
+    /// workers still come as [`Event::Message`]. With [`ServerBuilder::admission`], the close hook
+    /// is then where an opened connection's slot must be released.
+    pub fn lifecycle_events(mut self, on: bool) -> Self {
+        self.config.lifecycle_events = on;
+        self
+    }
+
     /// Handles messages on the loop thread (cheap logic such as echo); return [`Flow::Forward`]
     /// to also deliver them to the workers.
     pub fn on_message<F>(mut self, hook: F) -> Self

@@ -78,6 +78,9 @@ pub(crate) struct LoopCore {
     pub(crate) inflated: Vec<u8>,
     /// Where the open hook writes a connection's first message.
     pub(crate) greeting: Vec<u8>,
+    /// Where a 101 response is written before it is queued: reused, so an upgrade allocates
+    /// no response of its own.
+    pub(crate) response: Vec<u8>,
 }
 
 impl LoopCore {
@@ -115,6 +118,7 @@ impl LoopCore {
             deflate,
             inflated: Vec::new(),
             greeting: Vec::new(),
+            response: Vec::new(),
         }
     }
 
