@@ -495,6 +495,21 @@ impl SendOp {
         self.msg.msg_iovlen = rest.len() as _;
     }
 
+    /// The submission for what is left: a plain `send` when it is one buffer (the common case:
+    /// an echo, a 101, one broadcast frame), which spares the kernel importing a `msghdr` and
+    /// its iovecs; `sendmsg` over the iovecs otherwise.
+    fn entry(&self, key: usize) -> squeue::Entry {
+        let entry = match &self.iov[self.first..] {
+            [one] => {
+                opcode::Send::new(Fd(self.fd), one.iov_base.cast::<u8>().cast_const(), one.iov_len as u32)
+                    .flags(SEND_FLAGS as i32)
+                    .build()
+            }
+            _ => opcode::SendMsg::new(Fd(self.fd), &self.msg).flags(SEND_FLAGS).build(),
+        };
+        entry.user_data(user_data(OP_SEND, 0, key as u32))
+    }
+
     /// `n` bytes went: skips them.
     fn advance(&mut self, mut n: usize) {
         self.left -= n.min(self.left);
@@ -857,10 +872,7 @@ impl Uring {
             // A short send: the rest goes from where it stopped, in the same op.
             op.advance(res as usize);
             op.aim();
-            let entry = opcode::SendMsg::new(Fd(op.fd), &op.msg)
-                .flags(SEND_FLAGS)
-                .build()
-                .user_data(user_data(OP_SEND, 0, key as u32));
+            let entry = op.entry(key);
             // SAFETY: the op is boxed in `sends` and keeps its chunks until its completion.
             unsafe { self.push(&entry) };
             core.on_written(index, generation, Some(res as usize), self);
@@ -1036,11 +1048,7 @@ impl Backend for Uring {
         op.first = 0;
         op.aim();
         let key = self.sends.insert(op);
-        let op = &self.sends[key];
-        let entry = opcode::SendMsg::new(Fd(op.fd), &op.msg)
-            .flags(SEND_FLAGS)
-            .build()
-            .user_data(user_data(OP_SEND, 0, key as u32));
+        let entry = self.sends[key].entry(key);
         // SAFETY: the header, iovecs and chunks live in the boxed op, which stays in `sends`
         // (unmoved: only the box pointer moves) until the completion.
         unsafe { self.push(&entry) };
