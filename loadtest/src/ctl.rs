@@ -214,8 +214,18 @@ impl Output {
     }
 }
 
-/// The connect phases' bar: `[   3s] connecting [#####>    ] 6000/15000 open (2000/s, ETA 4s)`.
-const BAR_TEMPLATE: &str = "{msg} [{bar:30}] {pos}/{len} open ({per_sec}, ETA {eta})";
+/// The connect phases' bar: `[   3s] connecting [#####>----] 6000/15000 open (2000/s, ETA 4s)`
+/// (`{rate}`: [`bar_style`]'s whole connections per second; indicatif's own `{per_sec}` has four
+/// decimals, which would make the line wrap on an 80-column terminal).
+const BAR_TEMPLATE: &str = "{msg} [{bar:25}] {pos}/{len} open ({rate}, ETA {eta})";
+
+/// The bar's style: [`BAR_TEMPLATE`] with its `{rate}`.
+fn bar_style() -> Result<ProgressStyle, indicatif::style::TemplateError> {
+    let rate = |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+        let _ = write!(out, "{:.0}/s", state.per_sec());
+    };
+    Ok(ProgressStyle::with_template(BAR_TEMPLATE)?.with_key("rate", rate).progress_chars("#>-"))
+}
 
 /// The bar's message: the status line's prefix (time and phase), so both read alike.
 fn bar_message(phase: &str, t_s: f64) -> String {
@@ -258,8 +268,8 @@ impl Progress {
                     eprint!("\r\x1b[K");
                 }
                 let bar = ProgressBar::with_draw_target(Some(target), ProgressDrawTarget::stderr());
-                if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
-                    bar.set_style(style.progress_chars("#>-"));
+                if let Ok(style) = bar_style() {
+                    bar.set_style(style);
                 }
                 bar.set_message(bar_message(self.phase, now.duration_since(self.start).as_secs_f64()));
                 bar.set_position(open);
@@ -606,7 +616,7 @@ mod tests {
 
     #[test]
     fn the_bar_reads_like_the_status_line() {
-        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+        assert!(bar_style().is_ok());
         assert_eq!(bar_message("connecting", 3.2), "[    3s] connecting");
         assert!(status_line("connecting", 3.2, 10, 10, 5.0).starts_with(&bar_message("connecting", 3.2)));
     }
