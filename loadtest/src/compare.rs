@@ -297,8 +297,14 @@ pub(crate) fn main(args: &CompareArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Unlike a run's, a second signal does not end compare at once: it would leave the server's
+    // process group running. Stopping is bounded anyway (the run's child is told to stop, the
+    // group gets SIGKILL after --stop-grace); `timeout`, for one, signals its whole group, so
+    // compare gets two at once.
     let stop = Arc::new(AtomicBool::new(false));
-    crate::ctl::stop_on_signals(&stop);
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
     let mut runs: Vec<Vec<Run>> = args.servers.iter().map(|_| Vec::new()).collect();
     'rounds: for round in 1..=args.rounds {
         for i in order(args.servers.len(), round) {

@@ -92,6 +92,7 @@ BENCH_ARGS=()   # each server's own throng-load arguments ("" for none)
 BENCH_SERVER_ARGS="" # those of the server being measured
 declare -A BENCH_CELLS=() # "SHAPE NAME" -> the rounds' cells, space-separated
 SERVER_PID=""
+BENCH_COMPARE_PID=""
 WATCHDOG_PID=""
 
 bench_die() { echo "$BENCH_SCRIPT: $*" >&2; exit 2; }
@@ -126,6 +127,10 @@ bench_init() {
 
 bench_cleanup() {
     bench_stop
+    if [[ -n $BENCH_COMPARE_PID ]]; then
+        kill "$BENCH_COMPARE_PID" 2>/dev/null || true
+        wait "$BENCH_COMPARE_PID" 2>/dev/null || true
+    fi
     if [[ -n $WATCHDOG_PID ]]; then
         kill "$WATCHDOG_PID" 2>/dev/null || true
         wait "$WATCHDOG_PID" 2>/dev/null || true
@@ -255,8 +260,14 @@ bench_compare() {
     fi
     echo "== $what: ${BENCH_NAMES[*]}, $ROUNDS round(s)" >&2
     rm -f "$BENCH_JSON"
+    # In the background, waited for: an interrupt or the watchdog reaches the trap at once (bash
+    # runs no trap while a foreground command runs), and the cleanup stops compare, which stops
+    # its run and its server.
     timeout --kill-after=5 $((ROUNDS * ${#BENCH_NAMES[@]} * 180)) "$LOAD" "${cmp_args[@]}" -- "${load_mode[@]}" \
-        >/dev/null 2>"$BENCH_LOG" || true
+        >/dev/null 2>"$BENCH_LOG" &
+    BENCH_COMPARE_PID=$!
+    wait "$BENCH_COMPARE_PID" || true
+    BENCH_COMPARE_PID=""
     if ! jq -e '[.servers[].runs[] | select(.report == null and (.error // "" | test("listen|starting")))]
         | length == 0' "$BENCH_JSON" >/dev/null 2>&1; then
         echo "$BENCH_SCRIPT: a server did not start for $what; the output:" >&2
