@@ -35,9 +35,28 @@ pub(crate) struct CompareArgs {
     /// Write one self-contained HTML page: the table and each server's throughput over time.
     #[arg(long, value_name = "FILE.html")]
     pub(crate) report: Option<std::path::PathBuf>,
-    /// Print one JSON object as the last line of stdout (every run's report included).
-    #[arg(long)]
-    pub(crate) json: bool,
+    /// One JSON object (every round's figures and report): as the last line of stdout, or
+    /// written to FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub(crate) json: Option<std::path::PathBuf>,
+    /// Rounds: every server once a round, the order turning by one each round (none always
+    /// first or last); the table and the JSON's figures are each server's medians.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rounds: u32,
+    /// Pin the servers to these CPUs (`0`, `0,2`, `0-3`), whatever they fork.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub(crate) server_cpu: Option<Cpus>,
+    /// Pin the runs (the throng-load child processes) to these CPUs.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus)]
+    pub(crate) client_cpu: Option<Cpus>,
+    /// Throng-load arguments for the runs against server NAME only (split at spaces, added to
+    /// MODE ARGS; repeatable), e.g. `tls=--ca-file ca.pem --tls-resume off`.
+    #[arg(long = "server-args", value_name = "NAME=ARGS", value_parser = parse_server)]
+    pub(crate) server_args: Vec<(String, String)>,
+    /// A command run with `sh -c` beside each run (e.g. a profiler), with `SERVER_PIDS` (comma
+    /// list), `NAME` and `ROUND` set; the run's end waits for it.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) during: Option<String>,
     /// How long a server has to accept connections on its port.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub(crate) start_timeout: Duration,
@@ -48,6 +67,26 @@ pub(crate) struct CompareArgs {
     /// added) unless an argument holds `{port}`; `{name}` is replaced by the server's name.
     #[arg(last = true, required = true, value_name = "MODE ARGS")]
     pub(crate) run: Vec<String>,
+}
+
+/// CPUs to pin to (`--server-cpu`, `--client-cpu`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Cpus(pub(crate) Vec<usize>);
+
+/// A CPU list: `0`, `0,2`, `1-3`, or a mix (`0,2-3`).
+fn parse_cpus(text: &str) -> Result<Cpus, String> {
+    let bad = || format!("{text:?}: CPUs as 0, 0,2 or 1-3");
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let (from, to): (usize, usize) =
+            (from.trim().parse().map_err(|_| bad())?, to.trim().parse().map_err(|_| bad())?);
+        if from > to {
+            return Err(bad());
+        }
+        cpus.extend(from..=to);
+    }
+    Ok(Cpus(cpus))
 }
 
 /// `NAME=CMD`.
@@ -452,6 +491,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_take_single_cpus_commas_and_ranges() {
+        assert_eq!(parse_cpus("1"), Ok(Cpus(vec![1])));
+        assert_eq!(parse_cpus("0,2-4"), Ok(Cpus(vec![0, 2, 3, 4])));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("").is_err());
+    }
 
     #[test]
     fn rates_and_durations() {

@@ -1,6 +1,8 @@
 //! What a running mode shares with the outside: the stop flag (Ctrl-C, or the parent of a
 //! `--procs` run), the parent's barrier and commands, and progress (a live status line, or
-//! progress lines for the parent, and one sample per second for the HTML report).
+//! progress lines for the parent, and one sample per second for the HTML report). While a mode
+//! opens connections towards a known count ([`Ctl::connecting`], [`Ctl::target`]) the live line
+//! is a progress bar of open / target connections with its rate and ETA.
 //!
 //! Child protocol (`--child`, spoken over the child's stdin and stdout, one line each):
 //! - child → parent: `{"progress":{"open":N,"ops":N}}` once a second; `{"ready":N}` when its N
@@ -25,6 +27,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{fmt_us, Latency, Percentiles};
@@ -186,6 +189,7 @@ pub(crate) fn stop_on_signals(stop: &Arc<AtomicBool>) {
 }
 
 /// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Output {
     /// `\r`-rewritten line on stderr.
     Terminal,
@@ -193,6 +197,39 @@ enum Output {
     Plain,
     /// Progress lines for the parent on stdout.
     Child,
+}
+
+impl Output {
+    /// The one rule for what a run shows: a child speaks the protocol; the live line (and the
+    /// connect phases' bar) needs `live` (no `--json`) and both stderr and stdout on a terminal,
+    /// so that a pipe or a log never gets rewritten lines; anything else gets plain lines.
+    fn choose(child: bool, live: bool, stderr_terminal: bool, stdout_terminal: bool) -> Output {
+        if child {
+            Output::Child
+        } else if live && stderr_terminal && stdout_terminal {
+            Output::Terminal
+        } else {
+            Output::Plain
+        }
+    }
+}
+
+/// The connect phases' bar: `[   3s] connecting [#####>----] 6000/15000 open (2000/s, ETA 4s)`
+/// (`{rate}`: [`bar_style`]'s whole connections per second; indicatif's own `{per_sec}` has four
+/// decimals, which would make the line wrap on an 80-column terminal).
+const BAR_TEMPLATE: &str = "{msg} [{bar:25}] {pos}/{len} open ({rate}, ETA {eta})";
+
+/// The bar's style: [`BAR_TEMPLATE`] with its `{rate}`.
+fn bar_style() -> Result<ProgressStyle, indicatif::style::TemplateError> {
+    let rate = |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+        let _ = write!(out, "{:.0}/s", state.per_sec());
+    };
+    Ok(ProgressStyle::with_template(BAR_TEMPLATE)?.with_key("rate", rate).progress_chars("#>-"))
+}
+
+/// The bar's message: the status line's prefix (time and phase), so both read alike.
+fn bar_message(phase: &str, t_s: f64) -> String {
+    format!("[{t_s:>5.0}s] {phase}")
 }
 
 struct Progress {
@@ -208,6 +245,46 @@ struct Progress {
     phase: &'static str,
     series: Vec<Sample>,
     line_shown: bool,
+    /// The connection count being opened towards, while a mode connects.
+    target: Option<u64>,
+    /// The bar shown for `target` (on a terminal only).
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// Shows, moves or removes the connect bar (terminal only) to match `target`; the bar's
+    /// position is updated every turn (an atomic store; indicatif limits the redraws itself).
+    fn update_bar(&mut self, open: u64, now: Instant) {
+        if self.output != Output::Terminal {
+            return;
+        }
+        match (self.target, &self.bar) {
+            (Some(target), Some(bar)) => {
+                bar.set_length(target);
+                bar.set_position(open);
+            }
+            (Some(target), None) => {
+                if std::mem::take(&mut self.line_shown) {
+                    eprint!("\r\x1b[K");
+                }
+                let bar = ProgressBar::with_draw_target(Some(target), ProgressDrawTarget::stderr());
+                if let Ok(style) = bar_style() {
+                    bar.set_style(style);
+                }
+                bar.set_message(bar_message(self.phase, now.duration_since(self.start).as_secs_f64()));
+                bar.set_position(open);
+                self.bar = Some(bar);
+            }
+            (None, Some(_)) => self.clear_bar(),
+            (None, None) => {}
+        }
+    }
+
+    fn clear_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// A mode's view of the run.
@@ -229,14 +306,11 @@ impl Ctl {
     pub(crate) fn new(child: bool, live: bool) -> Self {
         let flags = Flags::new(child);
         stop_on_signals(&flags.stop);
-        let output = if child {
+        let output =
+            Output::choose(child, live, std::io::stderr().is_terminal(), std::io::stdout().is_terminal());
+        if output == Output::Child {
             spawn_command_reader(flags.clone());
-            Output::Child
-        } else if live && std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
-            Output::Terminal
-        } else {
-            Output::Plain
-        };
+        }
         Ctl::with(flags, child, output)
     }
 
@@ -259,6 +333,8 @@ impl Ctl {
                 phase: "starting",
                 series: Vec::new(),
                 line_shown: false,
+                target: None,
+                bar: None,
             }),
         }
     }
@@ -348,9 +424,26 @@ impl Ctl {
         }
     }
 
-    /// Names what the run is doing, for the status line.
+    /// Names what the run is doing, for the status line; a steady phase (no connection count
+    /// to reach: the bar, if any, gives way to the status line).
     pub(crate) fn phase(&self, phase: &'static str) {
-        self.progress.borrow_mut().phase = phase;
+        let mut p = self.progress.borrow_mut();
+        p.phase = phase;
+        p.target = None;
+        p.clear_bar();
+    }
+
+    /// The phase "connecting", towards `target` connections open: a progress bar on a
+    /// terminal until the next [`phase`](Self::phase) or [`target`](Self::target)`(None)`.
+    pub(crate) fn connecting(&self, target: u64) {
+        self.phase("connecting");
+        self.target(Some(target));
+    }
+
+    /// The connection count being opened towards (`None`: none, a steady phase), for a mode
+    /// whose count moves while it runs (a scenario's rising phases).
+    pub(crate) fn target(&self, target: Option<u64>) {
+        self.progress.borrow_mut().target = target;
     }
 
     /// Call every loop turn: `open` connections, `ops` operations so far. Samples once a second.
@@ -363,6 +456,7 @@ impl Ctl {
     pub(crate) fn tick_with(&self, tick: Tick<'_>) {
         let now = Instant::now();
         let mut p = self.progress.borrow_mut();
+        p.update_bar(tick.open, now);
         if now < p.next {
             return;
         }
@@ -408,6 +502,12 @@ impl Ctl {
                 let line = format!("{{\"progress\":{{\"open\":{open},\"ops\":{ops}}}}}");
                 self.say(&line);
             }
+            Output::Terminal if p.bar.is_some() => {
+                let message = bar_message(p.phase, t_s);
+                if let Some(bar) = &p.bar {
+                    bar.set_message(message);
+                }
+            }
             Output::Terminal => {
                 let mut line = status_line(p.phase, t_s, open, ops, ops_per_s);
                 if let (Some(errors), Some(last)) = (errors, last) {
@@ -428,6 +528,7 @@ impl Ctl {
     /// Removes the status line before the final output; returns the samples taken.
     pub(crate) fn finish(&self) -> Vec<Sample> {
         let mut p = self.progress.borrow_mut();
+        p.clear_bar();
         if p.line_shown {
             eprint!("\r\x1b[K");
             let _ = std::io::stderr().flush();
@@ -439,7 +540,7 @@ impl Ctl {
 
 /// `[  12s] measuring: 15000 open, 1234567 ops (98765/s)`.
 pub(crate) fn status_line(phase: &str, t_s: f64, open: u64, ops: u64, ops_per_s: f64) -> String {
-    format!("[{t_s:>5.0}s] {phase}: {open} open, {ops} ops ({ops_per_s:.0}/s)")
+    format!("{}: {open} open, {ops} ops ({ops_per_s:.0}/s)", bar_message(phase, t_s))
 }
 
 /// `, p50 850µs p99 2.1ms (last 1s), 0 errors` (no latencies when none were recorded).
@@ -498,6 +599,40 @@ mod tests {
         let mut fields: Vec<&str> = fields.iter().map(|s| s.as_str()).collect();
         fields.sort_unstable();
         assert_eq!(header, fields);
+    }
+
+    #[test]
+    fn only_a_terminal_on_both_sides_without_json_gets_the_live_line_and_bar() {
+        use Output::*;
+        assert_eq!(Output::choose(false, true, true, true), Terminal);
+        // `--json`, or stderr or stdout not a terminal: plain lines, never a bar.
+        assert_eq!(Output::choose(false, false, true, true), Plain);
+        assert_eq!(Output::choose(false, true, false, true), Plain);
+        assert_eq!(Output::choose(false, true, true, false), Plain);
+        // A child speaks the protocol whatever its descriptors are.
+        assert_eq!(Output::choose(true, true, true, true), Child);
+        assert_eq!(Output::choose(true, false, false, false), Child);
+    }
+
+    #[test]
+    fn the_bar_reads_like_the_status_line() {
+        assert!(bar_style().is_ok());
+        assert_eq!(bar_message("connecting", 3.2), "[    3s] connecting");
+        assert!(status_line("connecting", 3.2, 10, 10, 5.0).starts_with(&bar_message("connecting", 3.2)));
+    }
+
+    #[test]
+    fn the_bar_follows_the_target_on_a_terminal_only() {
+        for (output, drawn) in [(Output::Terminal, true), (Output::Plain, false), (Output::Child, false)] {
+            let ctl = Ctl::with(Flags::new(false), false, output);
+            ctl.connecting(100);
+            ctl.tick(40, 40);
+            let p = ctl.progress.borrow();
+            assert_eq!(p.bar.as_ref().map(|b| (b.position(), b.length())), drawn.then_some((40, Some(100))));
+            drop(p);
+            ctl.phase("holding");
+            assert!(ctl.progress.borrow().bar.is_none());
+        }
     }
 
     #[test]

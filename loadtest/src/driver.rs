@@ -430,7 +430,7 @@ impl<S> Driver<S> {
         on_item: &mut impl FnMut(&mut S, &Item<'_>) -> bool,
     ) -> io::Result<DialStats> {
         let &DialPlan { n, rate, concurrency, connect_timeout, wait_ready } = plan;
-        ctl.phase("connecting");
+        ctl.connecting(n as u64);
         let mut stats = DialStats::default();
         let mut latency = Latency::new();
         let start = Instant::now();
@@ -509,6 +509,8 @@ impl<S> Driver<S> {
             self.remove(key);
             bump(&mut stats.failed, "interrupted");
         }
+        // Set up: whatever the mode does next is a steady phase.
+        ctl.target(None);
         stats.attempted = started as u64;
         stats.elapsed_s = last_open.duration_since(start).as_secs_f64();
         stats.handshake_latency = latency;

@@ -342,6 +342,28 @@ pub(crate) fn smaps(pid: u32) -> io::Result<Vec<Mapping>> {
     Ok(maps)
 }
 
+/// The KiB resident in `pid`'s io_uring ring mappings (`anon_inode:[io_uring]`; 0 without a
+/// ring).
+pub(crate) fn ring_kib(pid: u32) -> io::Result<u64> {
+    Ok(smaps(pid)?.iter().filter(|m| m.name == "anon_inode:[io_uring]").map(|m| m.rss_kib).sum())
+}
+
+/// Whether a TCP socket listens on `port` (any address, IPv4 or IPv6), from /proc/net/tcp and
+/// tcp6: a server can be seen to listen without being sent a connection.
+pub(crate) fn listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        // `sl local_address rem_address st …`; st 0A is LISTEN.
+        text.lines().skip(1).any(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            let local = words.next().unwrap_or_default();
+            let state = words.nth(1).unwrap_or_default();
+            local.ends_with(&wanted) && state == "0A"
+        })
+    })
+}
+
 /// How much one mapping grew between two snapshots.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Growth {
@@ -380,6 +402,15 @@ pub(crate) fn growth(before: &[Mapping], after: &[Mapping], top: usize) -> Vec<G
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_port_is_seen_and_a_closed_one_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(listener);
+        assert!(!listening(port));
+    }
 
     #[test]
     fn reads_this_process() {

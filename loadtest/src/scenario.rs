@@ -134,6 +134,15 @@ impl Scenario {
         }
     }
 
+    /// The connection count phase `i` rises to (its end count, when above the previous phase's,
+    /// 0 before the first): what the progress bar counts towards while the phase opens
+    /// connections; `None` for a phase that holds or closes them.
+    pub(crate) fn rising_target(&self, i: usize) -> Option<u64> {
+        let before = i.checked_sub(1).and_then(|j| self.phases.get(j)).map_or(0, |p| p.connections);
+        let end = self.phases.get(i)?.connections;
+        (end > before).then_some(end)
+    }
+
     /// The phase running at `t` seconds since the start (the last one after the end).
     pub(crate) fn phase_at(&self, t: f64) -> usize {
         let mut end = 0.0;
@@ -523,6 +532,8 @@ connections = 0
         assert_eq!(s.phases[2].name, "phase 3");
         assert_eq!((s.phases[0].connect_rate, s.phases[1].connect_rate), (Some(5.0), None));
         assert_eq!(s.duration(), Duration::from_millis(3500));
+        // The bar counts towards 10 while the first phase opens them; holding and closing: none.
+        assert_eq!([0, 1, 2, 3].map(|i| s.rising_target(i)), [Some(10), None, None, None]);
         assert!((s.conns.rate_at(1.0) - 5.0).abs() < 1e-9 && (s.conns.rate_at(2.5) - 10.0).abs() < 1e-9);
         assert!((s.conns.rate_at(3.25) - 5.0).abs() < 1e-9);
         assert!((s.rate.as_ref().unwrap().rate_at(1.0) - 2.0).abs() < 1e-9);

@@ -327,7 +327,12 @@ pub(crate) fn run<R: Report>(mode: &Mode, procs: usize, threads: bool, ctl: &Ctl
     let mut publisher: Option<std::thread::JoinHandle<PublishStats>> = None;
     let mut publish_stats = None;
     let mut stop_sent = false;
-    ctl.phase("connecting");
+    // The children's `open` sums to `total` connections, except in storm (its connections
+    // come and go: no count to reach).
+    match mode {
+        Mode::Storm(_) => ctl.phase("connecting"),
+        _ => ctl.connecting(total as u64),
+    }
     while kids.iter().any(|k| !k.heard.done) {
         if let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(50)) {
             kids[i].heard.take(line);

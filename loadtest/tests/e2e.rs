@@ -924,6 +924,59 @@ fn compare_reports_memory_per_connection_in_connect() {
     assert!(only["server_rss_bytes_per_conn"].is_number(), "{only}");
 }
 
+/// `compare --rounds 3`: the servers alternate round by round (the order turns by one each
+/// round), every round's figures are in the JSON file, and each server's figures (in the JSON
+/// and the table) are the medians of its rounds; `--server-cpu` pins what the command starts.
+#[test]
+fn compare_alternates_rounds_and_reports_their_medians() {
+    let exe = std::env::current_exe().unwrap();
+    let serve = format!(
+        "grep Cpus_allowed_list /proc/self/status >&2; exec '{}' serve_echo_on_port --exact --ignored --nocapture",
+        exe.display()
+    );
+    let json = std::env::temp_dir().join(format!("throng-load-rounds-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_throng-load"))
+        .args(["compare", "--server", &format!("a={serve}"), "--server", &format!("b={serve}")])
+        .args(["--rounds", "3", "--server-cpu", "0", "--client-cpu", "0", "--json", json.to_str().unwrap()])
+        .args(["--", "echo", "--conns", "2", "--warmup", "0s", "--duration", "500ms", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let text = format!("{stdout}\n{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    // Round 1: a, b; round 2: b, a; round 3: a, b.
+    let order: Vec<&str> = (stderr.lines())
+        .filter_map(|l| l.strip_prefix("throng-load: compare: round "))
+        .map(|l| l.split(':').nth(1).unwrap().trim())
+        .collect();
+    assert_eq!(order, ["a", "b", "b", "a", "a", "b"], "{text}");
+    assert_eq!(stderr.matches("Cpus_allowed_list:\t0\n").count(), 6, "{text}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!((v["rounds"].as_u64(), v["ok"].as_bool()), (Some(3), Some(true)), "{v}");
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[1]
+    };
+    for (s, name) in v["servers"].as_array().unwrap().iter().zip(["a", "b"]) {
+        assert_eq!(s["name"], name);
+        let runs = s["runs"].as_array().unwrap();
+        let rounds: Vec<u64> = runs.iter().map(|r| u(r, "round")).collect();
+        assert_eq!(rounds, [1, 2, 3], "{s}");
+        for key in ["rate", "p50_us", "server_cpu_us_per_op", "client_cpu_us_per_op", "fresh_rss_kib"] {
+            let each: Vec<f64> = runs.iter().map(|r| f(r, key)).collect();
+            assert!(each.iter().all(|&x| x > 0.0), "{key}: {each:?}");
+            assert_eq!(f(s, key), median(each), "{key} of {name}");
+        }
+        assert_eq!(u(&runs[2], "report.dial.established"), 2);
+        // The table's row: the median rate.
+        let row = stdout.lines().find(|l| l.starts_with(&format!("  {name} "))).unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some(format!("{:.0}", f(s, "rate")).as_str()), "{row}");
+    }
+    assert!(stdout.contains("(medians of 3 rounds)"), "{stdout}");
+}
+
 /// A scenario file of the test's, in the temporary directory (removed when dropped).
 struct ScenarioFile(std::path::PathBuf);
 

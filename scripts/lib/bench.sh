@@ -4,9 +4,12 @@
 # ratios. Runs vary by ±15 % here, so one run of each server proves nothing; compare medians of
 # alternating rounds.
 #
+# Each shape is one `throng-load compare --rounds ROUNDS` over all the servers (compare starts
+# each server for every single run on a free loopback port, pinned to SERVER_CPU, and runs the
+# client, one thread, on CLIENT_CPU; it alternates the servers round by round and writes every
+# round's figures to a JSON file, from which the cells below are taken).
 # Each server is a NAME and a command with `{port}` in it (run as `sh -c "exec CMD"`, so it must
-# be one program: its pid is the one measured), started on a fresh loopback port for every
-# single measure, pinned to SERVER_CPU; the client (throng-load, one thread) runs on CLIENT_CPU.
+# be one program: its pid is the one measured), and `{admin}` where a gateway's admin port goes.
 # A server may come with throng-load arguments of its own, added to each of its runs: with
 # `--ca-file CA` among them the server speaks TLS, and its URLs are `wss://localhost:PORT/…`
 # (the name the certificate of scripts/lib/tls-cert.sh is for, sent as SNI).
@@ -43,7 +46,8 @@
 # Settings (environment; a script sets its own defaults for INFLIGHT_* and SHAPES first):
 #   ROUNDS=3  MEM_CONNS=15000  HOLD=3s  DURATION=6s  WARMUP=1s  STORM_PARALLEL=16
 #   INFLIGHT_32=16  INFLIGHT_512=1  INFLIGHT_64K=4  SHAPES="memory 32 512 64k"
-#   SOURCES=127.0.0.2-127.0.0.40  PORT=19101  SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
+#   SOURCES=127.0.0.2-127.0.0.40  PORT=19101 (churn only; compare picks free ports)
+#   SERVER_CPU=0  CLIENT_CPU=1  MAX_SECONDS=1800
 #   URL_PATH=""  (the path every run's URL has, e.g. "ws" for the gateway's endpoint)
 #   CHURN=target/release/throng-churn  CHURN_CONNS=200  CHURN_ROUNDS=200
 #   FANOUT_SUBSCRIBERS=15000  FANOUT_DURATION=5s  FANOUT_PAD=""  (`--pad N`: a publish of about
@@ -81,7 +85,6 @@ CHURN_CONNS=${CHURN_CONNS:-200}
 CHURN_ROUNDS=${CHURN_ROUNDS:-200}
 FANOUT_SUBSCRIBERS=${FANOUT_SUBSCRIBERS:-15000}
 FANOUT_DURATION=${FANOUT_DURATION:-5s}
-BENCH_TAG=run
 
 BENCH_NAMES=()
 BENCH_CMDS=()
@@ -89,6 +92,7 @@ BENCH_ARGS=()   # each server's own throng-load arguments ("" for none)
 BENCH_SERVER_ARGS="" # those of the server being measured
 declare -A BENCH_CELLS=() # "SHAPE NAME" -> the rounds' cells, space-separated
 SERVER_PID=""
+BENCH_COMPARE_PID=""
 WATCHDOG_PID=""
 
 bench_die() { echo "$BENCH_SCRIPT: $*" >&2; exit 2; }
@@ -106,6 +110,7 @@ bench_init() {
     fi
     [[ -x $LOAD ]] || bench_die "$LOAD is not an executable (cargo build --release -p throng-loadtest)"
     BENCH_LOG=$(mktemp "${TMPDIR:-/tmp}/bench-server.XXXXXX")
+    BENCH_JSON=$(mktemp "${TMPDIR:-/tmp}/bench-compare.XXXXXX")
     trap bench_cleanup EXIT
     trap 'echo "$BENCH_SCRIPT: interrupted" >&2; exit 130' INT TERM
     # Ends the whole script (and through the EXIT trap, the server) if it runs too long.
@@ -122,11 +127,15 @@ bench_init() {
 
 bench_cleanup() {
     bench_stop
+    if [[ -n $BENCH_COMPARE_PID ]]; then
+        kill "$BENCH_COMPARE_PID" 2>/dev/null || true
+        wait "$BENCH_COMPARE_PID" 2>/dev/null || true
+    fi
     if [[ -n $WATCHDOG_PID ]]; then
         kill "$WATCHDOG_PID" 2>/dev/null || true
         wait "$WATCHDOG_PID" 2>/dev/null || true
     fi
-    rm -f "$BENCH_LOG"
+    rm -f "$BENCH_LOG" "$BENCH_JSON"
 }
 
 # bench_server NAME CMD [ARGS]: one more server to measure; CMD has {port} where its port goes;
@@ -175,30 +184,6 @@ bench_stop() {
     SERVER_PID=""
 }
 
-# bench_load ARGS...: one throng-load run against the running server; prints its JSON report.
-# With PERF set, `perf PERF -o FILE -p SERVER_PID -- sleep PERF_SECONDS` also runs on the server,
-# from one second after the warm-up, FILE being PERF_DIR/NAME.SHAPE.ROUND (BENCH_TAG) .data for
-# record, .txt for stat: a profile (or event counts) of the very run measured.
-bench_load() {
-    local perf_pid=""
-    if [[ -n ${PERF:-} ]]; then
-        local out ext=data
-        [[ $PERF == stat* ]] && ext=txt
-        out="$PERF_DIR/$BENCH_TAG.$ext"
-        mkdir -p "$PERF_DIR"
-        # shellcheck disable=SC2086 # PERF is a perf command line: its words are separate arguments
-        (sleep "$(($(bench_seconds "$WARMUP") + 1))" && exec timeout 60 perf $PERF -o "$out" -p "$SERVER_PID" \
-            -- sleep "$PERF_SECONDS") >/dev/null 2>&1 &
-        perf_pid=$!
-    fi
-    # shellcheck disable=SC2086 # LOAD_ARGS and BENCH_SERVER_ARGS are lists of arguments
-    taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$LOAD" "$@" ${LOAD_ARGS:-} $BENCH_SERVER_ARGS \
-        --server-pid "$SERVER_PID" --json 2>/dev/null | tail -n 1 || true
-    if [[ -n $perf_pid ]]; then
-        wait "$perf_pid" || echo "$BENCH_SCRIPT: perf did not finish ($BENCH_TAG); is PERF_SECONDS within DURATION?" >&2
-    fi
-}
-
 # bench_seconds 1s|500ms|2m -> whole seconds (rounded up), for sleep arithmetic.
 bench_seconds() {
     case $1 in
@@ -209,64 +194,109 @@ bench_seconds() {
     esac
 }
 
-# bench_measure SHAPE CMD [ARGS] -> one cell: a number, "server/client" for the CPU shapes, "?"
-# when the run gave no figure; "!" appended when throng-load reported a failed check in that run.
-# For storm, two more lines: "storm_rate CELL" and "storm_resumed CELL" (rows of the same run).
+# bench_measure churn CMD [ARGS] -> one cell: "server/client" CPU µs per command, "?" when the
+# run gave no figure. Churn is a binary of its own (throng-churn), which compare does not run: it
+# keeps this loop of its own.
 bench_measure() {
-    local what=$1 json filter
+    local json
     BENCH_SERVER_ARGS=${3:-}
     bench_start "$2"
-    case $what in
-        fresh)
-            awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"
-            bench_stop
-            return ;;
-        ring)
-            awk '/^[0-9a-f]+-[0-9a-f]+ / {ring = ($6 == "anon_inode:[io_uring]")} ring && /^Rss:/ {kib += $2}
-                END {print kib + 0}' "/proc/$SERVER_PID/smaps"
-            bench_stop
-            return ;;
-        memory) json=$(bench_load connect "$URL" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD") ;;
-        memory1) json=$(bench_load connect "$URL?channels=d1" --conns "$MEM_CONNS" --sources "$SOURCES" \
-            --hold "$HOLD") ;;
-        memory3) json=$(bench_load connect "$URL?channels=d1,d2,d3" --conns "$MEM_CONNS" \
-            --sources "$SOURCES" --hold "$HOLD") ;;
-        32) json=$(bench_load echo "$URL" --conns 100 --size 32 --inflight "$INFLIGHT_32" \
-            --warmup "$WARMUP" --duration "$DURATION") ;;
-        512) json=$(bench_load echo "$URL" --conns 1000 --size 512 --inflight "$INFLIGHT_512" \
-            --sources 127.0.0.2-127.0.0.10 --warmup "$WARMUP" --duration "$DURATION") ;;
-        64k) json=$(bench_load echo "$URL" --conns 10 --size 65536 --inflight "$INFLIGHT_64K" --binary \
-            --warmup "$WARMUP" --duration "$DURATION") ;;
-        json200 | wire200) json=$(bench_load echo "$URL" --conns 100 --size 200 --payload json --inflight 4 \
-            --warmup "$WARMUP" --duration "$DURATION") ;;
-        json2k | wire2k) json=$(bench_load echo "$URL" --conns 100 --size 2048 --payload json --inflight 4 \
-            --warmup "$WARMUP" --duration "$DURATION") ;;
-        storm) json=$(bench_load storm "$URL" --parallel "$STORM_PARALLEL" --duration "$DURATION" \
-            --sources "$SOURCES") ;;
-        churn)
-            json=$(taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$CHURN" "$URL" --server-pid "$SERVER_PID" \
-                --conns "$CHURN_CONNS" --rounds "$CHURN_ROUNDS" 2>/dev/null | tail -n 1 || true)
-            bench_stop
-            jq -r '"\(.server_us_per_command)/\(.client_us_per_command)"' <<<"$json" 2>/dev/null || echo "?"
-            return ;;
-        fanout) json=$(bench_load fanout "$URL" --subscribers "$FANOUT_SUBSCRIBERS" --channel bench \
-            --publish "http://127.0.0.1:$ADMIN_PORT/v1/publish" --rate 2/s --duration "$FANOUT_DURATION" \
-            --sources "$SOURCES" ${FANOUT_PAD:+--pad "$FANOUT_PAD"}) ;;
-        *) bench_die "unknown shape $what" ;;
-    esac
+    json=$(taskset -c "$CLIENT_CPU" timeout --kill-after=5 120 "$CHURN" "$URL" --server-pid "$SERVER_PID" \
+        --conns "$CHURN_CONNS" --rounds "$CHURN_ROUNDS" 2>/dev/null | tail -n 1 || true)
     bench_stop
-    case $what in
-        memory | memory1 | memory3) filter='.server.rss_bytes_per_conn | floor | tostring' ;;
-        wire200 | wire2k) filter='.traffic.wire_bytes_received / ([.traffic.messages_received, 1] | max) | floor | tostring' ;;
-        *) filter='"\(.cpu.server.us_per_op)/\(.cpu.client.us_per_op)"' ;;
+    jq -r '"\(.server_us_per_command)/\(.client_us_per_command)"' <<<"$json" 2>/dev/null || echo "?"
+}
+
+# bench_mode SHAPE -> the words of the compare run's MODE ARGS, one a line (`{url}` is the
+# server's ws:// or wss:// URL, `{admin}` its admin port: compare fills them in).
+bench_mode() {
+    local url="{url}$URL_PATH"
+    case $1 in
+        # Any cheap run: compare reads the fresh RSS and the ring before it connects.
+        fresh | ring) printf '%s\n' connect "$url" --conns 1 --hold 0s ;;
+        memory) printf '%s\n' connect "$url" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD" ;;
+        memory1) printf '%s\n' connect "$url?channels=d1" --conns "$MEM_CONNS" --sources "$SOURCES" --hold "$HOLD" ;;
+        memory3) printf '%s\n' connect "$url?channels=d1,d2,d3" --conns "$MEM_CONNS" --sources "$SOURCES" \
+            --hold "$HOLD" ;;
+        32) printf '%s\n' echo "$url" --conns 100 --size 32 --inflight "$INFLIGHT_32" --warmup "$WARMUP" \
+            --duration "$DURATION" ;;
+        512) printf '%s\n' echo "$url" --conns 1000 --size 512 --inflight "$INFLIGHT_512" \
+            --sources 127.0.0.2-127.0.0.10 --warmup "$WARMUP" --duration "$DURATION" ;;
+        64k) printf '%s\n' echo "$url" --conns 10 --size 65536 --inflight "$INFLIGHT_64K" --binary \
+            --warmup "$WARMUP" --duration "$DURATION" ;;
+        json200 | wire200) printf '%s\n' echo "$url" --conns 100 --size 200 --payload json --inflight 4 \
+            --warmup "$WARMUP" --duration "$DURATION" ;;
+        json2k | wire2k) printf '%s\n' echo "$url" --conns 100 --size 2048 --payload json --inflight 4 \
+            --warmup "$WARMUP" --duration "$DURATION" ;;
+        storm) printf '%s\n' storm "$url" --parallel "$STORM_PARALLEL" --duration "$DURATION" --sources "$SOURCES" ;;
+        fanout) printf '%s\n' fanout "$url" --subscribers "$FANOUT_SUBSCRIBERS" --channel bench \
+            --publish "http://127.0.0.1:{admin}/v1/publish" --rate 2/s --duration "$FANOUT_DURATION" \
+            --sources "$SOURCES" ${FANOUT_PAD:+--pad "$FANOUT_PAD"} ;;
+        *) bench_die "unknown shape $1" ;;
     esac
-    jq -r "($filter) + (if .ok == true then \"\" else \"!\" end)" <<<"$json" 2>/dev/null || echo "?"
-    if [[ $what == storm ]]; then
-        jq -r '"storm_rate \(.cycles_per_s | floor)",
-            "storm_resumed \(if (.traffic.tls_handshakes // 0) > 0
-                then .traffic.tls_resumed / .traffic.tls_handshakes * 1000 | round / 1000 else "–" end)"' \
-            <<<"$json" 2>/dev/null || printf 'storm_rate ?\nstorm_resumed ?\n'
+}
+
+# bench_compare SHAPE: one compare run of every server, ROUNDS rounds; its JSON goes to
+# BENCH_JSON, its own and the servers' output to BENCH_LOG. A server that does not start ends
+# the script; a run that failed its checks gets its cells marked.
+bench_compare() {
+    local what=$1 i load_mode=() cmp_args=()
+    mapfile -t load_mode < <(bench_mode "$what")
+    # shellcheck disable=SC2206 # LOAD_ARGS is a list of arguments
+    load_mode+=(${LOAD_ARGS:-})
+    cmp_args=(compare --rounds "$ROUNDS" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --json "$BENCH_JSON")
+    for ((i = 0; i < ${#BENCH_NAMES[@]}; i++)); do
+        cmp_args+=(--server "${BENCH_NAMES[i]}=exec ${BENCH_CMDS[i]}")
+        [[ -z ${BENCH_ARGS[i]} ]] || cmp_args+=(--server-args "${BENCH_NAMES[i]}=${BENCH_ARGS[i]}")
+    done
+    if [[ -n ${PERF:-} ]]; then
+        local ext=data
+        [[ $PERF == stat* ]] && ext=txt
+        mkdir -p "$PERF_DIR"
+        # From one second after the warm-up: a profile (or event counts) of the very run measured,
+        # in PERF_DIR/NAME.SHAPE.ROUND.data (.txt for stat).
+        cmp_args+=(--during "sleep $(($(bench_seconds "$WARMUP") + 1)) && exec timeout 60 perf $PERF \
+-o '$PERF_DIR'/\$NAME.$what.\$ROUND.$ext -p \$SERVER_PIDS -- sleep $PERF_SECONDS >/dev/null 2>&1")
     fi
+    echo "== $what: ${BENCH_NAMES[*]}, $ROUNDS round(s)" >&2
+    rm -f "$BENCH_JSON"
+    # In the background, waited for: an interrupt or the watchdog reaches the trap at once (bash
+    # runs no trap while a foreground command runs), and the cleanup stops compare, which stops
+    # its run and its server.
+    timeout --kill-after=5 $((ROUNDS * ${#BENCH_NAMES[@]} * 180)) "$LOAD" "${cmp_args[@]}" -- "${load_mode[@]}" \
+        >/dev/null 2>"$BENCH_LOG" &
+    BENCH_COMPARE_PID=$!
+    wait "$BENCH_COMPARE_PID" || true
+    BENCH_COMPARE_PID=""
+    if ! jq -e '[.servers[].runs[] | select(.report == null and (.error // "" | test("listen|starting")))]
+        | length == 0' "$BENCH_JSON" >/dev/null 2>&1; then
+        echo "$BENCH_SCRIPT: a server did not start for $what; the output:" >&2
+        sed 's/^/   /' "$BENCH_LOG" >&2
+        exit 1
+    fi
+}
+
+# bench_cells SHAPE: from BENCH_JSON, one line per server and round: "ROW NAME CELL" (a number,
+# "server/client" for the CPU shapes, "?" when the run gave no figure, "!" appended when the
+# run failed a check), storm's extra rows storm_rate and storm_resumed included.
+bench_cells() {
+    local figure
+    case $1 in
+        fresh) figure='.fresh_rss_kib | floor' ;;
+        ring) figure='.ring_kib | floor' ;;
+        memory | memory1 | memory3) figure='.server_rss_bytes_per_conn | floor' ;;
+        wire200 | wire2k) figure='.wire_bytes_per_msg' ;;
+        *) figure='if .server_cpu_us_per_op == null then null
+            else "\(.server_cpu_us_per_op)/\(.client_cpu_us_per_op)" end' ;;
+    esac
+    jq -r --arg row "$1" '.servers[] | .name as $name | .runs[] |
+        (if .ok then "" else "!" end) as $flag |
+        ('"$figure"') as $v |
+        "\($row) \($name) \(if $v == null then "?" else "\($v)\($flag)" end)",
+        (if $row == "storm" then
+            "storm_rate \($name) \(.rate // "?" | if type == "number" then floor else . end)",
+            "storm_resumed \($name) \(.tls_resumed_share // "–")"
+        else empty end)' "$BENCH_JSON"
 }
 
 # bench_rows SHAPE: the table's rows a shape's runs give (itself, and storm's extra rows).
@@ -277,27 +307,31 @@ bench_rows() {
     esac
 }
 
-# bench_run: every SHAPE, ROUNDS rounds, every server once a round; the order of the servers turns
-# by one each round, so none always runs first (after a fresh port's quiet) or last.
+# bench_run: every SHAPE, ROUNDS rounds, every server once a round (compare turns the order of
+# the servers by one each round, so none always runs first or last).
 bench_run() {
-    local what round i k out cell row n=${#BENCH_NAMES[@]}
+    local what round i k out row name cell n=${#BENCH_NAMES[@]}
     for what in $SHAPES; do
         [[ -n $(bench_label "$what") ]] || bench_die "unknown shape $what (SHAPES=\"$SHAPES\")"
     done
     for what in $SHAPES; do
-        for round in $(seq "$ROUNDS"); do
-            for ((k = 0; k < n; k++)); do
-                i=$(((k + round - 1) % n))
-                echo "== $what, round $round: ${BENCH_NAMES[i]}" >&2
-                # A measure runs in a subshell (it prints its cell): its failure must end the script.
-                BENCH_TAG="${BENCH_NAMES[i]}.$what.$round"
-                out=$(bench_measure "$what" "${BENCH_CMDS[i]}" "${BENCH_ARGS[i]}") || exit 1
-                BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" ${out%%$'\n'*}"
-                while read -r row cell; do
-                    BENCH_CELLS["$row ${BENCH_NAMES[i]}"]+=" $cell"
-                done < <(sed 1d <<<"$out")
+        if [[ $what == churn ]]; then
+            # throng-churn is not a mode of throng-load: the alternating loop is this script's.
+            for round in $(seq "$ROUNDS"); do
+                for ((k = 0; k < n; k++)); do
+                    i=$(((k + round - 1) % n))
+                    echo "== $what, round $round: ${BENCH_NAMES[i]}" >&2
+                    # A measure runs in a subshell (it prints its cell): its failure must end the script.
+                    out=$(bench_measure "$what" "${BENCH_CMDS[i]}" "${BENCH_ARGS[i]}") || exit 1
+                    BENCH_CELLS["$what ${BENCH_NAMES[i]}"]+=" $out"
+                done
             done
-        done
+            continue
+        fi
+        bench_compare "$what"
+        while read -r row name cell; do
+            BENCH_CELLS["$row $name"]+=" $cell"
+        done < <(bench_cells "$what")
     done
 }
 

@@ -362,6 +362,7 @@ pub(crate) fn run(args: &ScenarioArgs, target: &Target, sources: Sources, ctl: &
         }
         let t = now.duration_since(start).as_secs_f64();
         let phase = sc.phase_at(t);
+        ctl.target(sc.rising_target(phase));
 
         // Connections: towards the ramp's count.
         let target = sc.conns.rate_at(t).round() as u64;
