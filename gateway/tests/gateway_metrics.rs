@@ -185,7 +185,8 @@ fn closes_are_counted_by_code_and_reason_and_logged() {
     assert_eq!(odd.expect_close().0, 4999);
     // The admin API closes one.
     let mut closed = gw.connect("/ws");
-    let resp = gw.post(&format!("/v1/connections/{}/close", closed.conn()), r#"{"code": 1000}"#);
+    let conn = closed.conn();
+    let resp = gw.post(&format!("/v1/connections/{conn}/close"), r#"{"code": 1000}"#);
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(close_answered(&mut closed), 1000);
     // An unmasked frame, which no client may send: 1002, a protocol error.
@@ -223,6 +224,14 @@ fn closes_are_counted_by_code_and_reason_and_logged() {
     };
     assert!(line("1000", "peer") && line("4999", "peer") && line("1000", "admin"), "{log}");
     assert!(closed.iter().any(|l| l.contains("code=1000") && l.contains("duration_ms=")), "{log}");
+    // Admin requests are logged at debug, with their answer.
+    let admin = format!("path=/v1/connections/{conn}/close");
+    let request = log.lines().find(|l| l.contains("admin request") && l.contains(&admin));
+    let request = request.unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        request.contains("DEBUG") && request.contains("method=POST") && request.contains("status=200"),
+        "{request}"
+    );
 }
 
 #[test]
