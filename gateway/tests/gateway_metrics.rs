@@ -382,3 +382,69 @@ fn a_publish_is_timed_once_to_its_last_subscribers_write() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The metrics reference of docs/configuration.md: `(family, type, labels cell, meaning)` for
+/// each row.
+fn documented_families() -> Vec<(String, String, String, String)> {
+    let doc = include_str!("../../docs/configuration.md");
+    let table = doc.split("## Metrics reference").nth(1).expect("the Metrics reference section");
+    let cell = |c: &str| c.trim().trim_matches('`').to_owned();
+    (table.lines().skip_while(|l| !l.starts_with("| family")).skip(2))
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+            assert_eq!(cells.len(), 4, "{row}");
+            (cell(cells[0]), cell(cells[1]), cells[2].trim().to_owned(), cells[3].trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_metrics_reference_is_what_metrics_serves() {
+    // TLS on the client listener, so its families are there too; the admin listener stays
+    // plain for this test's client.
+    let dir = gateway_support::temp_dir();
+    let (cert, key) = gateway_support::write_cert(&dir, "client");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let gw = Gateway::start(None, &["--tls-cert", &cert, "--tls-key", &key]);
+    let text = gw.get("/metrics").body;
+    let served: BTreeMap<&str, &str> = (text.lines().filter_map(|l| l.strip_prefix("# TYPE ")))
+        .map(|l| l.split_once(' ').expect("# TYPE name kind"))
+        .collect();
+    let documented = documented_families();
+    // The one family this gateway cannot show: its admin listener is not TLS.
+    let shown = |meaning: &str| !meaning.contains("Only with `admin_tls_cert`");
+    let listed: BTreeMap<&str, &str> = (documented.iter())
+        .filter(|(_, _, _, meaning)| shown(meaning))
+        .map(|(name, kind, _, _)| (name.as_str(), kind.as_str()))
+        .collect();
+    assert_eq!(listed, served, "documented families and types against /metrics");
+    // Every label a sample carries is named in its row, on a gateway that has seen a close
+    // (the close pairs appear with their first close).
+    let plain = Gateway::start(None, &[]);
+    let mut ws = plain.connect("/ws");
+    ws.send_close(1000);
+    assert_eq!(ws.expect_close().0, 1000);
+    wait_closes(&plain, &[("1000", "peer", 1.0)]);
+    let scrape = scrape(&plain);
+    for s in &scrape.samples {
+        let family = ["_sum", "_count"].iter().find_map(|x| s.metric.strip_suffix(x)).unwrap_or(&s.metric);
+        let row = (documented.iter()).find(|(name, ..)| name == family || name == &s.metric);
+        let (_, _, labels, _) = row.unwrap_or_else(|| panic!("{} is not documented", s.metric));
+        for (label, value) in s.labels.iter() {
+            let named = format!("`{label}`");
+            assert!(labels.contains(&named), "{}: label {label} not in {labels:?}", s.metric);
+            // Where the row lists the label's values, `(`v1`, `v2`)` after its name, the value
+            // is one of them.
+            let after = &labels[labels.find(&named).unwrap_or(0) + named.len()..];
+            if let Some(list) = after.strip_prefix(" (").and_then(|l| l.split(')').next()) {
+                assert!(
+                    list.contains(&format!("`{value}`")),
+                    "{}: {label}={value} not in {list:?}",
+                    s.metric
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
