@@ -269,6 +269,34 @@ fn a_close_reports_its_first_cause_the_peers_the_applications_tag_or_a_protocol_
 }
 
 #[test]
+fn the_engines_limits_are_causes_of_their_own() {
+    let builder = Server::builder().max_message_rate(10, 2).max_assembly_bytes(8);
+    let mut h = Harness::new(builder);
+    // Over the rate: three messages in one turn with a burst of two.
+    let (peer, conn) = h.open();
+    let burst: Vec<u8> = (0..3).flat_map(|_| client_frame(0x81, b"x")).collect();
+    h.mem.push(peer, &burst);
+    h.turn();
+    h.mem.hang_up(peer);
+    h.turn();
+    let cause = loop {
+        match h.events.try_recv().map(|r| r.event) {
+            Ok(Event::Message { .. }) => {}
+            Ok(Event::Close { conn: closed, code, cause, .. }) if closed == conn => break (code, cause),
+            other => panic!("expected Close, got {other:?}"),
+        }
+    };
+    assert_eq!(cause, (1008, CloseCause::RateLimited));
+    // A first fragment larger than the loop's budget for partial messages.
+    let (peer, conn) = h.open();
+    h.mem.push(peer, &client_frame(0x01, b"more than eight"));
+    h.turn();
+    h.mem.hang_up(peer);
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1008, CloseCause::AssemblyBudget));
+}
+
+#[test]
 fn a_command_for_an_old_generation_never_reaches_the_slots_new_connection() {
     let mut h = Harness::new(Server::builder());
     let (first, old) = h.open();
