@@ -806,3 +806,25 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "uptime_seconds": s.uptime_secs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_close_reason_has_its_own_label_and_the_gateways_own_come_back_from_their_tag() {
+        let mut labels: Vec<&str> = CloseReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), CloseReason::ALL.len(), "{labels:?}");
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "ALL is in discriminant order: the counters index by it");
+        }
+        for own in &CloseReason::ALL[..=CloseReason::PushOnly as usize] {
+            assert_eq!(CloseReason::of(CloseCause::Application(own.tag())), *own);
+        }
+        // A tag the gateway never uses is its catch-all, not a new label.
+        assert_eq!(CloseReason::of(CloseCause::Application(CloseCause::MAX_TAG)), CloseReason::Server);
+        assert_eq!(CloseReason::of(CloseCause::Shutdown), CloseReason::Drain);
+    }
+}
