@@ -126,8 +126,8 @@ mod sys;
 pub mod tls;
 
 pub use engine::{
-    Accepted, Admission, Backend, CommandError, ConnId, Delivered, Event, Events, Flow, Handle, Inline,
-    Joined, Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats, TlsFailure,
+    Accepted, Admission, Backend, CloseCause, CommandError, ConnId, Delivered, Event, Events, Flow, Handle,
+    Inline, Joined, Prepared, PublishReceipt, Server, ServerBuilder, SlowConsumerPolicy, Stats, TlsFailure,
     TlsFailures,
 };
 /// The io_uring probe and ring set-up the engine's backend uses, shared with `throng-load`'s

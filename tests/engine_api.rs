@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use support::{builder, connect, echo_builder, next_event, tcp_connect, EventSource, Received, TestClient};
-use throng::{ConnId, Event, Message, Prepared, Server};
+use throng::{CloseCause, ConnId, Event, Message, Prepared, Server};
 
 /// The slab index inside a `ConnId`'s debug form `ConnId(loop:index:generation)`.
 fn slot_of(id: ConnId) -> String {
@@ -23,7 +23,7 @@ fn expect_open(events: &impl EventSource) -> (ConnId, String) {
 
 fn expect_close_event(events: &impl EventSource, conn: ConnId) -> (u16, String, bool) {
     match next_event(events) {
-        Event::Close { conn: closed, code, reason, clean } => {
+        Event::Close { conn: closed, code, reason, clean, .. } => {
             assert_eq!(closed, conn);
             (code, reason, clean)
         }
@@ -489,7 +489,9 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
             // What the hook makes of the value is what the Open event carries.
             path.push_str(" (opened)");
         })
-        .on_close(move |conn, code, _reason, clean| on_close.lock().unwrap().push((conn, code, clean)))
+        .on_close(move |conn, code, _reason, clean, cause| {
+            on_close.lock().unwrap().push((conn, code, clean, cause))
+        })
         .start()
         .unwrap();
     let events = server.events();
@@ -518,8 +520,12 @@ fn topics_joined_at_the_upgrade_and_the_greeting_come_before_anything_else() {
         other.expect_text(&format!("news for {path}"));
         other.close_handshake(1000);
         // Its topics are left, and the close hook ran, before its Close event is sent.
-        assert!(matches!(next_event(&events), Event::Close { conn, .. } if conn == other_id));
-        assert_eq!(removed.lock().unwrap().pop(), Some((other_id, 1000, true)));
+        // The hook and the event report the same cause: the client's close came first.
+        let cause = CloseCause::Peer;
+        assert!(
+            matches!(next_event(&events), Event::Close { conn, cause: c, .. } if conn == other_id && c == cause)
+        );
+        assert_eq!(removed.lock().unwrap().pop(), Some((other_id, 1000, true, cause)));
     }
     client.expect_text("news for /quiet");
     client.expect_text("news for /broken");
@@ -538,7 +544,7 @@ fn without_lifecycle_events_the_hooks_see_opens_and_closes_and_the_workers_only_
             out.extend_from_slice(b"welcome");
             hooked_tx.send(("open", conn)).unwrap();
         })
-        .on_close(move |conn, _, _, _| closed_tx.send(("close", conn)).unwrap())
+        .on_close(move |conn, _, _, _, _| closed_tx.send(("close", conn)).unwrap())
         .on_message(|inline, kind, payload| {
             if payload == b"forward" {
                 return throng::Flow::Forward;

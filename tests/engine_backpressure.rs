@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::{next_event, Received, TestClient, READ_TIMEOUT};
 use throng::proto::DataKind;
-use throng::{Event, Server, SlowConsumerPolicy};
+use throng::{CloseCause, Event, Server, SlowConsumerPolicy};
 
 const CAP: usize = 64 * 1024;
 const MESSAGE: usize = 16 * 1024;
@@ -76,10 +76,11 @@ fn slow_consumer_is_closed_with_1008() {
     client.expect_eof();
     drop(client);
     match next_event(&events) {
-        Event::Close { conn: closed, code, clean, .. } => {
+        Event::Close { conn: closed, code, clean, cause, .. } => {
             assert_eq!(closed, conn);
             assert_eq!(code, 1008);
             assert!(!clean);
+            assert_eq!(cause, CloseCause::SlowConsumer);
         }
         other => panic!("expected Close, got {other:?}"),
     }

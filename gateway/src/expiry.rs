@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::conns::Conns;
-use super::metrics::Counters;
+use super::metrics::{CloseReason, Counters};
 use throng::{ConnId, Handle};
 
 /// The close code for an expired token (private-use range 4000–4999, RFC 6455 §7.4.2).
@@ -116,7 +116,12 @@ impl Expiry {
                     for conn in due.into_iter().map(ConnId::from_u64).filter(|&c| conns.contains(c)) {
                         counters.inc(&counters.token_expired_closes);
                         // Refused only by an overloaded loop, which counts it.
-                        let _ = handle.close(conn, TOKEN_EXPIRED, "token expired");
+                        let _ = handle.close_tagged(
+                            conn,
+                            TOKEN_EXPIRED,
+                            "token expired",
+                            CloseReason::TokenExpired.tag(),
+                        );
                     }
                     schedule = self.lock();
                 }

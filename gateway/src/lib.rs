@@ -201,8 +201,9 @@ fn start_engine(
             let (conns, expiry) = (conns.clone(), expiry.clone());
             move |conn, opening, out| upgrade::opened(&conns, &expiry, conn, opening, out)
         })
-        .on_close(move |conn, code, reason, clean| {
-            upgrade::closed(&close_front, &conns, &expiry, conn, code, reason, clean)
+        .on_close(move |conn, code, reason, clean, cause| {
+            let ended = upgrade::Ended { code, reason, clean, cause };
+            upgrade::closed(&close_front, &conns, &expiry, conn, &ended)
         })
         .on_topic(move |topic, _| {
             if let Some(broker) = reports.get() {

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use throng::CloseCause;
+
 /// Why an upgrade was refused by the gateway (the engine counts malformed requests itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reject {
@@ -93,6 +95,103 @@ impl AdminLimit {
 /// expired): a peer choosing codes cannot grow the label set.
 const CLOSE_CODES: [u16; 12] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 4001];
 
+/// Why a connection closed: the `reason` label of `throng_closes_total`. The engine's
+/// [`CloseCause`], with the gateway's own closes told apart by the tag they are made with
+/// ([`CloseReason::tag`]); never the peer's reason text, so the label set is fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The gateway closed it for a reason not listed here (an untagged close).
+    Server = 0,
+    /// `POST /v1/connections/{id}/close`.
+    Admin,
+    /// Its token's `exp` passed (4001).
+    TokenExpired,
+    /// Its worker thread had died (1011).
+    WorkerGone,
+    /// Handling one of its events panicked (1011).
+    WorkerPanic,
+    /// It sent a data message that is not a command while `client_messages = "reject"` (1003).
+    PushOnly,
+    Peer,
+    Disconnected,
+    Drain,
+    IdleTimeout,
+    PongTimeout,
+    ProtocolError,
+    SlowConsumer,
+    RateLimited,
+    AssemblyTimeout,
+    AssemblyBudget,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 16] = [
+        CloseReason::Server,
+        CloseReason::Admin,
+        CloseReason::TokenExpired,
+        CloseReason::WorkerGone,
+        CloseReason::WorkerPanic,
+        CloseReason::PushOnly,
+        CloseReason::Peer,
+        CloseReason::Disconnected,
+        CloseReason::Drain,
+        CloseReason::IdleTimeout,
+        CloseReason::PongTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::SlowConsumer,
+        CloseReason::RateLimited,
+        CloseReason::AssemblyTimeout,
+        CloseReason::AssemblyBudget,
+    ];
+
+    /// The tag the gateway closes a connection with ([`throng::Handle::close_tagged`]), for a
+    /// reason of its own; the engine hands it back in [`CloseCause::Application`].
+    pub(crate) fn tag(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason for what the engine reported.
+    pub(crate) fn of(cause: CloseCause) -> CloseReason {
+        match cause {
+            CloseCause::Application(tag) => {
+                let own = &CloseReason::ALL[..=CloseReason::PushOnly as usize];
+                own.get(usize::from(tag)).copied().unwrap_or(CloseReason::Server)
+            }
+            CloseCause::Peer => CloseReason::Peer,
+            CloseCause::Disconnected => CloseReason::Disconnected,
+            CloseCause::Shutdown => CloseReason::Drain,
+            CloseCause::IdleTimeout => CloseReason::IdleTimeout,
+            CloseCause::PongTimeout => CloseReason::PongTimeout,
+            CloseCause::ProtocolError => CloseReason::ProtocolError,
+            CloseCause::SlowConsumer => CloseReason::SlowConsumer,
+            CloseCause::RateLimited => CloseReason::RateLimited,
+            CloseCause::MessageTimeout => CloseReason::AssemblyTimeout,
+            CloseCause::AssemblyBudget => CloseReason::AssemblyBudget,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::Server => "server",
+            CloseReason::Admin => "admin",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::WorkerGone => "worker_gone",
+            CloseReason::WorkerPanic => "worker_panic",
+            CloseReason::PushOnly => "push_only",
+            CloseReason::Peer => "peer",
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::Drain => "drain",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::PongTimeout => "pong_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::AssemblyTimeout => "assembly_timeout",
+            CloseReason::AssemblyBudget => "assembly_budget",
+        }
+    }
+}
+
 /// How many `upgrade refused` (and, apart, `admin request refused`) lines are logged per
 /// second at most.
 pub(crate) const REFUSAL_LINES_PER_SECOND: u32 = 20;
@@ -124,8 +223,9 @@ pub(crate) struct Counters {
     pub(crate) refusal_log: super::logging::LogLimiter,
     /// The same for admin requests refused by a limit.
     pub(crate) admin_refusal_log: super::logging::LogLimiter,
-    /// Closes by code, as reported in `Event::Close`: one per [`CLOSE_CODES`], then `other`.
-    pub(crate) closes: [AtomicU64; CLOSE_CODES.len() + 1],
+    /// Closes by code (one row per [`CLOSE_CODES`], then `other`) and reason, counted by the
+    /// close hook on the loops.
+    pub(crate) closes: [[AtomicU64; CloseReason::ALL.len()]; CLOSE_CODES.len() + 1],
     /// Client messages, by time from the loop turn that decoded them to a worker taking them.
     pub(crate) event_delay: throng::engine::AtomicHistogram,
 }
@@ -160,10 +260,10 @@ impl Counters {
         }
     }
 
-    /// Counts a connection's close under its code, or `other`.
-    pub(crate) fn close(&self, code: u16) {
+    /// Counts a connection's close under its code (or `other`) and reason.
+    pub(crate) fn close(&self, code: u16, reason: CloseReason) {
         let i = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len());
-        self.inc(&self.closes[i]);
+        self.inc(&self.closes[i][reason as usize]);
     }
 }
 
@@ -216,10 +316,16 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
         Reject::ALL.iter().map(|r| (r.label(), get(&c.rejects[*r as usize]))).collect();
     let admin_limits: Vec<(&str, u64)> =
         AdminLimit::ALL.iter().map(|l| (l.label(), get(&c.admin_limits[*l as usize]))).collect();
+    // Only the pairs that happened: every code with every reason would be some 200 series,
+    // nearly all of them zero forever (most pairs cannot occur).
     let closes: Vec<(String, u64)> = (CLOSE_CODES.iter().map(|c| c.to_string()))
         .chain(["other".to_owned()])
         .zip(&c.closes)
-        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), get(n)))
+        .flat_map(|(code, row)| {
+            (CloseReason::ALL.iter().zip(row)).filter(|(_, n)| get(n) > 0).map(move |(reason, n)| {
+                (format!("{{code=\"{code}\",reason=\"{}\"}}", reason.label()), get(n))
+            })
+        })
         .collect();
     let mut metrics: Vec<Family<'_>> = vec![
         (
@@ -274,7 +380,12 @@ pub(crate) fn prometheus(c: &Counters, s: &Snapshot) -> String {
                 ),
             ],
         ),
-        ("closes_total", C, "Open connections closed, by close code (unlisted codes as other).", closes),
+        (
+            "closes_total",
+            C,
+            "Open connections closed, by close code (unlisted codes as other) and reason (what ended it); a pair appears with its first close.",
+            closes,
+        ),
         ("protocol_errors_total", C, "Connections failed for a protocol violation.", one(e.protocol_errors)),
         (
             "slow_consumer_closes_total",
@@ -694,4 +805,26 @@ pub(crate) fn json(c: &Counters, s: &Snapshot) -> serde_json::Value {
         "draining": s.draining,
         "uptime_seconds": s.uptime_secs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_close_reason_has_its_own_label_and_the_gateways_own_come_back_from_their_tag() {
+        let mut labels: Vec<&str> = CloseReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), CloseReason::ALL.len(), "{labels:?}");
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "ALL is in discriminant order: the counters index by it");
+        }
+        for own in &CloseReason::ALL[..=CloseReason::PushOnly as usize] {
+            assert_eq!(CloseReason::of(CloseCause::Application(own.tag())), *own);
+        }
+        // A tag the gateway never uses is its catch-all, not a new label.
+        assert_eq!(CloseReason::of(CloseCause::Application(CloseCause::MAX_TAG)), CloseReason::Server);
+        assert_eq!(CloseReason::of(CloseCause::Shutdown), CloseReason::Drain);
+    }
 }

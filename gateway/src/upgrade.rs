@@ -12,11 +12,11 @@ use super::auth::{self, Claims, TokenError};
 use super::channels::{allowed, check_client_channel, query_channels, query_param, user_topic, NameError};
 use super::conns::{Conns, Principal};
 use super::expiry::{unix_now, Expiry};
-use super::metrics::Reject;
+use super::metrics::{CloseReason, Reject};
 use super::state::Front;
 use serde::Serialize;
 use throng::proto::handshake::UpgradeRequest;
-use throng::{Accepted, ConnId, Rejection};
+use throng::{Accepted, CloseCause, ConnId, Rejection};
 
 /// The subprotocol prefix browsers use to carry a token (`new WebSocket(url, ["bearer.<jwt>"])`).
 pub const BEARER_PROTOCOL: &str = "bearer.";
@@ -117,21 +117,25 @@ pub(crate) fn opened(conns: &Conns, expiry: &Expiry, conn: ConnId, opening: &mut
     }
 }
 
+/// What the engine reports of a connection's end ([`throng::ServerBuilder::on_close`]).
+pub(crate) struct Ended<'a> {
+    pub(crate) code: u16,
+    /// The peer's close reason (free text, logged, never a label).
+    pub(crate) reason: &'a str,
+    pub(crate) clean: bool,
+    pub(crate) cause: CloseCause,
+}
+
 /// The engine's close hook, on the loop thread as an open connection is removed (before the
-/// slot can take its next connection): its entry, token expiry and admission slot go with it.
-/// It is logged at `debug` (`peer` is the address its admission slot was counted under: an
-/// IPv4 address or an IPv6 /64).
-pub(crate) fn closed(
-    front: &Front,
-    conns: &Conns,
-    expiry: &Expiry,
-    conn: ConnId,
-    code: u16,
-    reason: &str,
-    clean: bool,
-) {
+/// slot can take its next connection): it is counted by code and reason, and its entry, token
+/// expiry and admission slot go with it. It is logged at `debug` (`peer` is the address its
+/// admission slot was counted under: an IPv4 address or an IPv6 /64).
+pub(crate) fn closed(front: &Front, conns: &Conns, expiry: &Expiry, conn: ConnId, ended: &Ended<'_>) {
+    let Ended { code, reason, clean, cause } = *ended;
+    let why = CloseReason::of(cause);
+    front.counters.close(code, why);
     let Some(info) = conns.close(conn) else {
-        tracing::debug!(conn = conn.as_u64(), code, reason, clean, "connection closed");
+        tracing::debug!(conn = conn.as_u64(), code, reason, clean, cause = why.label(), "connection closed");
         return;
     };
     if info.expires {
@@ -145,6 +149,7 @@ pub(crate) fn closed(
         code,
         reason,
         clean,
+        cause = why.label(),
         duration_ms = info.open_for.as_millis() as u64,
         "connection closed"
     );

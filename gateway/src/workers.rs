@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::broker;
 use super::channels::{allowed, check_client_channel};
 use super::config::ClientMessages;
-use super::metrics::Counters;
+use super::metrics::{CloseReason, Counters};
 use super::state::Ctx;
 use super::upgrade::Opening;
 use throng::engine::Events;
@@ -48,12 +48,11 @@ fn orphaned(ctx: &Ctx, events: &Events<Opening>) {
         match event {
             Event::Open { conn, peer, .. } => {
                 ctx.front.admission.release(peer.ip());
-                let _ = ctx.handle.close(conn, 1011, "internal error");
+                close(ctx, conn, 1011, "internal error", CloseReason::WorkerGone);
             }
-            Event::Message { conn, .. } => {
-                let _ = ctx.handle.close(conn, 1011, "internal error");
-            }
-            Event::Close { code, .. } => closed(ctx, code),
+            Event::Message { conn, .. } => close(ctx, conn, 1011, "internal error", CloseReason::WorkerGone),
+            // Counted and forgotten on the loop (`upgrade::closed`).
+            Event::Close { .. } => {}
         }
     }
 }
@@ -79,7 +78,7 @@ fn work(ctx: &Ctx, worker: usize, events: &Events<Opening>) {
                 panic = %message,
                 "worker: panic while handling an event; the connection is closed with 1011"
             );
-            let _ = ctx.handle.close(conn, 1011, "internal error"); // refused only when overloaded, counted
+            close(ctx, conn, 1011, "internal error", CloseReason::WorkerPanic);
         }
     }
 }
@@ -176,14 +175,16 @@ fn handle_event(ctx: &Ctx, event: Event<Opening>) {
             );
         }
         Event::Message { conn, message } => on_message(ctx, conn, message),
-        Event::Close { code, .. } => closed(ctx, code),
+        // The loop already counted it, forgot it and logged it (`upgrade::closed`), and the
+        // engine dropped its subscriptions.
+        Event::Close { .. } => {}
     }
 }
 
-/// A connection is gone: it is counted under its code. The loop already forgot it and logged
-/// it (`upgrade::closed`), and the engine dropped its subscriptions.
-fn closed(ctx: &Ctx, code: u16) {
-    ctx.counters().close(code);
+/// Closes `conn` for one of the gateway's own reasons, which the close hook counts it under.
+/// Refused only when the loop is overloaded (counted by the engine).
+fn close(ctx: &Ctx, conn: ConnId, code: u16, text: &str, why: CloseReason) {
+    let _ = ctx.handle.close_tagged(conn, code, text, why.tag());
 }
 
 #[derive(Deserialize)]
@@ -208,7 +209,8 @@ fn on_message(ctx: &Ctx, conn: ConnId, message: Message) {
     match ctx.front.client_messages() {
         ClientMessages::Reject => {
             counters.inc(&counters.client_messages_rejected);
-            let _ = ctx.handle.close(conn, 1003, "push-only: send subscribe/unsubscribe commands only");
+            let text = "push-only: send subscribe/unsubscribe commands only";
+            close(ctx, conn, 1003, text, CloseReason::PushOnly);
         }
         ClientMessages::Forward => {
             counters.inc(&counters.client_messages_forwarded);

@@ -201,6 +201,12 @@ fn addresses_origins_and_names() {
         From::Flags(&["--broker-prefix", "a b"]),
         "broker_prefix: must be non-empty, without spaces or * (set by --broker-prefix)",
     );
+    // Not a Redis URL, and its password stays out of the message.
+    refused(
+        From::File("broker = \"http://me:secret@cache.example:6379\"\n"),
+        "broker: http://me:<redacted>@cache.example:6379: not a Redis URL \
+         (redis://[:PASSWORD@]HOST:PORT[/DB]) (set in {file} line 1)",
+    );
     refused(
         From::Env(&[("THRONG_PROXY_PROTOCOL", "true")]),
         "proxy_trusted: proxy_protocol is on: list the balancers' addresses (proxy_trusted: the default; \

@@ -22,6 +22,21 @@ fn wait_unhealthy(gw: &Gateway) -> gateway_support::Resp {
     health
 }
 
+/// Waits until the metric (as printed, with its labels) reads `n`; a sample that is not there
+/// yet is a close not counted yet.
+fn wait_metric(gw: &Gateway, name: &str, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = gw.get("/metrics").body;
+        let seen = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok());
+        if seen == Some(n) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name}: {seen:?}, want {n}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_panicking_event_costs_its_connection_only() {
     let gw = Gateway::start_with_env(None, &["--workers", "1"], &[("THRONG_TEST_PANIC_CHANNEL", "boom")]);
@@ -30,6 +45,8 @@ fn a_panicking_event_costs_its_connection_only() {
     victim.send_text(&json!({"op": "subscribe", "channel": "boom"}).to_string());
     assert_eq!(victim.expect_close(), (1011, "internal error".to_owned()));
     assert_eq!(gw.metric("throng_worker_panics_total"), 1);
+    victim.send_close(1011);
+    wait_metric(&gw, r#"throng_closes_total{code="1011",reason="worker_panic"}"#, 1);
     let log = gw.wait_log("panic while handling an event");
     assert!(log.contains(&victim.conn()), "{log}");
 
@@ -84,6 +101,10 @@ fn a_dead_workers_connections_are_closed_and_the_other_worker_serves_on() {
         welcomed.len(),
         closed.len()
     );
+    for ws in &mut closed {
+        ws.send_close(1011);
+    }
+    wait_metric(&gw, r#"throng_closes_total{code="1011",reason="worker_gone"}"#, closed.len() as u64);
     // The live worker still answers commands.
     let live = &mut welcomed[0];
     let reply = live.command(json!({"op": "subscribe", "channel": "news"}));

@@ -1,14 +1,16 @@
 //! `/metrics` read by a real Prometheus text parser: every sample line parses, each family has
-//! its type, and the families for build, process and close codes carry what happened. Also the
-//! connection and refusal log lines.
+//! its type, and the families for build, process and closes (by code and reason) carry what
+//! happened. Also the connection and refusal log lines.
 
 mod gateway_support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use gateway_support::{http, Gateway, Upgrade};
+use gateway_support::{http, now, token, Gateway, Upgrade, Ws, SECRET};
 use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::json;
 
 fn scrape(gw: &Gateway) -> Scrape {
     let text = gw.get("/metrics").body;
@@ -135,39 +137,134 @@ fn client_messages_are_timed_from_decode_to_worker() {
     assert_eq!(histogram_count(&scrape(&gw), "throng_event_delay_seconds"), N as f64);
 }
 
+/// `throng_closes_total` as (code, reason) -> count: every sample it has.
+fn closes(scrape: &Scrape) -> BTreeMap<(String, String), f64> {
+    (scrape.samples.iter().filter(|s| s.metric == "throng_closes_total"))
+        .map(|s| {
+            let label = |name: &str| s.labels.get(name).unwrap_or_else(|| panic!("{s:?}")).to_owned();
+            let Value::Counter(n) = s.value else { panic!("{s:?}") };
+            ((label("code"), label("reason")), n)
+        })
+        .collect()
+}
+
+/// Waits until `throng_closes_total` is exactly `want` (pairs that did not happen have no
+/// sample), or fails with what it was after a generous wait.
+fn wait_closes(gw: &Gateway, want: &[(&str, &str, f64)]) {
+    let want: BTreeMap<(String, String), f64> =
+        want.iter().map(|(code, reason, n)| ((code.to_string(), reason.to_string()), *n)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = closes(&scrape(gw));
+        if seen == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "closes {seen:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads until the gateway's close frame, answers it with its code and returns the code.
+fn close_answered(ws: &mut Ws) -> u16 {
+    let (code, _) = ws.expect_close();
+    ws.send_close(code);
+    code
+}
+
 #[test]
-fn closes_are_counted_by_code_and_logged() {
+fn closes_are_counted_by_code_and_reason_and_logged() {
     let gw = Gateway::start(None, &["--log-level", "throng=debug"]);
+    assert_eq!(closes(&scrape(&gw)), BTreeMap::new(), "no close, no sample");
+    // The client closes: its code, reason peer. A code the gateway does not list is counted
+    // as other, and whatever reason text the peer sends is no label.
     let mut normal = gw.connect("/ws");
     normal.send_close(1000);
     assert_eq!(normal.expect_close().0, 1000);
-    // An application code the gateway does not list: counted as other, not as a new label.
     let mut odd = gw.connect("/ws");
     odd.send_close(4999);
     assert_eq!(odd.expect_close().0, 4999);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = scrape(&gw);
-        let (n1000, other) = (
-            value(&s, "throng_closes_total", &[("code", "1000")]),
-            value(&s, "throng_closes_total", &[("code", "other")]),
-        );
-        if (n1000, other) == (1.0, 1.0) {
-            assert_eq!(value(&s, "throng_closes_total", &[("code", "1001")]), 0.0);
-            break;
-        }
-        assert!(Instant::now() < deadline, "closes 1000={n1000} other={other}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The admin API closes one.
+    let mut closed = gw.connect("/ws");
+    let conn = closed.conn();
+    let resp = gw.post(&format!("/v1/connections/{conn}/close"), r#"{"code": 1000}"#);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(close_answered(&mut closed), 1000);
+    // An unmasked frame, which no client may send: 1002, a protocol error.
+    let mut broken = gw.connect("/ws");
+    broken.stream.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(broken.expect_close().0, 1002);
+    drop(broken);
+    // A data message that is not a command, on a push-only gateway (the default): 1003.
+    let mut chatty = gw.connect("/ws");
+    chatty.send_text("hello");
+    assert_eq!(close_answered(&mut chatty), 1003);
+    // Gone without a close frame: 1006.
+    drop(gw.connect("/ws"));
+    wait_closes(
+        &gw,
+        &[
+            ("1000", "peer", 1.0),
+            ("other", "peer", 1.0),
+            ("1000", "admin", 1.0),
+            ("1002", "protocol_error", 1.0),
+            ("1003", "push_only", 1.0),
+            ("1006", "disconnected", 1.0),
+        ],
+    );
     // The close lines are written after the close is counted.
-    gw.wait_log("code=1000");
     let log = gw.wait_log("code=4999");
     let opened = log.lines().filter(|l| l.contains("connection open") && l.contains("path=\"/ws\""));
-    assert_eq!(opened.count(), 2, "{log}");
+    assert_eq!(opened.count(), 6, "{log}");
     let closed: Vec<&str> = log.lines().filter(|l| l.contains("connection closed")).collect();
-    assert_eq!(closed.len(), 2, "{log}");
+    assert_eq!(closed.len(), 6, "{log}");
+    let line = |code: &str, cause: &str| {
+        closed
+            .iter()
+            .any(|l| l.contains(&format!("code={code} ")) && l.contains(&format!("cause=\"{cause}\"")))
+    };
+    assert!(line("1000", "peer") && line("4999", "peer") && line("1000", "admin"), "{log}");
     assert!(closed.iter().any(|l| l.contains("code=1000") && l.contains("duration_ms=")), "{log}");
-    assert!(closed.iter().any(|l| l.contains("code=4999")), "{log}");
+    // Admin requests are logged at debug, with their answer.
+    let admin = format!("path=/v1/connections/{conn}/close");
+    let request = log.lines().find(|l| l.contains("admin request") && l.contains(&admin));
+    let request = request.unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        request.contains("DEBUG") && request.contains("method=POST") && request.contains("status=200"),
+        "{request}"
+    );
+}
+
+#[test]
+fn idle_and_pong_timeouts_are_reasons_of_their_own() {
+    // Quiet for the idle timeout: 1001 from the gateway, answered.
+    let idle = Gateway::start(None, &["--ping-interval", "0", "--idle-timeout", "300ms"]);
+    let mut quiet = idle.connect("/ws");
+    assert_eq!(quiet.expect_close(), (1001, "idle timeout".to_owned()));
+    quiet.send_close(1001);
+    wait_closes(&idle, &[("1001", "idle_timeout", 1.0)]);
+    // Never reads, so never answers the ping: dropped at the pong timeout, without a close frame.
+    let pinged = Gateway::start(None, &["--ping-interval", "200ms", "--pong-timeout", "200ms"]);
+    let _deaf = pinged.connect("/ws");
+    wait_closes(&pinged, &[("1006", "pong_timeout", 1.0)]);
+}
+
+#[test]
+fn a_token_expiry_and_the_drain_are_reasons_of_their_own() {
+    // With a leeway of 1 s the connection closes one second after the token's exp.
+    let config = format!("jwt_secret = \"{SECRET}\"\njwt_leeway = \"1s\"\n");
+    let gw = Gateway::start(Some(&config), &["--drain-timeout", "10s"]);
+    let path = |exp: u64| format!("/ws?token={}", token(json!({"sub": "dave", "exp": exp})));
+    let mut expiring = gw.connect(&path(now() + 1));
+    let mut staying = gw.connect(&path(now() + 3600));
+    let mut holding = gw.connect(&path(now() + 3600));
+    assert_eq!(close_answered(&mut expiring), 4001);
+    wait_closes(&gw, &[("4001", "token_expired", 1.0)]);
+    // SIGTERM: 1001 to everyone. One answers and is counted while the other holds the drain
+    // open (the admin API serves until the process exits).
+    gw.signal(libc::SIGTERM);
+    assert_eq!(close_answered(&mut staying), 1001);
+    wait_closes(&gw, &[("4001", "token_expired", 1.0), ("1001", "drain", 1.0)]);
+    assert_eq!(holding.expect_close().0, 1001);
 }
 
 #[test]
@@ -284,4 +381,70 @@ fn a_publish_is_timed_once_to_its_last_subscribers_write() {
         assert!(count < N as f64 && Instant::now() < deadline, "{count} observations for {N} publishes");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The metrics reference of docs/configuration.md: `(family, type, labels cell, meaning)` for
+/// each row.
+fn documented_families() -> Vec<(String, String, String, String)> {
+    let doc = include_str!("../../docs/configuration.md");
+    let table = doc.split("## Metrics reference").nth(1).expect("the Metrics reference section");
+    let cell = |c: &str| c.trim().trim_matches('`').to_owned();
+    (table.lines().skip_while(|l| !l.starts_with("| family")).skip(2))
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+            assert_eq!(cells.len(), 4, "{row}");
+            (cell(cells[0]), cell(cells[1]), cells[2].trim().to_owned(), cells[3].trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_metrics_reference_is_what_metrics_serves() {
+    // TLS on the client listener, so its families are there too; the admin listener stays
+    // plain for this test's client.
+    let dir = gateway_support::temp_dir();
+    let (cert, key) = gateway_support::write_cert(&dir, "client");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let gw = Gateway::start(None, &["--tls-cert", &cert, "--tls-key", &key]);
+    let text = gw.get("/metrics").body;
+    let served: BTreeMap<&str, &str> = (text.lines().filter_map(|l| l.strip_prefix("# TYPE ")))
+        .map(|l| l.split_once(' ').expect("# TYPE name kind"))
+        .collect();
+    let documented = documented_families();
+    // The one family this gateway cannot show: its admin listener is not TLS.
+    let shown = |meaning: &str| !meaning.contains("Only with `admin_tls_cert`");
+    let listed: BTreeMap<&str, &str> = (documented.iter())
+        .filter(|(_, _, _, meaning)| shown(meaning))
+        .map(|(name, kind, _, _)| (name.as_str(), kind.as_str()))
+        .collect();
+    assert_eq!(listed, served, "documented families and types against /metrics");
+    // Every label a sample carries is named in its row, on a gateway that has seen a close
+    // (the close pairs appear with their first close).
+    let plain = Gateway::start(None, &[]);
+    let mut ws = plain.connect("/ws");
+    ws.send_close(1000);
+    assert_eq!(ws.expect_close().0, 1000);
+    wait_closes(&plain, &[("1000", "peer", 1.0)]);
+    let scrape = scrape(&plain);
+    for s in &scrape.samples {
+        let family = ["_sum", "_count"].iter().find_map(|x| s.metric.strip_suffix(x)).unwrap_or(&s.metric);
+        let row = (documented.iter()).find(|(name, ..)| name == family || name == &s.metric);
+        let (_, _, labels, _) = row.unwrap_or_else(|| panic!("{} is not documented", s.metric));
+        for (label, value) in s.labels.iter() {
+            let named = format!("`{label}`");
+            assert!(labels.contains(&named), "{}: label {label} not in {labels:?}", s.metric);
+            // Where the row lists the label's values, `(`v1`, `v2`)` after its name, the value
+            // is one of them.
+            let after = &labels[labels.find(&named).unwrap_or(0) + named.len()..];
+            if let Some(list) = after.strip_prefix(" (").and_then(|l| l.split(')').next()) {
+                assert!(
+                    list.contains(&format!("`{value}`")),
+                    "{}: {label}={value} not in {list:?}",
+                    s.metric
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

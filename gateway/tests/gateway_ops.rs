@@ -223,6 +223,49 @@ fn sighup_reloads_the_api_key_and_log_format_stays_json() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Attaching a debugger or tracer interrupts the syscalls the gateway's threads wait in. With
+/// strace making the signal thread's wait for a signal (its read of the signal pipe) fail with
+/// EINTR three times, the gateway must stay up and still reload on SIGHUP and drain on SIGTERM:
+/// an interrupted wait is retried, not a reason to panic. Skipped with a message without
+/// strace; `scripts/test` installs it.
+#[test]
+fn interrupted_signal_waits_are_retried() {
+    const STRACE: &str = "/usr/bin/strace";
+    if !std::path::Path::new(STRACE).exists() {
+        eprintln!("skipped: strace is not installed (scripts/test installs it)");
+        return;
+    }
+    let mut gw = Gateway::start(None, &[]);
+    let dir = temp_dir();
+    let trace = dir.join("strace.txt");
+    let mut strace = std::process::Command::new(STRACE)
+        .args(["-f", "-p", &gw.child.id().to_string(), "-e", "trace=recvfrom"])
+        .args(["-e", "inject=recvfrom:error=EINTR:when=1..3", "-o"])
+        .arg(&trace)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn strace");
+    // Attaching restarts the blocked read, which is the first call the injection hits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let injected = || std::fs::read_to_string(&trace).unwrap_or_default().matches("(INJECTED)").count();
+    while injected() < 3 {
+        let exited = strace.try_wait().expect("strace");
+        assert!(exited.is_none() && Instant::now() < deadline, "strace {exited:?} injected {}", injected());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM makes strace detach cleanly.
+    let kill = std::process::Command::new("kill").args(["-TERM", &strace.id().to_string()]).status();
+    assert!(kill.expect("kill").success());
+    let _ = strace.wait();
+    assert!(gw.child.try_wait().expect("try_wait").is_none(), "died: {}", gw.log_text());
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("throng reloaded");
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(30)).expect("exited");
+    assert!(status.success(), "{status}: {}", gw.log_text());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 trait MetricWithKey {
     fn metric_with_key(&self, name: &str, key: &str) -> u64;
 }

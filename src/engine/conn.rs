@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::buffers::{spare_room, Cold};
 use super::config::FINE;
 use super::core::LoopCore;
-use super::event::{Event, Flow, Inline};
+use super::event::{CloseCause, Event, Flow, Inline};
 use super::ids::ConnId;
 use super::outbound::{Chunk, Form, Outbound, Prepared};
 use super::stats::LoopStats;
@@ -92,6 +92,9 @@ pub(crate) struct Conn {
     pub(crate) topics: u32,
     pub(crate) phase: Phase,
     flags: u8,
+    /// The first decision to close the connection ([`CloseCause::to_byte`]; 0: none yet), for
+    /// its Close event (in what was padding).
+    cause: u8,
 }
 
 impl Conn {
@@ -106,11 +109,20 @@ impl Conn {
             topics: NONE,
             phase: Phase::Handshaking,
             flags: 0,
+            cause: 0,
         }
     }
 
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Records why the connection is closing, unless a cause was recorded already: the first
+    /// decision is the one reported (a close handshake that then times out keeps its cause).
+    fn decide(&mut self, cause: CloseCause) {
+        if self.cause == 0 {
+            self.cause = cause.to_byte();
+        }
     }
 
     fn set(&mut self, flag: u8) {
@@ -227,7 +239,12 @@ impl Conn {
     /// The transport under the connection ended or failed (TLS: an error, a plain HTTP
     /// request, the peer's close_notify): nothing more is read; what is queued still goes,
     /// then FIN. Before the upgrade this is a failed handshake.
-    pub(crate) fn abandon(&mut self, core: &mut LoopCore, index: u32) {
+    /// `broken`: TLS failed on a broken record (the peer's protocol error), not an orderly
+    /// close_notify or an alert.
+    pub(crate) fn abandon(&mut self, core: &mut LoopCore, index: u32, broken: bool) {
+        if broken {
+            self.decide(CloseCause::ProtocolError);
+        }
         if self.before_upgrade() {
             // Counted here: lingering, the removal does not count it again.
             LoopStats::count(&core.stats.handshakes_failed, 1);
@@ -314,14 +331,25 @@ impl Conn {
             SlowConsumerPolicy::Drop => LoopStats::count(&core.stats.slow_consumer_drops, refused),
             SlowConsumerPolicy::Close => {
                 LoopStats::count(&core.stats.slow_consumer_closes, 1);
+                self.decide(CloseCause::SlowConsumer);
                 self.fail(core, index, CloseCode::POLICY_VIOLATION, "slow consumer");
             }
         }
     }
 
-    /// The application asked to close (or a shutdown, an idle timeout): the session sends our
-    /// close frame, once, and we wait for theirs until the close timeout.
-    pub(crate) fn close(&mut self, core: &mut LoopCore, index: u32, code: CloseCode, reason: &str) {
+    /// The application asked to close (or a shutdown, an idle timeout: the `cause`): the session
+    /// sends our close frame, once, and we wait for theirs until the close timeout.
+    pub(crate) fn close(
+        &mut self,
+        core: &mut LoopCore,
+        index: u32,
+        code: CloseCode,
+        reason: &str,
+        cause: CloseCause,
+    ) {
+        if self.phase == Phase::Open {
+            self.decide(cause);
+        }
         match self.phase {
             Phase::Open => {
                 let mut queue = Queue::new(&mut self.cold, core);
@@ -502,6 +530,7 @@ impl Conn {
                 Err(_) => {
                     // The session queued the close with the error's code.
                     LoopStats::count(&core.stats.protocol_errors, 1);
+                    self.decide(CloseCause::ProtocolError);
                     self.queued(core, index);
                     self.linger(core, index);
                     used = data.len();
@@ -717,6 +746,7 @@ impl Conn {
             Item::Close { reason, .. } => {
                 // The session answered (echoing the code) unless our close went first, and keeps
                 // the code to report.
+                self.decide(CloseCause::Peer);
                 if !reason.is_empty() {
                     self.cold(core).close_reason = reason.to_owned();
                 }
@@ -737,6 +767,7 @@ impl Conn {
         let base = if (ahead as i32) <= 0 || ahead > rate.window() { now } else { self.rate_tat };
         if base.wrapping_sub(now) > rate.tolerance() {
             LoopStats::count(&core.stats.rate_limited, 1);
+            self.decide(CloseCause::RateLimited);
             self.fail(core, index, CloseCode::POLICY_VIOLATION, "message rate limit exceeded");
             return false;
         }
@@ -749,6 +780,7 @@ impl Conn {
     fn append_message(&mut self, core: &mut LoopCore, index: u32, first: bool, chunk: &[u8]) -> bool {
         if core.assembly_bytes + chunk.len() > core.config.max_assembly_bytes {
             LoopStats::count(&core.stats.assembly_budget_closes, 1);
+            self.decide(CloseCause::AssemblyBudget);
             self.fail(core, index, CloseCode::POLICY_VIOLATION, "server busy: too many partial messages");
             return false;
         }
@@ -798,6 +830,7 @@ impl Conn {
                     LoopStats::count(&core.stats.inflate_too_large, 1);
                 }
                 LoopStats::count(&core.stats.protocol_errors, 1);
+                self.decide(CloseCause::ProtocolError);
                 self.fail(core, index, error.close_code(), error.reason());
             }
         }
@@ -892,12 +925,13 @@ impl Conn {
             let code = self.session.close_code().unwrap_or(CloseCode::ABNORMAL).0;
             let reason = cold.map(|c| c.close_reason).unwrap_or_default();
             let clean = self.session.close_handshake_done();
+            let cause = CloseCause::from_byte(self.cause);
             let conn = self.id(core, index);
             if let Some(hook) = &core.config.close_hook {
-                hook(conn, code, &reason, clean);
+                hook(conn, code, &reason, clean, cause);
             }
             if core.config.lifecycle_events {
-                core.emit(Event::Close { conn, code, reason, clean });
+                core.emit(Event::Close { conn, code, reason, clean, cause });
             }
         } else {
             if self.before_upgrade() {
@@ -980,13 +1014,14 @@ impl Conn {
                 if let (Some(limit), Some(started)) = (config.message_timeout, self.message_started()) {
                     if reached(now, after(started, limit)) {
                         LoopStats::count(&core.stats.assembly_timeouts, 1);
+                        self.decide(CloseCause::MessageTimeout);
                         self.fail(core, index, CloseCode::POLICY_VIOLATION, "message not completed in time");
                         self.rearm(core, index);
                         return Next::Continue;
                     }
                 }
                 if config.idle_timeout.is_some_and(|idle| reached(now, after(self.last_seen, idle))) {
-                    self.close(core, index, CloseCode::GOING_AWAY, "idle timeout");
+                    self.close(core, index, CloseCode::GOING_AWAY, "idle timeout", CloseCause::IdleTimeout);
                     return Next::Continue;
                 }
                 if let Some(interval) = config.ping_interval {
@@ -999,6 +1034,7 @@ impl Conn {
                             } else {
                                 // A peer that does not answer pings is gone; a close frame would
                                 // not reach it either.
+                                self.decide(CloseCause::PongTimeout);
                                 return Next::Remove;
                             }
                         }
@@ -1020,7 +1056,7 @@ impl Conn {
         match self.phase {
             Phase::Proxy | Phase::Handshaking => Next::Remove,
             _ => {
-                self.close(core, index, CloseCode::GOING_AWAY, "server shutting down");
+                self.close(core, index, CloseCode::GOING_AWAY, "server shutting down", CloseCause::Shutdown);
                 Next::Continue
             }
         }

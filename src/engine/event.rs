@@ -59,7 +59,91 @@ pub enum Event<T = ()> {
         reason: String,
         /// Whether the close handshake completed.
         clean: bool,
+        /// What ended it, as the engine decided (a fixed set, unlike `reason`).
+        cause: CloseCause,
     },
+}
+
+/// What ended a connection that had opened: the first decision to close it, by the peer, the
+/// application or one of the engine's rules. Unlike the peer's close reason (free text) this
+/// is a fixed set, fit for a metric label. A connection whose close handshake timed out keeps
+/// the cause that started it; one dropped at a shutdown's deadline is a [`CloseCause::Shutdown`].
+/// It costs the connection one byte, in what was padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCause {
+    /// The peer's close frame came first (and was answered).
+    Peer,
+    /// The connection ended without a close frame from either side: the peer's FIN or a
+    /// reset, a failed write, or TLS ending under it (close_notify or an alert).
+    Disconnected,
+    /// The application closed it ([`Handle::close`](super::Handle::close), or
+    /// [`Handle::close_tagged`](super::Handle::close_tagged) with its own tag, 0..=127: a larger
+    /// one is kept as 127).
+    Application(u8),
+    /// [`Server::shutdown`](super::Server::shutdown): its 1001, or dropped at its deadline.
+    Shutdown,
+    /// Nothing arrived for [`ServerBuilder::idle_timeout`](super::ServerBuilder::idle_timeout).
+    IdleTimeout,
+    /// A ping went unanswered for the pong timeout
+    /// ([`ServerBuilder::ping_interval`](super::ServerBuilder::ping_interval)).
+    PongTimeout,
+    /// The peer broke the protocol: an invalid frame, text that is not UTF-8, a frame or message
+    /// over the size limits, a compressed message that does not inflate (or inflates too
+    /// large), a broken TLS record.
+    ProtocolError,
+    /// Over the outbound cap under [`SlowConsumerPolicy::Close`](super::SlowConsumerPolicy::Close).
+    SlowConsumer,
+    /// Over the message rate ([`ServerBuilder::max_message_rate`](super::ServerBuilder::max_message_rate)).
+    RateLimited,
+    /// A message not completed within
+    /// [`ServerBuilder::message_timeout`](super::ServerBuilder::message_timeout).
+    MessageTimeout,
+    /// The loop's budget for partial messages
+    /// ([`ServerBuilder::max_assembly_bytes`](super::ServerBuilder::max_assembly_bytes)) was full.
+    AssemblyBudget,
+}
+
+/// [`CloseCause::Application`]'s tags are 7 bits: the byte's top bit marks them.
+const APPLICATION: u8 = 0x80;
+
+impl CloseCause {
+    /// The largest tag [`CloseCause::Application`] keeps.
+    pub const MAX_TAG: u8 = APPLICATION - 1;
+
+    /// The cause in one byte (0 is kept for "not decided yet").
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            CloseCause::Peer => 1,
+            CloseCause::Disconnected => 2,
+            CloseCause::Shutdown => 3,
+            CloseCause::IdleTimeout => 4,
+            CloseCause::PongTimeout => 5,
+            CloseCause::ProtocolError => 6,
+            CloseCause::SlowConsumer => 7,
+            CloseCause::RateLimited => 8,
+            CloseCause::MessageTimeout => 9,
+            CloseCause::AssemblyBudget => 10,
+            CloseCause::Application(tag) => APPLICATION | tag.min(Self::MAX_TAG),
+        }
+    }
+
+    /// The cause a byte from [`CloseCause::to_byte`] stands for; 0 (nothing decided before the
+    /// connection went) is [`CloseCause::Disconnected`].
+    pub(crate) fn from_byte(byte: u8) -> CloseCause {
+        match byte {
+            1 => CloseCause::Peer,
+            3 => CloseCause::Shutdown,
+            4 => CloseCause::IdleTimeout,
+            5 => CloseCause::PongTimeout,
+            6 => CloseCause::ProtocolError,
+            7 => CloseCause::SlowConsumer,
+            8 => CloseCause::RateLimited,
+            9 => CloseCause::MessageTimeout,
+            10 => CloseCause::AssemblyBudget,
+            b if b & APPLICATION != 0 => CloseCause::Application(b & !APPLICATION),
+            _ => CloseCause::Disconnected,
+        }
+    }
 }
 
 impl<T> Event<T> {
@@ -77,7 +161,9 @@ impl<T> Event<T> {
                 Event::Open { conn, peer, path, query, subprotocol, headers, value: f(value) }
             }
             Event::Message { conn, message } => Event::Message { conn, message },
-            Event::Close { conn, code, reason, clean } => Event::Close { conn, code, reason, clean },
+            Event::Close { conn, code, reason, clean, cause } => {
+                Event::Close { conn, code, reason, clean, cause }
+            }
         }
     }
 }
@@ -128,10 +214,10 @@ pub type UpgradeHook<T = ()> =
 /// [`ServerBuilder::on_open`](super::ServerBuilder::on_open)).
 pub(crate) type OpenHook = Arc<dyn Fn(ConnId, &mut Erased, &mut Vec<u8>) + Send + Sync>;
 
-/// Runs on the loop thread as an open connection is removed, with its id, close code, reason
-/// and whether the close handshake completed (see
+/// Runs on the loop thread as an open connection is removed, with its id, close code, reason,
+/// whether the close handshake completed and its cause (see
 /// [`ServerBuilder::on_close`](super::ServerBuilder::on_close)).
-pub(crate) type CloseHook = Arc<dyn Fn(ConnId, u16, &str, bool) + Send + Sync>;
+pub(crate) type CloseHook = Arc<dyn Fn(ConnId, u16, &str, bool, CloseCause) + Send + Sync>;
 
 /// Answers a plain HTTP `GET` (no `Upgrade` header) on the WebSocket listener, e.g. a page or a
 /// health check: given the request target and the raw request head, returns the whole HTTP

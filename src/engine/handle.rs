@@ -34,9 +34,18 @@ impl Handle {
     }
 
     /// Starts the close handshake with `code` (must be sendable, else 1000 is used) and `reason`.
+    /// Its cause is reported as [`CloseCause::Application(0)`](super::CloseCause::Application).
     pub fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), CommandError> {
+        self.close_tagged(conn, code, reason, 0)
+    }
+
+    /// [`Handle::close`] with the application's own tag (0..=127; a larger one is kept as 127),
+    /// reported as [`CloseCause::Application(tag)`](super::CloseCause::Application) if this close is
+    /// what ends the connection (not when the peer's close or another cause came first): the
+    /// application says why it closed without keeping anything per connection.
+    pub fn close_tagged(&self, conn: ConnId, code: u16, reason: &str, tag: u8) -> Result<(), CommandError> {
         let code = if CloseCode(code).is_sendable() { CloseCode(code) } else { CloseCode::NORMAL };
-        self.shared.post(conn.loop_id(), Command::Close(conn, code, reason.to_owned()))
+        self.shared.post(conn.loop_id(), Command::Close(conn, code, reason.to_owned(), tag))
     }
 
     /// Subscribes a connection to a topic; it leaves every topic when it closes. Subscribing

@@ -18,7 +18,8 @@ use crate::proto::{CloseCode, Message};
 pub(crate) enum Command {
     Send(ConnId, Message),
     SendPrepared(ConnId, Prepared),
-    Close(ConnId, CloseCode, String),
+    /// With the application's tag for [`CloseCause::Application`](super::CloseCause::Application).
+    Close(ConnId, CloseCode, String, u8),
     Subscribe(ConnId, Pin),
     /// A capped subscribe with its answer (boxed: the command stays the size of a send).
     SubscribeWith(Box<SubscribeWith>),

@@ -46,7 +46,9 @@ pub use self::config::{Backend, Config, SlowConsumerPolicy};
 use self::core::{Loop, LoopCore};
 use self::delivery::{shard_of, Delivery, Erased, RawEvent};
 pub use self::delivery::{Delivered, Events, MAX_SHARDS};
-pub use self::event::{Accepted, Admission, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook};
+pub use self::event::{
+    Accepted, Admission, CloseCause, Event, Flow, HttpHook, Inline, MessageHook, UpgradeHook,
+};
 pub use self::handle::Handle;
 pub use self::ids::{ConnId, MAX_CONNS_PER_LOOP, MAX_LOOPS};
 pub use self::mailbox::CommandError;
@@ -314,14 +316,14 @@ impl<T> ServerBuilder<T> {
         self
     }
 
-    /// Runs `hook(conn, code, reason, clean)` on the loop thread as a connection that opened is
-    /// removed, before its [`Event::Close`] is queued: the counterpart of
-    /// [`ServerBuilder::on_open`], so that what an application recorded there leaves on the
-    /// same thread, in order with the slot's next connection (whose open hook may run before a
-    /// worker has read this Close).
+    /// Runs `hook(conn, code, reason, clean, cause)` on the loop thread as a connection that
+    /// opened is removed, before its [`Event::Close`] (which carries the same values) is
+    /// queued: the counterpart of [`ServerBuilder::on_open`], so that what an application
+    /// recorded there leaves on the same thread, in order with the slot's next connection
+    /// (whose open hook may run before a worker has read this Close).
     pub fn on_close<F>(mut self, hook: F) -> Self
     where
-        F: Fn(ConnId, u16, &str, bool) + Send + Sync + 'static,
+        F: Fn(ConnId, u16, &str, bool, CloseCause) + Send + Sync + 'static,
     {
         self.config.close_hook = Some(Arc::new(hook));
         self

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::http::{Request, Response};
 use crate::channels::{check_name, percent_decode, user_topic};
 use crate::expiry::unix_now;
-use crate::metrics::{self, AdminLimit};
+use crate::metrics::{self, AdminLimit, CloseReason};
 use crate::state::Ctx;
 use throng::{ConnId, Message, PublishReceipt};
 
@@ -481,7 +481,7 @@ fn close_connection(ctx: &Ctx, id: &str, body: &[u8]) -> Response {
     if !ctx.conns.contains(ConnId::from_u64(raw)) {
         return Response::error(404, "not_found", format!("no open connection {raw}"));
     }
-    if let Err(e) = ctx.handle.close(ConnId::from_u64(raw), code, &reason) {
+    if let Err(e) = ctx.handle.close_tagged(ConnId::from_u64(raw), code, &reason, CloseReason::Admin.tag()) {
         return overloaded(e);
     }
     ctx.counters().inc(&ctx.counters().admin_closes);

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use super::{Loop, LoopCore};
 use crate::engine::backend::Backend;
 use crate::engine::conn::Conn;
+use crate::engine::event::CloseCause;
 use crate::engine::ids::ConnId;
 use crate::engine::mailbox::{Command, SubscribeWith};
 use crate::engine::topics::Joined;
@@ -56,8 +57,9 @@ impl<S> Loop<S> {
             Command::SendPrepared(id, frame) => {
                 self.with_conn(id, |c, core, i| c.send_prepared(core, i, &frame));
             }
-            Command::Close(id, code, reason) => {
-                self.with_conn(id, |c, core, i| c.close(core, i, code, &reason));
+            Command::Close(id, code, reason, tag) => {
+                let cause = CloseCause::Application(tag);
+                self.with_conn(id, |c, core, i| c.close(core, i, code, &reason, cause));
             }
             // The command's pin of the topic goes with it (the loop keeps its own while it
             // holds the topic).

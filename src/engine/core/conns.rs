@@ -195,7 +195,7 @@ impl<S> Loop<S> {
                 conn.on_bytes(core, index, &mut plain, &|| peer(socket));
             }
             if received.ended {
-                conn.abandon(core, index);
+                conn.abandon(core, index, received.broken);
             }
         }
         if let Some(tls) = &mut self.tls {

@@ -14,7 +14,7 @@ use crate::engine::mailbox::{LoopMailbox, Shared};
 use crate::engine::stats::LoopStats;
 use crate::engine::timer::TICK;
 use crate::engine::topics::Interner;
-use crate::engine::{ConnId, Event, Handle, Server, ServerBuilder};
+use crate::engine::{CloseCause, ConnId, Event, Handle, Server, ServerBuilder};
 
 const UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -100,9 +100,9 @@ impl Harness {
         }
     }
 
-    fn close_event(&mut self) -> (ConnId, u16) {
+    fn close_event(&mut self) -> (ConnId, u16, CloseCause) {
         match self.events.try_recv().map(|r| r.event) {
-            Ok(Event::Close { conn, code, .. }) => (conn, code),
+            Ok(Event::Close { conn, code, cause, .. }) => (conn, code, cause),
             other => panic!("expected Close, got {other:?}"),
         }
     }
@@ -162,7 +162,7 @@ fn a_ping_goes_out_after_the_interval_and_a_silent_peer_goes_at_the_pong_timeout
     h.run_to(ms(1500));
     assert!(h.mem.is_closed(peer), "kept past the pong timeout");
     assert!(h.mem.take_written(peer).is_empty(), "a peer that does not answer gets no close frame");
-    assert_eq!(h.close_event(), (conn, 1006));
+    assert_eq!(h.close_event(), (conn, 1006, CloseCause::PongTimeout));
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn a_pong_keeps_the_connection_and_the_next_ping_counts_from_it() {
 #[test]
 fn the_idle_timeout_sends_1001_at_the_deadline_not_before() {
     let mut h = Harness::new(Server::builder().idle_timeout(Duration::from_secs(2)));
-    let (peer, _) = h.open();
+    let (peer, conn) = h.open();
     h.run_to(ms(500));
     h.mem.push(peer, &client_frame(0x81, b"hi")); // activity moves the deadline to 2.5 s
     h.turn();
@@ -194,6 +194,10 @@ fn the_idle_timeout_sends_1001_at_the_deadline_not_before() {
     h.run_to(ms(2500));
     assert_eq!(h.mem.take_written(peer), close_frame(1001, "idle timeout"));
     assert!(!h.mem.is_closed(peer), "waits for the peer's close frame");
+    // The peer's answer ends the handshake; the cause is still the timeout that started it.
+    h.mem.push(peer, &client_frame(0x88, &1001u16.to_be_bytes()));
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1001, CloseCause::IdleTimeout));
 }
 
 #[test]
@@ -207,13 +211,13 @@ fn a_silent_peer_after_our_close_goes_at_the_close_timeout() {
     assert!(!h.mem.is_closed(peer), "removed before the close timeout");
     h.run_to(ms(1000));
     assert!(h.mem.is_closed(peer), "kept past the close timeout");
-    assert_eq!(h.close_event(), (conn, 1006));
+    assert_eq!(h.close_event(), (conn, 1006, CloseCause::Application(0)));
 }
 
 #[test]
 fn a_message_not_completed_in_time_fails_the_connection_at_the_message_timeout() {
     let mut h = Harness::new(Server::builder().message_timeout(Some(Duration::from_secs(1))));
-    let (peer, _) = h.open();
+    let (peer, conn) = h.open();
     h.run_to(ms(300));
     h.mem.push(peer, &client_frame(0x01, b"hel")); // a first fragment; the rest never comes
     h.turn();
@@ -223,6 +227,73 @@ fn a_message_not_completed_in_time_fails_the_connection_at_the_message_timeout()
     assert_eq!(h.mem.take_written(peer), close_frame(1008, "message not completed in time"));
     assert!(h.mem.got_fin(peer));
     assert_eq!(h.lp.core.stats.snapshot().assembly_timeouts, 1);
+    h.mem.hang_up(peer);
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1008, CloseCause::MessageTimeout));
+}
+
+#[test]
+fn a_close_reports_its_first_cause_the_peers_the_applications_tag_or_a_protocol_error() {
+    let mut h = Harness::new(Server::builder());
+    // The peer's close comes first: answered, reported as the peer's.
+    let (peer, conn) = h.open();
+    h.mem.push(peer, &client_frame(0x88, &[&4000u16.to_be_bytes()[..], b"done"].concat()));
+    h.turn();
+    assert_eq!(h.mem.take_written(peer), close_frame(4000, ""));
+    assert_eq!(h.close_event(), (conn, 4000, CloseCause::Peer));
+    // The application's close with its tag, answered by the peer; a tag over 127 is kept as 127.
+    for (tag, kept) in [(5, 5), (200, CloseCause::MAX_TAG)] {
+        let (peer, conn) = h.open();
+        h.handle.close_tagged(conn, 4001, "expired", tag).expect("queued");
+        h.turn();
+        assert_eq!(h.mem.take_written(peer), close_frame(4001, "expired"));
+        h.mem.push(peer, &client_frame(0x88, &4001u16.to_be_bytes()));
+        h.turn();
+        assert_eq!(h.close_event(), (conn, 4001, CloseCause::Application(kept)));
+    }
+    // The application closes after the peer's close arrived: the peer's cause stands.
+    let (peer, conn) = h.open();
+    h.mem.push(peer, &client_frame(0x88, &1000u16.to_be_bytes()));
+    h.handle.close_tagged(conn, 4001, "late", 9).expect("queued");
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1000, CloseCause::Peer));
+    // A frame no client may send (unmasked): 1002, a protocol error, the peer's close after it
+    // changing nothing.
+    let (peer, conn) = h.open();
+    h.mem.push(peer, &[0x81, 0x02, b'h', b'i']);
+    h.turn();
+    assert!(h.mem.got_fin(peer));
+    h.mem.hang_up(peer);
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1002, CloseCause::ProtocolError));
+}
+
+#[test]
+fn the_engines_limits_are_causes_of_their_own() {
+    let builder = Server::builder().max_message_rate(10, 2).max_assembly_bytes(8);
+    let mut h = Harness::new(builder);
+    // Over the rate: three messages in one turn with a burst of two.
+    let (peer, conn) = h.open();
+    let burst: Vec<u8> = (0..3).flat_map(|_| client_frame(0x81, b"x")).collect();
+    h.mem.push(peer, &burst);
+    h.turn();
+    h.mem.hang_up(peer);
+    h.turn();
+    let cause = loop {
+        match h.events.try_recv().map(|r| r.event) {
+            Ok(Event::Message { .. }) => {}
+            Ok(Event::Close { conn: closed, code, cause, .. }) if closed == conn => break (code, cause),
+            other => panic!("expected Close, got {other:?}"),
+        }
+    };
+    assert_eq!(cause, (1008, CloseCause::RateLimited));
+    // A first fragment larger than the loop's budget for partial messages.
+    let (peer, conn) = h.open();
+    h.mem.push(peer, &client_frame(0x01, b"more than eight"));
+    h.turn();
+    h.mem.hang_up(peer);
+    h.turn();
+    assert_eq!(h.close_event(), (conn, 1008, CloseCause::AssemblyBudget));
 }
 
 #[test]
@@ -232,7 +303,7 @@ fn a_command_for_an_old_generation_never_reaches_the_slots_new_connection() {
     h.mem.hang_up(first);
     h.turn();
     assert!(h.mem.is_closed(first));
-    assert_eq!(h.close_event(), (old, 1006));
+    assert_eq!(h.close_event(), (old, 1006, CloseCause::Disconnected));
     let (second, new) = h.open();
     assert_eq!(new.index(), old.index(), "the slot was reused");
     assert_ne!(new, old);
@@ -325,7 +396,7 @@ fn shutdown_sends_1001_and_the_loop_stops_once_every_connection_is_gone() {
     let running = h.lp.turn(&mut h.mem);
     assert!(h.mem.is_closed(late), "accepted during shutdown");
     assert!(h.mem.is_closed(peer));
-    assert_eq!(h.close_event(), (conn, 1001));
+    assert_eq!(h.close_event(), (conn, 1001, CloseCause::Shutdown));
     assert!(!running, "the loop goes on with no connection left");
 }
 
@@ -413,7 +484,7 @@ fn a_capped_subscribe_for_a_gone_or_closing_connection_answers_closed() {
     let (first, gone) = h.open();
     h.mem.hang_up(first);
     h.turn();
-    assert_eq!(h.close_event(), (gone, 1006));
+    assert_eq!(h.close_event(), (gone, 1006, CloseCause::Disconnected));
     let (peer, closing) = h.open();
     h.handle.close(closing, 1000, "bye").expect("queued");
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));

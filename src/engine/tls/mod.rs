@@ -152,6 +152,8 @@ pub(crate) struct Received {
     /// The connection cannot go on: a TLS error, a plain HTTP request, the peer's
     /// close_notify. The caller winds the connection down (what is queued still goes out).
     pub(crate) ended: bool,
+    /// Of `ended`: a broken record after the handshake, the peer's protocol error.
+    pub(crate) broken: bool,
 }
 
 impl TlsConn {
@@ -208,8 +210,12 @@ impl TlsConn {
                     // then our close_notify) still go out; after an alert nothing does.
                     match end {
                         End::PeerClosed => {}
-                        End::PeerAlert(_) => fail(&mut self.state, stats, TlsFailure::PeerAlert),
-                        End::Broken(_) => fail(&mut self.state, stats, TlsFailure::Protocol),
+                        End::PeerAlert(_) => {
+                            fail(&mut self.state, stats, TlsFailure::PeerAlert);
+                        }
+                        End::Broken(_) => {
+                            received.broken = fail(&mut self.state, stats, TlsFailure::Protocol)
+                        }
                     }
                     received.ended = true;
                 }
@@ -440,19 +446,22 @@ fn error(
         }
         received.queued = true;
     }
-    fail(state, stats, reason);
+    received.broken = fail(state, stats, reason);
     received.ended = true;
 }
 
 /// The session failed: a failure during the handshake is counted by reason, a protocol
-/// violation after it with the connections' other protocol errors.
-fn fail(state: &mut State, stats: &LoopStats, reason: TlsFailure) {
+/// violation after it with the connections' other protocol errors. Returns whether it was
+/// the latter.
+fn fail(state: &mut State, stats: &LoopStats, reason: TlsFailure) -> bool {
+    let broken = *state != State::Handshaking && reason == TlsFailure::Protocol;
     if *state == State::Handshaking {
         LoopStats::count(&stats.tls_failures[reason.slot()], 1);
-    } else if reason == TlsFailure::Protocol {
+    } else if broken {
         LoopStats::count(&stats.protocol_errors, 1);
     }
     *state = State::Failed;
+    broken
 }
 
 /// A rustls output call that says how much room it needs when the buffer is too small.
