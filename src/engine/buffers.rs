@@ -78,4 +78,15 @@ impl ColdPool {
         cold.message_started = None;
         self.free.push(cold);
     }
+
+    /// Frees all but `keep` pooled boxes, so that a loop a burst left idle does not hold them;
+    /// returns whether any went.
+    pub(crate) fn trim(&mut self, keep: usize) -> bool {
+        let had = self.free.len();
+        self.free.truncate(keep);
+        if let Some(room) = spare_room(self.free.len(), self.free.capacity()) {
+            self.free.shrink_to(room);
+        }
+        had > keep
+    }
 }

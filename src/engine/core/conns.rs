@@ -337,7 +337,7 @@ impl<S> Loop<S> {
     }
 
     /// Flushes every connection that queued bytes this turn, once.
-    pub(super) fn flush_dirty<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
+    pub(crate) fn flush_dirty<B: Backend<Socket = S>>(&mut self, backend: &mut B) {
         let mut dirty = std::mem::take(&mut self.core.dirty);
         for &index in &dirty {
             if let Some((conn, _)) = self.conn(index) {
