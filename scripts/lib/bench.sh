@@ -352,6 +352,17 @@ bench_sc_of() {
         bench_median
 }
 
+# bench_paired_of SHAPE A B: the median over the rounds of A's figure over B's in the same
+# round ("?" without a pair): the rounds alternate servers, so a drift of the machine during
+# the run (every server slower in round 3) cancels out of each round's ratio.
+bench_paired_of() {
+    local a b
+    a=$(echo "${BENCH_CELLS["$1 $2"]:-}" | tr ' ' '\n' | sed '/^$/d; s|!$||; s|/.*||')
+    b=$(echo "${BENCH_CELLS["$1 $3"]:-}" | tr ' ' '\n' | sed '/^$/d; s|!$||; s|/.*||')
+    paste -d' ' <(echo "$a") <(echo "$b") |
+        awk '$1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $2 > 0 {printf "%.3f\n", $1 / $2}' | bench_median
+}
+
 bench_label() {
     case $1 in
         fresh) echo "RSS of a fresh server (no connection yet), KiB" ;;
@@ -417,10 +428,14 @@ bench_table() {
         for pair in $ratios; do
             a=${pair%%/*} b=${pair#*/}
             ma=$(bench_median_of "$what" "$a") mb=$(bench_median_of "$what" "$b")
-            row+=" $(awk -v a="$ma" -v b="$mb" 'BEGIN {if (a ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else print "–"}') |"
+            row+=" $(awk -v a="$ma" -v b="$mb" -v p="$(bench_paired_of "$what" "$a" "$b")" 'BEGIN {
+                if (a ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else printf "–"
+                if (p ~ /^[0-9.]+$/) printf " (%.2f)", p }') |"
         done
         echo "$row"
     done
     echo
+    echo "A ratio is of the two medians; in brackets, the median of the rounds' own ratios (each round runs"
+    echo "every server in turn, so a drift of the machine during the run cancels out of it)."
     echo "Cells marked ! come from a run in which throng-load reported a failed check; ? a run with no figure."
 }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{BufRingEntry, CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
@@ -60,6 +60,27 @@ const COMPLETION_BATCH: usize = 64;
 const FLUSH_EARLY: usize = 32;
 /// The buffer group of the loop's receive buffers (one group per ring).
 const BUF_GROUP: u16 = 0;
+/// Slots of the ring's registered-file table: a connection whose slot index is below it is
+/// registered under that index, so that its receives and sends name it by index and the kernel
+/// skips looking its descriptor up and counting a reference on each (`fget`/`fput`: 4.6 % of
+/// server CPU at 512 B echoes, against 2.0 % for epoll's syscalls). The table costs the kernel
+/// 8 bytes a slot (512 KiB per loop); connections beyond it use their descriptor.
+const FIXED_FILES: u32 = 1 << 16;
+
+/// The file an operation names: connection `index`'s registered slot when it has one (`fixed`
+/// slots in the table), its descriptor `fd` otherwise. A macro because the crate's file
+/// argument is a sealed trait (`Fd` or `Fixed`).
+macro_rules! on_file {
+    ($fixed:expr, $index:expr, $fd:expr, |$file:ident| $build:expr) => {
+        if $index < $fixed {
+            let $file = Fixed($index);
+            $build
+        } else {
+            let $file = Fd($fd);
+            $build
+        }
+    };
+}
 
 // What a completion is about: the top 4 bits of its `user_data`.
 const OP_ACCEPT: u64 = 1;
@@ -468,6 +489,8 @@ struct SendOp {
     index: u32,
     generation: u32,
     fd: RawFd,
+    /// The loop's registered-file slots (`Uring::fixed`): `index` names the file below it.
+    fixed: u32,
     chunks: Vec<Chunk>,
     /// A small owned buffer kept from the last send's chunks, for the next queue this op
     /// takes from ([`Outbound::hand_off`]).
@@ -485,6 +508,7 @@ impl SendOp {
             index: 0,
             generation: 0,
             fd: -1,
+            fixed: 0,
             chunks: Vec::new(),
             spare: Vec::new(),
             iov: Vec::new(),
@@ -507,12 +531,14 @@ impl SendOp {
     /// its iovecs; `sendmsg` over the iovecs otherwise.
     fn entry(&self, key: usize) -> squeue::Entry {
         let entry = match &self.iov[self.first..] {
-            [one] => {
-                opcode::Send::new(Fd(self.fd), one.iov_base.cast::<u8>().cast_const(), one.iov_len as u32)
+            [one] => on_file!(self.fixed, self.index, self.fd, |file| {
+                opcode::Send::new(file, one.iov_base.cast::<u8>().cast_const(), one.iov_len as u32)
                     .flags(SEND_FLAGS as i32)
                     .build()
-            }
-            _ => opcode::SendMsg::new(Fd(self.fd), &self.msg).flags(SEND_FLAGS).build(),
+            }),
+            _ => on_file!(self.fixed, self.index, self.fd, |file| {
+                opcode::SendMsg::new(file, &self.msg).flags(SEND_FLAGS).build()
+            }),
         };
         entry.user_data(user_data(OP_SEND, 0, key as u32))
     }
@@ -592,6 +618,11 @@ pub(crate) struct Uring {
     completions: Vec<(u64, i32, u32)>,
     shared: Arc<Shared>,
     stopping: bool,
+    /// Slots of the registered-file table (0: none, the kernel refused one).
+    fixed: u32,
+    /// A slot's removal is queued and not yet submitted: submit it before a slot is filled
+    /// again, or the queued removal would take the new connection's file.
+    removals_queued: bool,
 }
 
 impl Uring {
@@ -606,6 +637,13 @@ impl Uring {
         let (count, size) = config.recv_buffers;
         let bufs = Bufs::new(count, size.max(512))?;
         bufs.register(&ring)?;
+        let fixed = match ring.submitter().register_files_sparse(FIXED_FILES) {
+            Ok(()) => FIXED_FILES,
+            Err(e) => {
+                log::debug!("io_uring: no registered-file table ({e}); connections use descriptors");
+                0
+            }
+        };
         let mut acceptor = acceptor;
         if let Some(listener) = acceptor.listener_mut() {
             // The ring waits on it; a non-blocking listener would fail its accept with EAGAIN.
@@ -640,6 +678,8 @@ impl Uring {
             completions: Vec::with_capacity(COMPLETION_BATCH),
             shared,
             stopping: false,
+            fixed,
+            removals_queued: false,
         };
         backend.bufs.refill();
         backend.arm_accept();
@@ -696,8 +736,7 @@ impl Uring {
 
     fn arm_recv(&mut self, index: u32, generation: u32, fd: RawFd) {
         self.unarmed.remove(&index);
-        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
-            .build()
+        let entry = on_file!(self.fixed, index, fd, |file| opcode::RecvMulti::new(file, BUF_GROUP).build())
             .user_data(user_data(OP_RECV, generation, index));
         // SAFETY: the buffers come from the registered ring, which outlives every operation.
         unsafe { self.push(&entry) };
@@ -995,7 +1034,10 @@ impl Backend for Uring {
             }
         };
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.removals_queued = false;
+                Ok(())
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -1023,8 +1065,9 @@ impl Backend for Uring {
             completions.clear();
             if core.core.dirty.len() >= FLUSH_EARLY {
                 core.flush_dirty(self);
-                if let Err(e) = self.ring.submit() {
-                    log::debug!("io_uring submit: {e}");
+                match self.ring.submit() {
+                    Ok(_) => self.removals_queued = false,
+                    Err(e) => log::debug!("io_uring submit: {e}"),
                 }
             }
         }
@@ -1060,6 +1103,12 @@ impl Backend for Uring {
         // Small frames must not wait for Nagle; failure only costs latency.
         let _ = socket.set_nodelay(true);
         self.held_count.remove(&index);
+        if index < self.fixed {
+            if std::mem::take(&mut self.removals_queued) {
+                self.ring.submit()?;
+            }
+            self.ring.submitter().register_files_update(index, &[socket.as_raw_fd()])?;
+        }
         self.arm_recv(index, generation, socket.as_raw_fd());
         Ok(())
     }
@@ -1078,6 +1127,7 @@ impl Backend for Uring {
         op.index = index;
         op.generation = generation;
         op.fd = socket.as_raw_fd();
+        op.fixed = self.fixed;
         op.left = bytes;
         op.first = 0;
         op.aim();
@@ -1102,6 +1152,14 @@ impl Backend for Uring {
         }
         if let Some(key) = self.sending.remove(&index) {
             self.cancel(user_data(OP_SEND, 0, key as u32));
+        }
+        if index < self.fixed {
+            // The table's reference goes too (after the cancellations, which it does not wait
+            // for: an operation in flight keeps the file until it completes).
+            let entry = opcode::Close::new(Fixed(index)).build().user_data(OP_IGNORE << 60);
+            // SAFETY: closing a registered slot points at no memory.
+            unsafe { self.push(&entry) };
+            self.removals_queued = true;
         }
         self.held_count.remove(&index);
         drop(socket);
