@@ -111,6 +111,46 @@ fn io_uring_receives_survive_running_out_of_buffers() {
     echo_round_trips(&server, &[10, 2000]);
 }
 
+/// A registered-file table of two slots: the first connections are named by slot, the later
+/// ones by descriptor, and slots freed by closes are filled again by new connections; every one
+/// echoes, and each socket is really closed when its connection goes (a peer that half-closes
+/// gets the server's FIN only once the table let go of the file as well as the descriptor).
+#[test]
+fn io_uring_connections_past_the_registered_file_table_use_their_descriptors() {
+    if !io_uring_here() {
+        return;
+    }
+    let server = echo_builder().backend(Backend::IoUring).registered_files(2).start().expect("start");
+    let addr = server.local_addr();
+    let leave = |client: &mut TestClient| {
+        client.stream.shutdown(std::net::Shutdown::Write).expect("half-close");
+        client.expect_eof();
+    };
+    for round in 0..3u8 {
+        let mut clients: Vec<_> = (0..5).map(|_| TestClient::connect(addr, "/")).collect();
+        for (c, client) in clients.iter_mut().enumerate() {
+            let text = format!("round {round} client {c}");
+            client.send_text(&text);
+            assert_eq!(client.recv(), Received::text(&text));
+        }
+        // The first two leave, freeing the registered slots while the others keep theirs.
+        for mut client in clients.drain(..2) {
+            leave(&mut client);
+        }
+        let mut late = TestClient::connect(addr, "/");
+        late.send_binary(&[round; 70_000]);
+        assert_eq!(late.recv(), Received::binary(&[round; 70_000]));
+        for client in clients.iter_mut().chain([&mut late]) {
+            leave(client);
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || server.stats().connections == 0),
+            "{:?}",
+            server.stats()
+        );
+    }
+}
+
 /// A client that stops reading while the server sends it more than the socket buffers hold:
 /// the send stays in flight (holding its chunks) while the queue grows behind it, and closing
 /// the connection at the outbound cap cancels it without disturbing another connection.

@@ -114,6 +114,8 @@ pub struct Config {
     pub(crate) backend: Backend,
     /// io_uring: the provided receive buffers of each loop (count, bytes each).
     pub(crate) recv_buffers: (u16, u32),
+    /// io_uring: the most slots of each loop's registered-file table.
+    pub(crate) registered_files: u32,
 }
 
 impl Default for Config {
@@ -157,6 +159,7 @@ impl Default for Config {
             reuse_port: true,
             backend: Backend::Auto,
             recv_buffers: (256, 128 * 1024),
+            registered_files: 1 << 16,
         }
     }
 }

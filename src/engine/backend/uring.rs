@@ -60,13 +60,6 @@ const COMPLETION_BATCH: usize = 64;
 const FLUSH_EARLY: usize = 32;
 /// The buffer group of the loop's receive buffers (one group per ring).
 const BUF_GROUP: u16 = 0;
-/// Slots of the ring's registered-file table: a connection whose slot index is below it is
-/// registered under that index, so that its receives and sends name it by index and the kernel
-/// skips looking its descriptor up and counting a reference on each (`fget`/`fput`: 4.6 % of
-/// server CPU at 512 B echoes, against 2.0 % for epoll's syscalls). The table costs the kernel
-/// 8 bytes a slot (at most 512 KiB per loop), and the kernel caps it at the open-files limit;
-/// connections beyond it use their descriptor.
-const FIXED_FILES: u32 = 1 << 16;
 
 /// The file an operation names: connection `index`'s registered slot when it has one (`fixed`
 /// slots in the table), its descriptor `fd` otherwise. A macro because the crate's file
@@ -638,11 +631,16 @@ impl Uring {
         let (count, size) = config.recv_buffers;
         let bufs = Bufs::new(count, size.max(512))?;
         bufs.register(&ring)?;
-        // The kernel refuses a table larger than the open-files limit (EMFILE).
-        let fixed = open_files_limit().min(FIXED_FILES);
-        let fixed = match ring.submitter().register_files_sparse(fixed) {
-            Ok(()) => fixed,
-            Err(e) => {
+        // A connection whose slot index is below `fixed` is registered in the ring's file table
+        // under that index, so that its receives and sends name it by index and the kernel skips
+        // looking its descriptor up and counting a reference on each (`fget`/`fput`: 4.6 % of
+        // server CPU at 512 B echoes). The kernel refuses a table larger than the open-files
+        // limit (EMFILE).
+        let fixed = open_files_limit().min(config.registered_files);
+        let fixed = match (fixed > 0).then(|| ring.submitter().register_files_sparse(fixed)) {
+            None => 0,
+            Some(Ok(())) => fixed,
+            Some(Err(e)) => {
                 log::debug!("io_uring: no registered-file table ({e}); connections use descriptors");
                 0
             }
