@@ -112,9 +112,11 @@ fn serve_ws(mut stream: TcpStream, answer: Answer, subscribers: &Subscribers) {
         reset: answer == Answer::Shared,
     }));
     if let Some(channels) = query.as_deref().and_then(|q| q.strip_prefix("channels=")) {
+        // Joined before the welcome goes out, as the gateway does: a publish made once the
+        // client has its welcome must reach it.
+        subscribers.lock().unwrap().push(writer.clone());
         let welcome = format!(r#"{{"type":"welcome","channels":["{channels}"]}}"#);
         writer.lock().unwrap().send(DataKind::Text, welcome.as_bytes());
-        subscribers.lock().unwrap().push(writer.clone());
     }
     buf.drain(..len);
     let limits = Limits { allowed_rsv: if params { RSV1 } else { 0 }, ..Limits::default() };
