@@ -485,8 +485,6 @@ struct SendOp {
     index: u32,
     generation: u32,
     fd: RawFd,
-    /// The loop's registered-file slots (`Uring::fixed`): `index` names the file below it.
-    fixed: u32,
     chunks: Vec<Chunk>,
     /// A small owned buffer kept from the last send's chunks, for the next queue this op
     /// takes from ([`Outbound::hand_off`]).
@@ -504,7 +502,6 @@ impl SendOp {
             index: 0,
             generation: 0,
             fd: -1,
-            fixed: 0,
             chunks: Vec::new(),
             spare: Vec::new(),
             iov: Vec::new(),
@@ -525,14 +522,15 @@ impl SendOp {
     /// The submission for what is left: a plain `send` when it is one buffer (the common case:
     /// an echo, a 101, one broadcast frame), which spares the kernel importing a `msghdr` and
     /// its iovecs; `sendmsg` over the iovecs otherwise.
-    fn entry(&self, key: usize) -> squeue::Entry {
+    /// `fixed`: the loop's registered-file slots (`Uring::fixed`); `index` names its file below it.
+    fn entry(&self, key: usize, fixed: u32) -> squeue::Entry {
         let entry = match &self.iov[self.first..] {
-            [one] => on_file!(self.fixed, self.index, self.fd, |file| {
+            [one] => on_file!(fixed, self.index, self.fd, |file| {
                 opcode::Send::new(file, one.iov_base.cast::<u8>().cast_const(), one.iov_len as u32)
                     .flags(SEND_FLAGS as i32)
                     .build()
             }),
-            _ => on_file!(self.fixed, self.index, self.fd, |file| {
+            _ => on_file!(fixed, self.index, self.fd, |file| {
                 opcode::SendMsg::new(file, &self.msg).flags(SEND_FLAGS).build()
             }),
         };
@@ -921,7 +919,7 @@ impl Uring {
             // A short send: the rest goes from where it stopped, in the same op.
             op.advance(res as usize);
             op.aim();
-            let entry = op.entry(key);
+            let entry = op.entry(key, self.fixed);
             // SAFETY: the op is boxed in `sends` and keeps its chunks until its completion.
             unsafe { self.push(&entry) };
             core.on_written(index, generation, Some(res as usize), self);
@@ -1145,12 +1143,11 @@ impl Backend for Uring {
         op.index = index;
         op.generation = generation;
         op.fd = socket.as_raw_fd();
-        op.fixed = self.fixed;
         op.left = bytes;
         op.first = 0;
         op.aim();
         let key = self.sends.insert(op);
-        let entry = self.sends[key].entry(key);
+        let entry = self.sends[key].entry(key, self.fixed);
         // SAFETY: the header, iovecs and chunks live in the boxed op, which stays in `sends`
         // (unmoved: only the box pointer moves) until the completion.
         unsafe { self.push(&entry) };
