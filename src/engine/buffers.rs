@@ -79,11 +79,14 @@ impl ColdPool {
         self.free.push(cold);
     }
 
-    /// Frees all but `keep` pooled boxes, so that a loop a burst left idle does not hold them;
-    /// returns whether any went.
+    /// Frees all but `keep` pooled boxes, so that a loop a burst left idle does not hold them,
+    /// and the large send buffers the kept ones hold; returns whether any box went.
     pub(crate) fn trim(&mut self, keep: usize) -> bool {
         let had = self.free.len();
         self.free.truncate(keep);
+        for cold in &mut self.free {
+            cold.outbound.shed_large_spare();
+        }
         if let Some(room) = spare_room(self.free.len(), self.free.capacity()) {
             self.free.shrink_to(room);
         }

@@ -658,7 +658,7 @@ impl Conn {
         }
         LoopStats::count(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
-        outbound.owned_tail().extend_from_slice(&response);
+        outbound.owned_tail(response.len()).extend_from_slice(&response);
         outbound.commit(response.len());
         core.response = response;
         if let Some(cold) = self.cold.as_mut() {
@@ -707,7 +707,7 @@ impl Conn {
     fn answer(&mut self, core: &mut LoopCore, index: u32, response: &[u8]) {
         LoopStats::count(&core.stats.handshake_bytes_out, response.len() as u64);
         let outbound = &mut self.cold(core).outbound;
-        outbound.owned_tail().extend_from_slice(response);
+        outbound.owned_tail(response.len()).extend_from_slice(response);
         outbound.commit(response.len());
         self.cold(core).spill = Vec::new();
         self.linger(core, index);

@@ -166,15 +166,35 @@ impl Chunk {
 const KEEP_OWNED: usize = 16 * 1024;
 const KEEP_CHUNKS: usize = 8;
 
-/// Keeps a written (or dropped) chunk's buffer in `spare` when it is owned and small and
-/// `spare` holds none; anything else is dropped. The one rule for what a queue (or a completion
-/// backend's send, [`Outbound::hand_off`]) keeps for reuse.
-pub(crate) fn keep_spare(spare: &mut Vec<u8>, chunk: Chunk) {
+/// How large an owned buffer a completion backend's send op keeps for the next queue it takes
+/// from ([`Outbound::hand_off`]). Larger than [`KEEP_OWNED`] because such a send holds its
+/// buffer until the kernel completes it: with 40 large echoes in flight, freeing each reply and
+/// allocating the next one made the allocator trim its heap and fault it back in (12 % of the
+/// server in page faults at 64 KiB, measured), where a buffer kept by the op is framed into
+/// again. Kept large buffers are bounded by the loop's pools (send ops and [`Cold`] boxes) and
+/// shed once the loop is quiet ([`Outbound::shed_large_spare`]).
+///
+/// [`Cold`]: super::buffers::Cold
+pub(crate) const KEEP_IN_FLIGHT: usize = 256 * 1024;
+
+/// Keeps a written (or dropped) chunk's buffer in `spare` when it is owned, at most `limit`
+/// bytes ([`KEEP_OWNED`] for a queue, [`KEEP_IN_FLIGHT`] for a send op) and `spare` holds none;
+/// anything else is dropped. The one rule for what a queue (or a completion backend's send,
+/// [`Outbound::hand_off`]) keeps for reuse.
+pub(crate) fn keep_spare(spare: &mut Vec<u8>, chunk: Chunk, limit: usize) {
     if let Chunk::Owned(mut buffer) = chunk {
-        if spare.capacity() == 0 && buffer.capacity() <= KEEP_OWNED {
+        if spare.capacity() == 0 && buffer.capacity() <= limit {
             buffer.clear();
             *spare = buffer;
         }
+    }
+}
+
+/// Drops `spare` when it is larger than a queue keeps ([`KEEP_OWNED`]): what a quiet loop does
+/// with the large buffers its send ops and pooled boxes held through a burst.
+pub(crate) fn shed_large(spare: &mut Vec<u8>) {
+    if spare.capacity() > KEEP_OWNED {
+        *spare = Vec::new();
     }
 }
 
@@ -241,7 +261,13 @@ impl Outbound {
     }
 
     fn keep(&mut self, chunk: Chunk) {
-        keep_spare(&mut self.spare, chunk);
+        keep_spare(&mut self.spare, chunk, KEEP_OWNED);
+    }
+
+    /// Gives back a spare buffer larger than a queue keeps, which a completion backend's send op
+    /// handed over ([`KEEP_IN_FLIGHT`]): for a pooled box of a loop gone quiet.
+    pub(crate) fn shed_large_spare(&mut self) {
+        shed_large(&mut self.spare);
     }
 
     /// An empty ring that grew past [`KEEP_CHUNKS`] is given back.
@@ -266,11 +292,21 @@ impl Outbound {
         self.queued == 0 || self.queued + len <= cap
     }
 
-    /// A buffer to append an owned frame to: the back chunk when it is owned (so that frames
-    /// coalesce), a new one otherwise. The caller appends; call [`Outbound::commit`] after.
-    pub(crate) fn owned_tail(&mut self) -> &mut Vec<u8> {
-        if !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
-            self.chunks.push_back(Chunk::Owned(std::mem::take(&mut self.spare)));
+    /// A buffer to append `len` bytes of owned frames to: the back chunk when it is owned and
+    /// takes them without growing past [`KEEP_OWNED`] (or has the room already), so that small
+    /// frames coalesce into one write; a new chunk otherwise, so that a large frame queued
+    /// behind another is never copied by a growing buffer (measured: echoes of 64 KiB with
+    /// sends in flight spent 8 % of the server in `realloc` copies and their page faults). The
+    /// caller appends; call [`Outbound::commit`] after.
+    pub(crate) fn owned_tail(&mut self, len: usize) -> &mut Vec<u8> {
+        let coalesce = match self.chunks.back() {
+            Some(Chunk::Owned(v)) => v.capacity() - v.len() >= len || v.len() + len <= KEEP_OWNED,
+            _ => false,
+        };
+        if !coalesce {
+            let mut buffer = std::mem::take(&mut self.spare);
+            buffer.reserve_exact(len);
+            self.chunks.push_back(Chunk::Owned(buffer));
         }
         match self.chunks.back_mut() {
             Some(Chunk::Owned(v)) => v,
@@ -299,7 +335,7 @@ impl Outbound {
         let header_len =
             FrameHeader { fin: true, rsv, opcode, mask: None, payload_len: payload.len() as u64 }
                 .encode(&mut header);
-        let tail = self.owned_tail();
+        let tail = self.owned_tail(header_len + payload.len());
         tail.reserve(header_len + payload.len());
         tail.extend_from_slice(&header[..header_len]);
         tail.extend_from_slice(payload);
@@ -440,12 +476,12 @@ mod tests {
     #[test]
     fn coalesces_owned_and_keeps_order_with_shared() {
         let mut out = Outbound::default();
-        out.owned_tail().extend_from_slice(b"ab");
+        out.owned_tail(0).extend_from_slice(b"ab");
         out.commit(2);
-        out.owned_tail().extend_from_slice(b"cd");
+        out.owned_tail(0).extend_from_slice(b"cd");
         out.commit(2);
         out.push_shared(shared(b"SHARED"));
-        out.owned_tail().extend_from_slice(b"ef");
+        out.owned_tail(0).extend_from_slice(b"ef");
         out.commit(2);
         assert_eq!(out.chunks.len(), 3);
         assert_eq!(gather(&out), b"abcdSHAREDef");
@@ -454,7 +490,7 @@ mod tests {
         // Appending while the front is half written must not disturb it.
         out.advance(7);
         assert_eq!(gather(&out), b"ef");
-        out.owned_tail().extend_from_slice(b"g");
+        out.owned_tail(0).extend_from_slice(b"g");
         out.commit(1);
         assert_eq!(gather(&out), b"efg");
         out.advance(3);
@@ -466,17 +502,17 @@ mod tests {
     fn a_written_small_buffer_is_reused_and_trim_gives_everything_back() {
         let mut out = Outbound::default();
         out.push_frame(OpCode::Text, &[b'a'; 100]);
-        let first = out.owned_tail().as_ptr();
+        let first = out.owned_tail(0).as_ptr();
         out.advance(102);
         assert!(out.is_empty());
         // The next frame goes into the same memory: no allocation per echoed message.
         out.push_frame(OpCode::Text, b"next");
-        assert_eq!(out.owned_tail().as_ptr(), first);
+        assert_eq!(out.owned_tail(0).as_ptr(), first);
         assert_eq!(gather(&out), [0x81, 4, b'n', b'e', b'x', b't']);
         // A reset (the pool taking the box back) keeps it as well.
         out.reset();
         out.push_frame(OpCode::Text, b"x");
-        assert_eq!(out.owned_tail().as_ptr(), first);
+        assert_eq!(out.owned_tail(0).as_ptr(), first);
         out.advance(3);
         // A buffer that grew past the keep size is not kept.
         out.spare = Vec::new();
@@ -492,11 +528,53 @@ mod tests {
     }
 
     #[test]
+    fn a_large_frame_behind_another_gets_its_own_chunk_and_small_ones_coalesce() {
+        let mut out = Outbound::default();
+        out.push_frame(OpCode::Binary, &vec![1; KEEP_OWNED]);
+        let first = out.owned_tail(0).as_ptr();
+        out.push_frame(OpCode::Binary, &vec![2; KEEP_OWNED]);
+        // The first buffer was not grown (and so moved and copied) to take the second.
+        assert_eq!(out.chunks.len(), 2);
+        assert_eq!(out.chunks.front().map(|c| c.bytes().as_ptr()), Some(first));
+        out.push_frame(OpCode::Text, b"a");
+        out.push_frame(OpCode::Text, b"b");
+        assert_eq!(out.chunks.len(), 3, "two small frames share one new chunk");
+        let bytes = gather(&out);
+        let frame = KEEP_OWNED + 4;
+        assert_eq!(bytes.len(), 2 * frame + 6);
+        assert!(bytes[4..frame].iter().all(|&b| b == 1));
+        assert!(bytes[frame + 4..2 * frame].iter().all(|&b| b == 2));
+        assert_eq!(&bytes[2 * frame..], [0x81, 1, b'a', 0x81, 1, b'b']);
+    }
+
+    #[test]
+    fn a_send_op_keeps_a_large_buffer_a_queue_does_not_and_shedding_drops_it() {
+        let large = || Chunk::Owned(Vec::with_capacity(KEEP_OWNED * 4));
+        let mut queue_spare = Vec::new();
+        keep_spare(&mut queue_spare, large(), KEEP_OWNED);
+        assert_eq!(queue_spare.capacity(), 0);
+        let mut op_spare = Vec::new();
+        keep_spare(&mut op_spare, large(), KEEP_IN_FLIGHT);
+        assert!(op_spare.capacity() >= KEEP_OWNED * 4);
+        keep_spare(&mut op_spare, Chunk::Owned(Vec::with_capacity(KEEP_IN_FLIGHT + 1)), KEEP_IN_FLIGHT);
+        assert!(op_spare.capacity() < KEEP_IN_FLIGHT, "one spare, and never past the bound");
+        let mut out = Outbound::default();
+        let mut empty = Vec::new();
+        out.spare = op_spare;
+        out.hand_off(&mut Vec::new(), &mut empty);
+        out.shed_large_spare();
+        assert_eq!(out.spare.capacity(), 0);
+        let mut small = Vec::with_capacity(100);
+        shed_large(&mut small);
+        assert_eq!(small.capacity(), 100);
+    }
+
+    #[test]
     fn the_loop_gauge_follows_queued_written_and_dropped_bytes() {
         let stats = Arc::new(LoopStats::default());
         let gauge = || stats.outbound_queued.load(Ordering::Relaxed);
         let mut a = Outbound::default();
-        a.owned_tail().extend_from_slice(b"ab");
+        a.owned_tail(0).extend_from_slice(b"ab");
         a.commit(2);
         // Bytes queued before the link are counted when it is made, and only once.
         a.track(&stats);

@@ -38,7 +38,7 @@ use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
 use crate::engine::buffers::spare_room;
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
-use crate::engine::outbound::{keep_spare, Chunk, Outbound};
+use crate::engine::outbound::{keep_spare, shed_large, Chunk, Outbound, KEEP_IN_FLIGHT};
 use crate::engine::stats::LoopStats;
 
 /// How long accepting pauses after EMFILE/ENFILE (as on epoll).
@@ -486,7 +486,7 @@ struct SendOp {
     generation: u32,
     fd: RawFd,
     chunks: Vec<Chunk>,
-    /// A small owned buffer kept from the last send's chunks, for the next queue this op
+    /// An owned buffer kept from the last send's chunks (up to [`KEEP_IN_FLIGHT`]), for the next queue this op
     /// takes from ([`Outbound::hand_off`]).
     spare: Vec<u8>,
     iov: Vec<libc::iovec>,
@@ -555,9 +555,10 @@ impl SendOp {
     }
 
     fn recycle(&mut self) {
-        // Shared frames go now (their last drop times a publish); one small owned buffer stays.
+        // Shared frames go now (their last drop times a publish); one owned buffer stays, for
+        // the next reply framed while others are still in flight.
         for chunk in self.chunks.drain(..) {
-            keep_spare(&mut self.spare, chunk);
+            keep_spare(&mut self.spare, chunk, KEEP_IN_FLIGHT);
         }
         self.iov.clear();
         self.first = 0;
@@ -955,6 +956,9 @@ impl Uring {
         // later), so a storm takes more than the pools keep; what it left goes now.
         let mut burst = core.core.cold_pool.trim(POOL_KEEP) | (self.send_pool.len() > POOL_KEEP);
         self.send_pool.truncate(POOL_KEEP);
+        for op in &mut self.send_pool {
+            shed_large(&mut op.spare);
+        }
         if let Some(room) = spare_room(self.sending.len(), self.sending.capacity()) {
             self.sending.shrink_to(room);
         }

@@ -276,7 +276,7 @@ impl TlsConn {
 
     /// Queues bytes as they are (not a TLS record).
     fn queue_raw(&mut self, bytes: &[u8]) {
-        self.out.owned_tail().extend_from_slice(bytes);
+        self.out.owned_tail(bytes.len()).extend_from_slice(bytes);
         self.out.commit(bytes.len());
     }
 
@@ -487,7 +487,8 @@ impl NeedsRoom for EncryptError {
     }
 }
 
-/// Runs `write` into room at the end of `out`'s owned tail and commits what it wrote. rustls is
+/// Runs `write` into room at the end of `out`'s owned tail (the size unknown until rustls says:
+/// `owned_tail(0)`) and commits what it wrote. rustls is
 /// asked first with no room and says how much it needs: a guess (a record's worth, 16 KiB)
 /// would leave that much capacity in the queue's chunk of every connection handshaking in a
 /// turn, which in a reconnect storm is heap the process keeps, fragmented, after it.
@@ -495,7 +496,7 @@ fn encode_into<E: NeedsRoom + std::fmt::Display>(
     out: &mut Outbound,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> Result<usize, E> {
-    let tail = out.owned_tail();
+    let tail = out.owned_tail(0);
     let start = tail.len();
     let mut room = 0;
     loop {

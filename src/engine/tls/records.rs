@@ -281,7 +281,7 @@ impl Records {
         let len = content.len() + 1 + TAG;
         let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         let nonce = self.tx.next_nonce();
-        let tail = out.owned_tail();
+        let tail = out.owned_tail(HEADER + len);
         let start = tail.len();
         tail.extend_from_slice(&header);
         tail.extend_from_slice(content);
