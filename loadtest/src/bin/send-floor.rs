@@ -9,7 +9,11 @@
 //! `{"sockets":…,"messages":…,"size":…,"sends":…,"us_per_send":…,"user_us_per_send":…}`.
 //! Pin it (taskset) as the server would be pinned. Loopback only; it ends by itself.
 //!
-//! Usage: throng-send-floor [--sockets 15000] [--messages 20] [--size 66] [--drain-cpu N]
+//! `--rate R/s` starts a round every 1/R seconds instead of back to back, as a fan-out publishing
+//! at `--rate R/s` does: between bursts the core idles and its caches go cold, which a send
+//! pays for. Without it the rounds run back to back (the warmest, lowest floor).
+//!
+//! Usage: throng-send-floor [--sockets 15000] [--messages 20] [--size 66] [--rate R/s] [--drain-cpu N]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +34,14 @@ fn main() {
     let sockets = value("--sockets", 15_000);
     let messages = value("--messages", 20);
     let size = value("--size", 66).max(2);
+    let interval = args.iter().position(|a| a == "--rate").and_then(|i| args.get(i + 1)).map(|v| {
+        let rate: f64 =
+            v.trim_end_matches("/s").parse().unwrap_or_else(|_| die(&format!("--rate takes R/s, got {v}")));
+        if !(rate > 0.0 && rate.is_finite()) {
+            die(&format!("--rate takes a positive R/s, got {v}"));
+        }
+        Duration::from_secs_f64(1.0 / rate)
+    });
     if let Some(i) = args.iter().position(|a| a == "--drain") {
         let addr = args.get(i + 1).unwrap_or_else(|| die("--drain takes an address"));
         drain(addr, sockets);
@@ -65,8 +77,14 @@ fn main() {
     let mut frame = vec![0u8; size];
     frame[0] = 0x82;
     frame[1] = (size - 2).min(125) as u8;
+    let start = std::time::Instant::now();
     let before = cpu();
-    for _ in 0..messages {
+    for round in 0..messages {
+        if let Some(interval) = interval {
+            // Sleeping costs no CPU of ours, so pacing does not add to the figure.
+            let due = start + interval * round as u32;
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
         for s in &mut peers {
             s.write_all(&frame).unwrap_or_else(|e| die(&format!("send: {e}")));
         }
