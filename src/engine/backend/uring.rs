@@ -23,7 +23,7 @@
 
 use std::alloc::{self, Layout};
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -38,7 +38,7 @@ use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
 use crate::engine::buffers::spare_room;
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
-use crate::engine::outbound::{keep_spare, shed_large, Chunk, Outbound, KEEP_IN_FLIGHT};
+use crate::engine::outbound::{keep_spare, shed_large, Chunk, Outbound, KEEP_IN_FLIGHT, MAX_IOVECS};
 use crate::engine::stats::LoopStats;
 
 /// How long accepting pauses after EMFILE/ENFILE (as on epoll).
@@ -618,6 +618,9 @@ pub(crate) struct Uring {
     /// A slot's removal is queued and not yet submitted: submit it before a slot is filled
     /// again, or the queued removal would take the new connection's file.
     removals_queued: bool,
+    /// One bit per slot: a connection attached whose first write (its 101, or a refusal) was
+    /// not made yet; see [`Uring::write_inline`].
+    first_write: Vec<u64>,
 }
 
 impl Uring {
@@ -682,6 +685,7 @@ impl Uring {
             stopping: false,
             fixed,
             removals_queued: false,
+            first_write: Vec::new(),
         };
         backend.bufs.refill();
         backend.arm_accept();
@@ -912,6 +916,41 @@ impl Uring {
         self.held = kept;
     }
 
+    /// Whether `index`'s first write is still to be made (and from now on, it is not).
+    fn take_first_write(&mut self, index: u32) -> bool {
+        let (word, bit) = (index as usize / 64, index % 64);
+        match self.first_write.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => {
+                *w &= !(1 << bit);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A connection's first write (its 101, or a refusal) goes by a plain non-blocking `send`,
+    /// as on epoll: the socket takes it whole, so no send op and no buffer is held until a
+    /// completion. Through the ring, a handshake storm held a box and an op per upgrade across
+    /// turns, and their frees left holes in the loop's heap between the long-lived timer buckets
+    /// (measured after 15,000 upgrades: 156 KiB free in 105 pieces through the ring, 30 KiB in
+    /// 17 this way).
+    /// `None`: the socket took nothing now; the ring sends it.
+    fn write_inline(socket: &TcpStream, queue: &mut Outbound) -> Option<Write> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = queue.io_slices(&mut slices);
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        loop {
+            // The ring's sockets are blocking (see `adopt`): MSG_DONTWAIT makes this one call not.
+            let wrote = socket2::SockRef::from(socket).send_vectored_with_flags(&slices[..n], flags);
+            return match wrote {
+                Ok(n) => Some(Write::Wrote(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => Some(Write::Failed),
+            };
+        }
+    }
+
     fn on_send(&mut self, core: &mut Loop<TcpStream>, key: u32, res: i32) {
         let key = key as usize;
         let Some(op) = self.sends.get_mut(key) else { return };
@@ -1130,12 +1169,22 @@ impl Backend for Uring {
             self.ring.submitter().register_files_update(index, &[socket.as_raw_fd()])?;
         }
         self.arm_recv(index, generation, socket.as_raw_fd());
+        let (word, bit) = (index as usize / 64, index % 64);
+        if self.first_write.len() <= word {
+            self.first_write.resize(word + 1, 0);
+        }
+        self.first_write[word] |= 1 << bit;
         Ok(())
     }
 
     fn write(&mut self, index: u32, generation: u32, socket: &TcpStream, queue: &mut Outbound) -> Write {
         if queue.handed() > 0 {
             return Write::Later; // One send in flight per connection keeps the bytes in order.
+        }
+        if self.take_first_write(index) {
+            if let Some(done) = Self::write_inline(socket, queue) {
+                return done;
+            }
         }
         let mut op = self.send_pool.pop().unwrap_or_else(SendOp::new);
         let (bytes, skip) = queue.hand_off(&mut op.chunks, &mut op.spare);
@@ -1181,6 +1230,7 @@ impl Backend for Uring {
             self.removals_queued = true;
         }
         self.held_count.remove(&index);
+        self.take_first_write(index);
         drop(socket);
     }
 
