@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
+use super::{peer_or_unspecified, sooner, written, Acceptor, Backend, Write};
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::Shared;
 use crate::engine::outbound::{Outbound, MAX_IOVECS};
@@ -213,18 +213,12 @@ impl Backend for Mio {
     fn write(&mut self, _index: u32, _generation: u32, socket: &TcpStream, queue: &mut Outbound) -> Write {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let n = queue.io_slices(&mut slices);
-        loop {
-            // One buffer (an echo, a 101, one broadcast frame) goes by `send`, which spares the
-            // kernel importing an iovec array; more by `writev`.
-            let wrote =
-                if n == 1 { (&*socket).write(&slices[0]) } else { (&*socket).write_vectored(&slices[..n]) };
-            return match wrote {
-                Ok(n) => Write::Wrote(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Write::Later,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => Write::Failed,
-            };
-        }
+        // One buffer (an echo, a 101, one broadcast frame) goes by `send`, which spares the
+        // kernel importing an iovec array; more by `writev`.
+        written(
+            || if n == 1 { (&*socket).write(&slices[0]) } else { (&*socket).write_vectored(&slices[..n]) },
+        )
+        .unwrap_or(Write::Later)
     }
 
     fn shutdown_write(&mut self, socket: &TcpStream) {

@@ -96,6 +96,19 @@ pub(crate) enum Write {
     Failed,
 }
 
+/// What a non-blocking write's result means to the core, for every write a backend makes by a
+/// syscall (epoll's, and io_uring's first write of a connection): `None` when the socket is full.
+pub(crate) fn written(mut write: impl FnMut() -> io::Result<usize>) -> Option<Write> {
+    loop {
+        return match write() {
+            Ok(n) => Some(Write::Wrote(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => Some(Write::Failed),
+        };
+    }
+}
+
 /// Moves one loop's bytes. See the [module documentation](self) for the contract.
 pub(crate) trait Backend: Sized {
     /// The backend's handle on one connection's socket (a descriptor, a fixed-file index, a

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-use super::{peer_or_unspecified, sooner, Acceptor, Backend, Write};
+use super::{peer_or_unspecified, sooner, written, Acceptor, Backend, Write};
 use crate::engine::buffers::spare_room;
 use crate::engine::core::{Loop, Reading};
 use crate::engine::mailbox::{Shared, Wake};
@@ -918,10 +918,10 @@ impl Uring {
 
     /// Whether `index`'s first write is still to be made (and from now on, it is not).
     fn take_first_write(&mut self, index: u32) -> bool {
-        let (word, bit) = (index as usize / 64, index % 64);
+        let (word, bit) = first_write_bit(index);
         match self.first_write.get_mut(word) {
-            Some(w) if *w & (1 << bit) != 0 => {
-                *w &= !(1 << bit);
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
                 true
             }
             _ => false,
@@ -939,16 +939,8 @@ impl Uring {
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let n = queue.io_slices(&mut slices);
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        loop {
-            // The ring's sockets are blocking (see `adopt`): MSG_DONTWAIT makes this one call not.
-            let wrote = socket2::SockRef::from(socket).send_vectored_with_flags(&slices[..n], flags);
-            return match wrote {
-                Ok(n) => Some(Write::Wrote(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => Some(Write::Failed),
-            };
-        }
+        // The ring's sockets are blocking (see `adopt`): MSG_DONTWAIT makes this one call not.
+        written(|| socket2::SockRef::from(socket).send_vectored_with_flags(&slices[..n], flags))
     }
 
     fn on_send(&mut self, core: &mut Loop<TcpStream>, key: u32, res: i32) {
@@ -1036,6 +1028,11 @@ impl Uring {
             }
         }
     }
+}
+
+/// Where slot `index`'s bit is in [`Uring::first_write`]: its word, and its mask in the word.
+fn first_write_bit(index: u32) -> (usize, u64) {
+    (index as usize / 64, 1 << (index % 64))
 }
 
 /// Hands the allocator's free pages back to the kernel once a burst's buffers were freed: its
@@ -1169,11 +1166,11 @@ impl Backend for Uring {
             self.ring.submitter().register_files_update(index, &[socket.as_raw_fd()])?;
         }
         self.arm_recv(index, generation, socket.as_raw_fd());
-        let (word, bit) = (index as usize / 64, index % 64);
+        let (word, bit) = first_write_bit(index);
         if self.first_write.len() <= word {
             self.first_write.resize(word + 1, 0);
         }
-        self.first_write[word] |= 1 << bit;
+        self.first_write[word] |= bit;
         Ok(())
     }
 
