@@ -486,8 +486,8 @@ struct SendOp {
     generation: u32,
     fd: RawFd,
     chunks: Vec<Chunk>,
-    /// An owned buffer kept from the last send's chunks (up to [`KEEP_IN_FLIGHT`]), for the next queue this op
-    /// takes from ([`Outbound::hand_off`]).
+    /// An owned buffer kept from the last send's chunks (up to [`KEEP_IN_FLIGHT`]), for the
+    /// next queue this op takes from ([`Outbound::hand_off`]).
     spare: Vec<u8>,
     iov: Vec<libc::iovec>,
     /// Where in `iov` the unsent bytes start (after a short send).

@@ -488,10 +488,10 @@ impl NeedsRoom for EncryptError {
 }
 
 /// Runs `write` into room at the end of `out`'s owned tail (the size unknown until rustls says:
-/// `owned_tail(0)`) and commits what it wrote. rustls is
-/// asked first with no room and says how much it needs: a guess (a record's worth, 16 KiB)
-/// would leave that much capacity in the queue's chunk of every connection handshaking in a
-/// turn, which in a reconnect storm is heap the process keeps, fragmented, after it.
+/// `owned_tail(0)`) and commits what it wrote. rustls is asked first with no room and says how
+/// much it needs: a guess (a record's worth, 16 KiB) would leave that much capacity in the
+/// queue's chunk of every connection handshaking in a turn, which in a reconnect storm is heap
+/// the process keeps, fragmented, after it.
 fn encode_into<E: NeedsRoom + std::fmt::Display>(
     out: &mut Outbound,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
